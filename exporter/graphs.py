@@ -1,0 +1,46 @@
+"""What a family's split hands the targets: static graphs plus the rule that dispatches them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from runtime.manifest import Dispatch, TensorSpec
+
+__all__ = ["ExportGraph", "Split", "UnsplittableModel", "tensor_specs"]
+
+
+class UnsplittableModel(ValueError):
+    """The exporter has no split for this model."""
+
+
+@dataclass(frozen=True)
+class ExportGraph:
+    name: str
+    module: nn.Module  # eval mode, static control flow, BN set already chosen
+    example_inputs: tuple[Tensor, ...]  # batch 1, the shapes the graph is compiled for
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    macs: int
+
+
+@dataclass(frozen=True)
+class Split:
+    graphs: tuple[ExportGraph, ...]
+    dispatch: Dispatch
+
+
+@torch.no_grad()
+def tensor_specs(graph: ExportGraph) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Input and output specs of `graph`, read off one eager run on its example inputs."""
+    outputs = graph.module(*graph.example_inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    if len(outputs) != len(graph.output_names):
+        raise ValueError(f"graph {graph.name!r} returns {len(outputs)} tensors for {graph.output_names}")
+
+    def specs(names, tensors):
+        return tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors))
+
+    return specs(graph.input_names, graph.example_inputs), specs(graph.output_names, outputs)

@@ -1,0 +1,12 @@
+"""On-device runtime for exported bundles. Needs numpy plus one backend; never torch for ONNX.
+
+    import runtime
+    session = runtime.load("bundles/drnet-onnx")
+    result = session.run(images)   # uint8 NHWC of any size, or normalized float32 NCHW
+    result.logits, result.paths, result.macs, result.timings
+"""
+
+from runtime.manifest import BundleError, Manifest
+from runtime.session import RunResult, Session, load
+
+__all__ = ["load", "Session", "RunResult", "Manifest", "BundleError"]

@@ -1,0 +1,298 @@
+"""The bundle manifest: parsed into dataclasses and validated at this one boundary.
+
+The manifest is the contract between exporter, runtime and the Android app;
+docs/bundle.md is its specification. Everything here is plain Python so a
+device needs no torch to read a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "BundleError",
+    "TensorSpec",
+    "Graph",
+    "DispatchPath",
+    "Dispatch",
+    "Preprocessing",
+    "Artifact",
+    "Manifest",
+    "read_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TARGETS = ("onnx", "executorch", "coreml", "tensorrt")
+DTYPES = ("float32",)
+DISPATCH_RULES = ("argmax",)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted; the message names the offending file."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One static graph: an artifact file, and the method inside it for multi-method formats."""
+
+    name: str
+    artifact: str
+    entry: str | None
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    macs: int
+
+
+@dataclass(frozen=True)
+class DispatchPath:
+    """One way through the network for a sample, e.g. DRNet at one resolution."""
+
+    name: str
+    graph: str
+    resolution: int | None = None
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """How a sample picks its path: `argmax` runs `selector`, then paths[argmax(scores)]."""
+
+    rule: str
+    selector: str
+    paths: tuple[DispatchPath, ...]
+    reference_path: str  # the static full model, baseline of every speedup
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """uint8 RGB images become float32 NCHW: resize to `resolution`, scale to [0, 1], then (x - mean) / std."""
+
+    resolution: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    family: str
+    target: str
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    graphs: dict[str, Graph]
+    dispatch: Dispatch
+    artifacts: dict[str, Artifact]
+    producer: dict[str, str]
+    macs_convention: str = "conv+linear multiply-accumulates per image, batch 1"
+
+    def path_macs(self, path: DispatchPath) -> int:
+        """MACs of one sample taking `path`, selector included."""
+        return self.graphs[self.dispatch.selector].macs + self.graphs[path.graph].macs
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+class _Reader:
+    """Typed field access that names the file and the field in every error."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> BundleError:
+        return BundleError(f"{self.source}: {where}: {problem}")
+
+    def fields(self, data: Any, where: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"expected an object, got {type(data).__name__}")
+        missing = required - data.keys()
+        if missing:
+            raise self.fail(where, f"missing field(s) {sorted(missing)}")
+        unknown = data.keys() - required - optional
+        if unknown:
+            raise self.fail(where, f"unknown field(s) {sorted(unknown)}")
+        return data
+
+    def typed(self, value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(where, f"expected {expected}, got {value!r}")
+        return value
+
+    def text(self, value: Any, where: str) -> str:
+        if not self.typed(value, str, where):
+            raise self.fail(where, "must not be empty")
+        return value
+
+    def count(self, value: Any, where: str, minimum: int = 0) -> int:
+        if self.typed(value, int, where) < minimum:
+            raise self.fail(where, f"must be at least {minimum}, got {value}")
+        return value
+
+    def choice(self, value: Any, options: tuple, where: str) -> Any:
+        if value not in options:
+            raise self.fail(where, f"{value!r} is not one of {list(options)}")
+        return value
+
+    def floats(self, value: Any, where: str, length: int) -> tuple[float, ...]:
+        items = self.typed(value, list, where)
+        if len(items) != length:
+            raise self.fail(where, f"expected {length} numbers, got {len(items)}")
+        return tuple(float(self.typed(v, (int, float), f"{where}[{i}]")) for i, v in enumerate(items))
+
+    def tensor(self, data: Any, where: str) -> TensorSpec:
+        data = self.fields(data, where, {"name", "shape", "dtype"})
+        shape = self.typed(data["shape"], list, f"{where}.shape")
+        if not shape:
+            raise self.fail(f"{where}.shape", "must have at least one dimension")
+        return TensorSpec(
+            name=self.text(data["name"], f"{where}.name"),
+            shape=tuple(self.count(d, f"{where}.shape[{i}]", 1) for i, d in enumerate(shape)),
+            dtype=self.choice(data["dtype"], DTYPES, f"{where}.dtype"),
+        )
+
+    def tensors(self, data: Any, where: str) -> tuple[TensorSpec, ...]:
+        items = self.typed(data, list, where)
+        if not items:
+            raise self.fail(where, "must list at least one tensor")
+        return tuple(self.tensor(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
+def _parse(data: Any, source: Path) -> Manifest:
+    r = _Reader(source)
+    top = r.fields(
+        data, "manifest",
+        {"format_version", "family", "target", "classes", "preprocessing", "graphs", "dispatch", "artifacts",
+         "producer", "macs_convention"},
+    )
+    version = r.typed(top["format_version"], int, "format_version")
+    if version != FORMAT_VERSION:
+        raise r.fail("format_version", f"unknown format_version {version}; this runtime reads {FORMAT_VERSION}")
+
+    classes = r.typed(top["classes"], list, "classes")
+    if not classes:
+        raise r.fail("classes", "must list at least one class")
+    classes = tuple(r.text(c, f"classes[{i}]") for i, c in enumerate(classes))
+
+    pre = r.fields(top["preprocessing"], "preprocessing", {"resolution", "mean", "std", "resize"})
+    preprocessing = Preprocessing(
+        resolution=r.count(pre["resolution"], "preprocessing.resolution", 1),
+        mean=r.floats(pre["mean"], "preprocessing.mean", 3),
+        std=r.floats(pre["std"], "preprocessing.std", 3),
+        resize=r.choice(pre["resize"], ("bilinear",), "preprocessing.resize"),
+    )
+    if any(s <= 0 for s in preprocessing.std):
+        raise r.fail("preprocessing.std", f"must be positive, got {list(preprocessing.std)}")
+
+    artifacts = {}
+    for file, entry in r.typed(top["artifacts"], dict, "artifacts").items():
+        where = f"artifacts[{file!r}]"
+        if Path(file).name != file or file in (".", "..", MANIFEST_FILE):
+            raise r.fail(where, "must be a plain file name inside the bundle")
+        entry = r.fields(entry, where, {"sha256", "bytes"})
+        digest = r.typed(entry["sha256"], str, f"{where}.sha256")
+        if not _SHA256.fullmatch(digest):
+            raise r.fail(f"{where}.sha256", f"not a lowercase hex sha256: {digest!r}")
+        artifacts[file] = Artifact(digest, r.count(entry["bytes"], f"{where}.bytes"))
+
+    graphs = {}
+    graph_items = r.typed(top["graphs"], dict, "graphs")
+    if not graph_items:
+        raise r.fail("graphs", "must hold at least one graph")
+    for name, entry in graph_items.items():
+        where = f"graphs[{name!r}]"
+        entry = r.fields(entry, where, {"name", "artifact", "entry", "inputs", "outputs", "macs"})
+        if entry["name"] != name:
+            raise r.fail(f"{where}.name", f"{entry['name']!r} differs from its key")
+        artifact = r.text(entry["artifact"], f"{where}.artifact")
+        if artifact not in artifacts:
+            raise r.fail(f"{where}.artifact", f"{artifact!r} is not listed in artifacts")
+        method = entry["entry"]
+        if method is not None:
+            r.text(method, f"{where}.entry")
+        graphs[name] = Graph(
+            name=name,
+            artifact=artifact,
+            entry=method,
+            inputs=r.tensors(entry["inputs"], f"{where}.inputs"),
+            outputs=r.tensors(entry["outputs"], f"{where}.outputs"),
+            macs=r.count(entry["macs"], f"{where}.macs"),
+        )
+
+    d = r.fields(top["dispatch"], "dispatch", {"rule", "selector", "paths", "reference_path"})
+    rule = r.choice(d["rule"], DISPATCH_RULES, "dispatch.rule")
+    selector = r.choice(d["selector"], tuple(graphs), "dispatch.selector")
+    paths = []
+    for i, entry in enumerate(r.typed(d["paths"], list, "dispatch.paths")):
+        where = f"dispatch.paths[{i}]"
+        entry = r.fields(entry, where, {"name", "graph"}, frozenset({"resolution"}))
+        resolution = entry.get("resolution")
+        paths.append(
+            DispatchPath(
+                name=r.text(entry["name"], f"{where}.name"),
+                graph=r.choice(entry["graph"], tuple(graphs), f"{where}.graph"),
+                resolution=None if resolution is None else r.count(resolution, f"{where}.resolution", 1),
+            )
+        )
+    if not paths:
+        raise r.fail("dispatch.paths", "must list at least one path")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise r.fail("dispatch.paths", f"path names repeat: {names}")
+    scores = graphs[selector].outputs[0].shape
+    if scores[-1] != len(paths):
+        raise r.fail("dispatch.selector", f"{selector!r} scores {scores[-1]} paths but {len(paths)} are listed")
+    for path in paths:
+        logits = graphs[path.graph].outputs[0].shape
+        if logits[-1] != len(classes):
+            raise r.fail(f"graphs[{path.graph!r}].outputs[0]", f"{logits[-1]} logits for {len(classes)} classes")
+    dispatch = Dispatch(rule, selector, tuple(paths), r.choice(d["reference_path"], tuple(names), "dispatch.reference_path"))
+
+    producer = r.typed(top["producer"], dict, "producer")
+    return Manifest(
+        format_version=version,
+        family=r.text(top["family"], "family"),
+        target=r.choice(top["target"], TARGETS, "target"),
+        classes=classes,
+        preprocessing=preprocessing,
+        graphs=graphs,
+        dispatch=dispatch,
+        artifacts=artifacts,
+        producer={str(k): str(v) for k, v in producer.items()},
+        macs_convention=r.text(top["macs_convention"], "macs_convention"),
+    )
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    """Parse and validate `bundle/manifest.json`; artifacts are checked by `runtime.bundle`."""
+    source = Path(bundle) / MANIFEST_FILE
+    if not Path(bundle).is_dir():
+        raise BundleError(f"{bundle}: not a bundle directory")
+    if not source.is_file():
+        raise BundleError(f"{source}: manifest is missing; is {bundle} a bundle written by `python -m exporter`?")
+    try:
+        data = json.loads(source.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{source}: not valid JSON ({error})") from None
+    return _parse(data, source)

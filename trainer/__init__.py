@@ -1,0 +1,1 @@
+"""Training for input-adaptive CNNs: backbones, dynamic families and their recipes."""

@@ -1,0 +1,109 @@
+"""CIFAR-style ResNet (He et al., 2016, Sec. 4.2) shared by every dynamic family.
+
+Depth is 6n+2: a 3x3 stem, three stages of n basic blocks at widths w, 2w, 4w,
+then global pooling and a linear classifier. The blocks live in one flat list,
+so families that run, skip or resize blocks index them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import Tensor, nn
+
+from trainer.switchable_bn import SwitchableBatchNorm2d
+
+__all__ = ["BasicBlock", "CifarResNet", "cifar_resnet", "DEPTHS"]
+
+DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int, norm_layer: NormLayer) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        # Projection shortcut (option B) where the shape changes: it exports as a
+        # plain conv everywhere, unlike option A's strided slice and channel pad.
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(conv1x1(in_planes, planes, stride), norm_layer(planes))
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """The path a skipped block still takes: identity, or the projection."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int,
+        *,
+        width: int = 16,
+        in_channels: int = 3,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. {DEPTHS}), got {depth}")
+        blocks_per_stage = (depth - 2) // 6
+        self.conv1 = conv3x3(in_channels, width)
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        blocks: list[nn.Module] = []
+        in_planes = width
+        for stage, planes in enumerate((width, 2 * width, 4 * width)):
+            for index in range(blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(in_planes, planes, stride, norm_layer))
+                in_planes = planes
+        self.blocks = nn.ModuleList(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def head(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(x).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def cifar_resnet(depth: int, *, num_classes: int, width: int = 16, bn_sets: int = 1) -> CifarResNet:
+    """A CIFAR ResNet whose BNs keep `bn_sets` switchable statistics sets (1: plain BN)."""
+    norm_layer: NormLayer = nn.BatchNorm2d
+    if bn_sets > 1:
+        norm_layer = partial(SwitchableBatchNorm2d, num_sets=bn_sets)
+    return CifarResNet(depth, num_classes, width=width, norm_layer=norm_layer)

@@ -1,0 +1,28 @@
+"""What every input-adaptive model reports at inference, whatever its family.
+
+The exporter checks its bundles against this, and the evaluation reads MACs
+and path choices from it, so all families answer in the same terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["DynamicOutput", "resize"]
+
+
+@dataclass
+class DynamicOutput:
+    logits: Tensor  # (N, classes)
+    paths: list[str]  # per sample, the static sub-network that ran
+    macs: Tensor  # (N,) int64 MACs that actually ran, predictor or gates included
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Bilinear, half-pixel, no antialias: the variant every edge runtime implements alike."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)

@@ -1,0 +1,32 @@
+"""The registry of dynamic families: how to build, train and evaluate each one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trainer.families import drnet
+
+__all__ = ["Family", "FAMILIES", "get_family"]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    options_type: type
+    build: Callable  # (model config dict) -> nn.Module
+    fit: Callable  # (model, loader, *, phases, weight_decay, device) -> None
+    evaluate: Callable  # (model, loader, *, device) -> metrics dict
+    phases: tuple[str, ...]
+
+
+FAMILIES = {
+    "drnet": Family("drnet", drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune")),
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; known: {sorted(FAMILIES)}") from None

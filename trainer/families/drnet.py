@@ -1,0 +1,206 @@
+"""DRNet: a tiny predictor picks each image's input resolution (Xie et al., 2021).
+
+The backbone is shared across resolutions except for its BatchNorm, which keeps
+one set per resolution. Training runs in the paper's two phases: the backbone
+alone on every resolution, then jointly with the predictor under a MACs budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.dynamic import DynamicOutput, resize
+from trainer.loop import train_phase
+from trainer.macs import count_macs
+from trainer.switchable_bn import use_bn_set
+
+__all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix"]
+
+
+@dataclass(frozen=True)
+class DRNetOptions:
+    resolutions: tuple[int, ...] = (32, 24, 16)
+    predictor_depth: int = 8
+    predictor_width: int = 8
+    predictor_resolution: int = 16
+    macs_target: float = 0.5  # alpha, as a fraction of the full-resolution backbone's MACs
+    eta: float = 1.0  # weight of the MACs loss
+    tau: float = 1.0  # Gumbel-softmax temperature
+    predictor_lr_scale: float = 0.1  # the predictor learns at 0.1x the backbone's rate
+
+
+def flops_loss(expected_macs: Tensor, target: float, c_max: float, c_min: float) -> Tensor:
+    """DRNet's budget penalty max(0, (E[F] - alpha) / (C_max - C_min)), zero under budget."""
+    return torch.clamp((expected_macs - target) / (c_max - c_min), min=0)
+
+
+class DRNet(nn.Module):
+    def __init__(self, backbone: CifarResNet, predictor: CifarResNet, options: DRNetOptions) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.predictor = predictor
+        self.options = options
+        self.resolutions = tuple(options.resolutions)
+        probe_channels = backbone.conv1.in_channels
+        self.backbone_macs = [
+            count_macs(self._backbone_at_size, torch.zeros(1, probe_channels, r, r), i)
+            for i, r in enumerate(self.resolutions)
+        ]
+        side = options.predictor_resolution
+        self.predictor_macs = count_macs(self.predictor_logits, torch.zeros(1, probe_channels, side, side))
+
+    def path_name(self, index: int) -> str:
+        return f"res{self.resolutions[index]}"
+
+    def _backbone_at_size(self, x: Tensor, index: int) -> Tensor:
+        with use_bn_set(self.backbone, index):
+            return self.backbone(x)
+
+    def backbone_logits(self, x: Tensor, index: int) -> Tensor:
+        """The backbone on `x` resized to candidate resolution `index`, with that resolution's BN set."""
+        return self._backbone_at_size(resize(x, self.resolutions[index]), index)
+
+    def predictor_logits(self, x: Tensor) -> Tensor:
+        """One score per candidate resolution."""
+        return self.predictor(resize(x, self.options.predictor_resolution))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Training-time selection: hard Gumbel one-hot forward, soft gradient backward.
+
+        Returns the selected logits and each sample's expected backbone MACs.
+        """
+        gate = F.gumbel_softmax(self.predictor_logits(x), tau=self.options.tau, hard=True)
+        outputs = torch.stack([self.backbone_logits(x, i) for i in range(len(self.resolutions))])
+        logits = torch.einsum("nr,rnc->nc", gate, outputs)
+        expected_macs = gate @ torch.tensor(self.backbone_macs, dtype=gate.dtype, device=gate.device)
+        return logits, expected_macs
+
+    @torch.no_grad()
+    def infer(self, x: Tensor) -> DynamicOutput:
+        """Run only the chosen resolution for each image."""
+        choice = self.predictor_logits(x).argmax(dim=1)
+        logits = None
+        for index in choice.unique().tolist():
+            picked = choice == index
+            out = self.backbone_logits(x[picked], index)
+            if logits is None:
+                logits = out.new_empty(len(x), out.shape[1])
+            logits[picked] = out
+        macs = torch.tensor([self.predictor_macs + self.backbone_macs[i] for i in choice.tolist()])
+        return DynamicOutput(logits, [self.path_name(i) for i in choice.tolist()], macs)
+
+
+def build(model: dict) -> DRNet:
+    options = DRNetOptions(**{**model["options"], "resolutions": tuple(model["options"]["resolutions"])})
+    backbone = cifar_resnet(
+        model["depth"], num_classes=model["num_classes"], width=model["width"], bn_sets=len(options.resolutions)
+    )
+    predictor = cifar_resnet(
+        options.predictor_depth, num_classes=len(options.resolutions), width=options.predictor_width
+    )
+    return DRNet(backbone, predictor, options)
+
+
+def fit(model: DRNet, loader: DataLoader, *, phases: dict, weight_decay: float, device: torch.device) -> None:
+    options = model.options
+    resolutions = range(len(model.resolutions))
+
+    def pretrain_loss(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        losses = [F.cross_entropy(model.backbone_logits(images, i), labels) for i in resolutions]
+        total = torch.stack(losses).sum()
+        return total, {"ce": total.item() / len(losses)}
+
+    pretrain = phases["pretrain"]
+    train_phase(
+        model, loader, pretrain_loss,
+        param_groups=[{"params": model.backbone.parameters(), "lr": pretrain.lr}],
+        epochs=pretrain.epochs, weight_decay=weight_decay, device=device, desc="pretrain backbone",
+    )
+
+    c_max, c_min = max(model.backbone_macs), min(model.backbone_macs)
+    target = options.macs_target * model.backbone_macs[0]
+
+    def joint_loss(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        logits, expected_macs = model(images)
+        ce = F.cross_entropy(logits, labels)
+        budget = flops_loss(expected_macs.mean(), target, c_max, c_min)
+        return ce + options.eta * budget, {"ce": ce.item(), "macs": expected_macs.mean().item() / 1e6}
+
+    finetune = phases["finetune"]
+    train_phase(
+        model, loader, joint_loss,
+        param_groups=[
+            {"params": model.backbone.parameters(), "lr": finetune.lr},
+            {"params": model.predictor.parameters(), "lr": finetune.lr * options.predictor_lr_scale},
+        ],
+        epochs=finetune.epochs, weight_decay=weight_decay, device=device, desc="finetune with predictor",
+    )
+
+
+def random_resolution_mix(macs: list[int], target: float) -> list[float]:
+    """Probabilities over resolutions whose expected MACs equal `target` (DRNet Table 5's baseline).
+
+    Mixes the two resolutions that bracket the target; clips to the cheapest or
+    dearest when the target lies outside their range.
+    """
+    order = sorted(range(len(macs)), key=macs.__getitem__)
+    probabilities = [0.0] * len(macs)
+    if target <= macs[order[0]]:
+        probabilities[order[0]] = 1.0
+        return probabilities
+    for low, high in zip(order, order[1:]):
+        if target <= macs[high]:
+            share = (target - macs[low]) / (macs[high] - macs[low])
+            probabilities[low], probabilities[high] = 1.0 - share, share
+            return probabilities
+    probabilities[order[-1]] = 1.0
+    return probabilities
+
+
+@torch.no_grad()
+def evaluate(model: DRNet, loader: DataLoader, *, device: torch.device) -> dict:
+    """Accuracy, mean MACs and chosen-resolution histogram for DRNet and its baselines.
+
+    The random baseline mixes resolutions at DRNet's mean MACs, predictor
+    included; its accuracy is the exact expectation, free of sampling noise.
+    """
+    model.eval()
+    correct, macs, paths = [], [], []
+    static_correct: list[list[Tensor]] = [[] for _ in model.resolutions]
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        out = model.infer(images)
+        correct.append((out.logits.argmax(1) == labels).cpu())
+        macs.append(out.macs)
+        paths += out.paths
+        for i in range(len(model.resolutions)):
+            static_correct[i].append((model.backbone_logits(images, i).argmax(1) == labels).cpu())
+
+    names = [model.path_name(i) for i in range(len(model.resolutions))]
+    mean_macs = float(torch.cat(macs).float().mean())
+    static_accuracy = [float(torch.cat(c).float().mean()) for c in static_correct]
+    mix = random_resolution_mix(model.backbone_macs, mean_macs)
+    baselines = {
+        "random resolution, equal MACs": {
+            "accuracy": sum(p * a for p, a in zip(mix, static_accuracy)),
+            "mean_macs": sum(p * m for p, m in zip(mix, model.backbone_macs)),
+            "histogram": {name: round(p * len(paths), 1) for name, p in zip(names, mix)},
+        }
+    }
+    for name, accuracy, backbone_macs in zip(names, static_accuracy, model.backbone_macs):
+        baselines[f"static {name}"] = {"accuracy": accuracy, "mean_macs": backbone_macs, "histogram": {name: len(paths)}}
+    return {
+        "images": len(paths),
+        "model": {
+            "accuracy": float(torch.cat(correct).float().mean()),
+            "mean_macs": mean_macs,
+            "histogram": {name: paths.count(name) for name in names},
+        },
+        "baselines": baselines,
+    }

@@ -1,0 +1,76 @@
+"""Named training recipes, `<family>-<dataset>[-<backbone>]`, with the papers' settings as defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.families.drnet import DRNetOptions
+
+__all__ = ["Phase", "Recipe", "RECIPES", "get_recipe"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    epochs: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    dataset: str
+    depth: int
+    phases: dict[str, Phase]
+    options: Any
+    width: int = 16
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    description: str = ""
+
+    def with_epochs(self, total: int) -> Recipe:
+        """The same recipe with `total` epochs, shared among phases in the recipe's proportions."""
+        if total < len(self.phases):
+            raise ValueError(f"--epochs must be at least {len(self.phases)} (one per phase: {list(self.phases)})")
+        default_total = sum(p.epochs for p in self.phases.values())
+        names = list(self.phases)
+        epochs = {n: max(1, round(total * self.phases[n].epochs / default_total)) for n in names[:-1]}
+        epochs[names[-1]] = max(1, total - sum(epochs.values()))
+        phases = {n: dataclasses.replace(self.phases[n], epochs=epochs[n]) for n in names}
+        return dataclasses.replace(self, phases=phases)
+
+
+def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
+    return {r.name: r for r in recipes}
+
+
+RECIPES = _recipes(
+    Recipe(
+        name="drnet-digits",
+        family="drnet",
+        dataset="digits",
+        depth=8,
+        phases={"pretrain": Phase(epochs=6, lr=0.1), "finetune": Phase(epochs=4, lr=0.05)},
+        options=DRNetOptions(resolutions=(32, 24, 16), macs_target=0.45, eta=2.0),
+        batch_size=64,
+        description="scikit-learn digits on a 32x32 canvas; CPU, about a minute",
+    ),
+    Recipe(
+        name="drnet-cifar10",
+        family="drnet",
+        dataset="cifar10",
+        depth=20,
+        phases={"pretrain": Phase(epochs=160, lr=0.1), "finetune": Phase(epochs=40, lr=0.01)},
+        options=DRNetOptions(resolutions=(32, 24, 16), macs_target=0.6, eta=2.0),
+        description="CIFAR-10, ResNet-20 backbone, candidates 32/24/16",
+    ),
+)
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}") from None

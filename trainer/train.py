@@ -1,0 +1,69 @@
+"""Train a recipe end to end: data, the family's phases, evaluation, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from trainer.checkpoint import save_checkpoint
+from trainer.data import load_split
+from trainer.evaluate import evaluate_model
+from trainer.families import get_family
+from trainer.recipes import Recipe
+
+__all__ = ["train"]
+
+
+def train(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    data_root: str | Path | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Train `recipe`, evaluate it on the test split, and checkpoint it to `out`. Returns the config."""
+    torch.manual_seed(seed)
+    family = get_family(recipe.family)
+    train_set, info = load_split(recipe.dataset, "train", data_root=data_root, augment=True, subset=subset)
+    loader = DataLoader(
+        train_set, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
+        num_workers=0 if recipe.dataset == "digits" else 2,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    model_config = {
+        "depth": recipe.depth,
+        "width": recipe.width,
+        "num_classes": len(info.classes),
+        "options": dataclasses.asdict(recipe.options),
+    }
+    model = family.build(model_config).to(device)
+
+    started = time.perf_counter()
+    family.fit(model, loader, phases=recipe.phases, weight_decay=recipe.weight_decay, device=torch.device(device))
+    wall_time = time.perf_counter() - started
+
+    config = {
+        "family": recipe.family,
+        "recipe": recipe.name,
+        "model": model_config,
+        "data": info.to_dict(),
+        "data_root": str(data_root) if data_root else None,
+        "training": {
+            "phases": {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()},
+            "batch_size": recipe.batch_size,
+            "train_images": len(train_set),
+            "seed": seed,
+            "device": device,
+            "wall_time_s": round(wall_time, 1),
+        },
+    }
+    model.eval()
+    config["metrics"] = evaluate_model(model, config, data_root=data_root, device=torch.device(device))
+    save_checkpoint(out, model.cpu(), config)
+    return config
