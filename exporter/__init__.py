@@ -1,0 +1,90 @@
+"""Split a trained dynamic model into static graphs and write a verified bundle.
+
+    from exporter import export
+    report = export("runs/drnet-digits", "executorch", "bundles/drnet-et")
+    print(report.parity.summary())
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from exporter.bundle import artifact_table, write_bundle, write_manifest
+from exporter.graphs import UnsplittableModel, tensor_specs
+from exporter.splits import split_model
+from exporter.targets import TARGETS, write_artifacts
+from exporter.verify import Parity, ParityError, check_parity, verification_samples
+from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
+from trainer.checkpoint import load_checkpoint
+
+__all__ = ["export", "ExportReport", "ParityError", "UnsplittableModel"]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    bundle: Path
+    manifest: Manifest
+    parity: Parity | None
+
+
+def export(
+    checkpoint: str | Path,
+    target: str,
+    out: str | Path,
+    *,
+    force: bool = False,
+    verify: bool = True,
+    samples: int = 64,
+) -> ExportReport:
+    """Export `checkpoint` for `target` into the bundle directory `out`.
+
+    With `verify`, the written bundle runs through the runtime on `samples`
+    images before it is moved into place; a parity failure leaves no bundle.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    model, config = load_checkpoint(checkpoint)
+    data = config["data"]
+    split = split_model(model, config["family"], data["resolution"])
+    verify = verify and TARGETS[target].runs_here
+    result: dict = {}
+
+    def fill(staging: Path) -> None:
+        placement = write_artifacts(target, split.graphs, staging)
+        graphs = {}
+        for graph in split.graphs:
+            inputs, outputs = tensor_specs(graph)
+            artifact, entry = placement[graph.name]
+            graphs[graph.name] = Graph(graph.name, artifact, entry, inputs, outputs, graph.macs)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            family=config["family"],
+            target=target,
+            classes=tuple(data["classes"]),
+            preprocessing=Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"])),
+            graphs=graphs,
+            dispatch=split.dispatch,
+            artifacts=artifact_table(staging),
+            producer={
+                "tool": "exporter",
+                "version": version("adaptive-edge"),
+                "torch": torch.__version__,
+                "recipe": config["recipe"],
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        write_manifest(staging, manifest)
+        result["manifest"] = manifest
+        if verify:
+            result["parity"] = check_parity(staging, model, verification_samples(config, samples))
+
+    write_bundle(out, fill, force=force)
+    return ExportReport(out, result["manifest"], result.get("parity"))
