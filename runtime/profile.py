@@ -1,0 +1,197 @@
+"""Measure a bundle's real latency on this device against its MACs and the device's budgets.
+
+python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
+
+Every speedup is a ratio against the static full model (the manifest's
+reference path) timed in the same run. MACs are conv+linear multiply-
+accumulates per image, selector included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
+from runtime.preprocess import prepare
+from runtime.session import Session, load
+from runtime.timing import Timing, measure
+
+__all__ = ["profile", "format_report", "main"]
+
+
+def _timing(t: Timing) -> dict:
+    return {"median_ms": t.median_ms, "p90_ms": t.p90_ms}
+
+
+def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 10, images: np.ndarray | None = None) -> dict:
+    """Latency per graph and per path at batch 1, and optionally over a real mix of images."""
+    manifest = session.manifest
+    dispatch = manifest.dispatch
+    rng = np.random.default_rng(0)
+    inputs = {
+        name: [rng.standard_normal(spec.shape).astype(np.float32) for spec in graph.inputs]
+        for name, graph in manifest.graphs.items()
+    }
+    selector, selector_input = session.graphs[dispatch.selector], inputs[dispatch.selector]
+
+    def graph_call(name):
+        graph, x = session.graphs[name], inputs[name]
+        return lambda: graph(x)
+
+    def path_call(path):
+        graph, x = session.graphs[path.graph], inputs[path.graph]
+        return lambda: (selector(selector_input), graph(x))
+
+    # One interleaved measurement, so every ratio compares calls timed side by side.
+    times = measure(
+        {**{("graph", n): graph_call(n) for n in manifest.graphs}, **{("path", p.name): path_call(p) for p in dispatch.paths}},
+        runs=runs, warmup=warmup,
+    )
+    graph_times = {n: times[("graph", n)] for n in manifest.graphs}
+    path_times = {p.name: times[("path", p.name)] for p in dispatch.paths}
+
+    reference = next(p for p in dispatch.paths if p.name == dispatch.reference_path)
+    reference_ms = graph_times[reference.graph].median_ms
+    reference_macs = manifest.graphs[reference.graph].macs
+    report = {
+        "bundle": str(session.bundle),
+        "family": manifest.family,
+        "target": manifest.target,
+        "device": device.name,
+        "backend": session.backend.describe(),
+        "runs": runs,
+        "macs_convention": manifest.macs_convention,
+        "reference": {"path": reference.name, "macs": reference_macs, **_timing(graph_times[reference.graph])},
+        "graphs": {
+            name: {
+                "macs": graph.macs,
+                **_timing(graph_times[name]),
+                "us_per_mmac": graph_times[name].median_ms * 1e3 / (graph.macs / 1e6) if graph.macs else None,
+            }
+            for name, graph in manifest.graphs.items()
+        },
+        "paths": {
+            p.name: {
+                "macs": manifest.path_macs(p),
+                **_timing(path_times[p.name]),
+                "speedup": reference_ms / path_times[p.name].median_ms,
+                "macs_reduction": reference_macs / manifest.path_macs(p),
+            }
+            for p in dispatch.paths
+        },
+    }
+    if images is not None:
+        report["dynamic"] = _profile_mix(session, prepare(images, manifest.preprocessing), reference.graph, runs=max(3, runs // 20))
+
+    worst = max(dispatch.paths, key=lambda p: report["paths"][p.name]["median_ms"])
+    dearest = max(dispatch.paths, key=manifest.path_macs)
+    checks = {
+        "macs": {"value": manifest.path_macs(dearest), "budget": device.macs_budget, "path": dearest.name},
+        "latency_ms": {"value": report["paths"][worst.name]["median_ms"], "budget": device.latency_budget_ms, "path": worst.name},
+    }
+    for check in checks.values():
+        check["pass"] = check["value"] <= check["budget"]
+    report["budgets"] = checks
+    report["pass"] = all(check["pass"] for check in checks.values())
+    return report
+
+
+def _profile_mix(session: Session, batch: np.ndarray, reference_graph: str, *, runs: int) -> dict:
+    """The dynamic model over real images against the static full model over the same images."""
+    static = session.graphs[reference_graph]
+    samples = [batch[i : i + 1] for i in range(len(batch))]
+    result = session.run(batch)
+
+    def run_static() -> None:
+        for x in samples:
+            static([x])
+
+    times = measure({"dynamic": lambda: session.run(batch), "static": run_static}, runs=runs, warmup=1)
+    dynamic_ms = times["dynamic"].median_ms / len(batch)
+    static_ms = times["static"].median_ms / len(batch)
+    reference_macs = session.manifest.graphs[reference_graph].macs
+    return {
+        "images": len(batch),
+        "rounds": runs,
+        "dynamic_ms_per_image": dynamic_ms,
+        "static_ms_per_image": static_ms,
+        "speedup": static_ms / dynamic_ms,
+        "mean_macs": float(result.macs.mean()),
+        "macs_reduction": reference_macs / float(result.macs.mean()),
+        "histogram": {p.name: result.paths.count(p.name) for p in session.manifest.dispatch.paths},
+    }
+
+
+def format_report(report: dict) -> str:
+    ref = report["reference"]["path"]
+    lines = [
+        f"{report['bundle']} ({report['family']}, {report['target']}) on {report['device']}: {report['backend']}",
+        f"batch 1, median of {report['runs']} runs; MACs = {report['macs_convention']}",
+        "",
+        f"{'graph':14} {'MMACs':>8} {'median ms':>10} {'p90 ms':>8} {'us/MMAC':>8}",
+    ]
+    for name, g in report["graphs"].items():
+        per = f"{g['us_per_mmac']:8.1f}" if g["us_per_mmac"] is not None else f"{'-':>8}"
+        lines.append(f"{name:14} {g['macs'] / 1e6:8.3f} {g['median_ms']:10.3f} {g['p90_ms']:8.3f} {per}")
+    lines += ["", f"{'path':14} {'MMACs':>8} {'median ms':>10} {'p90 ms':>8} {'speedup':>8} {'MACs cut':>9}   vs static {ref}"]
+    for name, p in report["paths"].items():
+        lines.append(
+            f"{name:14} {p['macs'] / 1e6:8.3f} {p['median_ms']:10.3f} {p['p90_ms']:8.3f} "
+            f"{p['speedup']:7.2f}x {p['macs_reduction']:8.2f}x"
+        )
+    if "dynamic" in report:
+        d = report["dynamic"]
+        hist = "  ".join(f"{k}:{v}" for k, v in d["histogram"].items())
+        lines += [
+            "",
+            f"dynamic over {d['images']} images (median of {d['rounds']} rounds): {d['dynamic_ms_per_image']:.3f} ms/image "
+            f"vs static {ref} {d['static_ms_per_image']:.3f} ms/image",
+            f"  realized speedup {d['speedup']:.2f}x for a MACs reduction of {d['macs_reduction']:.2f}x "
+            f"({d['mean_macs'] / 1e6:.3f} MMACs/image); paths {hist}",
+        ]
+    lines.append("")
+    for name, check in report["budgets"].items():
+        verdict = "pass" if check["pass"] else "FAIL"
+        value, budget = (f"{check[k] / 1e6:.3f} MMACs" if name == "macs" else f"{check[k]:.3f} ms" for k in ("value", "budget"))
+        lines.append(f"budget {name}: worst path {check['path']} {value} <= {budget}: {verdict}")
+    lines.append("PASS" if report["pass"] else "FAIL")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, type=Path)
+    parser.add_argument("--device", required=True, help="a device name from devices.yaml")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    parser.add_argument("--backend", help="override the backend (must be one the device lists)")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--images", type=Path, help=".npy batch (uint8 NHWC or normalized float32 NCHW) for the dynamic mix")
+    parser.add_argument("--out", type=Path, help="write the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        device = get_device(args.device, args.devices)
+        session = load(args.bundle, args.backend, threads=device.threads)
+        if session.backend.name not in device.backends:
+            raise ValueError(f"device {device.name} runs {list(device.backends)}, not {session.backend.name}")
+        images = np.load(args.images, allow_pickle=False) if args.images else None
+        report = profile(session, device, runs=args.runs, warmup=args.warmup, images=images)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"runtime.profile: error: {error}", file=sys.stderr)
+        return 2
+    report["command"] = shlex.join(["python", "-m", "runtime.profile", *(argv if argv is not None else sys.argv[1:])])
+    print(format_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
