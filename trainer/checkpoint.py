@@ -16,7 +16,7 @@ from torch import nn
 
 from trainer.families import get_family
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "read_config"]
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
@@ -34,12 +34,36 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, config: dict) -> None:
+def _save_state(path: Path, module: nn.Module) -> None:
+    state = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
+    _atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def _load_state(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint weights are missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: cannot read checkpoint weights ({error})") from None
+
+
+def save_checkpoint(
+    directory: str | Path, model: nn.Module, config: dict, *, extras: dict[str, nn.Module] | None = None
+) -> None:
+    """Weights, then config last: a directory with a config always has the weights it names.
+
+    `extras` are companion networks kept for evaluation, e.g. a family's
+    baselines; they are saved beside the model and listed in the config.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda path: torch.save(state, path))
-    text = json.dumps({"config_version": CONFIG_VERSION, **config}, indent=2)
+    extras = extras or {}
+    for name, module in extras.items():
+        _save_state(directory / f"extra-{name}.pt", module)
+    _save_state(directory / WEIGHTS_FILE, model)
+    config = {"config_version": CONFIG_VERSION, **config, "extras": sorted(extras)}
+    text = json.dumps(config, indent=2)
     _atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(text))
 
 
@@ -60,15 +84,23 @@ def load_checkpoint(directory: str | Path) -> tuple[nn.Module, dict]:
     """The trained model in eval mode, and its config. Never unpickles arbitrary objects."""
     config = read_config(directory)
     model = get_family(config["family"]).build(config["model"])
-    path = Path(directory) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint weights are missing")
+    _restore(model, Path(directory) / WEIGHTS_FILE)
+    return model.eval(), config
+
+
+def _restore(module: nn.Module, path: Path) -> None:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read checkpoint weights ({error})") from None
-    try:
-        model.load_state_dict(state)
+        module.load_state_dict(_load_state(path))
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the model in {CONFIG_FILE}: {error}") from None
-    return model.eval(), config
+
+
+def load_extras(directory: str | Path, config: dict) -> dict[str, nn.Module]:
+    """The companion networks saved with the model, rebuilt by the family, in eval mode."""
+    family = get_family(config["family"])
+    extras = {}
+    for name in config.get("extras", []):
+        module = family.build_extra(config["model"], name)
+        _restore(module, Path(directory) / f"extra-{name}.pt")
+        extras[name] = module.eval()
+    return extras

@@ -13,22 +13,24 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, load_extras
 from trainer.data import load_split
 from trainer.families import get_family
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "format_metrics"]
 
 
-def evaluate_model(model, config: dict, *, data_root=None, device=torch.device("cpu"), batch_size=256) -> dict:
+def evaluate_model(model, config: dict, *, data_root=None, device=torch.device("cpu"), extras=None, batch_size=256) -> dict:
     dataset, _ = load_split(config["data"]["dataset"], "test", data_root=data_root or config.get("data_root"))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return get_family(config["family"]).evaluate(model.to(device), loader, device=device)
+    extras = {name: m.to(device) for name, m in (extras or {}).items()}
+    return get_family(config["family"]).evaluate(model.to(device), loader, device=device, extras=extras)
 
 
 def evaluate_checkpoint(directory: str | Path, *, data_root=None, device: str = "cpu") -> dict:
     model, config = load_checkpoint(directory)
-    return evaluate_model(model, config, data_root=data_root, device=torch.device(device))
+    extras = load_extras(directory, config)
+    return evaluate_model(model, config, data_root=data_root, device=torch.device(device), extras=extras)
 
 
 def _histogram(histogram: dict) -> str:

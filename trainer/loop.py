@@ -1,17 +1,30 @@
-"""One SGD training phase; families differ only in their loss and parameter groups."""
+"""One training phase; families differ only in their loss, parameter groups and optimizer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-__all__ = ["train_phase"]
+__all__ = ["Phase", "train_phase"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    epochs: int
+    lr: float
+    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adam
+    weight_decay: float = 5e-4
 
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+OPTIMIZERS = {
+    "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
+    "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
+}
 
 
 def train_phase(
@@ -19,20 +32,28 @@ def train_phase(
     loader: DataLoader,
     loss_fn: LossFn,
     *,
+    phase: Phase,
     param_groups: Iterable[dict],
-    epochs: int,
-    weight_decay: float,
     device: torch.device,
     desc: str,
+    before_epoch: Callable[[int], None] | None = None,
 ) -> None:
-    """SGD with Nesterov momentum and a cosine schedule over the whole phase."""
-    if epochs <= 0:
+    """`phase.epochs` epochs of `phase.optimizer` with a cosine schedule over the whole phase.
+
+    Each param group's "lr" is a multiple of the phase's rate (default 1).
+    `before_epoch(epoch)` runs after `model.train()`, e.g. to freeze parts or
+    advance a curriculum.
+    """
+    if phase.epochs <= 0:
         return
-    optimizer = torch.optim.SGD(list(param_groups), momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
-    for epoch in range(epochs):
+    groups = [{**g, "lr": phase.lr * g.get("lr", 1.0)} for g in param_groups]
+    optimizer = OPTIMIZERS[phase.optimizer](groups, phase.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs * len(loader))
+    for epoch in range(phase.epochs):
         model.train()
-        progress = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=None)
+        if before_epoch:
+            before_epoch(epoch)
+        progress = tqdm(loader, desc=f"{desc} {epoch + 1}/{phase.epochs}", leave=False, dynamic_ncols=True, disable=None)
         for images, labels in progress:
             loss, logs = loss_fn(images.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)

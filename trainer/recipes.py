@@ -7,14 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.families.drnet import DRNetOptions
+from trainer.loop import Phase
 
 __all__ = ["Phase", "Recipe", "RECIPES", "get_recipe"]
-
-
-@dataclass(frozen=True)
-class Phase:
-    epochs: int
-    lr: float
 
 
 @dataclass(frozen=True)
@@ -27,7 +22,6 @@ class Recipe:
     options: Any
     width: int = 16
     batch_size: int = 128
-    weight_decay: float = 5e-4
     description: str = ""
 
     def with_epochs(self, total: int) -> Recipe:

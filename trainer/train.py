@@ -45,7 +45,7 @@ def train(
     model = family.build(model_config).to(device)
 
     started = time.perf_counter()
-    family.fit(model, loader, phases=recipe.phases, weight_decay=recipe.weight_decay, device=torch.device(device))
+    extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device))
     wall_time = time.perf_counter() - started
 
     config = {
@@ -64,6 +64,6 @@ def train(
         },
     }
     model.eval()
-    config["metrics"] = evaluate_model(model, config, data_root=data_root, device=torch.device(device))
-    save_checkpoint(out, model.cpu(), config)
+    config["metrics"] = evaluate_model(model, config, data_root=data_root, device=torch.device(device), extras=extras)
+    save_checkpoint(out, model.cpu(), config, extras={name: m.cpu() for name, m in extras.items()})
     return config

@@ -15,9 +15,11 @@ class Family:
     name: str
     options_type: type
     build: Callable  # (model config dict) -> nn.Module
-    fit: Callable  # (model, loader, *, phases, weight_decay, device) -> None
-    evaluate: Callable  # (model, loader, *, device) -> metrics dict
+    fit: Callable  # (model, loader, *, phases, device) -> {name: companion network}
+    evaluate: Callable  # (model, loader, *, device, extras) -> metrics dict
     phases: tuple[str, ...]
+    build_extra: Callable | None = None  # (model config, name) -> companion network
+    plot: Callable | None = None  # (metrics, directory) -> [written PNG paths]
 
 
 FAMILIES = {

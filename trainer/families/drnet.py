@@ -107,7 +107,7 @@ def build(model: dict) -> DRNet:
     return DRNet(backbone, predictor, options)
 
 
-def fit(model: DRNet, loader: DataLoader, *, phases: dict, weight_decay: float, device: torch.device) -> None:
+def fit(model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
     options = model.options
     resolutions = range(len(model.resolutions))
 
@@ -116,11 +116,9 @@ def fit(model: DRNet, loader: DataLoader, *, phases: dict, weight_decay: float, 
         total = torch.stack(losses).sum()
         return total, {"ce": total.item() / len(losses)}
 
-    pretrain = phases["pretrain"]
     train_phase(
-        model, loader, pretrain_loss,
-        param_groups=[{"params": model.backbone.parameters(), "lr": pretrain.lr}],
-        epochs=pretrain.epochs, weight_decay=weight_decay, device=device, desc="pretrain backbone",
+        model, loader, pretrain_loss, phase=phases["pretrain"],
+        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain backbone",
     )
 
     c_max, c_min = max(model.backbone_macs), min(model.backbone_macs)
@@ -132,15 +130,15 @@ def fit(model: DRNet, loader: DataLoader, *, phases: dict, weight_decay: float, 
         budget = flops_loss(expected_macs.mean(), target, c_max, c_min)
         return ce + options.eta * budget, {"ce": ce.item(), "macs": expected_macs.mean().item() / 1e6}
 
-    finetune = phases["finetune"]
     train_phase(
-        model, loader, joint_loss,
+        model, loader, joint_loss, phase=phases["finetune"],
         param_groups=[
-            {"params": model.backbone.parameters(), "lr": finetune.lr},
-            {"params": model.predictor.parameters(), "lr": finetune.lr * options.predictor_lr_scale},
+            {"params": model.backbone.parameters()},
+            {"params": model.predictor.parameters(), "lr": options.predictor_lr_scale},
         ],
-        epochs=finetune.epochs, weight_decay=weight_decay, device=device, desc="finetune with predictor",
+        device=device, desc="finetune with predictor",
     )
+    return {}
 
 
 def random_resolution_mix(macs: list[int], target: float) -> list[float]:
@@ -164,7 +162,7 @@ def random_resolution_mix(macs: list[int], target: float) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(model: DRNet, loader: DataLoader, *, device: torch.device) -> dict:
+def evaluate(model: DRNet, loader: DataLoader, *, device: torch.device, extras: dict | None = None) -> dict:
     """Accuracy, mean MACs and chosen-resolution histogram for DRNet and its baselines.
 
     The random baseline mixes resolutions at DRNet's mean MACs, predictor
