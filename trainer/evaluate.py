@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from trainer.checkpoint import load_checkpoint, load_extras
 from trainer.data import load_split
 from trainer.families import get_family
+from trainer.plots import plot_metrics
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "format_metrics"]
 
@@ -33,19 +34,37 @@ def evaluate_checkpoint(directory: str | Path, *, data_root=None, device: str = 
     return evaluate_model(model, config, data_root=data_root, device=torch.device(device), extras=extras)
 
 
-def _histogram(histogram: dict) -> str:
-    return "  ".join(f"{name}:{count:g}" for name, count in histogram.items())
+def _histogram(histogram: dict, shown: int = 4) -> str:
+    items = sorted(histogram.items(), key=lambda item: -item[1]) if len(histogram) > shown else histogram.items()
+    text = "  ".join(f"{name}:{count:g}" for name, count in list(items)[:shown])
+    return text + (f"  ... ({len(histogram)} distinct)" if len(histogram) > shown else "")
+
+
+def _blocks(row: dict) -> str:
+    return f"{row['blocks_mean']:5.2f}+-{row.get('blocks_std', 0.0):<5.2f}" if "blocks_mean" in row else ""
 
 
 def format_metrics(title: str, metrics: dict) -> str:
-    rows = [("model", metrics["model"]), *metrics["baselines"].items()]
+    rows = [(metrics["model"].get("label", "model"), metrics["model"]), *metrics["baselines"].items()]
     width = max(len(name) for name, _ in rows)
+    blocks = "blocks used  " if "blocks_mean" in metrics["model"] else ""
     lines = [
         f"{title}: {metrics['images']} test images; MACs = conv+linear multiply-accumulates per image",
-        f"{'':{width}}  {'top-1':>7}  {'MMACs':>8}  paths taken",
+        f"{'':{width}}  {'top-1':>7}  {'MMACs':>8}  {blocks}paths taken",
     ]
     for name, row in rows:
-        lines.append(f"{name:{width}}  {row['accuracy']:7.2%}  {row['mean_macs'] / 1e6:8.3f}  {_histogram(row['histogram'])}")
+        lines.append(
+            f"{name:{width}}  {row['accuracy']:7.2%}  {row['mean_macs'] / 1e6:8.3f}  {_blocks(row)}  {_histogram(row['histogram'])}"
+        )
+    points = [p for p in metrics.get("operating_points", []) if "scale" in p]
+    if points:
+        names = ["URNet", *points[0]["baselines"]]
+        lines += ["", "S sweep: top-1 / MMACs / blocks used per block (mean over images)",
+                  f"{'S':>5}  " + "  ".join(f"{n:>26}" for n in names)]
+        for p in points:
+            cells = [p["model"], *p["baselines"].values()]
+            lines.append(f"{p['scale']:5.1f}  " + "  ".join(
+                f"{c['accuracy']:8.2%} {c['mean_macs'] / 1e6:8.3f} {c['usage']:8.2f}" for c in cells))
     return "\n".join(lines)
 
 
@@ -54,12 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="output directory of `python -m trainer`")
     parser.add_argument("--data-root", type=Path, help="dataset root, for datasets that do not ship in a package")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--out", type=Path, help="directory for metrics.json and figures (default: CHECKPOINT/eval)")
     args = parser.parse_args(argv)
     metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
     print(format_metrics(str(args.checkpoint), metrics))
-    if args.out:
-        args.out.write_text(json.dumps(metrics, indent=2))
+    out = args.out or args.checkpoint / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for path in [out / "metrics.json", *plot_metrics(metrics, out)]:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.families.blockdrop import BlockDropOptions
 from trainer.families.drnet import DRNetOptions
+from trainer.families.urnet import URNetOptions
 from trainer.loop import Phase
 
 __all__ = ["Phase", "Recipe", "RECIPES", "get_recipe"]
@@ -59,6 +61,66 @@ RECIPES = _recipes(
         phases={"pretrain": Phase(epochs=160, lr=0.1), "finetune": Phase(epochs=40, lr=0.01)},
         options=DRNetOptions(resolutions=(32, 24, 16), macs_target=0.6, eta=2.0),
         description="CIFAR-10, ResNet-20 backbone, candidates 32/24/16",
+    ),
+    Recipe(
+        name="blockdrop-digits",
+        family="blockdrop",
+        dataset="digits",
+        depth=14,
+        phases={
+            "pretrain": Phase(epochs=5, lr=0.1),
+            "curriculum": Phase(epochs=6, lr=1e-3, optimizer="adam", weight_decay=0.0),
+            "finetune": Phase(epochs=3, lr=1e-4, optimizer="adam", weight_decay=0.0),
+        },
+        options=BlockDropOptions(gamma=2.0, policy_width=8, policy_resolution=16),
+        batch_size=64,
+        description="scikit-learn digits, ResNet-14 (6 blocks), policy on a 16x16 input; CPU, minutes",
+    ),
+    *(
+        Recipe(
+            name=f"blockdrop-cifar10-resnet{depth}",
+            family="blockdrop",
+            dataset="cifar10",
+            depth=depth,
+            # Paper: a pretrained ResNet, then curriculum learning and joint finetuning with
+            # Adam at 1e-3 and 1e-4 (the authors' code runs both far longer on GPUs).
+            phases={
+                "pretrain": Phase(epochs=160, lr=0.1),
+                "curriculum": Phase(epochs=400, lr=1e-3, optimizer="adam", weight_decay=0.0),
+                "finetune": Phase(epochs=400, lr=1e-4, optimizer="adam", weight_decay=0.0),
+            },
+            options=BlockDropOptions(gamma=10.0),
+            batch_size=256,
+            description=f"CIFAR-10, ResNet-{depth}, the paper's settings (gamma 10, alpha 0.8)",
+        )
+        for depth in (32, 110)
+    ),
+    Recipe(
+        name="urnet-digits",
+        family="urnet",
+        dataset="digits",
+        depth=14,
+        phases={
+            "pretrain": Phase(epochs=5, lr=0.1),
+            "gates": Phase(epochs=2, lr=1e-3, optimizer="adam", weight_decay=0.0),
+            "joint": Phase(epochs=4, lr=0.01),
+        },
+        options=URNetOptions(reduction=2, beta=2.0),
+        batch_size=64,
+        description="scikit-learn digits, ResNet-14 (6 blocks); CPU, about two minutes",
+    ),
+    Recipe(
+        name="urnet-cifar10-resnet110",
+        family="urnet",
+        dataset="cifar10",
+        depth=110,
+        phases={
+            "pretrain": Phase(epochs=160, lr=0.1),
+            "gates": Phase(epochs=20, lr=1e-3, optimizer="adam", weight_decay=0.0),
+            "joint": Phase(epochs=100, lr=0.01),
+        },
+        options=URNetOptions(reduction=2, beta=2.0, scale_min=0.2, scale_max=1.0),
+        description="CIFAR-10, ResNet-110 (54 blocks), CGM reduction 2, S ~ U(0.2, 1)",
     ),
 )
 

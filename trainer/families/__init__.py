@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer.families import drnet
+from trainer.families import blockdrop, drnet, urnet
 
 __all__ = ["Family", "FAMILIES", "get_family"]
 
@@ -24,6 +24,14 @@ class Family:
 
 FAMILIES = {
     "drnet": Family("drnet", drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune")),
+    "blockdrop": Family(
+        "blockdrop", blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
+        ("pretrain", "curriculum", "finetune"),
+    ),
+    "urnet": Family(
+        "urnet", urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
+        build_extra=urnet.build_extra,
+    ),
 }
 
 

@@ -1,0 +1,198 @@
+"""BlockDrop and URNet: rewards, gates, curriculum, real skipping, and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from trainer.backbone import cifar_resnet
+from trainer.blocks import block_costs, blend_blocks, run_blocks
+from trainer.families import blockdrop, urnet
+from trainer.families.blockdrop import (
+    BlockDropOptions, baseline_masks, bound_probabilities, curriculum_learned, policy_loss, reward,
+    self_critical_advantage,
+)
+from trainer.families.urnet import URNetOptions, sample_scale, scale_loss, straight_through
+
+MODEL = {"depth": 20, "width": 8, "num_classes": 10}
+
+
+def test_reward_is_sparsity_when_correct_and_penalty_otherwise():
+    executed = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=torch.float)
+    correct = torch.tensor([True, True, True, False])
+    assert reward(executed, correct, gamma=5.0).tolist() == pytest.approx([0.0, 1 - 0.25**2, 1.0, -5.0])
+
+
+def test_self_critical_advantage_is_sampled_minus_greedy():
+    sampled, greedy = torch.tensor([0.5, -1.0, 1.0]), torch.tensor([0.25, 0.75, 1.0])
+    assert self_critical_advantage(sampled, greedy).tolist() == [0.25, -1.75, 0.0]
+
+
+def test_bounded_probabilities_keep_exploring():
+    probs = torch.tensor([0.0, 0.5, 1.0])
+    assert bound_probabilities(probs, 0.8).tolist() == pytest.approx([0.2, 0.5, 0.8])
+
+
+def test_curriculum_hands_over_one_block_per_epoch_from_the_end():
+    assert [curriculum_learned(5, epoch, 10) for epoch in range(7)] == [1, 2, 3, 4, 5, 5, 5]
+    # A curriculum shorter than K still ends with every block learned.
+    assert [curriculum_learned(6, epoch, 3) for epoch in range(3)] == [2, 4, 6]
+
+
+def test_forced_blocks_take_no_part_in_the_policy_loss():
+    probs = torch.full((4, 5), 0.6, requires_grad=True)
+    sampled = torch.bernoulli(torch.full((4, 5), 0.5), generator=torch.Generator().manual_seed(0))
+    learned = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])
+    policy_loss(probs, sampled, torch.tensor([1.0, -1.0, 0.5, 2.0]), learned, entropy=0.1).backward()
+    assert torch.all(probs.grad[:, :3] == 0)
+    assert torch.all(probs.grad[:, 3:] != 0)
+
+
+def test_positive_advantage_raises_the_sampled_actions_probability():
+    logits = torch.zeros(1, 3, requires_grad=True)
+    sampled = torch.tensor([[1.0, 0.0, 1.0]])
+    loss = policy_loss(torch.sigmoid(logits), sampled, torch.tensor([1.0]), torch.ones(3), entropy=0.0)
+    loss.backward()
+    # Gradient descent moves logits against the gradient: up where kept, down where dropped.
+    assert (-logits.grad).sign().tolist() == [[1.0, -1.0, 1.0]]
+
+
+def test_baselines_keep_exactly_k_blocks():
+    backbone = cifar_resnet(20, num_classes=10)
+    generator = torch.Generator().manual_seed(0)
+    first = baseline_masks("FirstK", 4, backbone, 3, generator)
+    assert first[0].tolist() == [True] * 4 + [False] * 5
+    spread = baseline_masks("DistributeK", 4, backbone, 3, generator)
+    assert spread[0].tolist() == [True, True, False, True, False, False, True, False, False]
+    randomk = baseline_masks("RandomK", 4, backbone, 50, generator)
+    assert torch.all(randomk.sum(1) == 4) and len({tuple(r) for r in randomk.tolist()}) > 1
+
+
+def test_straight_through_is_binary_forward_and_sigmoid_backward():
+    logits = torch.tensor([-2.0, -0.1, 0.3, 4.0], requires_grad=True)
+    gates = straight_through(logits)
+    assert gates.tolist() == [0.0, 0.0, 1.0, 1.0]
+    gates.sum().backward()
+    sigmoid = torch.sigmoid(logits.detach())
+    assert torch.allclose(logits.grad, sigmoid * (1 - sigmoid))
+
+
+def test_scale_loss_sign_and_magnitude():
+    gates = torch.ones(2, 4, requires_grad=True)
+    loss = scale_loss(gates, torch.tensor([0.5, 0.5]))
+    assert loss.item() == pytest.approx(0.25)
+    loss.backward()
+    assert torch.all(gates.grad > 0)  # too many open gates: descent closes them
+    assert scale_loss(torch.full((2, 4), 0.5), torch.tensor([0.5, 0.5])).item() == 0.0
+
+
+def test_fixed_scale_anneals_from_one_to_target_and_stays_at_most_one():
+    import random
+
+    options = URNetOptions(fixed_scale=0.4, scale_noise=0.0)
+    rng = random.Random(0)
+    assert sample_scale(options, 0.0, rng) == pytest.approx(1.0)
+    assert sample_scale(options, 0.5, rng) == pytest.approx(0.7)
+    assert sample_scale(options, 1.0, rng) == pytest.approx(0.4)
+    noisy = URNetOptions(fixed_scale=0.9, scale_noise=0.5)
+    assert all(sample_scale(noisy, 0.0, rng) <= 1.0 for _ in range(200))
+    free = [sample_scale(URNetOptions(), 0.3, rng) for _ in range(500)]
+    assert 0.2 <= min(free) < 0.3 and 0.9 < max(free) <= 1.0
+
+
+def _calls(module: torch.nn.Module) -> list[int]:
+    counter = [0]
+    module.register_forward_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
+    return counter
+
+
+@pytest.mark.parametrize("dropped", [2, 3])  # an identity block and a downsampling block
+def test_a_dropped_block_is_not_called_and_saves_exactly_its_macs(dropped):
+    backbone = cifar_resnet(20, num_classes=10).eval()
+    costs = block_costs(backbone, 32)
+    calls = _calls(backbone.blocks[dropped])
+    x = torch.randn(2, 3, 32, 32)
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    keep[:, dropped] = False
+    logits, executed = run_blocks(backbone, x, lambda k, _: keep[:, k])
+    assert calls[0] == 0
+    full = costs.macs(torch.ones(2, 9, dtype=torch.bool))
+    assert (full - costs.macs(executed)).tolist() == [costs.run[dropped] - costs.skip[dropped]] * 2
+    assert torch.allclose(logits, blend_blocks(backbone, x, lambda k, _: keep[:, k].float()), atol=1e-5)
+
+
+def test_blockdrop_infer_skips_per_sample_and_counts_what_ran():
+    model = blockdrop.build({**MODEL, "options": dataclasses.asdict(BlockDropOptions())}).eval()
+    x = torch.randn(6, 3, 32, 32)
+    out = model.infer(x)
+    assert out.blocks.shape == (6, 9)
+    expected = model.policy_macs + model.costs.macs(out.blocks)
+    assert torch.equal(out.macs, expected)
+    assert out.paths == ["".join(str(int(b)) for b in row) for row in out.blocks.tolist()]
+    # Per-sample masks match running each sample alone with its own policy.
+    for i in range(len(x)):
+        alone = model.run_policy(x[i : i + 1], out.blocks[i : i + 1])
+        assert torch.allclose(alone.logits, out.logits[i : i + 1], atol=1e-5)
+
+
+def test_closed_urnet_gates_skip_blocks_and_macs_include_every_gate():
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).eval()
+    for gate in model.gates[::2]:
+        torch.nn.init.constant_(gate.fc2.bias, -100.0)  # always closed
+        torch.nn.init.zeros_(gate.fc2.weight)
+    calls = [_calls(block) for block in model.backbone.blocks]
+    out = model.infer(torch.randn(3, 3, 32, 32), scale=0.5)
+    assert [c[0] for c in calls] == [0 if k % 2 == 0 else 1 for k in range(9)]
+    assert out.paths == ["010101010"] * 3
+    assert torch.equal(out.macs, model.gate_macs + model.costs.macs(out.blocks))
+    assert model.gate_macs > 0
+
+
+def test_urnet_gates_see_the_scale():
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).eval()
+    gate = model.gates[0]
+    torch.nn.init.normal_(gate.fc1.weight, generator=torch.Generator().manual_seed(0))
+    features = torch.randn(1, 8, 32, 32)
+    assert gate(features, torch.tensor([0.2])).item() != gate(features, torch.tensor([1.0])).item()
+
+
+def test_urnet_training_gradients_reach_the_gates_through_binary_gates():
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).train()
+    scale = torch.full((4,), 0.5)
+    logits, gates = model(torch.randn(4, 3, 32, 32), scale, soft_probability=0.0)
+    assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
+    (torch.nn.functional.cross_entropy(logits, torch.arange(4)) + scale_loss(gates, scale)).backward()
+    assert all(g.fc1.weight.grad is not None and g.fc1.weight.grad.abs().sum() > 0 for g in model.gates)
+
+
+@pytest.mark.parametrize("recipe_name", ["blockdrop-digits", "urnet-digits"])
+def test_digits_recipes_train_and_reload_with_weights_only(recipe_name, tmp_path):
+    from trainer.checkpoint import WEIGHTS_FILE, load_checkpoint, load_extras
+    from trainer.evaluate import evaluate_model
+    from trainer.recipes import get_recipe
+    from trainer.train import train
+
+    recipe = get_recipe(recipe_name)
+    config = train(recipe.with_epochs(len(recipe.phases)), tmp_path, subset=192)
+    state = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model, loaded = load_checkpoint(tmp_path)
+    assert loaded["family"] == recipe.family
+    extras = load_extras(tmp_path, loaded)
+    assert sorted(extras) == loaded["extras"]
+    again = evaluate_model(model, loaded, extras=extras)
+    assert again["model"]["accuracy"] == pytest.approx(config["metrics"]["model"]["accuracy"])
+    assert again["model"]["mean_macs"] == pytest.approx(config["metrics"]["model"]["mean_macs"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe_name", ["blockdrop-digits", "urnet-digits"])
+def test_digits_recipes_train_end_to_end_within_two_minutes(recipe_name, tmp_path):
+    from trainer.recipes import get_recipe
+    from trainer.train import train
+
+    config = train(get_recipe(recipe_name), tmp_path)
+    assert config["training"]["wall_time_s"] < 120
+    assert config["metrics"]["model"]["accuracy"] > 0.5

@@ -1,0 +1,256 @@
+"""BlockDrop: a policy network picks, once per image, which residual blocks run (Wu et al., CVPR 2018).
+
+The policy outputs K keep-probabilities; training samples Bernoulli policies
+and rewards correct, sparse ones, with a self-critical greedy baseline and
+alpha-bounded exploration. A curriculum hands the policy one more block per
+epoch, from the last block backwards, before the ResNet is finetuned jointly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Bernoulli
+from torch.utils.data import DataLoader
+
+from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.dynamic import DynamicOutput, block_path, resize
+from trainer.loop import train_phase
+from trainer.macs import count_macs
+
+__all__ = [
+    "BlockDropOptions", "BlockDrop", "build", "fit", "evaluate",
+    "reward", "bound_probabilities", "self_critical_advantage", "curriculum_learned", "policy_loss", "baseline_masks",
+]
+
+
+@dataclass(frozen=True)
+class BlockDropOptions:
+    resolution: int = 32
+    policy_depth: int = 8  # the paper's CIFAR policy: a ResNet-8 on the 32x32 input
+    policy_width: int = 16
+    policy_resolution: int = 32  # the paper downsamples for large inputs (112 for 224 ImageNet)
+    alpha: float = 0.8  # exploration bound: s' = alpha * s + (1 - alpha) * (1 - s)
+    gamma: float = 10.0  # penalty for a wrong prediction when finetuning (paper, CIFAR ResNet-110)
+    curriculum_gamma: float = 1.0  # the same penalty during the curriculum (paper's code default)
+    entropy: float = 0.1  # entropy bonus weight on the policy
+
+
+def reward(executed: Tensor, correct: Tensor, gamma: float) -> Tensor:
+    """1 - (|u|_0 / K)^2 for a correct prediction, -gamma otherwise."""
+    usage = executed.float().sum(dim=1) / executed.shape[1]
+    return torch.where(correct, 1 - usage**2, torch.full_like(usage, -gamma))
+
+
+def bound_probabilities(probs: Tensor, alpha: float) -> Tensor:
+    return alpha * probs + (1 - alpha) * (1 - probs)
+
+
+def self_critical_advantage(sampled_reward: Tensor, greedy_reward: Tensor) -> Tensor:
+    """The sampled policy's reward over the greedy (s > 0.5) policy's: no learned value baseline needed."""
+    return sampled_reward - greedy_reward
+
+
+def curriculum_learned(num_blocks: int, epoch: int, epochs: int) -> int:
+    """How many trailing blocks the policy controls at `epoch` of a curriculum of `epochs`.
+
+    The paper's schedule: epoch t learns the last t + 1 blocks and keeps the
+    first K - t - 1 on, then all K once t + 1 >= K. A curriculum shorter than
+    K epochs hands over blocks faster, so it still ends with all of them.
+    """
+    paced = math.ceil((epoch + 1) * num_blocks / max(epochs, 1))
+    return min(num_blocks, max(epoch + 1, paced))
+
+
+def policy_loss(probs: Tensor, sampled: Tensor, advantage: Tensor, learned: Tensor, entropy: float) -> Tensor:
+    """REINFORCE over the learned blocks; forced-on blocks take no part."""
+    distribution = Bernoulli(probs)
+    log_prob = (distribution.log_prob(sampled) * learned).sum(dim=1)
+    bonus = (distribution.entropy() * learned).sum(dim=1)
+    return (-(log_prob * advantage) - entropy * bonus).mean()
+
+
+class BlockDrop(nn.Module):
+    def __init__(self, backbone: CifarResNet, policy: CifarResNet, options: BlockDropOptions) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.policy = policy
+        self.options = options
+        self.costs: BlockCosts = block_costs(backbone, options.resolution)
+        side = options.resolution
+        self.policy_macs = count_macs(self.policy_logits, torch.zeros(1, policy.conv1.in_channels, side, side))
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone.blocks)
+
+    def policy_logits(self, x: Tensor) -> Tensor:
+        return self.policy(resize(x, self.options.policy_resolution))
+
+    def keep_probabilities(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.policy_logits(x))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Masked execution for training, one keep/drop mask row per sample."""
+        return blend_blocks(self.backbone, x, lambda k, _: mask[:, k])
+
+    def run_policy(self, x: Tensor, mask: Tensor) -> DynamicOutput:
+        """Run `mask` for real: dropped blocks are skipped, and MACs count what ran."""
+        logits, executed = run_blocks(self.backbone, x, lambda k, _: mask[:, k])
+        return DynamicOutput(logits, block_path(executed), self.policy_macs + self.costs.macs(executed), executed)
+
+    @torch.no_grad()
+    def infer(self, x: Tensor) -> DynamicOutput:
+        return self.run_policy(x, self.keep_probabilities(x) >= 0.5)
+
+
+def build(model: dict) -> BlockDrop:
+    options = BlockDropOptions(**model["options"])
+    backbone = cifar_resnet(model["depth"], num_classes=model["num_classes"], width=model["width"])
+    policy = cifar_resnet(options.policy_depth, num_classes=len(backbone.blocks), width=options.policy_width)
+    return BlockDrop(backbone, policy, options)
+
+
+def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tensor, gamma: float, *, joint: bool):
+    probs = bound_probabilities(model.keep_probabilities(images), model.options.alpha)
+    forced = ~learned.bool()
+    sampled = Bernoulli(probs).sample().masked_fill(forced, 1.0)
+    greedy = (probs >= 0.5).float().masked_fill(forced, 1.0)
+    with torch.set_grad_enabled(joint):
+        sampled_logits = model(images, sampled)
+    with torch.no_grad():
+        greedy_correct = model(images, greedy).argmax(1) == labels
+    sampled_correct = sampled_logits.argmax(1) == labels
+    sampled_reward = reward(sampled, sampled_correct, gamma)
+    advantage = self_critical_advantage(sampled_reward, reward(greedy, greedy_correct, gamma))
+    loss = policy_loss(probs, sampled, advantage, learned, model.options.entropy)
+    logs = {"reward": sampled_reward.mean().item(), "blocks": sampled.sum(1).mean().item()}
+    if joint:
+        ce = F.cross_entropy(sampled_logits, labels)
+        loss = loss + ce
+        logs["ce"] = ce.item()
+    return loss, logs
+
+
+def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+    options, blocks = model.options, model.num_blocks
+
+    def pretrain_loss(images: Tensor, labels: Tensor):
+        loss = F.cross_entropy(model.backbone(images), labels)
+        return loss, {"ce": loss.item()}
+
+    train_phase(
+        model, loader, pretrain_loss, phase=phases["pretrain"],
+        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain ResNet",
+    )
+
+    curriculum = phases["curriculum"]
+    learned = torch.ones(blocks, device=device)
+
+    def start_curriculum_epoch(epoch: int) -> None:
+        model.backbone.eval()  # the ResNet is fixed while the policy learns
+        count = curriculum_learned(blocks, epoch, curriculum.epochs)
+        learned.zero_()
+        learned[blocks - count :] = 1
+
+    train_phase(
+        model, loader,
+        lambda images, labels: _policy_step(model, images, labels, learned, options.curriculum_gamma, joint=False),
+        phase=curriculum, param_groups=[{"params": model.policy.parameters()}], device=device,
+        desc="policy curriculum", before_epoch=start_curriculum_epoch,
+    )
+
+    learned.fill_(1)
+    train_phase(
+        model, loader,
+        lambda images, labels: _policy_step(model, images, labels, learned, options.gamma, joint=True),
+        phase=phases["finetune"], param_groups=[{"params": model.parameters()}], device=device,
+        desc="joint finetune",
+    )
+    return {}
+
+
+def baseline_masks(name: str, count: int, backbone: CifarResNet, samples: int, generator: torch.Generator) -> Tensor:
+    """BlockDrop Table 1's baselines: K blocks kept, chosen without looking at the image.
+
+    FirstK keeps the first K; RandomK draws K per image; DistributeK spreads K
+    evenly over the three stages, earliest blocks of each stage first.
+    """
+    blocks = len(backbone.blocks)
+    mask = torch.zeros(samples, blocks, dtype=torch.bool)
+    if name == "FirstK":
+        mask[:, :count] = True
+    elif name == "RandomK":
+        order = torch.rand(samples, blocks, generator=generator).argsort(dim=1)
+        mask.scatter_(1, order[:, :count], True)
+    elif name == "DistributeK":
+        per_stage = blocks // 3
+        for stage in range(3):
+            share = count // 3 + (1 if stage < count % 3 else 0)
+            mask[:, stage * per_stage : stage * per_stage + share] = True
+    else:
+        raise ValueError(f"unknown baseline {name!r}")
+    return mask
+
+
+@torch.no_grad()
+def evaluate(model: BlockDrop, loader: DataLoader, *, device: torch.device, extras: dict | None = None) -> dict:
+    """Accuracy, blocks used and MACs of the learned policy, against FirstK, RandomK and DistributeK."""
+    model.eval()
+    outputs, labels = [], []
+    for images, target in loader:
+        out = model.infer(images.to(device))
+        outputs.append(out)
+        labels.append(target.to(device))
+    y = torch.cat(labels)
+    executed = torch.cat([o.blocks for o in outputs])
+    correct = torch.cat([o.logits.argmax(1) for o in outputs]) == y
+    macs = torch.cat([o.macs for o in outputs]).float()
+    paths = [p for o in outputs for p in o.paths]
+    used = executed.sum(1).float()
+    count = int(round(used.mean().item()))
+
+    generator = torch.Generator().manual_seed(0)
+    baselines = {}
+    for name in ("FirstK", "RandomK", "DistributeK"):
+        hits, spent = [], []
+        for images, target in loader:
+            mask = baseline_masks(name, count, model.backbone, len(images), generator).to(device)
+            logits, ran = run_blocks(model.backbone, images.to(device), lambda k, _: mask[:, k])
+            hits.append(logits.argmax(1) == target.to(device))
+            spent.append(model.costs.macs(ran))
+        baselines[f"{name} (K={count})"] = {
+            "accuracy": torch.cat(hits).float().mean().item(),
+            "mean_macs": torch.cat(spent).float().mean().item(),
+            "blocks_mean": float(count),
+            "histogram": {},
+        }
+    full = model.backbone
+    full_correct = torch.cat([full(images.to(device)).argmax(1) == t.to(device) for images, t in loader])
+    baselines["full ResNet"] = {
+        "accuracy": full_correct.float().mean().item(), "mean_macs": float(model.costs.full),
+        "blocks_mean": float(model.num_blocks), "histogram": {},
+    }
+    policies = Counter(paths)
+    return {
+        "images": len(y),
+        "num_blocks": model.num_blocks,
+        "model": {
+            "accuracy": correct.float().mean().item(),
+            "mean_macs": macs.mean().item(),
+            "std_macs": macs.std().item(),
+            "blocks_mean": used.mean().item(),
+            "blocks_std": used.std().item(),
+            "histogram": dict(policies.most_common()),
+        },
+        "operating_points": [{"gamma": model.options.gamma, "accuracy": correct.float().mean().item(),
+                              "mean_macs": macs.mean().item(), "blocks_mean": used.mean().item()}],
+        "block_usage": executed.float().mean(0).tolist(),
+        "baselines": baselines,
+    }

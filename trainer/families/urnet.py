@@ -1,0 +1,273 @@
+"""URNet: a conditional gate before each residual block, steered by a user scale S (Lee et al., AAAI 2020).
+
+Each Conditional Gating Module (CGM) sees the features entering its block and
+S, and opens or closes the block. The scale loss pulls the fraction of open
+gates towards S, so one trained network serves every S in [S_min, S_max].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.dynamic import DynamicOutput, block_path
+from trainer.loop import train_phase
+from trainer.macs import count_macs
+
+__all__ = [
+    "URNetOptions", "ConditionalGate", "URNet", "build", "build_extra", "fit", "evaluate",
+    "scale_loss", "straight_through", "sample_scale", "random_drop_mask", "SCALES",
+]
+
+SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # operating points of the evaluation sweep
+
+
+@dataclass(frozen=True)
+class URNetOptions:
+    resolution: int = 32
+    reduction: int = 2  # CGM channel reduction r: 2 for CIFAR, 16 for ImageNet
+    beta: float = 1.0  # weight of the scale loss
+    soft_probability: float = 0.5  # p: chance a gate is a sigmoid during training rather than a hard step
+    scale_min: float = 0.2
+    scale_max: float = 1.0
+    fixed_scale: float | None = None  # fixed-S mode: anneal S from 1 down to this target
+    scale_noise: float = 0.1  # sigma of the Gaussian noise on S in fixed-S mode
+
+
+def scale_loss(gates: Tensor, scale: Tensor) -> Tensor:
+    """((1/N) * sum_n gate_n - S)^2, averaged over the batch."""
+    return ((gates.mean(dim=1) - scale) ** 2).mean()
+
+
+class _StraightThroughStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor) -> Tensor:
+        ctx.save_for_backward(logits)
+        return (logits > 0).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (logits,) = ctx.saved_tensors
+        soft = torch.sigmoid(logits)
+        return grad * soft * (1 - soft)
+
+
+def straight_through(logits: Tensor) -> Tensor:
+    """An exact 0/1 step forward, the sigmoid's gradient backward.
+
+    A custom function rather than `hard + soft - soft.detach()`, whose rounding
+    leaves gates a hair off 1 and blends a trace of the skipped path back in.
+    """
+    return _StraightThroughStep.apply(logits)
+
+
+def sample_scale(options: URNetOptions, progress: float, generator: random.Random) -> float:
+    """S for one training iteration; `progress` runs from 0 to 1 over the joint phase.
+
+    Free mode draws S ~ U(S_min, S_max). Fixed-S mode cosine-anneals S from 1
+    to the target and adds Gaussian noise, clipped at 1.
+    """
+    if options.fixed_scale is None:
+        return generator.uniform(options.scale_min, options.scale_max)
+    target = options.fixed_scale
+    annealed = target + (1 - target) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return min(1.0, annealed + generator.gauss(0.0, options.scale_noise))
+
+
+class ConditionalGate(nn.Module):
+    """CGM: pooled features with S appended, two linear layers, one open/close logit per sample."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels + 1, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        nn.init.constant_(self.fc2.bias, 2.0)  # start open: the pretrained ResNet runs in full
+
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        features = torch.cat([x.mean(dim=(2, 3)), scale.view(-1, 1).to(x.dtype)], dim=1)
+        return self.fc2(F.relu(self.fc1(features))).squeeze(1)
+
+
+class URNet(nn.Module):
+    def __init__(self, backbone: CifarResNet, options: URNetOptions) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.options = options
+        self.costs: BlockCosts = block_costs(backbone, options.resolution)
+        x = torch.zeros(1, backbone.conv1.in_channels, options.resolution, options.resolution)
+        gates, gate_macs = [], []
+        with torch.no_grad():
+            x = backbone.stem(x)
+            for block in backbone.blocks:
+                gate = ConditionalGate(x.shape[1], options.reduction)
+                gates.append(gate)
+                gate_macs.append(count_macs(gate, x, torch.ones(1)))
+                x = block(x)
+        self.gates = nn.ModuleList(gates)
+        self.gate_macs = sum(gate_macs)  # every gate runs for every sample
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone.blocks)
+
+    def forward(self, x: Tensor, scale: Tensor, soft_probability: float | None = None) -> tuple[Tensor, Tensor]:
+        """Training-time execution: logits and the (N, K) gate values used.
+
+        Each gate is, with probability p, its sigmoid and otherwise a straight-through step.
+        """
+        p = self.options.soft_probability if soft_probability is None else soft_probability
+        used = []
+
+        def gate(k: int, h: Tensor) -> Tensor:
+            logits = self.gates[k](h, scale)
+            g = torch.sigmoid(logits) if random.random() < p else straight_through(logits)
+            used.append(g)
+            return g
+
+        logits = blend_blocks(self.backbone, x, gate)
+        return logits, torch.stack(used, dim=1)
+
+    @torch.no_grad()
+    def infer(self, x: Tensor, scale: float = 1.0) -> DynamicOutput:
+        """Binary gates; a closed gate skips its block for real."""
+        s = torch.full((len(x),), float(scale), device=x.device)
+        logits, executed = run_blocks(self.backbone, x, lambda k, h: self.gates[k](h, s) > 0)
+        return DynamicOutput(logits, block_path(executed), self.gate_macs + self.costs.macs(executed), executed)
+
+
+def build(model: dict) -> URNet:
+    options = URNetOptions(**model["options"])
+    return URNet(build_extra(model, "backbone"), options)
+
+
+def build_extra(model: dict, name: str) -> CifarResNet:
+    """The baselines are plain ResNets of the same architecture."""
+    return cifar_resnet(model["depth"], num_classes=model["num_classes"], width=model["width"])
+
+
+def random_drop_mask(samples: int, blocks: int, keep: float, generator: torch.Generator) -> Tensor:
+    """Each block kept with probability `keep`, independently per sample (URNet Table 1's 'rand')."""
+    return torch.rand(samples, blocks, generator=generator) < keep
+
+
+def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+    """Pretrain the ResNet, train the CGMs alone, then everything jointly; also train the baselines.
+
+    Returns the baselines: the pretrained ResNet ("rand, val": random drop at
+    test time only) and a copy finetuned with random drop ("rand, train/val")
+    for as many epochs as the joint phase.
+    """
+    options = model.options
+    rng = random.Random(0)
+    blocks = model.num_blocks
+
+    def pretrain_loss(images: Tensor, labels: Tensor):
+        loss = F.cross_entropy(model.backbone(images), labels)
+        return loss, {"ce": loss.item()}
+
+    train_phase(
+        model, loader, pretrain_loss, phase=phases["pretrain"],
+        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain ResNet",
+    )
+    resnet = copy.deepcopy(model.backbone)
+
+    dropped = copy.deepcopy(model.backbone)
+    mask_rng = torch.Generator().manual_seed(0)
+
+    def random_drop_loss(images: Tensor, labels: Tensor):
+        keep = rng.uniform(options.scale_min, options.scale_max)
+        mask = random_drop_mask(len(images), blocks, keep, mask_rng).to(images.device)
+        loss = F.cross_entropy(blend_blocks(dropped, images, lambda k, _: mask[:, k]), labels)
+        return loss, {"ce": loss.item()}
+
+    train_phase(
+        dropped, loader, random_drop_loss, phase=phases["joint"],
+        param_groups=[{"params": dropped.parameters()}], device=device, desc="baseline: random-drop finetune",
+    )
+
+    steps = {"done": 0, "total": max(1, phases["joint"].epochs * len(loader))}
+
+    def gated_loss(images: Tensor, labels: Tensor, *, annealed: bool):
+        progress = steps["done"] / steps["total"] if annealed else 0.0
+        steps["done"] += annealed
+        s = sample_scale(options, progress, rng) if annealed else rng.uniform(options.scale_min, options.scale_max)
+        scale = torch.full((len(images),), s, device=images.device)
+        logits, gates = model(images, scale)
+        ce = F.cross_entropy(logits, labels)
+        ls = scale_loss(gates, scale)
+        return ce + options.beta * ls, {"ce": ce.item(), "S": s, "open": gates.mean().item()}
+
+    train_phase(
+        model, loader, lambda x, y: gated_loss(x, y, annealed=False), phase=phases["gates"],
+        param_groups=[{"params": model.gates.parameters()}], device=device, desc="train gates",
+        before_epoch=lambda _: model.backbone.eval(),
+    )
+    train_phase(
+        model, loader, lambda x, y: gated_loss(x, y, annealed=True), phase=phases["joint"],
+        param_groups=[{"params": model.parameters()}], device=device, desc="joint finetune",
+    )
+    return {"resnet": resnet, "resnet_random_drop": dropped}
+
+
+def _row(correct: Tensor, macs: Tensor, executed: Tensor) -> dict:
+    used = executed.float().sum(1)
+    return {
+        "accuracy": correct.float().mean().item(),
+        "mean_macs": macs.float().mean().item(),
+        "blocks_mean": used.mean().item(),
+        "blocks_std": used.std().item(),
+        "usage": used.mean().item() / executed.shape[1],
+        "histogram": {},
+    }
+
+
+@torch.no_grad()
+def evaluate(model: URNet, loader: DataLoader, *, device: torch.device, extras: dict | None = None) -> dict:
+    """The S sweep for URNet and both random-drop baselines, and the block-usage map (URNet Fig. 4)."""
+    model.eval()
+    extras = extras or {}
+    baselines = {"rand, val": extras.get("resnet"), "rand, train/val": extras.get("resnet_random_drop")}
+    points, usage_map = [], {}
+    for s in SCALES:
+        outs, labels = [], []
+        for images, target in loader:
+            outs.append(model.infer(images.to(device), s))
+            labels.append(target.to(device))
+        y = torch.cat(labels)
+        executed = torch.cat([o.blocks for o in outs])
+        row = _row(torch.cat([o.logits.argmax(1) for o in outs]) == y, torch.cat([o.macs for o in outs]), executed)
+        row["histogram"] = {}
+        usage_map[str(s)] = executed.float().mean(0).tolist()
+        point = {"scale": s, "model": row, "baselines": {}}
+        generator = torch.Generator().manual_seed(0)
+        for name, network in baselines.items():
+            if network is None:
+                continue
+            hits, ran = [], []
+            for images, target in loader:
+                mask = random_drop_mask(len(images), model.num_blocks, s, generator).to(device)
+                logits, executed = run_blocks(network, images.to(device), lambda k, _: mask[:, k])
+                hits.append(logits.argmax(1) == target.to(device))
+                ran.append(executed)
+            ran = torch.cat(ran)
+            point["baselines"][name] = _row(torch.cat(hits), model.costs.macs(ran), ran)
+        points.append(point)
+    headline = next(p for p in points if p["scale"] == 0.6)
+    return {
+        "images": len(y),
+        "num_blocks": model.num_blocks,
+        "model": {**headline["model"], "label": "URNet, S=0.6"},
+        "baselines": {f"{name}, S=0.6": row for name, row in headline["baselines"].items()},
+        "operating_points": points,
+        "block_usage_map": usage_map,
+    }
