@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from trainer.checkpoint import load_checkpoint, load_extras
 from trainer.data import load_split
@@ -23,6 +23,9 @@ __all__ = ["evaluate_model", "evaluate_checkpoint", "format_metrics"]
 
 def evaluate_model(model, config: dict, *, data_root=None, device=torch.device("cpu"), extras=None, batch_size=256) -> dict:
     dataset, _ = load_split(config["data"]["dataset"], "test", data_root=data_root or config.get("data_root"))
+    # Decode once: families sweep the test split many times (operating points, baselines).
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    dataset = TensorDataset(torch.stack(images), torch.as_tensor(labels))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     extras = {name: m.to(device) for name, m in (extras or {}).items()}
     return get_family(config["family"]).evaluate(model.to(device), loader, device=device, extras=extras)
