@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime.bundle import sha256_of
+from trainer.files import apply_umask
 from runtime.manifest import MANIFEST_FILE, Artifact, Manifest
 
 __all__ = ["write_bundle", "artifact_table", "write_manifest"]
@@ -38,6 +39,7 @@ def write_bundle(out: Path, fill: Callable[[Path], None], *, force: bool = False
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        apply_umask(staging)
         fill(staging)
         if out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

@@ -25,12 +25,13 @@ class Parity:
     samples: int
     path_mismatches: int
     max_abs_diff: float
+    tolerance: float
     backend: str
 
     def summary(self) -> str:
         return (
             f"{self.samples} samples on {self.backend}: {self.samples - self.path_mismatches}/{self.samples} "
-            f"same path, max |logit diff| {self.max_abs_diff:.2e} (tolerance {TOLERANCE:.0e})"
+            f"same path, max |logit diff| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
         )
 
 
@@ -53,7 +54,8 @@ def check_parity(bundle: Path, model: nn.Module, samples: torch.Tensor, *, toler
     result = session.run(samples.numpy().astype(np.float32))
     same = np.array([a == b for a, b in zip(expected.paths, result.paths)])
     diffs = np.abs(expected.logits.numpy() - result.logits)[same]
-    parity = Parity(len(samples), int((~same).sum()), float(diffs.max()) if diffs.size else 0.0, session.backend.describe())
+    max_diff = float(diffs.max()) if diffs.size else 0.0
+    parity = Parity(len(samples), int((~same).sum()), max_diff, tolerance, session.backend.describe())
     if parity.path_mismatches or parity.max_abs_diff > tolerance:
         raise ParityError(f"{bundle}: bundle disagrees with PyTorch eager: {parity.summary()}")
     if not np.array_equal(result.macs, expected.macs.numpy()):

@@ -28,3 +28,11 @@ def write_json(path: Path, data) -> None:
 def staging_leftovers(parent: Path) -> list[str]:
     """Hidden staging or retired directories an export may have left next to its output."""
     return sorted(p.name for p in Path(parent).iterdir() if p.name.endswith((".partial", ".old")))
+
+
+def current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -165,11 +165,6 @@ def test_freeze_bn_set_leaves_the_original_untouched(model):
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: freeze_bn_set does not validate the index; -1 silently picks the last set "
-    "(use_bn_set refuses it with IndexError)",
-)
 def test_freeze_bn_set_rejects_a_negative_index(model):
     with pytest.raises(IndexError):
         freeze_bn_set(model, -1)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from trainer.backbone import CifarResNet
-from trainer.macs import count_macs
+from trainer.macs import count_macs, eval_mode
 
 __all__ = ["BlockCosts", "block_costs", "run_blocks", "blend_blocks"]
 
@@ -45,16 +45,15 @@ class BlockCosts:
 
 def block_costs(backbone: CifarResNet, resolution: int) -> BlockCosts:
     x = torch.zeros(1, backbone.conv1.in_channels, resolution, resolution)
-    stem = count_macs(backbone.stem, x)
-    with torch.no_grad():
+    with eval_mode(backbone), torch.no_grad():
+        stem = count_macs(backbone.stem, x)
         x = backbone.stem(x)
-    run, skip = [], []
-    for block in backbone.blocks:
-        run.append(count_macs(block, x))
-        skip.append(count_macs(block.shortcut, x))
-        with torch.no_grad():
+        run, skip = [], []
+        for block in backbone.blocks:
+            run.append(count_macs(block, x))
+            skip.append(count_macs(block.shortcut, x))
             x = block(x)
-    return BlockCosts(stem, count_macs(backbone.head, x), tuple(run), tuple(skip))
+        return BlockCosts(stem, count_macs(backbone.head, x), tuple(run), tuple(skip))
 
 
 def run_blocks(backbone: CifarResNet, x: Tensor, decide: Decide) -> tuple[Tensor, Tensor]:

@@ -7,14 +7,14 @@ never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from runtime.bundle import sha256_of
 from trainer.families import get_family
+from trainer.files import atomic_write
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config"]
 
@@ -23,20 +23,9 @@ WEIGHTS_FILE = "model.pt"
 CONFIG_VERSION = 1
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _save_state(path: Path, module: nn.Module) -> None:
     state = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
-    _atomic_write(path, lambda temporary: torch.save(state, temporary))
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
 def _load_state(path: Path) -> dict:
@@ -62,9 +51,14 @@ def save_checkpoint(
     for name, module in extras.items():
         _save_state(directory / f"extra-{name}.pt", module)
     _save_state(directory / WEIGHTS_FILE, model)
-    config = {"config_version": CONFIG_VERSION, **config, "extras": sorted(extras)}
+    # The config names the exact weights it belongs to, so a run interrupted between
+    # the two renames is caught on load instead of pairing new weights with an old config.
+    config = {
+        "config_version": CONFIG_VERSION, **config, "extras": sorted(extras),
+        "weights_sha256": sha256_of(directory / WEIGHTS_FILE),
+    }
     text = json.dumps(config, indent=2)
-    _atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(text))
+    atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(text))
 
 
 def read_config(directory: str | Path) -> dict:
@@ -84,13 +78,19 @@ def load_checkpoint(directory: str | Path) -> tuple[nn.Module, dict]:
     """The trained model in eval mode, and its config. Never unpickles arbitrary objects."""
     config = read_config(directory)
     model = get_family(config["family"]).build(config["model"])
-    _restore(model, Path(directory) / WEIGHTS_FILE)
+    weights = Path(directory) / WEIGHTS_FILE
+    state = _load_state(weights)
+    if sha256_of(weights) != config.get("weights_sha256"):
+        raise ValueError(
+            f"{weights}: sha256 differs from the one in {CONFIG_FILE}; weights and config do not belong together"
+        )
+    _restore(model, state, weights)
     return model.eval(), config
 
 
-def _restore(module: nn.Module, path: Path) -> None:
+def _restore(module: nn.Module, state: dict, path: Path) -> None:
     try:
-        module.load_state_dict(_load_state(path))
+        module.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the model in {CONFIG_FILE}: {error}") from None
 
@@ -101,6 +101,7 @@ def load_extras(directory: str | Path, config: dict) -> dict[str, nn.Module]:
     extras = {}
     for name in config.get("extras", []):
         module = family.build_extra(config["model"], name)
-        _restore(module, Path(directory) / f"extra-{name}.pt")
+        path = Path(directory) / f"extra-{name}.pt"
+        _restore(module, _load_state(path), path)
         extras[name] = module.eval()
     return extras

@@ -53,14 +53,19 @@ class DataInfo:
         )
 
 
-@functools.cache
 def digits_canvas(split: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 NHWC images and labels: each 8x8 digit drawn at a random size and place.
 
     Small digits lose little at low resolution and large ones need more, so the
     choice of input resolution matters per image. The seed is fixed: the test
-    split is identical on every machine and run.
+    split is identical on every machine and run. Callers get their own copy.
     """
+    images, labels = _digits_canvas(split)
+    return images.copy(), labels.copy()
+
+
+@functools.cache
+def _digits_canvas(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     if split not in ("train", "test"):

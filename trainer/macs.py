@@ -8,17 +8,32 @@ is 253 MMACs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_macs"]
+__all__ = ["count_macs", "eval_mode"]
 
 
 def count_macs(fn: Callable[..., Any], *args: Any) -> int:
-    """MACs spent by one call of `fn(*args)`."""
+    """MACs spent by one call of `fn(*args)`; run modules in `eval_mode` so BN statistics stay put."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn(*args)
     return counter.get_total_flops() // 2
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put `modules` in eval mode for the block, restoring each one's mode after."""
+    previous = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in previous:
+            m.training = training

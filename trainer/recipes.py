@@ -30,10 +30,18 @@ class Recipe:
         """The same recipe with `total` epochs, shared among phases in the recipe's proportions."""
         if total < len(self.phases):
             raise ValueError(f"--epochs must be at least {len(self.phases)} (one per phase: {list(self.phases)})")
-        default_total = sum(p.epochs for p in self.phases.values())
+        # Largest-remainder apportionment keeps the proportions and sums to exactly
+        # `total`; a phase rounded to zero then borrows an epoch from the longest.
         names = list(self.phases)
-        epochs = {n: max(1, round(total * self.phases[n].epochs / default_total)) for n in names[:-1]}
-        epochs[names[-1]] = max(1, total - sum(epochs.values()))
+        default_total = sum(p.epochs for p in self.phases.values())
+        shares = {n: total * self.phases[n].epochs / default_total for n in names}
+        epochs = {n: int(shares[n]) for n in names}
+        for n in sorted(names, key=lambda n: int(shares[n]) - shares[n])[: total - sum(epochs.values())]:
+            epochs[n] += 1
+        for n in names:
+            if epochs[n] == 0:
+                epochs[max(names, key=epochs.__getitem__)] -= 1
+                epochs[n] = 1
         phases = {n: dataclasses.replace(self.phases[n], epochs=epochs[n]) for n in names}
         return dataclasses.replace(self, phases=phases)
 

@@ -32,13 +32,17 @@ def _switchables(model: nn.Module) -> list[SwitchableBatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d)]
 
 
+def _check_index(layers: list[SwitchableBatchNorm2d], index: int) -> None:
+    for layer in layers:
+        if not 0 <= index < len(layer.sets):
+            raise IndexError(f"BN set {index} does not exist; the model has {len(layer.sets)}")
+
+
 @contextlib.contextmanager
 def use_bn_set(model: nn.Module, index: int) -> Iterator[None]:
     """Run `model` with BN set `index` everywhere, restoring the previous choice after."""
     layers = _switchables(model)
-    for layer in layers:
-        if not 0 <= index < len(layer.sets):
-            raise IndexError(f"BN set {index} does not exist; the model has {len(layer.sets)}")
+    _check_index(layers, index)
     previous = [layer.active for layer in layers]
     for layer in layers:
         layer.active = index
@@ -54,8 +58,9 @@ def freeze_bn_set(model: nn.Module, index: int) -> nn.Module:
 
     The copy is a static network: exporters see ordinary BatchNorm2d and fold it.
     """
+    _check_index(_switchables(model), index)
     frozen = copy.deepcopy(model)
-    for name, module in list(frozen.named_modules()):
+    for module in list(frozen.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, SwitchableBatchNorm2d):
                 setattr(module, child_name, child.sets[index])

@@ -22,7 +22,7 @@ from trainer.backbone import CifarResNet, cifar_resnet
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.loop import train_phase
-from trainer.macs import count_macs
+from trainer.macs import count_macs, eval_mode
 
 __all__ = [
     "BlockDropOptions", "BlockDrop", "build", "fit", "evaluate",
@@ -84,7 +84,8 @@ class BlockDrop(nn.Module):
         self.options = options
         self.costs: BlockCosts = block_costs(backbone, options.resolution)
         side = options.resolution
-        self.policy_macs = count_macs(self.policy_logits, torch.zeros(1, policy.conv1.in_channels, side, side))
+        with eval_mode(policy):
+            self.policy_macs = count_macs(self.policy_logits, torch.zeros(1, policy.conv1.in_channels, side, side))
 
     @property
     def num_blocks(self) -> int:

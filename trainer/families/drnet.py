@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from trainer.backbone import CifarResNet, cifar_resnet
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
-from trainer.macs import count_macs
+from trainer.macs import count_macs, eval_mode
 from trainer.switchable_bn import use_bn_set
 
 __all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix"]
@@ -48,12 +48,13 @@ class DRNet(nn.Module):
         self.options = options
         self.resolutions = tuple(options.resolutions)
         probe_channels = backbone.conv1.in_channels
-        self.backbone_macs = [
-            count_macs(self._backbone_at_size, torch.zeros(1, probe_channels, r, r), i)
-            for i, r in enumerate(self.resolutions)
-        ]
         side = options.predictor_resolution
-        self.predictor_macs = count_macs(self.predictor_logits, torch.zeros(1, probe_channels, side, side))
+        with eval_mode(self):
+            self.backbone_macs = [
+                count_macs(self._backbone_at_size, torch.zeros(1, probe_channels, r, r), i)
+                for i, r in enumerate(self.resolutions)
+            ]
+            self.predictor_macs = count_macs(self.predictor_logits, torch.zeros(1, probe_channels, side, side))
 
     def path_name(self, index: int) -> str:
         return f"res{self.resolutions[index]}"

@@ -21,7 +21,7 @@ from trainer.backbone import CifarResNet, cifar_resnet
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path
 from trainer.loop import train_phase
-from trainer.macs import count_macs
+from trainer.macs import count_macs, eval_mode
 
 __all__ = [
     "URNetOptions", "ConditionalGate", "URNet", "build", "build_extra", "fit", "evaluate",
@@ -106,7 +106,7 @@ class URNet(nn.Module):
         self.costs: BlockCosts = block_costs(backbone, options.resolution)
         x = torch.zeros(1, backbone.conv1.in_channels, options.resolution, options.resolution)
         gates, gate_macs = [], []
-        with torch.no_grad():
+        with eval_mode(backbone), torch.no_grad():
             x = backbone.stem(x)
             for block in backbone.blocks:
                 gate = ConditionalGate(x.shape[1], options.reduction)

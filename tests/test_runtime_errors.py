@@ -1,0 +1,241 @@
+"""Session.run refuses bad input, and runtime.load refuses a bad bundle, with messages that say why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import copy_tree, read_json, write_json
+
+import runtime
+from runtime import BundleError
+from runtime.manifest import MANIFEST_FILE
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def good_uint8(n: int = 2, side: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+
+
+def good_float(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 3, 32, 32)).astype(np.float32)
+
+
+def test_good_inputs_run(onnx_session):
+    for images in (good_uint8(), good_uint8(side=40), good_float()):
+        result = onnx_session.run(images)
+        assert result.logits.shape == (2, 10) and result.logits.dtype == np.float32
+        assert np.isfinite(result.logits).all()
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        pytest.param(good_uint8(1)[0], r"4-D batch.*\(32, 32, 3\)", id="uint8-3d"),
+        pytest.param(good_float(1)[0], r"4-D batch.*\(3, 32, 32\)", id="float-3d"),
+        pytest.param(good_float(1)[None], r"4-D batch", id="float-5d"),
+        pytest.param(np.zeros((2, 32, 32, 4), np.uint8), r"3 channels.*\(2, 32, 32, 4\)", id="uint8-4-channels"),
+        pytest.param(np.zeros((2, 32, 32, 1), np.uint8), r"3 channels.*\(2, 32, 32, 1\)", id="uint8-1-channel"),
+        pytest.param(np.zeros((2, 3, 32, 32), np.uint8), r"3 channels.*\(2, 3, 32, 32\)", id="uint8-nchw"),
+        pytest.param(np.zeros((2, 1, 32, 32), np.float32), r"\(N, 3, 32, 32\).*\(2, 1, 32, 32\)", id="float-1-channel"),
+        pytest.param(np.zeros((2, 3, 24, 24), np.float32), r"\(N, 3, 32, 32\).*\(2, 3, 24, 24\)", id="float-resolution"),
+        pytest.param(np.zeros((2, 32, 32, 3), np.float32), r"\(N, 3, 32, 32\).*\(2, 32, 32, 3\)", id="float-nhwc"),
+        pytest.param(good_float().astype(np.float64), r"dtype float64", id="float64"),
+        pytest.param(good_float().astype(np.float16), r"dtype float16", id="float16"),
+        pytest.param(np.zeros((2, 32, 32, 3), np.int32), r"dtype int32", id="int32"),
+        pytest.param(np.zeros((2, 32, 32, 3), bool), r"dtype bool", id="bool"),
+        pytest.param(np.zeros((0, 32, 32, 3), np.uint8), r"empty batch", id="empty-uint8"),
+        pytest.param(np.zeros((0, 3, 32, 32), np.float32), r"empty batch", id="empty-float"),
+        pytest.param(np.zeros((1, 0, 32, 3), np.uint8), r"empty side", id="uint8-empty-side"),
+        pytest.param(good_float().tolist(), r"numpy array, got list", id="list"),
+        pytest.param(None, r"numpy array, got NoneType", id="none"),
+    ],
+)
+def test_bad_input_is_refused(onnx_session, images, message):
+    with pytest.raises(ValueError, match=message):
+        onnx_session.run(images)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_refused(onnx_session, bad):
+    images = good_float()
+    images[1, 2, 5, 7] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        onnx_session.run(images)
+
+
+def test_a_refused_batch_does_not_break_the_session(onnx_session):
+    expected = onnx_session.run(good_float())
+    with pytest.raises(ValueError):
+        onnx_session.run(np.zeros((2, 3, 24, 24), np.float32))
+    again = onnx_session.run(good_float())
+    np.testing.assert_allclose(again.logits, expected.logits, rtol=0, atol=1e-6)
+    assert again.paths == expected.paths
+
+
+# --- bad bundle ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle(onnx_bundle, tmp_path):
+    """A private copy of the ONNX bundle to corrupt."""
+    return copy_tree(onnx_bundle, tmp_path / "bundle")
+
+
+def edit_manifest(bundle, edit) -> None:
+    manifest = read_json(bundle / MANIFEST_FILE)
+    edit(manifest)
+    write_json(bundle / MANIFEST_FILE, manifest)
+
+
+def refused(bundle, match: str) -> str:
+    with pytest.raises(BundleError, match=match) as error:
+        runtime.load(bundle)
+    return str(error.value)
+
+
+def test_the_copy_loads(bundle):
+    assert runtime.load(bundle).manifest.family == "drnet"
+
+
+def test_bundle_error_is_a_value_error():
+    assert issubclass(BundleError, ValueError)
+
+
+def test_missing_manifest(bundle):
+    (bundle / MANIFEST_FILE).unlink()
+    message = refused(bundle, "manifest is missing")
+    assert str(bundle / MANIFEST_FILE) in message
+
+
+def test_missing_directory(tmp_path):
+    missing = tmp_path / "no-such-bundle"
+    message = refused(missing, "not a bundle directory")
+    assert str(missing) in message
+
+
+def test_a_file_is_not_a_bundle(bundle):
+    message = refused(bundle / MANIFEST_FILE, "not a bundle directory")
+    assert str(bundle / MANIFEST_FILE) in message
+
+
+def test_invalid_json(bundle):
+    text = (bundle / MANIFEST_FILE).read_text()
+    (bundle / MANIFEST_FILE).write_text(text[: len(text) // 2])
+    message = refused(bundle, "not valid JSON")
+    assert str(bundle / MANIFEST_FILE) in message
+
+
+def test_binary_garbage_manifest(bundle):
+    (bundle / MANIFEST_FILE).write_bytes(b"\xff\xfe\x00garbage")
+    refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", 1.0, True])
+def test_unknown_format_version(bundle, version):
+    edit_manifest(bundle, lambda m: m.update(format_version=version))
+    refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
+
+
+def test_format_version_message_names_both_versions(bundle):
+    edit_manifest(bundle, lambda m: m.update(format_version=2))
+    message = refused(bundle, "unknown format_version 2")
+    assert "reads 1" in message
+
+
+@pytest.mark.parametrize("field", ["classes", "graphs", "dispatch", "artifacts", "macs_convention"])
+def test_missing_top_level_field(bundle, field):
+    edit_manifest(bundle, lambda m: m.pop(field))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: manifest: missing field\(s\) \['{field}'\]")
+
+
+def test_missing_nested_field(bundle):
+    edit_manifest(bundle, lambda m: m["graphs"]["res24"].pop("macs"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: graphs\['res24'\]: missing field\(s\) \['macs'\]")
+
+
+def test_unknown_top_level_field(bundle):
+    edit_manifest(bundle, lambda m: m.update(quantized=True))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: manifest: unknown field\(s\) \['quantized'\]")
+
+
+def test_unknown_nested_field(bundle):
+    edit_manifest(bundle, lambda m: m["preprocessing"].update(antialias=False))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: preprocessing: unknown field\(s\) \['antialias'\]")
+
+
+def test_wrong_field_type(bundle):
+    edit_manifest(bundle, lambda m: m["graphs"]["predictor"].update(macs="808768"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: graphs\['predictor'\]\.macs: expected int")
+
+
+def test_non_positive_std(bundle):
+    edit_manifest(bundle, lambda m: m["preprocessing"].update(std=[0.2, 0.0, 0.2]))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: preprocessing\.std: must be positive")
+
+
+def test_dispatch_selector_naming_a_missing_graph(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"].update(selector="router"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.selector: 'router' is not one of")
+
+
+def test_dispatch_path_naming_a_missing_graph(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"]["paths"][1].update(graph="res20"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.paths\[1\]\.graph: 'res20' is not one of")
+
+
+def test_selector_scores_must_match_the_paths(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"]["paths"].pop())
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.selector: 'predictor' scores 3 paths but 2")
+
+
+def test_reference_path_must_be_a_path(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"].update(reference_path="res64"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.reference_path")
+
+
+def test_graph_artifact_must_be_listed(bundle):
+    edit_manifest(bundle, lambda m: m["graphs"]["res16"].update(artifact="elsewhere.onnx"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: graphs\['res16'\]\.artifact: 'elsewhere.onnx' is not listed")
+
+
+@pytest.mark.parametrize("name", ["../res16.onnx", "sub/res16.onnx", MANIFEST_FILE])
+def test_artifact_names_must_be_plain_files_in_the_bundle(bundle, name):
+    def edit(m):
+        m["artifacts"][name] = m["artifacts"].pop("res16.onnx")
+        m["graphs"]["res16"]["artifact"] = name
+
+    edit_manifest(bundle, edit)
+    refused(bundle, "must be a plain file name inside the bundle")
+
+
+def test_artifact_with_a_wrong_sha256(bundle):
+    artifact = bundle / "res24.onnx"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    message = refused(bundle, "does not match the manifest's")
+    assert str(artifact) in message
+
+
+def test_artifact_replaced_by_another_valid_graph(bundle):
+    (bundle / "res16.onnx").write_bytes((bundle / "res32.onnx").read_bytes())
+    refused(bundle, f"{bundle / 'res16.onnx'}: sha256")
+
+
+def test_malformed_sha256_in_the_manifest(bundle):
+    edit_manifest(bundle, lambda m: m["artifacts"]["res32.onnx"].update(sha256="ABC"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: artifacts\['res32.onnx'\]\.sha256: not a lowercase hex sha256")
+
+
+def test_missing_artifact_file(bundle):
+    (bundle / "predictor.onnx").unlink()
+    message = refused(bundle, "artifact listed in the manifest is missing")
+    assert str(bundle / "predictor.onnx") in message
+
+
+def test_unknown_backend_for_the_target(bundle):
+    with pytest.raises(ValueError, match="'executorch' cannot run a bundle exported for target 'onnx'"):
+        runtime.load(bundle, backend="executorch")
+    with pytest.raises(ValueError, match="unknown backend 'tflite'"):
+        runtime.load(bundle, backend="tflite")
