@@ -21,17 +21,23 @@ __all__ = [
     "Graph",
     "DispatchPath",
     "Dispatch",
+    "BlockDispatch",
+    "BlockStep",
+    "Segment",
+    "CachedPath",
+    "Calibration",
     "Preprocessing",
     "Artifact",
     "Manifest",
     "read_manifest",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 knows only the argmax rule
 MANIFEST_FILE = "manifest.json"
 TARGETS = ("onnx", "executorch", "coreml", "tensorrt")
 DTYPES = ("float32",)
-DISPATCH_RULES = ("argmax",)
+DISPATCH_RULES = {1: ("argmax",), 2: ("argmax", "policy", "gated")}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -69,12 +75,73 @@ class DispatchPath:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """How a sample picks its path: `argmax` runs `selector`, then paths[argmax(scores)]."""
+    """`argmax`: run `selector`, then paths[argmax(scores)] (DRNet, Resizable)."""
 
     rule: str
     selector: str
     paths: tuple[DispatchPath, ...]
     reference_path: str  # the static full model, baseline of every speedup
+
+    @property
+    def reference_graph(self) -> str:
+        return next(p.graph for p in self.paths if p.name == self.reference_path)
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """Residual block k: the graph that runs it, and the graph of its shortcut when it is skipped."""
+
+    run: str | None  # None: the block never ran on the calibration set and was left out
+    skip: str | None  # None: the shortcut is the identity
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Blocks first..last fused into one graph, used when all of them run."""
+
+    graph: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class CachedPath:
+    """A whole block path compiled as one graph: image in, logits out."""
+
+    path: str  # "1" per block that runs, "0" per block skipped
+    graph: str
+    frequency: float  # share of calibration images that took it
+
+
+@dataclass(frozen=True)
+class Calibration:
+    images: int
+    usage: tuple[float, ...]  # per block, share of images that ran it
+    coverage: float  # share of images whose path is cached
+
+
+@dataclass(frozen=True)
+class BlockDispatch:
+    """`policy` (BlockDrop): `selector` gives K keep-probabilities up front.
+    `gated` (URNet): the stem and every block graph also emit the next gate's logit.
+
+    Either way a sample's path runs stem, then per block its run or skip graph
+    (or a fused segment, or a cached whole path), then the head.
+    """
+
+    rule: str
+    selector: str | None  # policy graph; None for gated
+    stem: str
+    head: str | None  # None for gated: the last block graphs emit logits
+    blocks: tuple[BlockStep, ...]
+    segments: tuple[Segment, ...]
+    cached_paths: tuple[CachedPath, ...]
+    calibration: Calibration | None
+    reference: str  # graph of the static full model, baseline of every speedup
+
+    @property
+    def reference_graph(self) -> str:
+        return self.reference
 
 
 @dataclass(frozen=True)
@@ -101,7 +168,7 @@ class Manifest:
     classes: tuple[str, ...]
     preprocessing: Preprocessing
     graphs: dict[str, Graph]
-    dispatch: Dispatch
+    dispatch: Dispatch | BlockDispatch
     artifacts: dict[str, Artifact]
     producer: dict[str, str]
     macs_convention: str = "conv+linear multiply-accumulates per image, batch 1"
@@ -187,8 +254,8 @@ def _parse(data: Any, source: Path) -> Manifest:
          "producer", "macs_convention"},
     )
     version = r.typed(top["format_version"], int, "format_version")
-    if version != FORMAT_VERSION:
-        raise r.fail("format_version", f"unknown format_version {version}; this runtime reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise r.fail("format_version", f"unknown format_version {version}; this runtime reads {list(READABLE_VERSIONS)}")
 
     classes = r.typed(top["classes"], list, "classes")
     if not classes:
@@ -240,8 +307,28 @@ def _parse(data: Any, source: Path) -> Manifest:
             macs=r.count(entry["macs"], f"{where}.macs"),
         )
 
-    d = r.fields(top["dispatch"], "dispatch", {"rule", "selector", "paths", "reference_path"})
-    rule = r.choice(d["rule"], DISPATCH_RULES, "dispatch.rule")
+    d = r.typed(top["dispatch"], dict, "dispatch")
+    rule = r.choice(d.get("rule"), DISPATCH_RULES[version], "dispatch.rule")
+    dispatch = _parse_argmax(r, d, graphs, classes) if rule == "argmax" else _parse_blocks(r, d, graphs, classes)
+
+    producer = r.typed(top["producer"], dict, "producer")
+    return Manifest(
+        format_version=version,
+        family=r.text(top["family"], "family"),
+        target=r.choice(top["target"], TARGETS, "target"),
+        classes=classes,
+        preprocessing=preprocessing,
+        graphs=graphs,
+        dispatch=dispatch,
+        artifacts=artifacts,
+        producer={str(k): str(v) for k, v in producer.items()},
+        macs_convention=r.text(top["macs_convention"], "macs_convention"),
+    )
+
+
+def _parse_argmax(r: _Reader, d: dict, graphs: dict[str, Graph], classes: tuple[str, ...]) -> Dispatch:
+    d = r.fields(d, "dispatch", {"rule", "selector", "paths", "reference_path"})
+    rule = d["rule"]
     selector = r.choice(d["selector"], tuple(graphs), "dispatch.selector")
     paths = []
     for i, entry in enumerate(r.typed(d["paths"], list, "dispatch.paths")):
@@ -267,20 +354,65 @@ def _parse(data: Any, source: Path) -> Manifest:
         logits = graphs[path.graph].outputs[0].shape
         if logits[-1] != len(classes):
             raise r.fail(f"graphs[{path.graph!r}].outputs[0]", f"{logits[-1]} logits for {len(classes)} classes")
-    dispatch = Dispatch(rule, selector, tuple(paths), r.choice(d["reference_path"], tuple(names), "dispatch.reference_path"))
+    return Dispatch(rule, selector, tuple(paths), r.choice(d["reference_path"], tuple(names), "dispatch.reference_path"))
 
-    producer = r.typed(top["producer"], dict, "producer")
-    return Manifest(
-        format_version=version,
-        family=r.text(top["family"], "family"),
-        target=r.choice(top["target"], TARGETS, "target"),
-        classes=classes,
-        preprocessing=preprocessing,
-        graphs=graphs,
-        dispatch=dispatch,
-        artifacts=artifacts,
-        producer={str(k): str(v) for k, v in producer.items()},
-        macs_convention=r.text(top["macs_convention"], "macs_convention"),
+
+def _parse_blocks(r: _Reader, d: dict, graphs: dict[str, Graph], classes: tuple[str, ...]) -> BlockDispatch:
+    gated = d["rule"] == "gated"
+    d = r.fields(
+        d, "dispatch",
+        {"rule", "selector", "stem", "head", "blocks", "segments", "cached_paths", "calibration", "reference"},
+    )
+    names = tuple(graphs)
+
+    def graph_or_none(value, where):
+        return None if value is None else r.choice(value, names, where)
+
+    selector = graph_or_none(d["selector"], "dispatch.selector")
+    if (selector is None) != gated:
+        raise r.fail("dispatch.selector", "a policy dispatch needs a selector graph; a gated one has none")
+    head = graph_or_none(d["head"], "dispatch.head")
+    if (head is None) != gated:
+        raise r.fail("dispatch.head", "a policy dispatch needs a head graph; in a gated one the last blocks emit logits")
+    steps = []
+    for i, entry in enumerate(r.typed(d["blocks"], list, "dispatch.blocks")):
+        entry = r.fields(entry, f"dispatch.blocks[{i}]", {"run", "skip"})
+        steps.append(BlockStep(graph_or_none(entry["run"], f"dispatch.blocks[{i}].run"),
+                               graph_or_none(entry["skip"], f"dispatch.blocks[{i}].skip")))
+    if not steps:
+        raise r.fail("dispatch.blocks", "must list at least one block")
+    if gated and any(step.run is None or step.skip is None for step in steps):
+        raise r.fail("dispatch.blocks", "a gated dispatch needs run and skip graphs for every block: they emit the gates")
+    segments = []
+    for i, entry in enumerate(r.typed(d["segments"], list, "dispatch.segments")):
+        where = f"dispatch.segments[{i}]"
+        entry = r.fields(entry, where, {"graph", "first", "last"})
+        first, last = r.count(entry["first"], f"{where}.first"), r.count(entry["last"], f"{where}.last")
+        if not first < last < len(steps):
+            raise r.fail(where, f"blocks {first}..{last} are not a run of at least two of the {len(steps)} blocks")
+        segments.append(Segment(r.choice(entry["graph"], names, f"{where}.graph"), first, last))
+    cached = []
+    for i, entry in enumerate(r.typed(d["cached_paths"], list, "dispatch.cached_paths")):
+        where = f"dispatch.cached_paths[{i}]"
+        entry = r.fields(entry, where, {"path", "graph", "frequency"})
+        path = r.text(entry["path"], f"{where}.path")
+        if len(path) != len(steps) or set(path) - {"0", "1"}:
+            raise r.fail(f"{where}.path", f"{path!r} is not a string of {len(steps)} '0'/'1' characters")
+        frequency = float(r.typed(entry["frequency"], (int, float), f"{where}.frequency"))
+        cached.append(CachedPath(path, r.choice(entry["graph"], names, f"{where}.graph"), frequency))
+    calibration = None
+    if d["calibration"] is not None:
+        c = r.fields(d["calibration"], "dispatch.calibration", {"images", "usage", "coverage"})
+        calibration = Calibration(
+            r.count(c["images"], "dispatch.calibration.images", 1),
+            r.floats(c["usage"], "dispatch.calibration.usage", len(steps)),
+            float(r.typed(c["coverage"], (int, float), "dispatch.calibration.coverage")),
+        )
+    reference = r.choice(d["reference"], names, "dispatch.reference")
+    if graphs[reference].outputs[0].shape[-1] != len(classes):
+        raise r.fail(f"graphs[{reference!r}].outputs[0]", f"the reference graph must emit {len(classes)} logits")
+    return BlockDispatch(
+        d["rule"], selector, r.choice(d["stem"], names, "dispatch.stem"), head, tuple(steps), tuple(segments), tuple(cached), calibration, reference
     )
 
 

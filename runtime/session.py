@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from runtime.backends import DEFAULT_BACKEND, Backend, create_backend
 from runtime.bundle import open_bundle
+from runtime.dispatch import TimedGraphs, make_dispatcher
 from runtime.manifest import Manifest
 from runtime.preprocess import prepare
 
@@ -31,41 +31,40 @@ class Session:
         self.manifest = manifest
         self.backend = backend
         self.graphs = {name: backend.load(bundle, graph) for name, graph in manifest.graphs.items()}
-        dispatch = manifest.dispatch
-        self.path_macs = np.array([manifest.path_macs(p) for p in dispatch.paths], dtype=np.int64)
+        self.dispatcher = make_dispatcher(manifest)
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
-    def run(self, images: np.ndarray) -> RunResult:
-        """Classify a batch; see `runtime.preprocess.prepare` for the accepted inputs."""
-        timings: dict[str, float] = defaultdict(float)
+    @property
+    def takes_scale(self) -> bool:
+        """Whether `run` takes a compute scale S (URNet's gated bundles)."""
+        return self.manifest.dispatch.rule == "gated"
+
+    def run(self, images: np.ndarray, *, scale: float | None = None) -> RunResult:
+        """Classify a batch; see `runtime.preprocess.prepare` for the accepted inputs.
+
+        `scale` is URNet's S in [0, 1]: the share of blocks to run (default 1).
+        """
+        if self.takes_scale:
+            scale = 1.0 if scale is None else scale
+            if not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
+                raise ValueError(f"scale must be a number in [0, 1], got {scale!r}")
+        elif scale is not None:
+            raise ValueError(f"this {self.manifest.family} bundle has no compute scale; drop scale={scale!r}")
+        timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
         timings["preprocess"] = time.perf_counter() - start
 
-        dispatch = self.manifest.dispatch
-        selector = self.graphs[dispatch.selector]
+        run = TimedGraphs(self.graphs, timings)
         logits = np.empty((len(batch), len(self.classes)), dtype=np.float32)
-        chosen = np.empty(len(batch), dtype=np.int64)
+        paths, macs = [], np.empty(len(batch), dtype=np.int64)
         for i in range(len(batch)):
-            sample = batch[i : i + 1]
-            start = time.perf_counter()
-            scores = selector([sample])[0]
-            middle = time.perf_counter()
-            chosen[i] = int(np.argmax(scores[0]))
-            path = dispatch.paths[chosen[i]]
-            logits[i] = self.graphs[path.graph]([sample])[0][0]
-            end = time.perf_counter()
-            timings[dispatch.selector] += middle - start
-            timings[path.graph] += end - middle
-        return RunResult(
-            logits=logits,
-            paths=[dispatch.paths[c].name for c in chosen],
-            macs=self.path_macs[chosen],
-            timings=dict(timings),
-        )
+            logits[i], path, macs[i] = self.dispatcher(run, batch[i : i + 1], scale)
+            paths.append(path)
+        return RunResult(logits=logits, paths=paths, macs=macs, timings=timings)
 
 
 def load(bundle: str | Path, backend: str | None = None, *, threads: int | None = None) -> Session:

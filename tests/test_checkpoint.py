@@ -189,7 +189,7 @@ def test_a_pickled_payload_is_refused_without_running_it(saved, tmp_path):
     directory, model, _ = saved
     marker = tmp_path / "payload-ran"
     state = dict(model.state_dict())
-    state["backbone.fc.weight"] = Payload(marker)
+    state["backbone.head[-1].weight"] = Payload(marker)
     torch.save(state, directory / WEIGHTS_FILE)
     assert not marker.exists(), "saving must not run the payload"
     # The file really is a live payload: plain pickle loading would have run it.
@@ -239,7 +239,7 @@ def test_checkpoint_files_get_ordinary_permissions(saved):
 def test_weights_from_another_save_are_refused(saved, tmp_path):
     directory, model, config = saved
     with torch.no_grad():
-        model.backbone.fc.bias.add_(1.0)
+        model.backbone.head[-1].bias.add_(1.0)
     other = tmp_path / "other"
     save_checkpoint(other, model, config)
     (directory / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())

@@ -233,8 +233,8 @@ def test_infer_runs_only_the_chosen_resolutions(fresh_model, digits_test, monkey
 def test_infer_with_a_predictor_that_always_picks_one_resolution(model, monkeypatch):
     model.eval()
     with torch.no_grad():
-        model.predictor.fc.weight.zero_()
-        model.predictor.fc.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+        model.predictor.head[-1].weight.zero_()
+        model.predictor.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
     calls = []
     real = model.backbone_logits
     monkeypatch.setattr(model, "backbone_logits", lambda b, i: calls.append(i) or real(b, i))
@@ -316,9 +316,9 @@ def test_build_honours_the_options():
     options = DRNetOptions(resolutions=(28, 20), predictor_depth=14, predictor_width=4, predictor_resolution=12)
     model = build(model_config(options, depth=14))
     assert model.resolutions == (28, 20)
-    assert model.predictor.fc.out_features == 2
-    assert len(model.predictor.blocks) == 6 and model.predictor.conv1.out_channels == 4
+    assert model.predictor.head[-1].out_features == 2
+    assert len(model.predictor.blocks) == 6 and model.predictor.stem[0].out_channels == 4
     assert len(model.backbone.blocks) == 6
-    bn = model.backbone.bn1
+    bn = model.backbone.stem[1]
     assert len(bn.sets) == 2
     assert model.predictor_macs == count_macs(model.predictor, torch.zeros(1, 3, 12, 12))

@@ -244,7 +244,7 @@ def test_check_parity_raises_on_a_different_model(trained, onnx_bundle, digits_t
     other.load_state_dict(model.state_dict())
     other.eval()
     with torch.no_grad():
-        other.backbone.fc.bias.add_(0.01)
+        other.backbone.head[-1].bias.add_(0.01)
     _, _, normalized = digits_test
     with pytest.raises(ParityError, match=r"max \|logit diff\| 1\.00e-02"):
         exporter.check_parity(onnx_bundle, other, normalized[:32])

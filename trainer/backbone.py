@@ -67,9 +67,9 @@ class CifarResNet(nn.Module):
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. {DEPTHS}), got {depth}")
         blocks_per_stage = (depth - 2) // 6
-        self.conv1 = conv3x3(in_channels, width)
-        self.bn1 = norm_layer(width)
-        self.relu = nn.ReLU(inplace=True)
+        self.in_channels = in_channels
+        # Stem and head are modules of their own, so a split can export them alone.
+        self.stem = nn.Sequential(conv3x3(in_channels, width), norm_layer(width), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []
         in_planes = width
         for stage, planes in enumerate((width, 2 * width, 4 * width)):
@@ -78,8 +78,7 @@ class CifarResNet(nn.Module):
                 blocks.append(BasicBlock(in_planes, planes, stride, norm_layer))
                 in_planes = planes
         self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(in_planes, num_classes))
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -87,12 +86,6 @@ class CifarResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def stem(self, x: Tensor) -> Tensor:
-        return self.relu(self.bn1(self.conv1(x)))
-
-    def head(self, x: Tensor) -> Tensor:
-        return self.fc(self.pool(x).flatten(1))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)

@@ -44,7 +44,7 @@ class BlockCosts:
 
 
 def block_costs(backbone: CifarResNet, resolution: int) -> BlockCosts:
-    x = torch.zeros(1, backbone.conv1.in_channels, resolution, resolution)
+    x = torch.zeros(1, backbone.in_channels, resolution, resolution)
     with eval_mode(backbone), torch.no_grad():
         stem = count_macs(backbone.stem, x)
         x = backbone.stem(x)

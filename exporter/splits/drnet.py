@@ -29,7 +29,7 @@ class Resized(nn.Module):
 
 
 def split(model: DRNet, resolution: int) -> Split:
-    image = torch.zeros(1, model.backbone.conv1.in_channels, resolution, resolution)
+    image = torch.zeros(1, model.backbone.in_channels, resolution, resolution)
     predictor = ExportGraph(
         "predictor",
         Resized(model.predictor, model.options.predictor_resolution).eval(),

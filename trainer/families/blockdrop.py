@@ -85,7 +85,7 @@ class BlockDrop(nn.Module):
         self.costs: BlockCosts = block_costs(backbone, options.resolution)
         side = options.resolution
         with eval_mode(policy):
-            self.policy_macs = count_macs(self.policy_logits, torch.zeros(1, policy.conv1.in_channels, side, side))
+            self.policy_macs = count_macs(self.policy_logits, torch.zeros(1, policy.in_channels, side, side))
 
     @property
     def num_blocks(self) -> int:

@@ -47,7 +47,7 @@ class DRNet(nn.Module):
         self.predictor = predictor
         self.options = options
         self.resolutions = tuple(options.resolutions)
-        probe_channels = backbone.conv1.in_channels
+        probe_channels = backbone.in_channels
         side = options.predictor_resolution
         with eval_mode(self):
             self.backbone_macs = [

@@ -104,7 +104,7 @@ class URNet(nn.Module):
         self.backbone = backbone
         self.options = options
         self.costs: BlockCosts = block_costs(backbone, options.resolution)
-        x = torch.zeros(1, backbone.conv1.in_channels, options.resolution, options.resolution)
+        x = torch.zeros(1, backbone.in_channels, options.resolution, options.resolution)
         gates, gate_macs = [], []
         with eval_mode(backbone), torch.no_grad():
             x = backbone.stem(x)
