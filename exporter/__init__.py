@@ -40,11 +40,15 @@ def export(
     force: bool = False,
     verify: bool = True,
     samples: int = 64,
+    calibration: torch.Tensor | None = None,
+    cache_paths: int = 8,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
     With `verify`, the written bundle runs through the runtime on `samples`
     images before it is moved into place; a parity failure leaves no bundle.
+    `calibration` (normalized NCHW images) drives the block families' plan:
+    fused segments, left-out blocks and the `cache_paths` most frequent paths.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
@@ -53,7 +57,7 @@ def export(
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
     model, config = load_checkpoint(checkpoint)
     data = config["data"]
-    split = split_model(model, config["family"], data["resolution"])
+    split = split_model(model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths)
     verify = verify and TARGETS[target].runs_here
     result: dict = {}
 
@@ -84,7 +88,9 @@ def export(
         write_manifest(staging, manifest)
         result["manifest"] = manifest
         if verify:
-            result["parity"] = check_parity(staging, model, verification_samples(config, samples))
+            result["parity"] = check_parity(
+                staging, split.reference, verification_samples(config, samples), scales=split.scales
+            )
 
     write_bundle(out, fill, force=force)
     return ExportReport(out, result["manifest"], result.get("parity"))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from runtime.manifest import Dispatch, TensorSpec
+from runtime.manifest import BlockDispatch, Dispatch, TensorSpec
+from trainer.dynamic import DynamicOutput
 
 __all__ = ["ExportGraph", "Split", "UnsplittableModel", "tensor_specs"]
 
@@ -29,7 +31,11 @@ class ExportGraph:
 @dataclass(frozen=True)
 class Split:
     graphs: tuple[ExportGraph, ...]
-    dispatch: Dispatch
+    dispatch: Dispatch | BlockDispatch
+    # What the bundle must reproduce, per (normalized images, scale): the model's own
+    # inference, with any approximation the plan made (blocks left out) applied.
+    reference: Callable[[Tensor, float | None], DynamicOutput]
+    scales: tuple[float | None, ...] = (None,)  # operating points to verify
 
 
 @torch.no_grad()

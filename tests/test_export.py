@@ -233,7 +233,7 @@ def test_parity_error_reports_the_tolerance_in_force(trained, onnx_bundle, digit
     model, _ = trained
     _, _, normalized = digits_test
     with pytest.raises(ParityError) as error:
-        exporter.check_parity(onnx_bundle, model, normalized[:8], tolerance=-1.0)
+        exporter.check_parity(onnx_bundle, lambda x, _: model.infer(x), normalized[:8], tolerance=-1.0)
     assert "tolerance -1e+00" in str(error.value)
 
 
@@ -247,8 +247,8 @@ def test_check_parity_raises_on_a_different_model(trained, onnx_bundle, digits_t
         other.backbone.head[-1].bias.add_(0.01)
     _, _, normalized = digits_test
     with pytest.raises(ParityError, match=r"max \|logit diff\| 1\.00e-02"):
-        exporter.check_parity(onnx_bundle, other, normalized[:32])
-    assert exporter.check_parity(onnx_bundle, model, normalized[:32]).path_mismatches == 0
+        exporter.check_parity(onnx_bundle, lambda x, _: other.infer(x), normalized[:32])
+    assert exporter.check_parity(onnx_bundle, lambda x, _: model.infer(x), normalized[:32]).path_mismatches == 0
 
 
 def test_cli_refuses_to_overwrite(checkpoint_dir, onnx_bundle, tmp_path, capsys):

@@ -28,7 +28,7 @@ class Resized(nn.Module):
         return self.network(resize(x, self.size))
 
 
-def split(model: DRNet, resolution: int) -> Split:
+def split(model: DRNet, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 0) -> Split:
     image = torch.zeros(1, model.backbone.in_channels, resolution, resolution)
     predictor = ExportGraph(
         "predictor",
@@ -42,4 +42,5 @@ def split(model: DRNet, resolution: int) -> Split:
         graphs.append(ExportGraph(name, backbone, (image,), ("image",), ("logits",), model.backbone_macs[index]))
         paths.append(DispatchPath(name=name, graph=name, resolution=size))
     reference = max(paths, key=lambda p: p.resolution).name
-    return Split(tuple(graphs), Dispatch("argmax", "predictor", tuple(paths), reference))
+    dispatch = Dispatch("argmax", "predictor", tuple(paths), reference)
+    return Split(tuple(graphs), dispatch, lambda x, _: model.infer(x))

@@ -1,0 +1,93 @@
+"""BlockDrop's split: the policy graph, then stem, per-block graphs and head, plus the calibration plan's fused graphs.
+
+Every graph's MACs are counted on the graph itself, so a sample's MACs in the
+runtime are the sum over the graphs it called.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from exporter.graphs import ExportGraph, Split
+from exporter.splits.blocks import BlockChain, BlockPlan, block_inputs, plan_blocks
+from runtime.manifest import BlockDispatch, BlockStep, CachedPath, Calibration, Segment
+from trainer.dynamic import resize
+from trainer.families.blockdrop import BlockDrop
+from trainer.macs import count_macs
+
+
+class KeepProbabilities(nn.Module):
+    def __init__(self, model: BlockDrop) -> None:
+        super().__init__()
+        self.model = model.policy
+        self.size = model.options.policy_resolution
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(resize(x, self.size)))
+
+
+def _graph(name: str, module: nn.Module, example: Tensor, inputs: str, outputs: str) -> ExportGraph:
+    module = module.eval()
+    return ExportGraph(name, module, (example,), (inputs,), (outputs,), count_macs(module, example))
+
+
+def split(model: BlockDrop, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 8) -> Split:
+    backbone = model.backbone
+    count = model.num_blocks
+    image = torch.zeros(1, backbone.in_channels, resolution, resolution)
+    features = block_inputs(backbone, image)
+    full = "1" * count
+    plan = plan_blocks(model.infer(calibration).blocks, cache_paths) if calibration is not None else None
+
+    graphs = [
+        ExportGraph("policy", KeepProbabilities(model).eval(), (image,), ("image",), ("keep",), model.policy_macs),
+        _graph("stem", BlockChain(backbone, full, 0, -1, stem=True, head=False), image, "image", "features"),
+        _graph("head", BlockChain(backbone, full, count, count - 1, stem=False, head=True), features[-1], "features", "logits"),
+        _graph("full", BlockChain(backbone, full, 0, count - 1, stem=True, head=True), image, "image", "logits"),
+    ]
+    left_out = set(plan.left_out) if plan else set()
+    steps = []
+    for k, block in enumerate(backbone.blocks):
+        run = skip = None
+        if k not in left_out:
+            run = f"block{k}"
+            graphs.append(_graph(run, BlockChain(backbone, full, k, k, stem=False, head=False), features[k], "features", "next_features"))
+        if block.downsample is not None:
+            skip = f"skip{k}"
+            graphs.append(_graph(skip, BlockChain(backbone, "0" * count, k, k, stem=False, head=False), features[k], "features", "next_features"))
+        steps.append(BlockStep(run, skip))
+
+    segments, cached = [], [CachedPath(full, "full", 0.0)]
+    if plan:
+        for first, last in plan.segments:
+            name = f"blocks{first}to{last}"
+            graphs.append(_graph(name, BlockChain(backbone, full, first, last, stem=False, head=False), features[first], "features", "next_features"))
+            segments.append(Segment(name, first, last))
+        cached = _cached_paths(backbone, plan, image, graphs)
+    keep_out = torch.tensor([k in left_out for k in range(count)])
+
+    def reference(x: Tensor, _scale: float | None):
+        return model.run_policy(x, (model.keep_probabilities(x) >= 0.5) & ~keep_out.to(x.device))
+
+    dispatch = BlockDispatch(
+        rule="policy", selector="policy", stem="stem", head="head", blocks=tuple(steps), segments=tuple(segments),
+        cached_paths=tuple(cached),
+        calibration=Calibration(plan.images, plan.usage, plan.coverage) if plan else None,
+        reference="full",
+    )
+    return Split(tuple(graphs), dispatch, reference)
+
+
+def _cached_paths(backbone, plan: BlockPlan, image: Tensor, graphs: list[ExportGraph]) -> list[CachedPath]:
+    """One whole-path graph per cached path; the all-blocks path reuses the reference graph."""
+    full = "1" * len(backbone.blocks)
+    cached = []
+    for index, (path, frequency) in enumerate(plan.cached):
+        name = "full" if path == full else f"path{index}"
+        if name != "full":
+            graphs.append(_graph(name, BlockChain(backbone, path, 0, len(path) - 1, stem=True, head=True), image, "image", "logits"))
+        cached.append(CachedPath(path, name, frequency))
+    if all(c.path != full for c in cached):
+        cached.append(CachedPath(full, "full", 0.0))
+    return cached
