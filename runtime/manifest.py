@@ -26,6 +26,8 @@ __all__ = [
     "Segment",
     "CachedPath",
     "Calibration",
+    "BuildPlan",
+    "EngineProfile",
     "Preprocessing",
     "Artifact",
     "Manifest",
@@ -38,6 +40,8 @@ MANIFEST_FILE = "manifest.json"
 TARGETS = ("onnx", "executorch", "coreml", "tensorrt")
 DTYPES = ("float32",)
 DISPATCH_RULES = {1: ("argmax",), 2: ("argmax", "policy", "gated")}
+PRECISIONS = ("fp32", "fp16", "int8")
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -161,6 +165,31 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class EngineProfile:
+    """A TensorRT optimization profile: the shapes one input may take."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How the device compiles the bundle's graphs (TensorRT builds engines; Core ML picks units).
+
+    TensorRT engines are not portable, so the bundle ships ONNX plus this plan
+    and the device builds, then caches, one engine per graph at first load.
+    """
+
+    precision: str  # fp32 | fp16 | int8
+    workspace_mb: int | None = None  # TensorRT builder memory pool
+    compute_units: str | None = None  # Core ML: ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE
+    calibration: str | None = None  # int8: an artifact (.npy, normalized NCHW) to calibrate with
+    profiles: dict[str, tuple[EngineProfile, ...]] | None = None  # TensorRT: per graph
+
+
+@dataclass(frozen=True)
 class Manifest:
     format_version: int
     family: str
@@ -172,6 +201,7 @@ class Manifest:
     artifacts: dict[str, Artifact]
     producer: dict[str, str]
     macs_convention: str = "conv+linear multiply-accumulates per image, batch 1"
+    build: BuildPlan | None = None  # targets compiled on the device: tensorrt, coreml
 
     def path_macs(self, path: DispatchPath) -> int:
         """MACs of one sample taking `path`, selector included."""
@@ -252,6 +282,7 @@ def _parse(data: Any, source: Path) -> Manifest:
         data, "manifest",
         {"format_version", "family", "target", "classes", "preprocessing", "graphs", "dispatch", "artifacts",
          "producer", "macs_convention"},
+        frozenset({"build"}),
     )
     version = r.typed(top["format_version"], int, "format_version")
     if version not in READABLE_VERSIONS:
@@ -323,6 +354,7 @@ def _parse(data: Any, source: Path) -> Manifest:
         artifacts=artifacts,
         producer={str(k): str(v) for k, v in producer.items()},
         macs_convention=r.text(top["macs_convention"], "macs_convention"),
+        build=_parse_build(r, top.get("build"), graphs, artifacts) if top.get("build") is not None else None,
     )
 
 
@@ -414,6 +446,48 @@ def _parse_blocks(r: _Reader, d: dict, graphs: dict[str, Graph], classes: tuple[
     return BlockDispatch(
         d["rule"], selector, r.choice(d["stem"], names, "dispatch.stem"), head, tuple(steps), tuple(segments), tuple(cached), calibration, reference
     )
+
+
+def _parse_build(r: _Reader, data: Any, graphs: dict[str, Graph], artifacts: dict[str, Artifact]) -> BuildPlan:
+    data = r.fields(data, "build", {"precision"}, frozenset({"workspace_mb", "compute_units", "calibration", "profiles"}))
+    precision = r.choice(data["precision"], PRECISIONS, "build.precision")
+    workspace = data.get("workspace_mb")
+    if workspace is not None:
+        r.count(workspace, "build.workspace_mb", 1)
+    units = data.get("compute_units")
+    if units is not None:
+        r.choice(units, COMPUTE_UNITS, "build.compute_units")
+    calibration = data.get("calibration")
+    if calibration is not None and calibration not in artifacts:
+        raise r.fail("build.calibration", f"{calibration!r} is not listed in artifacts")
+    if precision == "int8" and calibration is None and data.get("profiles") is not None:
+        raise r.fail("build.calibration", "int8 engines need a calibration artifact")
+    profiles = None
+    if data.get("profiles") is not None:
+        profiles = {}
+        for name, entries in r.typed(data["profiles"], dict, "build.profiles").items():
+            where = f"build.profiles[{name!r}]"
+            if name not in graphs:
+                raise r.fail(where, f"{name!r} is not a graph")
+            inputs = {spec.name: spec for spec in graphs[name].inputs}
+            parsed = []
+            for i, entry in enumerate(r.typed(entries, list, where)):
+                at = f"{where}[{i}]"
+                entry = r.fields(entry, at, {"input", "min", "opt", "max"})
+                spec = inputs.get(entry["input"])
+                if spec is None:
+                    raise r.fail(f"{at}.input", f"{entry['input']!r} is not an input of {name!r}")
+                shapes = []
+                for key in ("min", "opt", "max"):
+                    dims = r.typed(entry[key], list, f"{at}.{key}")
+                    if len(dims) != len(spec.shape):
+                        raise r.fail(f"{at}.{key}", f"rank {len(dims)} differs from the input's {len(spec.shape)}")
+                    shapes.append(tuple(r.count(d, f"{at}.{key}", 1) for d in dims))
+                if not all(a <= b <= c for a, b, c in zip(*shapes)):
+                    raise r.fail(at, f"needs min <= opt <= max per dimension, got {shapes}")
+                parsed.append(EngineProfile(entry["input"], *shapes))
+            profiles[name] = tuple(parsed)
+    return BuildPlan(precision, workspace, units, calibration, profiles)
 
 
 def read_manifest(bundle: str | Path) -> Manifest:
