@@ -17,8 +17,9 @@ import torch
 from exporter.bundle import artifact_table, write_bundle, write_manifest
 from exporter.graphs import UnsplittableModel, tensor_specs
 from exporter.splits import split_model
-from exporter.targets import TARGETS, write_artifacts
+from exporter.targets import TARGETS, default_device, write_artifacts
 from exporter.verify import Parity, ParityError, check_parity, verification_samples
+from runtime.devices import load_devices
 from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
 from trainer.checkpoint import load_checkpoint
 
@@ -42,6 +43,7 @@ def export(
     samples: int = 64,
     calibration: torch.Tensor | None = None,
     cache_paths: int = 8,
+    device: str | None = None,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
@@ -49,20 +51,27 @@ def export(
     images before it is moved into place; a parity failure leaves no bundle.
     `calibration` (normalized NCHW images) drives the block families' plan:
     fused segments, left-out blocks and the `cache_paths` most frequent paths.
+    `device` names a devices.yaml entry whose precision and compute units the
+    target uses (default: the first device that runs the target).
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    devices = load_devices()
+    if device is not None and device not in devices:
+        raise ValueError(f"unknown device {device!r}; devices.yaml lists {sorted(devices)}")
+    chosen = devices[device] if device else default_device(target, devices)
     model, config = load_checkpoint(checkpoint)
     data = config["data"]
     split = split_model(model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths)
-    verify = verify and TARGETS[target].runs_here
+    verify_backend = TARGETS[target].verify_backend if verify else None
     result: dict = {}
 
     def fill(staging: Path) -> None:
-        placement = write_artifacts(target, split.graphs, staging)
+        written = write_artifacts(target, split.graphs, staging, device=chosen)
+        placement = written.placement
         graphs = {}
         for graph in split.graphs:
             inputs, outputs = tensor_specs(graph)
@@ -83,13 +92,16 @@ def export(
                 "torch": torch.__version__,
                 "recipe": config["recipe"],
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                **({"device": chosen.name} if chosen else {}),
             },
+            build=written.build,
         )
         write_manifest(staging, manifest)
         result["manifest"] = manifest
-        if verify:
+        if verify_backend:
             result["parity"] = check_parity(
-                staging, split.reference, verification_samples(config, samples), scales=split.scales
+                staging, split.reference, verification_samples(config, samples),
+                scales=split.scales, backend=verify_backend,
             )
 
     write_bundle(out, fill, force=force)

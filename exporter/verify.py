@@ -56,9 +56,10 @@ def check_parity(
     *,
     scales: tuple[float | None, ...] = (None,),
     tolerance: float = TOLERANCE,
+    backend: str | None = None,
 ) -> Parity:
     """Run `samples` through the bundle at every scale and compare with `reference` (PyTorch eager)."""
-    session = runtime.load(bundle)
+    session = runtime.load(bundle, backend)
     mismatches, max_diff, checked = 0, 0.0, 0
     for scale in scales:
         expected = reference(samples, scale)

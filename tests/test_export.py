@@ -134,7 +134,7 @@ def test_manifest_describes_the_model(trained, onnx_bundle, et_bundle):
     model, config = trained
     for bundle, target in ((onnx_bundle, "onnx"), (et_bundle, "executorch")):
         manifest = runtime.load(bundle).manifest
-        assert manifest.format_version == 1 and manifest.family == "drnet" and manifest.target == target
+        assert manifest.format_version == 2 and manifest.family == "drnet" and manifest.target == target
         assert manifest.classes == tuple(config["data"]["classes"])
         assert manifest.producer["recipe"] == "drnet-digits"
         assert manifest.producer["torch"] == torch.__version__
@@ -186,7 +186,7 @@ def test_force_replaces_an_existing_bundle(checkpoint_dir, onnx_bundle, tmp_path
 
 
 def failing_write(error: BaseException):
-    def write(target, graphs, directory):
+    def write(target, graphs, directory, *, device):
         (directory / "predictor.onnx").write_bytes(b"half an artifact")
         raise error
 

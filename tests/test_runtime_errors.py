@@ -131,16 +131,26 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 3, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
 def test_format_version_message_names_both_versions(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=2))
-    message = refused(bundle, "unknown format_version 2")
-    assert "reads 1" in message
+    edit_manifest(bundle, lambda m: m.update(format_version=3))
+    message = refused(bundle, "unknown format_version 3")
+    assert "reads [1, 2]" in message
+
+
+def test_version_1_bundles_still_load(bundle):
+    edit_manifest(bundle, lambda m: (m.update(format_version=1), m.pop("build", None)))
+    assert runtime.load(bundle).manifest.format_version == 1
+
+
+def test_version_1_knows_only_the_argmax_rule(bundle):
+    edit_manifest(bundle, lambda m: (m.update(format_version=1), m["dispatch"].update(rule="policy")))
+    refused(bundle, r"dispatch.rule: 'policy' is not one of \['argmax'\]")
 
 
 @pytest.mark.parametrize("field", ["classes", "graphs", "dispatch", "artifacts", "macs_convention"])

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from exporter.graphs import ExportGraph
+from exporter.targets import Written
+from runtime.devices import Device
 
 PROGRAM_FILE = "model.pte"
 
@@ -44,7 +46,7 @@ def batchnorm_to_affine(module: nn.Module) -> nn.Module:
     return converted.eval()
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path) -> dict[str, tuple[str, str]]:
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
     programs = {
         graph.name: torch.export.export(batchnorm_to_affine(graph.module), graph.example_inputs)
         for graph in tqdm(graphs, desc="torch.export", leave=False, disable=None)
@@ -52,4 +54,4 @@ def write(graphs: tuple[ExportGraph, ...], directory: Path) -> dict[str, tuple[s
     edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
     program = edge.to_executorch()
     (directory / PROGRAM_FILE).write_bytes(program.buffer)
-    return {graph.name: (PROGRAM_FILE, graph.name) for graph in graphs}
+    return Written({graph.name: (PROGRAM_FILE, graph.name) for graph in graphs})

@@ -10,6 +10,8 @@ import torch
 from tqdm import tqdm
 
 from exporter.graphs import ExportGraph
+from exporter.targets import Written
+from runtime.devices import Device
 
 OPSET = 18
 
@@ -31,10 +33,10 @@ def export_onnx(graph: ExportGraph, path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path) -> dict[str, tuple[str, None]]:
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
     placement = {}
     for graph in tqdm(graphs, desc="onnx graphs", leave=False, disable=None):
         file = f"{graph.name}.onnx"
         export_onnx(graph, directory / file)
         placement[graph.name] = (file, None)
-    return placement
+    return Written(placement)

@@ -38,11 +38,14 @@ class _Entry:
 
 
 BACKENDS = {
-    "onnxruntime": _Entry("runtime.backends.onnxruntime", ("onnx",), "pip install onnxruntime"),
+    # TensorRT bundles hold plain ONNX graphs, so onnxruntime runs them too (parity checks, fallback).
+    "onnxruntime": _Entry("runtime.backends.onnxruntime", ("onnx", "tensorrt"), "pip install onnxruntime"),
     "executorch": _Entry("runtime.backends.executorch", ("executorch",), "pip install executorch==1.5.1"),
+    "coreml": _Entry("runtime.backends.coreml", ("coreml",), "pip install coremltools==9.0 (predicts on macOS only)"),
+    "tensorrt": _Entry("runtime.backends.tensorrt", ("tensorrt",), "pip install .[tensorrt] (on the device: JetPack or NVIDIA's index)"),
 }
 
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "executorch": "executorch"}
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "tensorrt": "tensorrt"}
 
 
 def create_backend(name: str, target: str, *, threads: int | None = None) -> Backend:
