@@ -1,0 +1,104 @@
+"""Core ML target: ONE multifunction ML program, each graph a function, zipped into one file.
+
+`ct.utils.save_multifunction` stores a constant once when several functions
+hold identical copies of it. That only helps if the copies survive
+conversion: like the ExecuTorch target, each BN becomes a per-channel affine
+after its conv, and the conv-fusion passes that would fold that affine back
+into the conv weights are left out of the pipeline. The per-resolution DRNet
+graphs then share their conv weights and differ only in the small BN vectors.
+
+An .mlpackage is a directory, but a bundle artifact is one file with one
+sha256, so the package ships as a zip of it: stored (uncompressed), entries
+sorted, fixed timestamps. Unzipped, it is `model.mlpackage/`.
+
+    from exporter.targets import coreml
+    written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import coremltools as ct
+import torch
+from tqdm import tqdm
+
+from exporter.graphs import ExportGraph
+from exporter.targets import Written
+from exporter.targets.executorch import batchnorm_to_affine
+from runtime.devices import Device
+from runtime.manifest import BuildPlan
+
+__all__ = ["PACKAGE", "ARCHIVE", "write"]
+
+PACKAGE = "model.mlpackage"
+ARCHIVE = f"{PACKAGE}.zip"
+# Multifunction packages need the iOS 18 / macOS 15 specification.
+DEPLOYMENT_TARGET = ct.target.iOS18
+PRECISIONS = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}
+# Passes that fold a conv's following scale and shift into its weights, which
+# would make every resolution's conv weights distinct.
+CONV_FUSIONS = {
+    "common::fuse_conv_scale",
+    "common::fuse_conv_bias",
+    "common::fuse_conv_batchnorm",
+    "common::fuse_elementwise_to_batchnorm",
+}
+ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can hold
+
+
+def _precision(device: Device | None) -> str:
+    precision = device.precision if device else "fp16"
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"Core ML export supports precision {sorted(PRECISIONS)}, not {precision!r} "
+            f"(device {device.name!r}): int8 weight quantization is not implemented for Core ML yet"
+        )
+    return precision
+
+
+def _convert(graph: ExportGraph, precision: str) -> ct.models.MLModel:
+    program = torch.export.export(batchnorm_to_affine(graph.module), graph.example_inputs).run_decompositions({})
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.remove_passes(CONV_FUSIONS)
+    # coremltools draws a progress bar per pass pipeline and cannot be told not to.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return ct.convert(
+            program,
+            convert_to="mlprogram",
+            minimum_deployment_target=DEPLOYMENT_TARGET,
+            inputs=[ct.TensorType(name=n, shape=tuple(x.shape)) for n, x in zip(graph.input_names, graph.example_inputs)],
+            outputs=[ct.TensorType(name=n) for n in graph.output_names],
+            compute_precision=PRECISIONS[precision],
+            pass_pipeline=pipeline,
+            skip_model_load=True,  # compiling needs macOS, and only the spec is saved
+        )
+
+
+def zip_package(package: Path, archive: Path) -> None:
+    """Zip the directory `package` into `archive` so that unzipping gives back `package.name/`."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+        for path in sorted(p for p in package.rglob("*") if p.is_file()):
+            entry = zipfile.ZipInfo(f"{package.name}/{path.relative_to(package).as_posix()}", ZIP_TIMESTAMP)
+            entry.external_attr = 0o644 << 16
+            zipped.writestr(entry, path.read_bytes())
+
+
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
+    precision = _precision(device)
+    with tempfile.TemporaryDirectory(prefix="coreml-") as scratch:
+        scratch = Path(scratch)
+        functions = ct.utils.MultiFunctionDescriptor()
+        for graph in tqdm(graphs, desc="coreml functions", leave=False, disable=None):
+            single = scratch / f"{graph.name}.mlpackage"
+            _convert(graph, precision).save(str(single))
+            functions.add_function(str(single), src_function_name="main", target_function_name=graph.name)
+        functions.default_function_name = graphs[0].name
+        ct.utils.save_multifunction(functions, str(scratch / PACKAGE))
+        zip_package(scratch / PACKAGE, directory / ARCHIVE)
+    build = BuildPlan(precision=precision, compute_units=(device.compute_units if device else None) or "ALL")
+    return Written({graph.name: (ARCHIVE, graph.name) for graph in graphs}, build)

@@ -1,0 +1,91 @@
+"""Core ML backend: functions of the bundle's multifunction ML program, run through coremltools.
+
+The bundle ships the .mlpackage directory zipped into one artifact file; it is
+unzipped once into a cache directory named by the archive's sha256, so a
+changed bundle never meets a stale package. Prediction needs macOS: elsewhere
+coremltools can only convert and inspect models, and `load` says so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import coremltools as ct
+import numpy as np
+
+from runtime.manifest import BundleError, Graph, read_manifest
+
+__all__ = ["CoreMLBackend", "default_cache", "unpack", "create"]
+
+ARCHIVE_SUFFIX = ".zip"
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adaptive-edge" / "coreml"
+
+
+def unpack(archive: Path, sha256: str, cache: Path) -> Path:
+    """The package zipped in `archive` (`model.mlpackage.zip` holds `model.mlpackage/`), unzipped under `cache`."""
+    package = cache / sha256 / archive.name.removesuffix(ARCHIVE_SUFFIX)
+    if package.parent.is_dir():
+        return package
+    cache.mkdir(parents=True, exist_ok=True)
+    # Unzip beside the final place, then rename: a crash leaves no half-written package.
+    staging = Path(tempfile.mkdtemp(prefix=f".{sha256}.", dir=cache))
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(staging)
+        if not (staging / package.name).is_dir():
+            raise BundleError(f"{archive}: does not hold a {package.name}/ directory")
+        try:
+            os.replace(staging, package.parent)
+        except OSError:
+            if not package.parent.is_dir():  # not merely another process unzipping the same archive
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return package
+
+
+class CoreMLBackend:
+    name = "coreml"
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.compute_units: str | None = None  # read from the bundle's build plan at load
+
+    def load(self, bundle: Path, graph: Graph):
+        if platform.system() != "Darwin":
+            raise RuntimeError(
+                f"{bundle / graph.artifact}: Core ML prediction needs macOS, and this is {platform.system()}; "
+                "run the bundle on a Mac or an Apple device, or export for onnx or executorch to run it here"
+            )
+        manifest = read_manifest(bundle)
+        self.compute_units = (manifest.build.compute_units if manifest.build else None) or "ALL"
+        package = unpack(bundle / graph.artifact, manifest.artifacts[graph.artifact].sha256, self.cache)
+        model = ct.models.MLModel(
+            str(package), compute_units=ct.ComputeUnit[self.compute_units], function_name=graph.entry
+        )
+        inputs = [spec.name for spec in graph.inputs]
+        outputs = [spec.name for spec in graph.outputs]
+
+        def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            predicted = model.predict(dict(zip(inputs, arrays)))
+            return [predicted[name] for name in outputs]
+
+        return run
+
+    def describe(self) -> str:
+        return f"coremltools {ct.__version__}, compute_units={self.compute_units or 'from the bundle build plan'}"
+
+
+def create(*, threads: int | None = None) -> CoreMLBackend:
+    if threads is not None:
+        raise ValueError(f"Core ML schedules its own threads; threads={threads} cannot be honoured (use threads: null)")
+    return CoreMLBackend(default_cache())

@@ -1,0 +1,392 @@
+"""TensorRT backend: builds an engine per ONNX artifact on the device, caches it, runs it on the GPU.
+
+    import runtime
+    session = runtime.load("bundles/drnet-trt")   # the first load builds the engines
+    result = session.run(images)                   # later loads reuse the engine cache
+
+An engine holds kernels chosen for one GPU by one TensorRT version, so the
+bundle ships ONNX plus a build plan (runtime.manifest.BuildPlan) and this
+backend compiles it here. Engines are cached under ~/.cache/adaptive-edge/engines
+(or $ADAPTIVE_EDGE_ENGINE_CACHE), named by the sha256 of everything they
+depend on: when any of it changes an engine is rebuilt, never a stale one loaded.
+
+There is no fallback. Without a visible CUDA device this backend refuses to
+run; `runtime.load(bundle, backend="onnxruntime")` runs the same ONNX on the CPU.
+
+Imports only numpy and the standard library at module level: TensorRT and
+cuda-python load when a backend is created, and torch never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.bundle import sha256_of
+from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest, read_manifest
+
+__all__ = [
+    "ENGINE_CACHE_ENV",
+    "Gpu",
+    "EngineSpec",
+    "engine_cache_dir",
+    "engine_spec",
+    "engine_key",
+    "read_cached_engine",
+    "write_cached_engine",
+    "TensorRTBackend",
+    "create",
+]
+
+ENGINE_CACHE_ENV = "ADAPTIVE_EDGE_ENGINE_CACHE"
+DEFAULT_ENGINE_CACHE = Path("~/.cache/adaptive-edge/engines")
+# A cache entry is this header, the sha256 of the engine, then the engine: a truncated
+# or overwritten file fails the digest and is rebuilt instead of handed to TensorRT.
+_ENGINE_HEADER = b"adaptive-edge tensorrt engine v1\n"
+_INSTALL_TENSORRT = "on a Jetson it comes with JetPack (python3-libnvinfer); elsewhere pip install tensorrt"
+_INSTALL_CUDA = "pip install cuda-python"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_capability: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a serialized engine depends on; `engine_key` names its cache entry after it."""
+
+    artifact_sha256: str
+    graphs: tuple[str, ...]  # the graphs that run on this artifact's engine
+    precision: str
+    workspace_mb: int | None
+    profiles: tuple[tuple[EngineProfile, ...], ...]  # the engine's optimization profiles, in order
+    calibration_sha256: str | None  # int8 only: the calibration images decide the scales
+    tensorrt_version: str
+    gpu: Gpu
+
+
+def engine_cache_dir() -> Path:
+    return Path(os.environ.get(ENGINE_CACHE_ENV) or DEFAULT_ENGINE_CACHE).expanduser()
+
+
+def engine_spec(bundle: Path, manifest: Manifest, artifact: str, *, tensorrt_version: str, gpu: Gpu) -> EngineSpec:
+    """The spec of the engine built from `artifact` of `bundle`, read off the files and the build plan.
+
+    Graphs that are one network at several input shapes share an artifact
+    (exporter.targets.tensorrt merges them); their engine carries one
+    optimization profile per distinct shape.
+    """
+    plan = build_plan(bundle, manifest)
+    graphs = tuple(name for name, graph in manifest.graphs.items() if graph.artifact == artifact)
+    if not graphs:
+        raise BundleError(f"{bundle}: no graph runs on artifact {artifact!r}")
+    profiles: list[tuple[EngineProfile, ...]] = []
+    for name in graphs:
+        if plan.profiles is None or name not in plan.profiles:
+            raise BundleError(f"{bundle}: the build plan has no optimization profile for graph {name!r}")
+        if plan.profiles[name] not in profiles:
+            profiles.append(plan.profiles[name])
+    calibration = None
+    if plan.precision == "int8":
+        if plan.calibration is None:
+            raise BundleError(f"{bundle}: the int8 build plan names no calibration artifact")
+        calibration = sha256_of(bundle / plan.calibration)
+    return EngineSpec(
+        artifact_sha256=sha256_of(bundle / artifact),
+        graphs=graphs,
+        precision=plan.precision,
+        workspace_mb=plan.workspace_mb,
+        profiles=tuple(profiles),
+        calibration_sha256=calibration,
+        tensorrt_version=tensorrt_version,
+        gpu=gpu,
+    )
+
+
+def build_plan(bundle: Path, manifest: Manifest) -> BuildPlan:
+    if manifest.build is None:
+        raise BundleError(f"{bundle}: the manifest has no build plan; re-export it with the tensorrt target")
+    return manifest.build
+
+
+def engine_key(spec: EngineSpec) -> str:
+    """sha256 (hex) of `spec`: equal specs share an engine, any difference builds another."""
+    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()
+
+
+def read_cached_engine(path: Path) -> bytes | None:
+    """The engine stored at `path`, or None if there is none or the entry is corrupt."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    start = len(_ENGINE_HEADER) + hashlib.sha256().digest_size
+    engine = data[start:]
+    if not engine or data[: len(_ENGINE_HEADER)] != _ENGINE_HEADER or data[len(_ENGINE_HEADER) : start] != hashlib.sha256(engine).digest():
+        return None
+    return engine
+
+
+def write_cached_engine(path: Path, engine: bytes) -> None:
+    """Store `engine` at `path` atomically: readers see the old entry or the whole new one, never part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(_ENGINE_HEADER + hashlib.sha256(engine).digest() + engine)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self) -> None:
+        self.cuda = _require("cuda.bindings.runtime", _INSTALL_CUDA)
+        self.gpu = _visible_gpu(self.cuda)
+        self.trt = _require("tensorrt", _INSTALL_TENSORRT)
+        self.log = _log(self.trt)
+        self.runtime = self.trt.Runtime(self.log)
+        self.cache = engine_cache_dir()
+        self.manifests: dict[Path, Manifest] = {}
+        self.engines: dict[tuple[Path, str], tuple[object, EngineSpec]] = {}
+
+    def load(self, bundle: Path, graph: Graph):
+        bundle = Path(bundle).resolve()
+        if bundle not in self.manifests:
+            self.manifests[bundle] = read_manifest(bundle)
+        manifest = self.manifests[bundle]
+        engine, spec = self._engine(bundle, manifest, graph.artifact)
+        profile = spec.profiles.index(build_plan(bundle, manifest).profiles[graph.name])
+        return _Runner(self.trt, self.cuda, engine, profile, graph)
+
+    def describe(self) -> str:
+        major, minor = self.gpu.compute_capability
+        return f"tensorrt {self.trt.__version__} on {self.gpu.name} (compute {major}.{minor}), engines in {self.cache}"
+
+    def _engine(self, bundle: Path, manifest: Manifest, artifact: str) -> tuple[object, EngineSpec]:
+        if (bundle, artifact) not in self.engines:
+            spec = engine_spec(bundle, manifest, artifact, tensorrt_version=self.trt.__version__, gpu=self.gpu)
+            path = self.cache / f"{engine_key(spec)}.engine"
+            cached = read_cached_engine(path)
+            # TensorRT returns None for an engine it cannot deserialize: rebuild that one too.
+            engine = self.runtime.deserialize_cuda_engine(cached) if cached else None
+            if engine is None:
+                calibration = build_plan(bundle, manifest).calibration
+                serialized = self._build(bundle / artifact, spec, bundle / calibration if calibration else None)
+                write_cached_engine(path, serialized)
+                engine = self.runtime.deserialize_cuda_engine(serialized)
+                if engine is None:
+                    raise RuntimeError(f"{bundle / artifact}: TensorRT cannot load the engine it just built: {self.log.report()}")
+            self.engines[bundle, artifact] = (engine, spec)
+        return self.engines[bundle, artifact]
+
+    def _build(self, onnx_path: Path, spec: EngineSpec, calibration: Path | None) -> bytes:
+        trt = self.trt
+        builder = trt.Builder(self.log)
+        network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
+        parser = trt.OnnxParser(network, self.log)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
+        config = builder.create_builder_config()
+        if spec.workspace_mb is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+        if spec.precision in ("fp16", "int8"):
+            # int8 keeps FP16 on too: layers TensorRT cannot quantize then run in half, not single, precision.
+            config.set_flag(trt.BuilderFlag.FP16)
+        profiles = []
+        for shapes in spec.profiles:
+            profile = builder.create_optimization_profile()
+            for entry in shapes:
+                profile.set_shape(entry.input, entry.min, entry.opt, entry.max)
+            config.add_optimization_profile(profile)
+            profiles.append(profile)
+        calibrator = None
+        if spec.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            calibrator = _calibrator(trt, self.cuda, np.load(calibration), spec.profiles[0])
+            config.int8_calibrator = calibrator
+            config.set_calibration_profile(profiles[0])
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"{onnx_path}: TensorRT could not build a {spec.precision} engine: {self.log.report()}")
+        return bytes(serialized)
+
+
+def create(*, threads: int | None = None) -> TensorRTBackend:
+    if threads is not None:
+        raise ValueError(f"threads={threads} sets CPU threads; TensorRT runs on the GPU, so leave it unset")
+    return TensorRTBackend()
+
+
+class _Runner:
+    """One execution context of an engine, on its own stream, with device buffers for one graph's shapes."""
+
+    def __init__(self, trt, cuda, engine, profile: int, graph: Graph) -> None:
+        self.cuda, self.engine, self.graph = cuda, engine, graph
+        where = f"{graph.artifact} (graph {graph.name!r})"
+        names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+        expected = {spec.name for spec in (*graph.inputs, *graph.outputs)}
+        if names != expected:
+            raise BundleError(f"{where}: the engine's tensors {sorted(names)} differ from the manifest's {sorted(expected)}")
+        self.stream = _cuda_call(cuda.cudaStreamCreate(), "cudaStreamCreate")
+        weakref.finalize(self, cuda.cudaStreamDestroy, self.stream)
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeError(f"{where}: TensorRT could not create an execution context (out of GPU memory?)")
+        if not self.context.set_optimization_profile_async(profile, int(self.stream)):
+            raise RuntimeError(f"{where}: TensorRT refused optimization profile {profile}")
+        for spec in graph.inputs:
+            if not self.context.set_input_shape(spec.name, spec.shape):
+                raise RuntimeError(f"{where}: input {spec.name!r} shape {spec.shape} is outside its profile")
+        self.buffers = {}
+        for spec in (*graph.inputs, *graph.outputs):
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(spec.name)))
+            shape = tuple(self.context.get_tensor_shape(spec.name))
+            if dtype != np.dtype(spec.dtype) or shape != spec.shape:
+                raise BundleError(f"{where}: the engine's {spec.name!r} is {dtype}{shape}, the manifest's {spec.dtype}{spec.shape}")
+            self.buffers[spec.name] = _DeviceBuffer(cuda, int(np.prod(shape)) * dtype.itemsize)
+            self.context.set_tensor_address(spec.name, self.buffers[spec.name].pointer)
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        cuda, graph = self.cuda, self.graph
+        if len(inputs) != len(graph.inputs):
+            raise ValueError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
+        staged = []  # host arrays must outlive their asynchronous copies
+        for spec, array in zip(graph.inputs, inputs):
+            array = np.ascontiguousarray(array, dtype=spec.dtype)
+            if array.shape != spec.shape:
+                raise ValueError(f"graph {graph.name!r}: input {spec.name!r} must have shape {spec.shape}, got {array.shape}")
+            staged.append(array)
+            self.buffers[spec.name].copy_from(array, self.stream)
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"{graph.artifact}: TensorRT failed to run graph {graph.name!r}")
+        outputs = [np.empty(spec.shape, dtype=spec.dtype) for spec in graph.outputs]
+        for spec, array in zip(graph.outputs, outputs):
+            self.buffers[spec.name].copy_to(array, self.stream)
+        _cuda_call(cuda.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return outputs
+
+
+class _DeviceBuffer:
+    """GPU memory freed with its owner."""
+
+    def __init__(self, cuda, nbytes: int) -> None:
+        self.cuda, self.nbytes = cuda, nbytes
+        self.pointer = _cuda_call(cuda.cudaMalloc(nbytes), "cudaMalloc")
+        weakref.finalize(self, cuda.cudaFree, self.pointer)
+
+    def copy_from(self, array: np.ndarray, stream) -> None:
+        kind = self.cuda.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _cuda_call(self.cuda.cudaMemcpyAsync(self.pointer, array.ctypes.data, array.nbytes, kind, stream), "cudaMemcpyAsync")
+
+    def copy_to(self, array: np.ndarray, stream) -> None:
+        kind = self.cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _cuda_call(self.cuda.cudaMemcpyAsync(array.ctypes.data, self.pointer, array.nbytes, kind, stream), "cudaMemcpyAsync")
+
+
+def _calibrator(trt, cuda, images: np.ndarray, profile: tuple[EngineProfile, ...]):
+    """TensorRT's entropy calibrator over `images`, one per batch, fed to the graph's single image input.
+
+    The exporter only writes int8 plans for graphs whose one input is the image.
+    """
+    if len(profile) != 1 or tuple(profile[0].opt) != (1, *images.shape[1:]):
+        raise BundleError(f"calibration images of shape {images.shape[1:]} do not fit the engine inputs {profile}")
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.next = 0
+            self.buffer = _DeviceBuffer(cuda, images[:1].nbytes)
+            self.stream = _cuda_call(cuda.cudaStreamCreate(), "cudaStreamCreate")
+            weakref.finalize(self, cuda.cudaStreamDestroy, self.stream)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):
+            if self.next == len(images):
+                return None
+            batch = np.ascontiguousarray(images[self.next : self.next + 1], dtype=np.float32)
+            self.next += 1
+            self.buffer.copy_from(batch, self.stream)
+            _cuda_call(cuda.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+            return [self.buffer.pointer]
+
+        def read_calibration_cache(self):
+            return None  # the calibrated engine itself is cached
+
+        def write_calibration_cache(self, cache) -> None:
+            return None
+
+    return Calibrator()
+
+
+def _log(trt):
+    """A TensorRT logger that keeps warnings and errors for exception messages instead of printing them."""
+
+    class Log(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+
+        def log(self, severity, message: str) -> None:
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                self.messages.append(f"{severity.name}: {message}")
+
+        def report(self) -> str:
+            return " | ".join(self.messages[-5:]) or "TensorRT logged no warning or error"
+
+    return Log()
+
+
+def _require(module: str, install: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"the tensorrt backend needs {module!r}, which is missing ({error}); {install}") from None
+
+
+def _visible_gpu(cuda) -> Gpu:
+    """The current CUDA device; RuntimeError when there is none, since this backend never falls back to the CPU."""
+    error, count = cuda.cudaGetDeviceCount()
+    if error != cuda.cudaError_t.cudaSuccess or not count:
+        reason = _cuda_error(cuda, error) if error != cuda.cudaError_t.cudaSuccess else "the CUDA runtime lists 0 devices"
+        raise RuntimeError(
+            f"no CUDA device is visible ({reason}); the tensorrt backend runs only on an NVIDIA GPU and does not "
+            "fall back to the CPU. Run the bundle's ONNX on the CPU with backend='onnxruntime'."
+        )
+    device = _cuda_call(cuda.cudaGetDevice(), "cudaGetDevice")
+    properties = _cuda_call(cuda.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = properties.name
+    name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).split("\0", 1)[0]
+    return Gpu(name, (int(properties.major), int(properties.minor)))
+
+
+def _cuda_call(result: tuple, what: str):
+    """cuda-python returns (error, value...): raise on the error, return the value."""
+    error, *values = result
+    if error != type(error).cudaSuccess:
+        raise RuntimeError(f"{what} failed: {error.name}")
+    return values[0] if values else None
+
+
+def _cuda_error(cuda, error) -> str:
+    _, text = cuda.cudaGetErrorString(error)
+    return text.decode() if isinstance(text, bytes) else str(text)

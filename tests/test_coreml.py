@@ -1,0 +1,207 @@
+"""The Core ML target: one zipped multifunction package whose functions share their conv weights.
+
+Core ML predicts only on macOS, so on other hosts these tests check the
+package spec, the build plan and the bundle's integrity, and that the
+runtime refuses to load with an error that says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import re
+import zipfile
+
+import pytest
+from helpers import copy_tree
+from test_runtime_no_torch import run_without_torch
+
+import exporter
+import runtime
+from exporter.splits import split_model
+from runtime import BundleError
+from runtime.bundle import sha256_of
+from runtime.devices import get_device
+from runtime.manifest import MANIFEST_FILE, BuildPlan, read_manifest
+
+ct = pytest.importorskip("coremltools", reason="the Core ML target needs coremltools (pip install coremltools==9.0)")
+
+from exporter.targets import coreml as coreml_target  # noqa: E402  (imports coremltools)
+from runtime.backends import coreml as coreml_backend  # noqa: E402
+
+ARCHIVE = "model.mlpackage.zip"
+FLOAT32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+IPHONE = get_device("iphone-15")
+MAC_CPU_FP32 = dataclasses.replace(IPHONE, name="mac-cpu-fp32", precision="fp32", compute_units="CPU_ONLY")
+
+
+@pytest.fixture(scope="module")
+def coreml_bundle(checkpoint_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "drnet-coreml"
+    exporter.export(checkpoint_dir, "coreml", out, device="iphone-15")
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_graph(trained):
+    """The full-resolution DRNet graph, alone: the baseline of the weight-sharing checks."""
+    model, config = trained
+    split = split_model(model, config["family"], config["data"]["resolution"])
+    return next(g for g in split.graphs if g.name == split.dispatch.reference_graph)
+
+
+def unzipped(archive, cache):
+    """The package in `archive`, unzipped the way the runtime does it."""
+    return coreml_backend.unpack(archive, sha256_of(archive), cache)
+
+
+def weight_bytes(package) -> int:
+    return (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
+
+
+@pytest.fixture(scope="module")
+def bundle_package(coreml_bundle, tmp_path_factory):
+    return unzipped(coreml_bundle / ARCHIVE, tmp_path_factory.mktemp("cache"))
+
+
+def written_alone(graph, device, directory):
+    """`graph` written on its own for `device`: (Written, unzipped package)."""
+    directory.mkdir()
+    written = coreml_target.write((graph,), directory, device=device)
+    return written, unzipped(directory / ARCHIVE, directory / "cache")
+
+
+@pytest.fixture(scope="module")
+def full_fp16(full_graph, tmp_path_factory):
+    return written_alone(full_graph, IPHONE, tmp_path_factory.mktemp("single") / "fp16")
+
+
+# --- the bundle ----------------------------------------------------------------------------------
+
+
+def test_the_bundle_holds_one_zipped_package(coreml_bundle):
+    assert sorted(p.name for p in coreml_bundle.iterdir()) == [ARCHIVE, MANIFEST_FILE]
+    manifest = read_manifest(coreml_bundle)
+    assert set(manifest.graphs) == {"predictor", "res32", "res24", "res16"}
+    assert {(g.artifact, g.entry) for g in manifest.graphs.values()} == {(ARCHIVE, name) for name in manifest.graphs}
+    with zipfile.ZipFile(coreml_bundle / ARCHIVE) as zipped:
+        entries = zipped.infolist()
+    names = [e.filename for e in entries]
+    assert names == sorted(names) and all(n.startswith("model.mlpackage/") for n in names)
+    assert {e.date_time for e in entries} == {coreml_target.ZIP_TIMESTAMP}
+
+
+def test_build_plan_follows_the_device(coreml_bundle):
+    manifest = read_manifest(coreml_bundle)
+    assert manifest.build == BuildPlan(precision="fp16", compute_units="ALL")
+    assert manifest.producer["device"] == "iphone-15"
+
+
+def test_every_graph_is_a_function_with_its_tensors(coreml_bundle, bundle_package):
+    manifest = read_manifest(coreml_bundle)
+    spec = ct.utils.load_spec(str(bundle_package))
+    assert spec.specificationVersion >= ct.target.iOS18.value  # multifunction needs iOS 18
+    assert spec.description.defaultFunctionName == "predictor"
+    functions = {f.name: f for f in spec.description.functions}
+    assert set(functions) == set(manifest.graphs) == set(spec.mlProgram.functions)
+    for name, graph in manifest.graphs.items():
+        for declared, specs in ((functions[name].input, graph.inputs), (functions[name].output, graph.outputs)):
+            found = [(t.name, tuple(t.type.multiArrayType.shape), t.type.multiArrayType.dataType) for t in declared]
+            assert found == [(s.name, s.shape, FLOAT32) for s in specs], name
+
+
+def test_conv_weights_are_stored_once(bundle_package, full_fp16):
+    """Three resolutions plus the predictor cost far less than three full backbones."""
+    _, single = full_fp16
+    shared, alone = weight_bytes(bundle_package), weight_bytes(single)
+    assert alone < shared < 1.6 * alone, f"{shared} bytes for all graphs vs {alone} for the full-resolution one"
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+
+def test_fp32_weights_take_twice_the_fp16_bytes(full_graph, full_fp16, tmp_path):
+    written, fp32 = written_alone(full_graph, MAC_CPU_FP32, tmp_path / "fp32")
+    assert written.build == BuildPlan(precision="fp32", compute_units="CPU_ONLY")
+    assert full_fp16[0].build == BuildPlan(precision="fp16", compute_units="ALL")
+    ratio = weight_bytes(fp32) / weight_bytes(full_fp16[1])
+    assert 1.8 < ratio < 2.1, f"fp32 weights are {ratio:.2f}x the fp16 ones"
+
+
+def test_int8_is_refused_by_name(full_graph, tmp_path):
+    with pytest.raises(ValueError, match="int8 weight quantization is not implemented for Core ML"):
+        coreml_target.write((full_graph,), tmp_path, device=dataclasses.replace(IPHONE, precision="int8"))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the zip -------------------------------------------------------------------------------------
+
+
+def test_zipping_ignores_file_times_and_creation_order(tmp_path):
+    archives = []
+    for attempt, order in enumerate((["b", "a/c"], ["a/c", "b"])):
+        package = tmp_path / str(attempt) / "model.mlpackage"
+        for name in order:
+            (package / name).parent.mkdir(parents=True, exist_ok=True)
+            (package / name).write_text(name)
+        archives.append(tmp_path / f"{attempt}.zip")
+        coreml_target.zip_package(package, archives[-1])
+    assert archives[0].read_bytes() == archives[1].read_bytes()
+
+
+def test_unpacking_is_cached_by_sha256(coreml_bundle, tmp_path):
+    first = unzipped(coreml_bundle / ARCHIVE, tmp_path)
+    assert first == tmp_path / sha256_of(coreml_bundle / ARCHIVE) / "model.mlpackage"
+    assert unzipped(coreml_bundle / ARCHIVE, tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.parent.name]  # no staging left behind
+
+
+def test_an_archive_without_the_package_is_refused(tmp_path):
+    archive = tmp_path / ARCHIVE
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("other/file", b"x")
+    with pytest.raises(BundleError, match=r"does not hold a model\.mlpackage/ directory"):
+        unzipped(archive, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+# --- the runtime ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="macOS runs Core ML")
+def test_loading_off_macos_says_it_needs_macos(coreml_bundle):
+    with pytest.raises(RuntimeError, match=f"Core ML prediction needs macOS, and this is {platform.system()}"):
+        runtime.load(coreml_bundle)
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="macOS runs Core ML")
+def test_the_backend_needs_no_torch(coreml_bundle):
+    done = run_without_torch(
+        """
+        import runtime
+        try:
+            runtime.load(sys.argv[1])
+        except RuntimeError as error:
+            print("refused:", error)
+        print("torch loaded:", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+        """,
+        str(coreml_bundle),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Core ML prediction needs macOS" in done.stdout
+    assert "torch loaded: []" in done.stdout
+
+
+def test_a_corrupt_package_is_refused(coreml_bundle, tmp_path):
+    bundle = copy_tree(coreml_bundle, tmp_path / "bundle")
+    data = bytearray((bundle / ARCHIVE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / ARCHIVE).write_bytes(data)
+    with pytest.raises(BundleError, match=f"{re.escape(str(bundle / ARCHIVE))}: sha256 .* the file is corrupt"):
+        runtime.load(bundle)
+
+
+def test_threads_cannot_be_set():
+    with pytest.raises(ValueError, match="Core ML schedules its own threads"):
+        coreml_backend.create(threads=2)
+    assert "coremltools 9.0" in coreml_backend.create().describe()

@@ -1,0 +1,472 @@
+"""The TensorRT target and backend, short of building an engine: that needs TensorRT and an NVIDIA GPU.
+
+Tested here: the ONNX is what TensorRT 10's parser takes (allow-listed ops,
+static shapes, opset), the build plan matches the device, the bundle runs and
+verifies through onnxruntime, the engine cache is keyed and written safely,
+int8 needs calibration, networks exported at several shapes share one
+artifact, and the backend refuses to run without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from helpers import REPO_ROOT, copy_tree
+from onnx import TensorProto, helper
+from torch import nn
+
+import exporter
+import runtime
+from exporter.graphs import ExportGraph
+from exporter.targets import tensorrt as trt_target
+from exporter.targets.onnx import export_onnx
+from runtime.backends import tensorrt as trt_backend
+from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, read_cached_engine, write_cached_engine
+from runtime.devices import get_device
+from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint_dir, tmp_path_factory):
+    """(bundle, report) of the session DRNet exported for TensorRT, for the default device."""
+    out = tmp_path_factory.mktemp("bundles") / "drnet-tensorrt"
+    return out, exporter.export(checkpoint_dir, "tensorrt", out)
+
+
+@pytest.fixture(scope="module")
+def trt_bundle(exported):
+    return exported[0]
+
+
+def tiny_graph(name: str, module: nn.Module, shape: tuple[int, ...]) -> ExportGraph:
+    torch.manual_seed(0)
+    return ExportGraph(name, module.eval(), (torch.randn(*shape),), ("image",), ("logits",), 0)
+
+
+def tiny_net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    ).eval()
+
+
+# --- the exported DRNet bundle -------------------------------------------------------------------
+
+
+def test_export_verifies_parity_through_onnxruntime(exported):
+    _, report = exported
+    assert report.parity is not None, "a tensorrt bundle must be verified on this machine"
+    assert "onnxruntime" in report.parity.backend
+    assert report.parity.path_mismatches == 0
+    assert report.parity.max_abs_diff <= report.parity.tolerance
+
+
+def test_graphs_are_prepared_for_tensorrt(trt_bundle):
+    manifest = read_manifest(trt_bundle)
+    # No two DRNet graphs are one network (their BN statistics differ), so none are merged.
+    assert {name: graph.artifact for name, graph in manifest.graphs.items()} == {
+        name: f"{name}.onnx" for name in manifest.graphs
+    }
+    assert set(manifest.artifacts) == {f"{name}.onnx" for name in manifest.graphs}
+    for graph in manifest.graphs.values():
+        path = trt_bundle / graph.artifact
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path))
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        assert opset >= 17
+        for value in (*model.graph.input, *model.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            assert dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), value
+        ops = {node.op_type for node in model.graph.node}
+        assert ops <= trt_target.SUPPORTED_OPS, ops - trt_target.SUPPORTED_OPS
+        assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+
+
+def test_build_plan_is_the_default_devices(trt_bundle):
+    manifest = read_manifest(trt_bundle)
+    device = get_device("jetson-orin-nano")
+    assert manifest.producer["device"] == device.name
+    plan = manifest.build
+    assert (plan.precision, plan.workspace_mb, plan.calibration) == ("fp16", 1024, None)
+    assert plan.precision == device.precision and plan.workspace_mb == device.workspace_mb
+    assert set(plan.profiles) == set(manifest.graphs)
+    for name, graph in manifest.graphs.items():
+        assert plan.profiles[name] == tuple(EngineProfile(s.name, s.shape, s.shape, s.shape) for s in graph.inputs)
+
+
+def test_bundle_runs_on_onnxruntime_like_the_onnx_bundle(trt_bundle, onnx_session, digits_test):
+    _, _, normalized = digits_test
+    images = normalized.numpy().astype(np.float32)
+    session = runtime.load(trt_bundle, backend="onnxruntime")
+    got, expected = session.run(images), onnx_session.run(images)
+    assert got.paths == expected.paths
+    assert np.abs(got.logits - expected.logits).max() <= TOLERANCE
+    np.testing.assert_array_equal(got.macs, expected.macs)
+
+
+# --- what TensorRT's parser takes ----------------------------------------------------------------
+
+
+def model_with(nodes, *, inputs=None, outputs=None, opset=18, initializers=()) -> onnx.ModelProto:
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])]
+    outputs = outputs or [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])]
+    graph = helper.make_graph(nodes, "handmade", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def det_in_an_if_branch() -> onnx.ModelProto:
+    branch = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["d"], name="inner_det")], "branch", [],
+        [helper.make_tensor_value_info("d", TensorProto.FLOAT, [])],
+    )
+    condition = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+    return model_with(
+        [helper.make_node("If", ["cond"], ["y"], name="choose", then_branch=branch, else_branch=branch)],
+        initializers=[condition],
+    )
+
+
+REJECTED = {
+    "unsupported op": (lambda: model_with([helper.make_node("Det", ["x"], ["y"], name="det0")]), r"node 'det0' is op 'Det'"),
+    "unsupported op in a subgraph": (det_in_an_if_branch, r"node 'inner_det' is op 'Det'"),
+    "custom domain": (
+        lambda: model_with([helper.make_node("Gelu", ["x"], ["y"], name="g", domain="com.example")]),
+        r"op 'com.example::Gelu'",
+    ),
+    "dynamic dims": (
+        lambda: model_with(
+            [helper.make_node("Relu", ["x"], ["y"], name="r")],
+            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        ),
+        r"tensor 'x' has shape \['batch', 2\]; TensorRT bundles need static positive dims",
+    ),
+    "old opset": (lambda: model_with([helper.make_node("Det", ["x"], ["y"])], opset=13), r"opset 13 is outside 17\.\.20"),
+    "antialiased resize": (
+        lambda: model_with(
+            [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear", antialias=1)],
+            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])],
+            initializers=[helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 0.5, 0.5])],
+        ),
+        r"node 'rs' resizes with antialiasing",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_what_tensorrt_cannot_take_is_rejected_by_name(case):
+    build, message = REJECTED[case]
+    model = build()
+    onnx.checker.check_model(model)  # valid ONNX: only TensorRT objects to it
+    with pytest.raises(ValueError, match=message) as error:
+        trt_target.check_for_tensorrt("handmade", model)
+    assert "graph 'handmade'" in str(error.value)
+
+
+def test_allow_list_is_tensorrts_not_onnxs():
+    assert {"Conv", "Gemm", "Resize", "ReduceMean", "Reshape", "Relu", "Add"} <= trt_target.SUPPORTED_OPS
+    assert not {"Det", "DFT", "STFT", "Unique", "Col2Im", "ConvInteger"} & trt_target.SUPPORTED_OPS
+
+
+def test_export_of_an_unsupported_op_fails_before_writing(tmp_path):
+    class Determinant(nn.Module):
+        def forward(self, x):
+            return torch.linalg.det(x)
+
+    graph = ExportGraph("det", Determinant(), (torch.randn(1, 3, 3),), ("x",), ("y",), 0)
+    with pytest.raises(ValueError, match=r"graph 'det': node '.*' is op 'Det'"):
+        trt_target.write((graph,), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- int8 --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def int8_device():
+    return dataclasses.replace(get_device("jetson-orin-nano"), precision="int8")
+
+
+def test_int8_needs_calibration_images(tmp_path, int8_device):
+    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
+    with pytest.raises(ValueError, match="int8 TensorRT engines need calibration images"):
+        trt_target.write((graph,), tmp_path, device=int8_device)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_writes_the_calibration_images(tmp_path, int8_device):
+    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
+    images = torch.randn(5, 3, 8, 8)
+    written = trt_target.write((graph,), tmp_path, device=int8_device, calibration=images)
+    assert written.build.precision == "int8"
+    assert written.build.calibration == trt_target.CALIBRATION_FILE
+    stored = np.load(tmp_path / trt_target.CALIBRATION_FILE)
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, images.numpy())
+
+
+def test_int8_calibration_must_fit_every_graph(tmp_path, int8_device):
+    graphs = (tiny_graph("net", tiny_net(0), (1, 3, 8, 8)), tiny_graph("block", tiny_net(1), (1, 3, 4, 4)))
+    with pytest.raises(ValueError, match=r"graph 'block' takes 'image' of shape \(1, 3, 4, 4\)"):
+        trt_target.write(graphs, tmp_path, device=int8_device, calibration=np.zeros((2, 3, 8, 8), np.float32))
+
+
+# --- one network at several shapes ---------------------------------------------------------------
+
+
+def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path, trt_bundle):
+    shared, other = tiny_net(0), tiny_net(1)
+    graphs = (
+        tiny_graph("small", shared, (1, 3, 8, 8)),
+        tiny_graph("large", shared, (1, 3, 12, 12)),
+        tiny_graph("other", other, (1, 3, 8, 8)),  # same shape, other weights: its own artifact
+    )
+    written = trt_target.write(graphs, tmp_path)
+    assert written.placement == {
+        "small": ("small+large.onnx", None),
+        "large": ("small+large.onnx", None),
+        "other": ("other.onnx", None),
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.onnx", "small+large.onnx"]
+    assert written.build.profiles["small"][0].opt == (1, 3, 8, 8)
+    assert written.build.profiles["large"][0].opt == (1, 3, 12, 12)
+
+    session = ort.InferenceSession(str(tmp_path / "small+large.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for graph in graphs[:2]:
+            (x,) = graph.example_inputs
+            np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], shared(x).numpy(), atol=1e-6)
+
+    # The device builds one engine for the shared artifact, with a profile per shape.
+    manifest = dataclasses.replace(
+        read_manifest(trt_bundle),
+        graphs={
+            g.name: Graph(g.name, written.placement[g.name][0], None,
+                          (TensorSpec("image", tuple(g.example_inputs[0].shape)),), (TensorSpec("logits", (1, 2)),), 0)
+            for g in graphs
+        },
+        build=written.build,
+    )
+    spec = engine_spec(tmp_path, manifest, "small+large.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
+    assert spec.graphs == ("small", "large")
+    assert spec.profiles == (written.build.profiles["small"], written.build.profiles["large"])
+
+
+def test_shape_variants_tell_networks_apart(tmp_path):
+    shared = tiny_net(0)
+    graphs = {
+        "a8": tiny_graph("a8", shared, (1, 3, 8, 8)),
+        "b8": tiny_graph("b8", tiny_net(1), (1, 3, 8, 8)),
+        "a16": tiny_graph("a16", shared, (1, 3, 16, 16)),
+    }
+    models = {}
+    for name, graph in graphs.items():
+        export_onnx(graph, tmp_path / f"{name}.onnx")
+        models[name] = onnx.load(str(tmp_path / f"{name}.onnx"))
+    assert trt_target.shape_variants(models) == [("a8", "a16"), ("b8",)]
+
+
+# --- engine cache --------------------------------------------------------------------------------
+
+
+def base_spec() -> EngineSpec:
+    return EngineSpec(
+        artifact_sha256="a" * 64,
+        graphs=("res32",),
+        precision="fp16",
+        workspace_mb=1024,
+        profiles=((EngineProfile("image", (1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32)),),),
+        calibration_sha256=None,
+        tensorrt_version="10.3.0",
+        gpu=Gpu("Orin", (8, 7)),
+    )
+
+
+CHANGES = {
+    "artifact": {"artifact_sha256": "b" * 64},
+    "graph name": {"graphs": ("res24",)},
+    "precision": {"precision": "int8"},
+    "workspace": {"workspace_mb": 2048},
+    "profiles": {"profiles": ((EngineProfile("image", (1, 3, 24, 24), (1, 3, 24, 24), (1, 3, 24, 24)),),)},
+    "calibration": {"calibration_sha256": "c" * 64},
+    "tensorrt version": {"tensorrt_version": "10.4.0"},
+    "gpu name": {"gpu": Gpu("Xavier", (8, 7))},
+    "compute capability": {"gpu": Gpu("Orin", (8, 6))},
+}
+
+
+def test_engine_key_is_stable():
+    key = engine_key(base_spec())
+    assert key == engine_key(base_spec())
+    assert len(key) == 64 and int(key, 16) >= 0
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_engine_key_changes_with_every_input(change):
+    assert engine_key(dataclasses.replace(base_spec(), **CHANGES[change])) != engine_key(base_spec())
+
+
+def test_engine_spec_reads_the_bundle(trt_bundle, tmp_path):
+    manifest = read_manifest(trt_bundle)
+    gpu = Gpu("Orin", (8, 7))
+    spec = engine_spec(trt_bundle, manifest, "res32.onnx", tensorrt_version="10.3.0", gpu=gpu)
+    assert spec.artifact_sha256 == manifest.artifacts["res32.onnx"].sha256
+    assert spec.graphs == ("res32",)
+    assert (spec.precision, spec.workspace_mb, spec.calibration_sha256) == ("fp16", 1024, None)
+    assert spec.profiles == (manifest.build.profiles["res32"],)
+
+    changed = copy_tree(trt_bundle, tmp_path / "changed")
+    model = onnx.load(str(changed / "res32.onnx"))
+    model.doc_string = "a different export"
+    onnx.save(model, str(changed / "res32.onnx"))
+    respec = engine_spec(changed, manifest, "res32.onnx", tensorrt_version="10.3.0", gpu=gpu)
+    assert engine_key(respec) != engine_key(spec)
+
+    with pytest.raises(BundleError, match="has no build plan"):
+        engine_spec(trt_bundle, dataclasses.replace(manifest, build=None), "res32.onnx", tensorrt_version="10.3.0", gpu=gpu)
+
+
+def test_int8_engine_spec_hashes_the_calibration_images(trt_bundle, tmp_path):
+    bundle = copy_tree(trt_bundle, tmp_path / "int8")
+    manifest = read_manifest(bundle)
+    manifest = dataclasses.replace(
+        manifest, build=dataclasses.replace(manifest.build, precision="int8", calibration="calibration.npy")
+    )
+    np.save(bundle / "calibration.npy", np.zeros((2, 3, 32, 32), np.float32))
+    first = engine_spec(bundle, manifest, "res32.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
+    np.save(bundle / "calibration.npy", np.ones((2, 3, 32, 32), np.float32))
+    second = engine_spec(bundle, manifest, "res32.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
+    assert first.calibration_sha256 is not None
+    assert engine_key(first) != engine_key(second)
+
+
+def test_cache_entry_round_trips(tmp_path):
+    path = tmp_path / "engines" / "key.engine"
+    assert read_cached_engine(path) is None
+    write_cached_engine(path, b"serialized engine")
+    assert read_cached_engine(path) == b"serialized engine"
+    write_cached_engine(path, b"rebuilt engine")
+    assert read_cached_engine(path) == b"rebuilt engine"
+    assert [p.name for p in path.parent.iterdir()] == ["key.engine"], "temporary files left behind"
+
+
+CORRUPTIONS = {
+    "truncated": lambda data: data[: len(data) - 3],
+    "payload flipped": lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+    "header only": lambda data: data[:40],
+    "empty": lambda data: b"",
+    "raw engine": lambda data: b"serialized engine",
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_cache_entry_reads_as_missing_and_is_rebuilt(tmp_path, corruption):
+    path = tmp_path / "key.engine"
+    write_cached_engine(path, b"serialized engine")
+    path.write_bytes(CORRUPTIONS[corruption](path.read_bytes()))
+    assert read_cached_engine(path) is None
+    write_cached_engine(path, b"rebuilt engine")
+    assert read_cached_engine(path) == b"rebuilt engine"
+
+
+def test_interrupted_cache_write_keeps_the_old_entry(tmp_path, monkeypatch):
+    path = tmp_path / "key.engine"
+    write_cached_engine(path, b"old engine")
+
+    def fail(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trt_backend.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_cached_engine(path, b"new engine")
+    monkeypatch.undo()
+    assert read_cached_engine(path) == b"old engine"
+    assert [p.name for p in tmp_path.iterdir()] == ["key.engine"]
+
+
+def test_engine_cache_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv(trt_backend.ENGINE_CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert trt_backend.engine_cache_dir() == tmp_path / ".cache" / "adaptive-edge" / "engines"
+    monkeypatch.setenv(trt_backend.ENGINE_CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert trt_backend.engine_cache_dir() == tmp_path / "elsewhere"
+
+
+# --- the backend on this machine -----------------------------------------------------------------
+
+
+def cuda_device_visible() -> bool:
+    from cuda.bindings import runtime as cudart
+
+    error, count = cudart.cudaGetDeviceCount()
+    return error == cudart.cudaError_t.cudaSuccess and count > 0
+
+
+def test_backend_module_imports_without_torch():
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from runtime.backends import tensorrt\n"
+        "print(tensorrt.engine_key.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "engine_key"
+
+
+def test_missing_packages_name_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ImportError, match=r"needs 'tensorrt'.*JetPack.*pip install tensorrt"):
+        trt_backend._require("tensorrt", trt_backend._INSTALL_TENSORRT)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    with pytest.raises(ImportError, match=r"needs 'cuda.bindings.runtime'.*pip install cuda-python"):
+        trt_backend.create()
+
+
+def test_threads_do_not_apply_to_a_gpu_backend():
+    with pytest.raises(ValueError, match="TensorRT runs on the GPU"):
+        trt_backend.create(threads=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cuda.bindings") is None, reason="cuda-python is not installed")
+def test_default_backend_refuses_to_run_without_a_cuda_device(trt_bundle):
+    """No silent CPU fallback: asking for TensorRT without a GPU is an error that names the way out."""
+    if cuda_device_visible():
+        pytest.skip("a CUDA device is visible; test_engine_runs_on_this_device covers this machine")
+    with pytest.raises(RuntimeError, match=r"no CUDA device is visible .*backend='onnxruntime'"):
+        runtime.load(trt_bundle)
+
+
+def test_engine_runs_on_this_device(trt_bundle, onnx_session, digits_test, tmp_path, monkeypatch):
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("TensorRT is not installed")
+    monkeypatch.setenv(trt_backend.ENGINE_CACHE_ENV, str(tmp_path / "engines"))
+    if not cuda_device_visible():
+        with pytest.raises(RuntimeError, match="no CUDA device is visible"):
+            runtime.load(trt_bundle)
+        return
+    session = runtime.load(trt_bundle)
+    assert session.backend.name == "tensorrt"
+    engines = sorted((tmp_path / "engines").iterdir())
+    assert len(engines) == len(read_manifest(trt_bundle).graphs)
+    built = {path: os.stat(path).st_mtime_ns for path in engines}
+    _, _, normalized = digits_test
+    images = normalized.numpy().astype(np.float32)
+    got, expected = session.run(images), onnx_session.run(images)
+    # fp16 engines: logits agree to half precision; a near tie may pick another path.
+    same = np.array([a == b for a, b in zip(got.paths, expected.paths)])
+    assert same.mean() >= 0.95
+    assert np.abs(got.logits - expected.logits)[same].max() <= 5e-2
+    runtime.load(trt_bundle)  # the second load reuses every cached engine
+    assert {path: os.stat(path).st_mtime_ns for path in engines} == built
