@@ -35,21 +35,6 @@ IPHONE = get_device("iphone-15")
 MAC_CPU_FP32 = dataclasses.replace(IPHONE, name="mac-cpu-fp32", precision="fp32", compute_units="CPU_ONLY")
 
 
-@pytest.fixture(scope="module")
-def coreml_bundle(checkpoint_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "drnet-coreml"
-    exporter.export(checkpoint_dir, "coreml", out, device="iphone-15")
-    return out
-
-
-@pytest.fixture(scope="module")
-def full_graph(trained):
-    """The full-resolution DRNet graph, alone: the baseline of the weight-sharing checks."""
-    model, config = trained
-    split = split_model(model, config["family"], config["data"]["resolution"])
-    return next(g for g in split.graphs if g.name == split.dispatch.reference_graph)
-
-
 def unzipped(archive, cache):
     """The package in `archive`, unzipped the way the runtime does it."""
     return coreml_backend.unpack(archive, sha256_of(archive), cache)
@@ -59,16 +44,31 @@ def weight_bytes(package) -> int:
     return (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
 
 
-@pytest.fixture(scope="module")
-def bundle_package(coreml_bundle, tmp_path_factory):
-    return unzipped(coreml_bundle / ARCHIVE, tmp_path_factory.mktemp("cache"))
-
-
 def written_alone(graph, device, directory):
     """`graph` written on its own for `device`: (Written, unzipped package)."""
     directory.mkdir()
     written = coreml_target.write((graph,), directory, device=device)
     return written, unzipped(directory / ARCHIVE, directory / "cache")
+
+
+@pytest.fixture(scope="module")
+def coreml_bundle(checkpoint_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "drnet-coreml"
+    exporter.export(checkpoint_dir, "coreml", out, device="iphone-15")
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle_package(coreml_bundle, tmp_path_factory):
+    return unzipped(coreml_bundle / ARCHIVE, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def full_graph(trained):
+    """The full-resolution DRNet graph, alone: the baseline of the weight-sharing checks."""
+    model, config = trained
+    split = split_model(model, config["family"], config["data"]["resolution"])
+    return next(g for g in split.graphs if g.name == split.dispatch.reference_graph)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def full_fp16(full_graph, tmp_path_factory):
 
 
 def test_the_bundle_holds_one_zipped_package(coreml_bundle):
-    assert sorted(p.name for p in coreml_bundle.iterdir()) == [ARCHIVE, MANIFEST_FILE]
+    assert sorted(p.name for p in coreml_bundle.iterdir()) == sorted([ARCHIVE, MANIFEST_FILE])
     manifest = read_manifest(coreml_bundle)
     assert set(manifest.graphs) == {"predictor", "res32", "res24", "res16"}
     assert {(g.artifact, g.entry) for g in manifest.graphs.values()} == {(ARCHIVE, name) for name in manifest.graphs}

@@ -4,23 +4,30 @@ Tested here: the ONNX is what TensorRT 10's parser takes (allow-listed ops,
 static shapes, opset), the build plan matches the device, the bundle runs and
 verifies through onnxruntime, the engine cache is keyed and written safely,
 int8 needs calibration, networks exported at several shapes share one
-artifact, and the backend refuses to run without a CUDA device.
+artifact, the backend's build-cache-run logic works against stand-ins for
+TensorRT and the GPU, and the real backend refuses to run without a CUDA device.
+Only test_engine_runs_on_this_device needs TensorRT itself.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import enum
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import REPO_ROOT, copy_tree
+from helpers import REPO_ROOT, copy_tree, read_json, write_json
 from onnx import TensorProto, helper
 from torch import nn
 
@@ -28,9 +35,9 @@ import exporter
 import runtime
 from exporter.graphs import ExportGraph
 from exporter.targets import tensorrt as trt_target
-from exporter.targets.onnx import export_onnx
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, read_cached_engine, write_cached_engine
+from runtime.bundle import sha256_of
 from runtime.devices import get_device
 from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
 
@@ -119,10 +126,13 @@ def test_bundle_runs_on_onnxruntime_like_the_onnx_bundle(trt_bundle, onnx_sessio
 
 
 def model_with(nodes, *, inputs=None, outputs=None, opset=18, initializers=()) -> onnx.ModelProto:
+    """A hand-built model: by default x (2, 2) -> nodes -> y, a scalar."""
     inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])]
     outputs = outputs or [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])]
     graph = helper.make_graph(nodes, "handmade", inputs, outputs, initializer=list(initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    domains = sorted({node.domain for node in nodes} - {""})
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(domain, 1) for domain in domains)]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 def det_in_an_if_branch() -> onnx.ModelProto:
@@ -227,25 +237,23 @@ def test_int8_calibration_must_fit_every_graph(tmp_path, int8_device):
 
 
 def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path, trt_bundle):
-    shared, other = tiny_net(0), tiny_net(1)
-    graphs = (
-        tiny_graph("small", shared, (1, 3, 8, 8)),
-        tiny_graph("large", shared, (1, 3, 12, 12)),
-        tiny_graph("other", other, (1, 3, 8, 8)),  # same shape, other weights: its own artifact
-    )
+    """Detection and merge; that other weights at one shape stay apart shows in the DRNet bundle."""
+    shared = tiny_net(0)
+    graphs = (tiny_graph("small", shared, (1, 3, 8, 8)), tiny_graph("large", shared, (1, 3, 12, 12)))
     written = trt_target.write(graphs, tmp_path)
-    assert written.placement == {
-        "small": ("small+large.onnx", None),
-        "large": ("small+large.onnx", None),
-        "other": ("other.onnx", None),
-    }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.onnx", "small+large.onnx"]
+    # shape_variants found the pair: same nodes and weights, different input shapes.
+    assert written.placement == {"small": ("small+large.onnx", None), "large": ("small+large.onnx", None)}
+    assert [p.name for p in tmp_path.iterdir()] == ["small+large.onnx"]
+    model = onnx.load(str(tmp_path / "small+large.onnx"))
+    assert [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim] == [
+        1, 3, "image_2", "image_3"
+    ]
     assert written.build.profiles["small"][0].opt == (1, 3, 8, 8)
     assert written.build.profiles["large"][0].opt == (1, 3, 12, 12)
 
     session = ort.InferenceSession(str(tmp_path / "small+large.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        for graph in graphs[:2]:
+        for graph in graphs:
             (x,) = graph.example_inputs
             np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], shared(x).numpy(), atol=1e-6)
 
@@ -262,20 +270,6 @@ def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path, trt_bundle):
     spec = engine_spec(tmp_path, manifest, "small+large.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
     assert spec.graphs == ("small", "large")
     assert spec.profiles == (written.build.profiles["small"], written.build.profiles["large"])
-
-
-def test_shape_variants_tell_networks_apart(tmp_path):
-    shared = tiny_net(0)
-    graphs = {
-        "a8": tiny_graph("a8", shared, (1, 3, 8, 8)),
-        "b8": tiny_graph("b8", tiny_net(1), (1, 3, 8, 8)),
-        "a16": tiny_graph("a16", shared, (1, 3, 16, 16)),
-    }
-    models = {}
-    for name, graph in graphs.items():
-        export_onnx(graph, tmp_path / f"{name}.onnx")
-        models[name] = onnx.load(str(tmp_path / f"{name}.onnx"))
-    assert trt_target.shape_variants(models) == [("a8", "a16"), ("b8",)]
 
 
 # --- engine cache --------------------------------------------------------------------------------
@@ -404,7 +398,281 @@ def test_engine_cache_directory(monkeypatch, tmp_path):
     assert trt_backend.engine_cache_dir() == tmp_path / "elsewhere"
 
 
+# --- the backend's logic, on stand-ins for TensorRT and the GPU ---------------------------------
+#
+# TensorRT cannot run here, so these stand-ins implement the slice of the TensorRT 10 and
+# cuda-python APIs the backend calls: "GPU memory" is host memory, and an "engine" runs its
+# ONNX on onnxruntime. They check the backend's own logic (engine cache, build settings,
+# profiles, buffers and copies), not TensorRT; test_engine_runs_on_this_device does that.
+
+
+class FakeCuda:
+    """cuda.bindings.runtime for a pretend GPU whose memory is ordinary host memory."""
+
+    class cudaError_t(enum.IntEnum):
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    class cudaMemcpyKind(enum.IntEnum):
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, devices: int = 1) -> None:
+        self.devices = devices
+        self.memory: dict[int, ctypes.Array] = {}
+        self.ok = self.cudaError_t.cudaSuccess
+
+    def cudaGetDeviceCount(self):
+        return (self.ok, self.devices) if self.devices else (self.cudaError_t.cudaErrorNoDevice, 0)
+
+    def cudaGetErrorString(self, error):
+        return self.ok, b"no CUDA-capable device is detected"
+
+    def cudaGetDevice(self):
+        return self.ok, 0
+
+    def cudaGetDeviceProperties(self, device):
+        return self.ok, types.SimpleNamespace(name=b"Fake Orin\0", major=8, minor=7)
+
+    def cudaMalloc(self, nbytes):
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.memory[ctypes.addressof(buffer)] = buffer
+        return self.ok, ctypes.addressof(buffer)
+
+    def cudaFree(self, pointer):
+        self.memory.pop(pointer, None)
+        return (self.ok,)
+
+    def cudaStreamCreate(self):
+        return self.ok, 7
+
+    def cudaStreamDestroy(self, stream):
+        return (self.ok,)
+
+    def cudaStreamSynchronize(self, stream):
+        return (self.ok,)
+
+    def cudaMemcpyAsync(self, destination, source, nbytes, kind, stream):
+        ctypes.memmove(destination, source, nbytes)
+        return (self.ok,)
+
+
+def fake_tensorrt() -> types.SimpleNamespace:
+    """The TensorRT 10 Python API as the backend uses it; `trt.built` records every engine build."""
+    magic = b"FAKE TENSORRT ENGINE\n"
+    trt = types.SimpleNamespace(__version__="10.3.0-fake", built=[])
+
+    class ILogger:
+        class Severity(enum.IntEnum):
+            INTERNAL_ERROR = 0
+            ERROR = 1
+            WARNING = 2
+            INFO = 3
+
+        def __init__(self) -> None:
+            pass
+
+    class Network:
+        onnx = b""
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger) -> None:
+            self.network = network
+
+        def parse_from_file(self, path):
+            self.network.onnx = Path(path).read_bytes()
+            return True
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes = []
+
+        def set_shape(self, name, minimum, optimum, maximum):
+            self.shapes.append([name, list(minimum), list(optimum), list(maximum)])
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags, self.pools, self.profiles, self.int8_calibrator = set(), {}, [], None
+
+        def set_memory_pool_limit(self, pool, size):
+            self.pools[pool] = size
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+
+        def set_calibration_profile(self, profile):
+            self.calibration_profile = profile
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            batches = 0
+            while config.int8_calibrator and config.int8_calibrator.get_batch(["image"]) is not None:
+                batches += 1
+            plan = {
+                "flags": sorted(config.flags),
+                "workspace": config.pools.get("WORKSPACE"),
+                "profiles": [p.shapes for p in config.profiles],
+                "calibration_batches": batches,
+            }
+            trt.built.append(plan)
+            return magic + json.dumps(plan).encode() + b"\n" + network.onnx
+
+    class Engine:
+        def __init__(self, onnx_bytes) -> None:
+            self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+            self.names = [t.name for t in (*self.session.get_inputs(), *self.session.get_outputs())]
+            self.num_io_tensors = len(self.names)
+
+        def get_tensor_name(self, index):
+            return self.names[index]
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+        def create_execution_context(self):
+            return Context(self.session)
+
+    class Context:
+        def __init__(self, session) -> None:
+            self.session, self.shapes, self.addresses = session, {}, {}
+
+        def set_optimization_profile_async(self, index, stream):
+            self.profile = index
+            return True
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            if name not in self.shapes:
+                feeds = {i.name: np.zeros(self.shapes[i.name], np.float32) for i in self.session.get_inputs()}
+                outputs = self.session.run(None, feeds)
+                self.shapes.update({o.name: x.shape for o, x in zip(self.session.get_outputs(), outputs)})
+            return self.shapes[name]
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def execute_async_v3(self, stream):
+            def at(name):
+                count = int(np.prod(self.shapes[name]))
+                memory = (ctypes.c_float * count).from_address(self.addresses[name])
+                return np.ctypeslib.as_array(memory).reshape(self.shapes[name])
+
+            outputs = self.session.run(None, {i.name: at(i.name).copy() for i in self.session.get_inputs()})
+            for output, value in zip(self.session.get_outputs(), outputs):
+                at(output.name)[...] = value
+            return True
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data):
+            if not data.startswith(magic):
+                self.logger.log(ILogger.Severity.ERROR, "engine deserialization failed: bad magic")
+                return None
+            return Engine(data.split(b"\n", 2)[2])
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
+    vars(trt).update(
+        ILogger=ILogger, OnnxParser=OnnxParser, Builder=Builder, Runtime=Runtime,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+        BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
+        nptype=lambda dtype: np.dtype(dtype).type,
+    )
+    return trt
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path):
+    """Stand-ins for tensorrt and cuda-python, and an empty engine cache."""
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", FakeCuda())
+    monkeypatch.setenv(trt_backend.ENGINE_CACHE_ENV, str(tmp_path / "engines"))
+    return trt, tmp_path / "engines"
+
+
+def test_backend_builds_caches_and_runs_engines(fake_gpu, trt_bundle, onnx_session, digits_test):
+    trt, cache = fake_gpu
+    manifest = read_manifest(trt_bundle)
+    session = runtime.load(trt_bundle)
+    assert session.backend.describe().startswith("tensorrt 10.3.0-fake on Fake Orin (compute 8.7)")
+    assert len(trt.built) == len(manifest.graphs) == len(list(cache.iterdir()))
+    for plan in trt.built:
+        assert plan["flags"] == ["FP16"] and plan["workspace"] == 1024 << 20
+        assert plan["profiles"] == [[["image", [1, 3, 32, 32], [1, 3, 32, 32], [1, 3, 32, 32]]]]
+
+    _, _, normalized = digits_test
+    images = normalized[:40].numpy().astype(np.float32)
+    got, expected = session.run(images), onnx_session.run(images)
+    assert got.paths == expected.paths
+    assert np.abs(got.logits - expected.logits).max() <= TOLERANCE
+
+    runtime.load(trt_bundle)
+    assert len(trt.built) == len(manifest.graphs), "a second load must reuse the cached engines"
+
+    entries = sorted(cache.iterdir())
+    entries[0].write_bytes(entries[0].read_bytes()[:-10])  # corrupt: fails its digest
+    write_cached_engine(entries[1], b"an engine TensorRT refuses")  # intact, but undeserializable
+    runtime.load(trt_bundle)
+    assert len(trt.built) == len(manifest.graphs) + 2, "exactly the two bad entries are rebuilt"
+    assert all(read_cached_engine(path) for path in entries)
+
+
+def test_int8_engines_calibrate_on_the_bundles_images(fake_gpu, trt_bundle, tmp_path):
+    trt, _ = fake_gpu
+    bundle = copy_tree(trt_bundle, tmp_path / "int8")
+    np.save(bundle / "calibration.npy", np.zeros((3, 3, 32, 32), np.float32))
+    manifest = read_json(bundle / "manifest.json")
+    manifest["build"].update(precision="int8", calibration="calibration.npy")
+    manifest["artifacts"]["calibration.npy"] = {
+        "sha256": sha256_of(bundle / "calibration.npy"), "bytes": (bundle / "calibration.npy").stat().st_size
+    }
+    write_json(bundle / "manifest.json", manifest)
+    runtime.load(bundle)
+    assert trt.built and all(plan["flags"] == ["FP16", "INT8"] for plan in trt.built)
+    assert all(plan["calibration_batches"] == 3 for plan in trt.built)
+
+
+def test_backend_checks_the_gpu_before_tensorrt(monkeypatch, trt_bundle):
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", FakeCuda(devices=0))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # importing it would raise ImportError
+    with pytest.raises(RuntimeError, match=r"no CUDA device is visible \(no CUDA-capable device is detected\)"):
+        runtime.load(trt_bundle)
+
+
 # --- the backend on this machine -----------------------------------------------------------------
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def cuda_device_visible() -> bool:
@@ -439,7 +707,7 @@ def test_threads_do_not_apply_to_a_gpu_backend():
         trt_backend.create(threads=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cuda.bindings") is None, reason="cuda-python is not installed")
+@pytest.mark.skipif(not installed("cuda.bindings.runtime"), reason="cuda-python is not installed")
 def test_default_backend_refuses_to_run_without_a_cuda_device(trt_bundle):
     """No silent CPU fallback: asking for TensorRT without a GPU is an error that names the way out."""
     if cuda_device_visible():
@@ -449,9 +717,13 @@ def test_default_backend_refuses_to_run_without_a_cuda_device(trt_bundle):
 
 
 def test_engine_runs_on_this_device(trt_bundle, onnx_session, digits_test, tmp_path, monkeypatch):
-    if importlib.util.find_spec("tensorrt") is None:
+    if not installed("tensorrt"):
         pytest.skip("TensorRT is not installed")
     monkeypatch.setenv(trt_backend.ENGINE_CACHE_ENV, str(tmp_path / "engines"))
+    if not installed("cuda.bindings.runtime"):
+        with pytest.raises(ImportError, match="pip install cuda-python"):
+            runtime.load(trt_bundle)
+        return
     if not cuda_device_visible():
         with pytest.raises(RuntimeError, match="no CUDA device is visible"):
             runtime.load(trt_bundle)

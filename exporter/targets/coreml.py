@@ -20,11 +20,15 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import coremltools as ct
+import numpy as np
 import torch
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from exporter.graphs import ExportGraph
@@ -33,7 +37,7 @@ from exporter.targets.executorch import batchnorm_to_affine
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
 
-__all__ = ["PACKAGE", "ARCHIVE", "write"]
+__all__ = ["PACKAGE", "ARCHIVE", "write", "zip_package"]
 
 PACKAGE = "model.mlpackage"
 ARCHIVE = f"{PACKAGE}.zip"
@@ -61,18 +65,52 @@ def _precision(device: Device | None) -> str:
     return precision
 
 
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Hide coremltools' narration, which it lets no caller turn off: a progress bar per
+    pass pipeline, and deprecation warnings about its own internals. Failures still raise."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+class DistinctOutputs(nn.Module):
+    """`module` with every output that is an input unchanged (URNet's identity skips) multiplied by 1.
+
+    coremltools cannot give a function input a second name as an output
+    (its name sanitizer asserts); the no-op multiply is an op of its own,
+    which conversion keeps because its result is a function output.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.module(*inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return tuple(out * 1.0 if any(out is x for x in inputs) else out for out in outputs)
+
+
 def _convert(graph: ExportGraph, precision: str) -> ct.models.MLModel:
-    program = torch.export.export(batchnorm_to_affine(graph.module), graph.example_inputs).run_decompositions({})
+    module = DistinctOutputs(batchnorm_to_affine(graph.module)).eval()
+    program = torch.export.export(module, graph.example_inputs).run_decompositions({})
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(CONV_FUSIONS)
-    # coremltools draws a progress bar per pass pipeline and cannot be told not to.
-    with contextlib.redirect_stderr(io.StringIO()):
+    # Tensors cross the bundle boundary as float32 whatever the compute precision;
+    # left implicit, an fp16 program would take and return fp16.
+    inputs = [
+        ct.TensorType(name=name, shape=tuple(x.shape), dtype=np.float32)
+        for name, x in zip(graph.input_names, graph.example_inputs)
+    ]
+    outputs = [ct.TensorType(name=name, dtype=np.float32) for name in graph.output_names]
+    with _quietly():
         return ct.convert(
             program,
             convert_to="mlprogram",
             minimum_deployment_target=DEPLOYMENT_TARGET,
-            inputs=[ct.TensorType(name=n, shape=tuple(x.shape)) for n, x in zip(graph.input_names, graph.example_inputs)],
-            outputs=[ct.TensorType(name=n) for n in graph.output_names],
+            inputs=inputs,
+            outputs=outputs,
             compute_precision=PRECISIONS[precision],
             pass_pipeline=pipeline,
             skip_model_load=True,  # compiling needs macOS, and only the spec is saved
@@ -98,7 +136,8 @@ def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | 
             _convert(graph, precision).save(str(single))
             functions.add_function(str(single), src_function_name="main", target_function_name=graph.name)
         functions.default_function_name = graphs[0].name
-        ct.utils.save_multifunction(functions, str(scratch / PACKAGE))
+        with _quietly():
+            ct.utils.save_multifunction(functions, str(scratch / PACKAGE))
         zip_package(scratch / PACKAGE, directory / ARCHIVE)
     build = BuildPlan(precision=precision, compute_units=(device.compute_units if device else None) or "ALL")
     return Written({graph.name: (ARCHIVE, graph.name) for graph in graphs}, build)

@@ -81,12 +81,14 @@ def write(
     directory: Path,
     *,
     device: Device | None = None,
-    calibration: np.ndarray | None = None,
+    calibration=None,
 ) -> Written:
     """One prepared .onnx per network and the build plan for `device` (default: fp16, 1 GiB workspace).
 
-    `calibration` (normalized float32 NCHW images) is required for an int8
-    device and stored as calibration.npy for the device's INT8 calibrator.
+    `calibration` (normalized float32 NCHW images, an array or a CPU tensor)
+    is required for an int8 device and stored as calibration.npy for the
+    device's INT8 calibrator. Graphs that are one network at several input
+    shapes share one artifact (see `shape_variants`).
     """
     precision = device.precision if device else DEFAULT_PRECISION
     workspace = device.workspace_mb if device and device.workspace_mb else DEFAULT_WORKSPACE_MB
@@ -146,10 +148,14 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
             f"graph {name!r}: opset {opset} is outside {OPSETS.start}..{OPSETS.stop - 1}, the opsets TensorRT 10 parses"
         )
     for value in (*model.graph.input, *model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if not dims or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+        tensor = value.type.tensor_type
+        dims = tensor.shape.dim
+        if not tensor.HasField("shape") or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-            raise ValueError(f"graph {name!r}: tensor {value.name!r} has shape {shape}; TensorRT bundles need static positive dims")
+            raise ValueError(
+                f"graph {name!r}: tensor {value.name!r} has shape {shape if tensor.HasField('shape') else 'unknown'}; "
+                "TensorRT bundles need static positive dims"
+            )
     for node in _nodes(model.graph):
         if node.domain not in ONNX_DOMAINS or node.op_type not in SUPPORTED_OPS:
             op = node.op_type if node.domain in ONNX_DOMAINS else f"{node.domain}::{node.op_type}"
@@ -159,7 +165,9 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
             )
         antialias = next((a.i for a in node.attribute if a.name == "antialias"), 0)
         if node.op_type == "Resize" and antialias:
-            raise ValueError(f"graph {name!r}: node {node.name!r} resizes with antialiasing, which TensorRT does not support")
+            raise ValueError(
+                f"graph {name!r}: node {node.name!r} resizes with antialiasing, which TensorRT does not support"
+            )
 
 
 def shape_variants(models: dict[str, onnx.ModelProto]) -> list[tuple[str, ...]]:

@@ -87,7 +87,7 @@ def engine_spec(bundle: Path, manifest: Manifest, artifact: str, *, tensorrt_ver
     (exporter.targets.tensorrt merges them); their engine carries one
     optimization profile per distinct shape.
     """
-    plan = build_plan(bundle, manifest)
+    plan = _build_plan(bundle, manifest)
     graphs = tuple(name for name, graph in manifest.graphs.items() if graph.artifact == artifact)
     if not graphs:
         raise BundleError(f"{bundle}: no graph runs on artifact {artifact!r}")
@@ -114,7 +114,7 @@ def engine_spec(bundle: Path, manifest: Manifest, artifact: str, *, tensorrt_ver
     )
 
 
-def build_plan(bundle: Path, manifest: Manifest) -> BuildPlan:
+def _build_plan(bundle: Path, manifest: Manifest) -> BuildPlan:
     if manifest.build is None:
         raise BundleError(f"{bundle}: the manifest has no build plan; re-export it with the tensorrt target")
     return manifest.build
@@ -131,9 +131,9 @@ def read_cached_engine(path: Path) -> bytes | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    start = len(_ENGINE_HEADER) + hashlib.sha256().digest_size
-    engine = data[start:]
-    if not engine or data[: len(_ENGINE_HEADER)] != _ENGINE_HEADER or data[len(_ENGINE_HEADER) : start] != hashlib.sha256(engine).digest():
+    size = len(_ENGINE_HEADER)
+    header, digest, engine = data[:size], data[size : size + 32], data[size + 32 :]  # 32: a sha256 digest
+    if header != _ENGINE_HEADER or not engine or digest != hashlib.sha256(engine).digest():
         return None
     return engine
 
@@ -157,6 +157,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self) -> None:
+        # The GPU check comes before TensorRT's import: without a GPU, installing TensorRT would not help.
         self.cuda = _require("cuda.bindings.runtime", _INSTALL_CUDA)
         self.gpu = _visible_gpu(self.cuda)
         self.trt = _require("tensorrt", _INSTALL_TENSORRT)
@@ -172,7 +173,7 @@ class TensorRTBackend:
             self.manifests[bundle] = read_manifest(bundle)
         manifest = self.manifests[bundle]
         engine, spec = self._engine(bundle, manifest, graph.artifact)
-        profile = spec.profiles.index(build_plan(bundle, manifest).profiles[graph.name])
+        profile = spec.profiles.index(_build_plan(bundle, manifest).profiles[graph.name])
         return _Runner(self.trt, self.cuda, engine, profile, graph)
 
     def describe(self) -> str:
@@ -187,12 +188,14 @@ class TensorRTBackend:
             # TensorRT returns None for an engine it cannot deserialize: rebuild that one too.
             engine = self.runtime.deserialize_cuda_engine(cached) if cached else None
             if engine is None:
-                calibration = build_plan(bundle, manifest).calibration
+                calibration = _build_plan(bundle, manifest).calibration
                 serialized = self._build(bundle / artifact, spec, bundle / calibration if calibration else None)
                 write_cached_engine(path, serialized)
                 engine = self.runtime.deserialize_cuda_engine(serialized)
                 if engine is None:
-                    raise RuntimeError(f"{bundle / artifact}: TensorRT cannot load the engine it just built: {self.log.report()}")
+                    raise RuntimeError(
+                        f"{bundle / artifact}: TensorRT cannot load the engine it just built: {self.log.report()}"
+                    )
             self.engines[bundle, artifact] = (engine, spec)
         return self.engines[bundle, artifact]
 
@@ -217,10 +220,9 @@ class TensorRTBackend:
                 profile.set_shape(entry.input, entry.min, entry.opt, entry.max)
             config.add_optimization_profile(profile)
             profiles.append(profile)
-        calibrator = None
         if spec.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            calibrator = _calibrator(trt, self.cuda, np.load(calibration), spec.profiles[0])
+            calibrator = _calibrator(trt, self.cuda, np.load(calibration), spec.profiles[0])  # lives through the build
             config.int8_calibrator = calibrator
             config.set_calibration_profile(profiles[0])
         serialized = builder.build_serialized_network(network, config)
@@ -260,7 +262,9 @@ class _Runner:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(spec.name)))
             shape = tuple(self.context.get_tensor_shape(spec.name))
             if dtype != np.dtype(spec.dtype) or shape != spec.shape:
-                raise BundleError(f"{where}: the engine's {spec.name!r} is {dtype}{shape}, the manifest's {spec.dtype}{spec.shape}")
+                raise BundleError(
+                    f"{where}: the engine's {spec.name!r} is {dtype}{shape}, the manifest's {spec.dtype}{spec.shape}"
+                )
             self.buffers[spec.name] = _DeviceBuffer(cuda, int(np.prod(shape)) * dtype.itemsize)
             self.context.set_tensor_address(spec.name, self.buffers[spec.name].pointer)
 
@@ -272,7 +276,9 @@ class _Runner:
         for spec, array in zip(graph.inputs, inputs):
             array = np.ascontiguousarray(array, dtype=spec.dtype)
             if array.shape != spec.shape:
-                raise ValueError(f"graph {graph.name!r}: input {spec.name!r} must have shape {spec.shape}, got {array.shape}")
+                raise ValueError(
+                    f"graph {graph.name!r}: input {spec.name!r} must have shape {spec.shape}, got {array.shape}"
+                )
             staged.append(array)
             self.buffers[spec.name].copy_from(array, self.stream)
         if not self.context.execute_async_v3(int(self.stream)):
