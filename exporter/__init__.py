@@ -50,7 +50,8 @@ def export(
     With `verify`, the written bundle runs through the runtime on `samples`
     images before it is moved into place; a parity failure leaves no bundle.
     `calibration` (normalized NCHW images) drives the block families' plan:
-    fused segments, left-out blocks and the `cache_paths` most frequent paths.
+    fused segments, left-out blocks and the `cache_paths` most frequent paths;
+    they also calibrate int8 TensorRT engines.
     `device` names a devices.yaml entry whose precision and compute units the
     target uses (default: the first device that runs the target).
     """
@@ -70,7 +71,7 @@ def export(
     result: dict = {}
 
     def fill(staging: Path) -> None:
-        written = write_artifacts(target, split.graphs, staging, device=chosen)
+        written = write_artifacts(target, split.graphs, staging, device=chosen, calibration=calibration)
         placement = written.placement
         graphs = {}
         for graph in split.graphs:

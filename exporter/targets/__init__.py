@@ -28,6 +28,7 @@ class Target:
     backend: str  # the runtime backend a device uses
     verify_backend: str | None  # the backend that checks parity on this machine; None: none can
     description: str
+    takes_calibration: bool = False  # write() also takes calibration images (int8 engines)
 
 
 TARGETS = {
@@ -40,7 +41,8 @@ TARGETS = {
         Target("coreml", "exporter.targets.coreml", "coreml", None,
                "one multifunction .mlpackage, weights deduplicated; predicts on macOS only"),
         Target("tensorrt", "exporter.targets.tensorrt", "tensorrt", "onnxruntime",
-               "ONNX prepared for TensorRT plus a build plan; engines are built on the device"),
+               "ONNX prepared for TensorRT plus a build plan; engines are built on the device",
+               takes_calibration=True),
     )
 }
 
@@ -51,8 +53,11 @@ def default_device(target: str, devices: dict[str, Device]) -> Device | None:
     return next((d for d in devices.values() if d.backends[0] == backend), None)
 
 
-def write_artifacts(target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None) -> Written:
+def write_artifacts(
+    target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None, calibration=None
+) -> Written:
     """Write `graphs` for `target` into `directory`."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
-    return importlib.import_module(TARGETS[target].module).write(graphs, directory, device=device)
+    extra = {"calibration": calibration} if TARGETS[target].takes_calibration else {}
+    return importlib.import_module(TARGETS[target].module).write(graphs, directory, device=device, **extra)

@@ -42,7 +42,7 @@ BACKENDS = {
     "onnxruntime": _Entry("runtime.backends.onnxruntime", ("onnx", "tensorrt"), "pip install onnxruntime"),
     "executorch": _Entry("runtime.backends.executorch", ("executorch",), "pip install executorch==1.5.1"),
     "coreml": _Entry("runtime.backends.coreml", ("coreml",), "pip install coremltools==9.0 (predicts on macOS only)"),
-    "tensorrt": _Entry("runtime.backends.tensorrt", ("tensorrt",), "pip install .[tensorrt] (on the device: JetPack or NVIDIA's index)"),
+    "tensorrt": _Entry("runtime.backends.tensorrt", ("tensorrt",), "pip install .[tensorrt]: tensorrt and cuda-python (on the device: JetPack or NVIDIA's index)"),
 }
 
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "tensorrt": "tensorrt"}
