@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from runtime.manifest import COMPUTE_UNITS, PRECISIONS
+
 __all__ = ["Device", "DEFAULT_DEVICES_FILE", "load_devices", "get_device"]
 
 DEFAULT_DEVICES_FILE = Path(__file__).resolve().parent.parent / "devices.yaml"
-PRECISIONS = ("fp32", "fp16", "int8")
-COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _FIELDS = {"description", "backends", "threads", "precision", "compute_units", "workspace_mb", "budgets"}
 
 

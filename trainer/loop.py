@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-__all__ = ["Phase", "train_phase"]
+__all__ = ["Phase", "train_phase", "pretrain_backbone"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,14 @@ def train_phase(
             optimizer.step()
             scheduler.step()
             progress.set_postfix({name: f"{value:.3f}" for name, value in logs.items()})
+
+
+def pretrain_backbone(backbone: nn.Module, loader: DataLoader, *, phase: Phase, device: torch.device) -> None:
+    """Plain cross-entropy training of the static network, the block families' starting point."""
+
+    def loss_fn(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        loss = torch.nn.functional.cross_entropy(backbone(images), labels)
+        return loss, {"ce": loss.item()}
+
+    train_phase(backbone, loader, loss_fn, phase=phase, param_groups=[{"params": backbone.parameters()}],
+                device=device, desc="pretrain ResNet")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from trainer.backbone import CifarResNet, cifar_resnet
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
-from trainer.loop import train_phase
+from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
 
 __all__ = [
@@ -142,14 +142,7 @@ def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tens
 def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
     options, blocks = model.options, model.num_blocks
 
-    def pretrain_loss(images: Tensor, labels: Tensor):
-        loss = F.cross_entropy(model.backbone(images), labels)
-        return loss, {"ce": loss.item()}
-
-    train_phase(
-        model, loader, pretrain_loss, phase=phases["pretrain"],
-        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain ResNet",
-    )
+    pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device)
 
     curriculum = phases["curriculum"]
     learned = torch.ones(blocks, device=device)
