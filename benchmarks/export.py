@@ -44,7 +44,18 @@ def rigged_blockdrop(seed: int = 0) -> tuple[blockdrop.BlockDrop, dict]:
     torch.manual_seed(seed)
     options = blockdrop.BlockDropOptions()
     model_config = {"depth": DEPTH, "width": 16, "num_classes": 10, "options": dataclasses.asdict(options)}
-    model = blockdrop.build(model_config).eval()
+    model = blockdrop.build(model_config)
+    # Random weights with BN statistics measured on data, so activations (and the
+    # logits parity is checked on) keep a trained network's scale through 54 blocks.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    with torch.no_grad():
+        for _ in range(4):
+            model.backbone(torch.randn(64, 3, 32, 32))
+            model.policy(torch.randn(64, 3, 32, 32))
+    model.eval()
     generator = torch.Generator().manual_seed(seed)
     bias = torch.where(torch.rand(BLOCKS, generator=generator) < 0.5, -9.0, 9.0)
     undecided = torch.randperm(BLOCKS, generator=generator)[:3]

@@ -159,12 +159,14 @@ def test_urnet_gates_see_the_scale():
 
 
 def test_urnet_training_gradients_reach_the_gates_through_binary_gates():
+    torch.manual_seed(0)
     model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).train()
     scale = torch.full((4,), 0.5)
     logits, gates = model(torch.randn(4, 3, 32, 32), scale, soft_probability=0.0)
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
     (torch.nn.functional.cross_entropy(logits, torch.arange(4)) + scale_loss(gates, scale)).backward()
-    assert all(g.fc1.weight.grad is not None and g.fc1.weight.grad.abs().sum() > 0 for g in model.gates)
+    # Every gate's output layer learns, open or closed: the step passes the sigmoid's gradient.
+    assert all(g.fc2.bias.grad is not None and g.fc2.bias.grad.abs().item() > 0 for g in model.gates)
 
 
 @pytest.mark.parametrize("recipe_name", ["blockdrop-digits", "urnet-digits"])
