@@ -142,7 +142,7 @@ def report_md(command: str, args, rows: list[dict], static: dict) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"{args.images} images per round, {args.rounds * 20 // 20 * 20} timing rounds of the graph table and "
+        f"{args.images} images per round, {args.rounds * 20} timing rounds of the graph table and "
         f"{max(3, args.rounds)} interleaved rounds of dynamic vs static; medians. The static full model is the "
         "manifest's reference graph, timed in the same run. MACs: conv+linear multiply-accumulates per image, "
         "policy included. *Realized* = latency reduction / MACs reduction; the goal is >= 0.9.",
