@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from trainer.evaluate import format_metrics
-from trainer.loop import Phase
 from trainer.plots import plot_metrics
 from trainer.recipes import get_recipe
 from trainer.train import train
