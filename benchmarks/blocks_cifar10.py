@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("runs/blocks_cifar10"))
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
+    parser.add_argument("--families", nargs="+", default=["blockdrop", "urnet"],
+                        help="rerun only these; the others' results are kept from the last run's JSON")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         print(f"no CIFAR-10 at {args.data_root}; nothing to measure", file=sys.stderr)
@@ -56,16 +58,21 @@ def main() -> int:
             {"finetune": 1e-3}, args.epoch_scale,
         ),
         "urnet": budget(
-            "urnet-cifar10-resnet110", args.depth, {"pretrain": 15, "gates": 3, "joint": 10}, scale=args.epoch_scale
+            "urnet-cifar10-resnet110", args.depth, {"pretrain": 15, "gates": 8, "joint": 10}, {"gates": 1e-2},
+            scale=args.epoch_scale,
         ),
     }
-    results = {}
+    previous = RESULTS / "blocks_cifar10.json"
+    results = json.loads(previous.read_text())["results"] if previous.is_file() else {}
     for family, recipe in runs.items():
+        if family not in args.families:
+            continue
         started = time.perf_counter()
         config = train(recipe, args.out / family, data_root=args.data_root, subset=args.subset)
         wall = time.perf_counter() - started
         figures = plot_metrics(config["metrics"], RESULTS / f"blocks_cifar10_{family}")
         results[family] = {
+            "command": command,
             "recipe": recipe.name,
             "phases": {n: dataclasses.asdict(p) for n, p in recipe.phases.items()},
             "wall_time_s": round(wall),
@@ -138,7 +145,7 @@ def report(command: str, args, results: dict, claims: list[dict]) -> str:
             "",
             f"## {family}: {result['recipe']}",
             "",
-            f"Phases: {phases}. Wall time {result['wall_time_s']} s.",
+            f"Command: `{result.get('command', command)}`. Phases: {phases}. Wall time {result['wall_time_s']} s.",
             "",
             "```",
             format_metrics(result["recipe"], result["metrics"]),

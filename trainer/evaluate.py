@@ -27,7 +27,8 @@ def evaluate_model(model, config: dict, *, data_root=None, device=torch.device("
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
     dataset = TensorDataset(torch.stack(images), torch.as_tensor(labels))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    extras = {name: m.to(device) for name, m in (extras or {}).items()}
+    # Companion networks come straight from training in train mode; BN must use its running statistics.
+    extras = {name: m.to(device).eval() for name, m in (extras or {}).items()}
     return get_family(config["family"]).evaluate(model.to(device), loader, device=device, extras=extras)
 
 
