@@ -198,3 +198,30 @@ def test_digits_recipes_train_end_to_end_within_two_minutes(recipe_name, tmp_pat
     config = train(get_recipe(recipe_name), tmp_path)
     assert config["training"]["wall_time_s"] < 120
     assert config["metrics"]["model"]["accuracy"] > 0.5
+
+
+def test_baselines_are_evaluated_with_running_bn_statistics():
+    """Companion networks arrive from training in train mode; the test split is class-ordered, so batch
+    statistics would wipe out the class signal. At S = 1 'rand, val' is the plain ResNet in eval mode."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from trainer.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    config = {"family": "urnet", "data": {"dataset": "digits"},
+              "model": {**MODEL, "options": dataclasses.asdict(URNetOptions())}}
+    model = urnet.build(config["model"])
+    resnet = urnet.build_extra(config["model"], "resnet")
+    with torch.no_grad():  # give BN running statistics that differ from any batch's
+        for m in resnet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+    metrics = evaluate_model(model, config, extras={"resnet": resnet.train()})
+    from trainer.data import load_split
+
+    dataset, _ = load_split("digits", "test")
+    images, labels = map(torch.stack, zip(*(dataset[i] for i in range(len(dataset)))))
+    with torch.no_grad():
+        expected = (resnet.eval()(images).argmax(1) == labels).float().mean().item()
+    at_one = next(p for p in metrics["operating_points"] if p["scale"] == 1.0)
+    assert at_one["baselines"]["rand, val"]["accuracy"] == pytest.approx(expected)
