@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +39,29 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+
+    class NoTorch:
+        '''Pretend torch is not installed: refuse torch and all its submodules.'''
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"torch is blocked in this test (import of {name})")
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    assert "torch" not in sys.modules
+    """
+)
+
+
+def run_without_torch(body: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `body` in a fresh interpreter where importing torch fails, as on a device without it."""
+    script = BLOCK_TORCH + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )

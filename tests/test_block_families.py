@@ -203,7 +203,6 @@ def test_digits_recipes_train_end_to_end_within_two_minutes(recipe_name, tmp_pat
 def test_baselines_are_evaluated_with_running_bn_statistics():
     """Companion networks arrive from training in train mode; the test split is class-ordered, so batch
     statistics would wipe out the class signal. At S = 1 'rand, val' is the plain ResNet in eval mode."""
-    from torch.utils.data import DataLoader, TensorDataset
 
     from trainer.evaluate import evaluate_model
 

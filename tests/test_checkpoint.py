@@ -129,19 +129,11 @@ def test_wrong_config_version_is_named(saved, version):
         load_checkpoint(directory)
 
 
-def test_weights_that_do_not_fit_the_config_are_named(saved):
+@pytest.mark.parametrize(("field", "value"), [("depth", 14), ("width", 16)])
+def test_weights_that_do_not_fit_the_config_are_named(saved, field, value):
     directory, _, _ = saved
     config = read_json(directory / CONFIG_FILE)
-    config["model"]["depth"] = 14
-    write_json(directory / CONFIG_FILE, config)
-    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: weights do not fit"):
-        load_checkpoint(directory)
-
-
-def test_weights_of_the_wrong_width_are_named(saved):
-    directory, _, _ = saved
-    config = read_json(directory / CONFIG_FILE)
-    config["model"]["width"] = 16
+    config["model"][field] = value
     write_json(directory / CONFIG_FILE, config)
     with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: weights do not fit"):
         load_checkpoint(directory)

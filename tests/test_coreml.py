@@ -13,8 +13,7 @@ import re
 import zipfile
 
 import pytest
-from helpers import copy_tree
-from test_runtime_no_torch import run_without_torch
+from helpers import copy_tree, run_without_torch
 
 import exporter
 import runtime

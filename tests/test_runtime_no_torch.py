@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-from helpers import REPO_ROOT
+from helpers import run_without_torch
 
 import runtime
 
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys
-
-    class NoTorch:
-        '''Pretend torch is not installed: refuse torch and all its submodules.'''
-
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is blocked in this test (import of {name})")
-            return None
-
-    sys.meta_path.insert(0, NoTorch())
-    assert "torch" not in sys.modules
-    """
-)
-
-
-def run_without_torch(body: str, *args: str) -> subprocess.CompletedProcess:
-    script = BLOCK_TORCH + textwrap.dedent(body)
-    return subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_the_blocker_really_blocks_torch():

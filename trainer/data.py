@@ -121,10 +121,6 @@ def _cifar10(split: str, root: Path, transform) -> Dataset:
     )
 
 
-def _cifar10_classes(dataset: Dataset) -> tuple[str, ...]:
-    return tuple(dataset.classes)
-
-
 def load_split(
     dataset: str,
     split: str,
@@ -147,7 +143,7 @@ def load_split(
         steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
         steps += [transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
         data = _cifar10(split, Path(data_root), transforms.Compose(steps))
-        info = DataInfo("cifar10", _cifar10_classes(data), CIFAR10_MEAN, CIFAR10_STD, 32)
+        info = DataInfo("cifar10", tuple(data.classes), CIFAR10_MEAN, CIFAR10_STD, 32)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if subset is not None and subset < len(data):

@@ -20,11 +20,11 @@ from trainer.macs import count_macs
 class KeepProbabilities(nn.Module):
     def __init__(self, model: BlockDrop) -> None:
         super().__init__()
-        self.model = model.policy
+        self.policy = model.policy
         self.size = model.options.policy_resolution
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.model(resize(x, self.size)))
+        return torch.sigmoid(self.policy(resize(x, self.size)))
 
 
 def _graph(name: str, module: nn.Module, example: Tensor, inputs: str, outputs: str) -> ExportGraph:
