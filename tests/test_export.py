@@ -18,7 +18,8 @@ import runtime
 from exporter import ParityError, UnsplittableModel, export
 from exporter.__main__ import main as exporter_main
 from exporter.splits import split_model
-from exporter.targets import executorch as et_target
+from exporter.targets import onnx as onnx_target
+from exporter.targets import write_artifacts
 from runtime.bundle import sha256_of
 from runtime.manifest import MANIFEST_FILE
 from trainer import families
@@ -89,9 +90,10 @@ def test_run_reports_timings_per_stage(onnx_session, digits_test):
 def test_onnx_artifacts_pass_the_checker_with_static_inputs(onnx_bundle):
     files = sorted(onnx_bundle.glob("*.onnx"))
     assert [f.name for f in files] == sorted(f"{g}.onnx" for g in ("predictor", *PATHS))
+    locations = set()
     for file in files:
         onnx.checker.check_model(str(file), full_check=True)
-        model = onnx.load(str(file))
+        model = onnx.load(str(file), load_external_data=False)
         opset = {entry.domain: entry.version for entry in model.opset_import}
         assert opset.get("", opset.get("ai.onnx", 0)) >= 17, file.name
         initializers = {init.name for init in model.graph.initializer}
@@ -101,7 +103,9 @@ def test_onnx_artifacts_pass_the_checker_with_static_inputs(onnx_bundle):
             dims = tensor.type.tensor_type.shape.dim
             assert [d.WhichOneof("value") for d in dims] == ["dim_value"] * 4, f"{file.name}: symbolic dims"
             assert [d.dim_value for d in dims] == [1, 3, 32, 32], file.name
-        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        locations.update(entry.value for t in external for entry in t.external_data if entry.key == "location")
+    assert locations == {onnx_target.WEIGHTS_FILE}, "every external weight lives in the one shared file"
 
 
 def test_executorch_bundle_is_one_multi_method_program(et_bundle):
@@ -112,24 +116,26 @@ def test_executorch_bundle_is_one_multi_method_program(et_bundle):
         assert graph["artifact"] == "model.pte" and graph["entry"] == name
 
 
-def test_executorch_methods_share_their_weights(trained, et_bundle, tmp_path):
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_graphs_share_their_weights(trained, request, tmp_path, target):
     """At most 1.1x the full-resolution model (with its predictor) plus the extra BN sets, as affine vectors."""
     model, config = trained
     split = split_model(model, "drnet", config["data"]["resolution"])
     alone = tuple(g for g in split.graphs if g.name in ("res32", "predictor"))
     single = tmp_path / "single"
     single.mkdir()
-    et_target.write(alone, single, device=None)
-    single_size = (single / et_target.PROGRAM_FILE).stat().st_size
+    write_artifacts(target, alone, single, device=None)
+    single_size = sum(path.stat().st_size for path in single.iterdir())
     extra_bn_bytes = sum(
         (len(m.sets) - 1) * 2 * m.sets[0].num_features * 4
         for m in model.backbone.modules() if isinstance(m, SwitchableBatchNorm2d)
     )
-    bundle_size = (et_bundle / "model.pte").stat().st_size
+    bundle = request.getfixturevalue({"onnx": "onnx_bundle", "executorch": "et_bundle"}[target])
+    bundle_size = sum(artifact.bytes for artifact in runtime.load(bundle).manifest.artifacts.values())
     backbone_bytes = 4 * sum(p.numel() for p in model.backbone.parameters() if p.dim() > 1)
-    assert single_size > backbone_bytes, "the single-graph program holds the backbone's conv weights"
+    assert single_size > backbone_bytes, "the single-graph artifacts hold the backbone's conv weights"
     assert bundle_size <= 1.1 * (single_size + extra_bn_bytes), (
-        f"model.pte is {bundle_size} bytes, {bundle_size / single_size:.2f}x the {single_size} bytes of res32 alone; "
+        f"the bundle is {bundle_size} bytes, {bundle_size / single_size:.2f}x the {single_size} bytes of res32 alone; "
         "the three resolutions must share one copy of the conv weights"
     )
 

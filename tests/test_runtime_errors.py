@@ -219,8 +219,9 @@ def test_artifact_names_must_be_plain_files_in_the_bundle(bundle, name):
     refused(bundle, "must be a plain file name inside the bundle")
 
 
-def test_artifact_with_a_wrong_sha256(bundle):
-    artifact = bundle / "res24.onnx"
+@pytest.mark.parametrize("file", ["res24.onnx", "weights.bin"])
+def test_artifact_with_a_wrong_sha256(bundle, file):
+    artifact = bundle / file
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0x01
     artifact.write_bytes(bytes(data))

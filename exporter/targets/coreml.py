@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
-from exporter.targets.executorch import batchnorm_to_affine
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
 

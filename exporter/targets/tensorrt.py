@@ -16,7 +16,6 @@ TensorRT's ONNX parser supports.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -94,11 +93,8 @@ def write(
     workspace = device.workspace_mb if device and device.workspace_mb else DEFAULT_WORKSPACE_MB
     images = _calibration_images(calibration, graphs) if precision == "int8" else None
     models = {}
-    with tempfile.TemporaryDirectory(prefix="tensorrt-export-") as raw:
-        for graph in tqdm(graphs, desc="tensorrt graphs", leave=False, disable=None):
-            path = Path(raw) / f"{graph.name}.onnx"
-            export_onnx(graph, path)
-            models[graph.name] = prepare(graph.name, onnx.load(str(path)), graph.example_inputs)
+    for graph in tqdm(graphs, desc="tensorrt graphs", leave=False, disable=None):
+        models[graph.name] = prepare(graph.name, export_onnx(graph), graph.example_inputs)
     placement = {}
     for group in shape_variants(models):
         file = f"{'+'.join(group)}.onnx"
