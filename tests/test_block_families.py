@@ -89,17 +89,23 @@ def test_scale_loss_sign_and_magnitude():
 
 
 def test_fixed_scale_anneals_from_one_to_target_and_stays_at_most_one():
-    import random
-
     options = URNetOptions(fixed_scale=0.4, scale_noise=0.0)
-    rng = random.Random(0)
-    assert sample_scale(options, 0.0, rng) == pytest.approx(1.0)
-    assert sample_scale(options, 0.5, rng) == pytest.approx(0.7)
-    assert sample_scale(options, 1.0, rng) == pytest.approx(0.4)
+    rng = torch.Generator().manual_seed(0)
+    assert sample_scale(options, 0.0, rng, 3).tolist() == pytest.approx([1.0] * 3)
+    assert sample_scale(options, 0.5, rng, 3).tolist() == pytest.approx([0.7] * 3)
+    assert sample_scale(options, 1.0, rng, 3).tolist() == pytest.approx([0.4] * 3)
     noisy = URNetOptions(fixed_scale=0.9, scale_noise=0.5)
-    assert all(sample_scale(noisy, 0.0, rng) <= 1.0 for _ in range(200))
-    free = [sample_scale(URNetOptions(), 0.3, rng) for _ in range(500)]
-    assert 0.2 <= min(free) < 0.3 and 0.9 < max(free) <= 1.0
+    assert all(sample_scale(noisy, 0.0, rng, 1).item() <= 1.0 for _ in range(200))
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_free_scale_spans_the_range_per_sample_or_per_batch(per_sample):
+    options = URNetOptions(scale_per_sample=per_sample)
+    rng = torch.Generator().manual_seed(0)
+    batches = torch.stack([sample_scale(options, 0.3, rng, 64) for _ in range(50)])
+    assert 0.2 <= batches.min() < 0.25 and 0.95 < batches.max() <= 1.0
+    spread_within_batches = (batches.max(dim=1).values - batches.min(dim=1).values).min().item()
+    assert spread_within_batches > 0.3 if per_sample else spread_within_batches == 0.0
 
 
 def _calls(module: torch.nn.Module) -> list[int]:
@@ -150,11 +156,15 @@ def test_closed_urnet_gates_skip_blocks_and_macs_include_every_gate():
     assert model.gate_macs > 0
 
 
-def test_urnet_gates_see_the_scale():
+def test_urnet_gates_open_more_as_the_scale_rises_from_the_start():
+    """Before any training, the gate logit rises with S, through the direct path and the MLP input alike."""
     model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).eval()
     gate = model.gates[0]
     torch.nn.init.normal_(gate.fc1.weight, generator=torch.Generator().manual_seed(0))
     features = torch.randn(1, 8, 32, 32)
+    logits = [gate(features, torch.tensor([s])).item() for s in (0.2, 0.6, 1.0)]
+    assert logits[0] < logits[1] < logits[2]
+    gate.scale_weight.data.zero_()  # the MLP alone still sees S
     assert gate(features, torch.tensor([0.2])).item() != gate(features, torch.tensor([1.0])).item()
 
 

@@ -113,7 +113,7 @@ RECIPES = _recipes(
             "gates": Phase(epochs=2, lr=1e-3, optimizer="adam", weight_decay=0.0),
             "joint": Phase(epochs=4, lr=0.01),
         },
-        options=URNetOptions(reduction=2, beta=2.0),
+        options=URNetOptions(reduction=2, beta=10.0),
         batch_size=64,
         description="scikit-learn digits, ResNet-14 (6 blocks); CPU, about two minutes",
     ),
@@ -127,7 +127,7 @@ RECIPES = _recipes(
             "gates": Phase(epochs=20, lr=1e-3, optimizer="adam", weight_decay=0.0),
             "joint": Phase(epochs=100, lr=0.01),
         },
-        options=URNetOptions(reduction=2, beta=2.0, scale_min=0.2, scale_max=1.0),
+        options=URNetOptions(reduction=2, beta=15.0, scale_min=0.2, scale_max=1.0),
         description="CIFAR-10, ResNet-110 (54 blocks), CGM reduction 2, S ~ U(0.2, 1)",
     ),
 )
