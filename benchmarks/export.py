@@ -27,7 +27,7 @@ import torch
 import exporter
 import runtime
 from exporter.splits import split_model
-from exporter.targets import executorch as et_target
+from exporter.targets import write_artifacts
 from runtime.devices import get_device
 from runtime.profile import profile
 from trainer.checkpoint import save_checkpoint
@@ -39,8 +39,18 @@ DEPTH, BLOCKS = 110, 54
 BACKENDS = {"onnx": "onnxruntime", "executorch": "executorch"}
 
 
-def rigged_blockdrop(seed: int = 0) -> tuple[blockdrop.BlockDrop, dict]:
-    """Half the blocks always off, a quarter always on, the rest decided per image (a few distinct paths)."""
+MEAN, STD = (0.5,) * 3, (0.25,) * 3
+UNDECIDED = 4  # blocks the policy decides per image: up to 16 distinct paths
+
+
+def normalized(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC as the runtime feeds them to the graphs."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def rigged_blockdrop(images: np.ndarray, seed: int = 0) -> tuple[blockdrop.BlockDrop, dict]:
+    """Half the blocks always off, and of the rest a few decided per image, each kept for about half of `images`."""
     torch.manual_seed(seed)
     options = blockdrop.BlockDropOptions()
     model_config = {"depth": DEPTH, "width": 16, "num_classes": 10, "options": dataclasses.asdict(options)}
@@ -51,21 +61,29 @@ def rigged_blockdrop(seed: int = 0) -> tuple[blockdrop.BlockDrop, dict]:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
             module.momentum = None
+    x = normalized(images)
     with torch.no_grad():
         for _ in range(4):
-            model.backbone(torch.randn(64, 3, 32, 32))
-            model.policy(torch.randn(64, 3, 32, 32))
+            model.backbone(x)
+            model.policy(x)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     bias = torch.where(torch.rand(BLOCKS, generator=generator) < 0.5, -9.0, 9.0)
-    undecided = torch.randperm(BLOCKS, generator=generator)[:3]
-    bias[undecided] = 0.0
+    undecided = torch.randperm(BLOCKS, generator=generator)[:UNDECIDED]
+    policy = model.policy
     with torch.no_grad():
-        head = model.policy.head[-1]
-        head.weight.mul_(0.0)
-        head.weight[undecided] = torch.randn(len(undecided), head.in_features, generator=generator) * 2.0
+        trunk = policy.stem(x)
+        for block in policy.blocks:
+            trunk = block(trunk)
+        features = policy.head[:-1](trunk)
+        directions = torch.randn(UNDECIDED, features.shape[1], generator=generator)
+        directions /= (features @ directions.T).std(dim=0).view(-1, 1)  # one std of margin per unit of logit
+        head = policy.head[-1]
+        head.weight.zero_()
+        head.weight[undecided] = 4.0 * directions
+        bias[undecided] = -4.0 * (features @ directions.T).median(dim=0).values  # each kept for half the images
         head.bias.copy_(bias)
-    info = DataInfo("cifar10", tuple(f"class{i}" for i in range(10)), (0.5,) * 3, (0.25,) * 3, 32)
+    info = DataInfo("cifar10", tuple(f"class{i}" for i in range(10)), MEAN, STD, 32)
     config = {"family": "blockdrop", "recipe": f"blockdrop-rigged-resnet{DEPTH}", "model": model_config,
               "data": info.to_dict(), "data_root": None}
     return model, config
@@ -83,10 +101,11 @@ def main() -> int:
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/export.py", *sys.argv[1:]])
     device = get_device("host-cpu")
-    model, config = rigged_blockdrop()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
-    calibration = torch.from_numpy(rng.standard_normal((args.calibration, 3, 32, 32)).astype(np.float32))
+    calibration = rng.integers(0, 256, (args.calibration, 32, 32, 3), dtype=np.uint8)
+    model, config = rigged_blockdrop(calibration)  # the policy splits on the calibration images, not the timed ones
+    calibration = normalized(calibration)
 
     rows, work = [], Path(tempfile.mkdtemp(prefix="export-bench-"))
     checkpoint = work / "checkpoint"
@@ -123,16 +142,13 @@ def main() -> int:
 
 def static_sizes(model, work: Path) -> dict:
     """The static full model alone, per target: the baseline for bundle sizes."""
-    split = split_model(model, "blockdrop", 32)
-    full = tuple(g for g in split.graphs if g.name == "full")
+    full = tuple(g for g in split_model(model, "blockdrop", 32).graphs if g.name == "full")
     sizes = {}
-    (work / "static-et").mkdir()
-    et_target.write(full, work / "static-et", device=None)
-    sizes["executorch"] = size(work / "static-et")
-    from exporter.targets.onnx import export_onnx
-
-    export_onnx(full[0], work / "static.onnx")
-    sizes["onnx"] = (work / "static.onnx").stat().st_size
+    for target in BACKENDS:
+        directory = work / f"static-{target}"
+        directory.mkdir()
+        write_artifacts(target, full, directory, device=None)
+        sizes[target] = size(directory)
     return sizes
 
 
