@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
     parser.add_argument("--families", nargs="+", default=["blockdrop", "urnet"],
                         help="rerun only these; the others' results are kept from the last run's JSON")
+    parser.add_argument("--gamma", type=float, help="BlockDrop's penalty for a wrong prediction (recipe: 10)")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         print(f"no CIFAR-10 at {args.data_root}; nothing to measure", file=sys.stderr)
@@ -62,8 +63,10 @@ def main() -> int:
             scale=args.epoch_scale,
         ),
     }
-    previous = RESULTS / "blocks_cifar10.json"
-    results = json.loads(previous.read_text())["results"] if previous.is_file() else {}
+    if args.gamma is not None:
+        recipe = runs["blockdrop"]
+        runs["blockdrop"] = dataclasses.replace(recipe, options=dataclasses.replace(recipe.options, gamma=args.gamma))
+    results = {}
     for family, recipe in runs.items():
         if family not in args.families:
             continue
@@ -75,12 +78,16 @@ def main() -> int:
             "command": command,
             "recipe": recipe.name,
             "phases": {n: dataclasses.asdict(p) for n, p in recipe.phases.items()},
+            "options": dataclasses.asdict(recipe.options),
             "wall_time_s": round(wall),
             "metrics": config["metrics"],
             "figures": [str(f.relative_to(RESULTS.parent.parent)) for f in figures],
         }
         print(format_metrics(recipe.name, config["metrics"]), flush=True)
 
+    # Merged at the end, so that runs of different families can go on side by side.
+    previous = RESULTS / "blocks_cifar10.json"
+    results = {**(json.loads(previous.read_text())["results"] if previous.is_file() else {}), **results}
     claims = check_claims(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "blocks_cifar10.json").write_text(json.dumps({"command": command, "results": results, "claims": claims}, indent=2))
@@ -129,9 +136,9 @@ def report(command: str, args, results: dict, claims: list[dict]) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Data: real CIFAR-10 JPEGs (`{args.data_root}`), a fixed random subset of {args.subset} training images, "
+        (f"Data: real CIFAR-10 JPEGs (`{args.data_root}`), a fixed random subset of {args.subset} training images, "
         "evaluated on all 10,000 test images. Backbone: CIFAR ResNet-"
-        f"{args.depth}. Machine: {torch.get_num_threads()} CPU threads, no GPU.",
+        f"{args.depth}. Machine: {torch.get_num_threads()} CPU threads, no GPU."),
         "MACs: conv+linear multiply-accumulates per image, policy network or gates included.",
         "",
         "## Claims",
@@ -146,6 +153,8 @@ def report(command: str, args, results: dict, claims: list[dict]) -> str:
             f"## {family}: {result['recipe']}",
             "",
             f"Command: `{result.get('command', command)}`. Phases: {phases}. Wall time {result['wall_time_s']} s.",
+            "",
+            "Options: " + ", ".join(f"{k}={v}" for k, v in result.get("options", {}).items()) + ".",
             "",
             "```",
             format_metrics(result["recipe"], result["metrics"]),

@@ -13,6 +13,7 @@ import runtime
 from exporter.splits import split_model
 from exporter.splits.blocks import choose_cached_paths, fused_segments, plan_blocks
 from exporter.targets import write_artifacts
+from trainer.families.urnet import SCALES
 
 TARGETS = ("onnx", "executorch")
 
@@ -132,6 +133,13 @@ def test_urnet_bundle_follows_eager_at_every_scale(block_checkpoints, block_bund
     assert result.paths == expected.paths
     assert np.abs(expected.logits.numpy() - result.logits).max() < 1e-4
     assert np.array_equal(result.macs, expected.macs.numpy())
+
+
+def test_urnet_bundle_block_usage_follows_the_scale(block_bundles, digits_test):
+    session = runtime.load(block_bundles["urnet", "onnx"])
+    usage = [np.mean([p.count("1") / len(p) for p in session.run(digits_test[0][:64], scale=s).paths]) for s in SCALES]
+    assert usage == sorted(usage), dict(zip(SCALES, usage))
+    assert usage[-1] - usage[0] >= 0.5, dict(zip(SCALES, usage))
 
 
 def test_urnet_bundle_needs_a_scale_in_range(block_bundles, digits_test):

@@ -208,6 +208,10 @@ def test_digits_recipes_train_end_to_end_within_two_minutes(recipe_name, tmp_pat
     config = train(get_recipe(recipe_name), tmp_path)
     assert config["training"]["wall_time_s"] < 120
     assert config["metrics"]["model"]["accuracy"] > 0.5
+    if recipe_name == "urnet-digits":  # block usage follows S
+        usage = {p["scale"]: p["model"]["usage"] for p in config["metrics"]["operating_points"]}
+        assert list(usage.values()) == sorted(usage.values()), usage
+        assert all(abs(usage[s] - s) <= 0.25 for s in (0.4, 0.6, 0.8, 1.0)), usage
 
 
 def test_baselines_are_evaluated_with_running_bn_statistics():

@@ -204,3 +204,10 @@ def test_threads_cannot_be_set():
     with pytest.raises(ValueError, match="Core ML schedules its own threads"):
         coreml_backend.create(threads=2)
     assert "coremltools 9.0" in coreml_backend.create().describe()
+
+
+def test_exporting_twice_gives_the_same_bytes(checkpoint_dir, coreml_bundle, tmp_path):
+    again = tmp_path / "again"
+    exporter.export(checkpoint_dir, "coreml", again, device="iphone-15")
+    assert sha256_of(again / ARCHIVE) == sha256_of(coreml_bundle / ARCHIVE)
+    assert (again / MANIFEST_FILE).read_text() == (coreml_bundle / MANIFEST_FILE).read_text()

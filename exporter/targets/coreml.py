@@ -9,7 +9,9 @@ graphs then share their conv weights and differ only in the small BN vectors.
 
 An .mlpackage is a directory, but a bundle artifact is one file with one
 sha256, so the package ships as a zip of it: stored (uncompressed), entries
-sorted, fixed timestamps. Unzipped, it is `model.mlpackage/`.
+sorted, fixed timestamps, and the package's item identifiers derived from
+their paths rather than random, so that exporting the same model twice gives
+the same bytes. Unzipped, it is `model.mlpackage/`.
 
     from exporter.targets import coreml
     written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"))
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
+import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -117,6 +121,17 @@ def _convert(graph: ExportGraph, precision: str) -> ct.models.MLModel:
         )
 
 
+def stable_identifiers(package: Path) -> None:
+    """Replace the random UUIDs coremltools gives the package's items with UUIDs derived from their paths."""
+    manifest_file = package / "Manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    items = manifest["itemInfoEntries"]
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, item["path"])).upper() for old, item in items.items()}
+    manifest["itemInfoEntries"] = {renamed[old]: item for old, item in items.items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest_file.write_text(json.dumps(manifest, indent=4, sort_keys=True))
+
+
 def zip_package(package: Path, archive: Path) -> None:
     """Zip the directory `package` into `archive` so that unzipping gives back `package.name/`."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
@@ -138,6 +153,7 @@ def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | 
         functions.default_function_name = graphs[0].name
         with _quietly():
             ct.utils.save_multifunction(functions, str(scratch / PACKAGE))
+        stable_identifiers(scratch / PACKAGE)
         zip_package(scratch / PACKAGE, directory / ARCHIVE)
     build = BuildPlan(precision=precision, compute_units=(device.compute_units if device else None) or "ALL")
     return Written({graph.name: (ARCHIVE, graph.name) for graph in graphs}, build)
