@@ -30,6 +30,8 @@ import runtime
 from exporter.splits import split_model
 from exporter.targets import write_artifacts
 from runtime.devices import get_device
+from runtime.manifest import Preprocessing
+from runtime.preprocess import prepare
 from runtime.profile import profile
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo
@@ -47,8 +49,7 @@ PATHS = 2**UNDECIDED  # distinct paths the policy takes
 
 def normalized(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC as the runtime feeds them to the graphs."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return torch.from_numpy(prepare(images, Preprocessing(32, MEAN, STD)))
 
 
 def rigged_blockdrop(images: np.ndarray, seed: int = 0) -> tuple[blockdrop.BlockDrop, dict]:
