@@ -14,16 +14,19 @@ from pathlib import Path
 
 import torch
 
-from exporter.bundle import artifact_table, write_bundle, write_manifest
 from exporter.graphs import UnsplittableModel, tensor_specs
 from exporter.splits import split_model
-from exporter.targets import TARGETS, default_device, write_artifacts
+from exporter.targets import default_device, write_artifacts
 from exporter.verify import Parity, ParityError, check_parity, verification_samples
+from runtime.bundle import artifact_table, write_bundle, write_manifest
 from runtime.devices import load_devices
 from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
+from runtime.targets import get_target
 from trainer.checkpoint import load_checkpoint
 
 __all__ = ["export", "ExportReport", "ParityError", "UnsplittableModel"]
+
+DEFAULT_MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ def export(
     calibration: torch.Tensor | None = None,
     cache_paths: int = 8,
     device: str | None = None,
+    max_batch: int | None = None,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
@@ -52,11 +56,12 @@ def export(
     `calibration` (normalized NCHW images) drives the block families' plan:
     fused segments, left-out blocks and the `cache_paths` most frequent paths;
     they also calibrate int8 TensorRT engines.
-    `device` names a devices.yaml entry whose precision and compute units the
-    target uses (default: the first device that runs the target).
+    `device` names a devices.yaml entry whose precision, compute units and
+    batch sizes the target uses (default: the first device that runs the
+    target). Every graph takes batches of 1 to `max_batch` (default: the
+    device's, else 32).
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
+    spec = get_target(target)
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
@@ -64,14 +69,19 @@ def export(
     if device is not None and device not in devices:
         raise ValueError(f"unknown device {device!r}; devices.yaml lists {sorted(devices)}")
     chosen = devices[device] if device else default_device(target, devices)
+    max_batch = max_batch or (chosen.max_batch if chosen else DEFAULT_MAX_BATCH)
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     model, config = load_checkpoint(checkpoint)
     data = config["data"]
     split = split_model(model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths)
-    verify_backend = TARGETS[target].verify_backend if verify else None
+    verify_backend = spec.verify_backend if verify else None
     result: dict = {}
 
     def fill(staging: Path) -> None:
-        written = write_artifacts(target, split.graphs, staging, device=chosen, calibration=calibration)
+        written = write_artifacts(
+            target, split.graphs, staging, device=chosen, max_batch=max_batch, calibration=calibration
+        )
         placement = written.placement
         graphs = {}
         for graph in split.graphs:
@@ -83,6 +93,7 @@ def export(
             family=config["family"],
             target=target,
             classes=tuple(data["classes"]),
+            max_batch=max_batch,
             preprocessing=Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"])),
             graphs=graphs,
             dispatch=split.dispatch,

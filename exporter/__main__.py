@@ -1,5 +1,5 @@
 """python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
-                     [--device NAME] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]"""
+                     [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]"""
 
 from __future__ import annotations
 
@@ -9,26 +9,8 @@ from pathlib import Path
 
 from exporter import ParityError, UnsplittableModel, export
 from exporter.calibration import load_calibration
-from runtime.manifest import BlockDispatch, Manifest
+from runtime.targets import TARGETS
 from trainer.checkpoint import read_config
-from exporter.targets import TARGETS
-
-
-def describe_plan(manifest: Manifest) -> str:
-    """What a user should know of the split: paths and their MACs, or the block plan."""
-    d = manifest.dispatch
-    if not isinstance(d, BlockDispatch):
-        return "\n".join(
-            f"  path {p.name:10} {manifest.path_macs(p) / 1e6:8.3f} MMACs (selector included)" for p in d.paths
-        )
-    lines = [f"  {d.rule} dispatch over {len(d.blocks)} blocks; full model {manifest.graphs[d.reference].macs / 1e6:.3f} MMACs"]
-    if d.calibration:
-        left_out = [k for k, step in enumerate(d.blocks) if step.run is None]
-        lines.append(
-            f"  plan from {d.calibration.images} calibration images: {len(d.cached_paths)} cached paths covering "
-            f"{d.calibration.coverage:.0%}, {len(d.segments)} fused segments, blocks left out {left_out or 'none'}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing bundle")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity check")
     parser.add_argument("--samples", type=int, default=64, help="images for the parity check (default 64)")
-    parser.add_argument("--device", help="a devices.yaml entry for precision and compute units (default: per target)")
+    parser.add_argument("--device", help="a devices.yaml entry for precision, compute units and batch sizes (default: per target)")
+    parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
     parser.add_argument(
         "--calibration", metavar="DATA",
         help="images that drive the block families' plan: FILE.npy, train[:N] or test[:N] of the checkpoint's dataset",
@@ -54,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
         report = export(
             args.checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
-            calibration=calibration, cache_paths=args.cache_paths, device=args.device,
+            calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
         )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)
@@ -64,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = report.manifest
     size = sum(a.bytes for a in manifest.artifacts.values())
-    print(f"wrote {report.bundle}: {manifest.family} for {manifest.target}, {len(manifest.graphs)} graphs, {size / 1024:.0f} KiB")
-    print(describe_plan(manifest))
+    print(
+        f"wrote {report.bundle}: {manifest.family} for {manifest.target}, {len(manifest.graphs)} graphs, "
+        f"batches of 1 to {manifest.max_batch}, {size / 1024:.0f} KiB"
+    )
+    print(manifest.dispatch.describe(manifest.graphs))
     if report.parity:
         print(f"  parity: {report.parity.summary()}")
     else:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from runtime.manifest import BlockDispatch, Dispatch, TensorSpec
+from runtime.manifest import TensorSpec
+from runtime.rules import Section
 from trainer.dynamic import DynamicOutput
 
 __all__ = ["ExportGraph", "Split", "UnsplittableModel", "tensor_specs"]
@@ -22,7 +23,7 @@ class UnsplittableModel(ValueError):
 class ExportGraph:
     name: str
     module: nn.Module  # eval mode, static control flow, BN set already chosen
-    example_inputs: tuple[Tensor, ...]  # batch 1, the shapes the graph is compiled for
+    example_inputs: tuple[Tensor, ...]  # batch 1; the targets export a dynamic batch from it
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     macs: int
@@ -31,7 +32,7 @@ class ExportGraph:
 @dataclass(frozen=True)
 class Split:
     graphs: tuple[ExportGraph, ...]
-    dispatch: Dispatch | BlockDispatch
+    dispatch: Section
     # What the bundle must reproduce, per (normalized images, scale): the model's own
     # inference, with any approximation the plan made (blocks left out) applied.
     reference: Callable[[Tensor, float | None], DynamicOutput]
@@ -40,13 +41,13 @@ class Split:
 
 @torch.no_grad()
 def tensor_specs(graph: ExportGraph) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Input and output specs of `graph`, read off one eager run on its example inputs."""
+    """Per-sample input and output specs of `graph` (the batch dimension dropped), read off one eager run."""
     outputs = graph.module(*graph.example_inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     if len(outputs) != len(graph.output_names):
         raise ValueError(f"graph {graph.name!r} returns {len(outputs)} tensors for {graph.output_names}")
 
     def specs(names, tensors):
-        return tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors))
+        return tuple(TensorSpec(n, tuple(t.shape[1:]), str(t.dtype).removeprefix("torch.")) for n, t in zip(names, tensors))
 
     return specs(graph.input_names, graph.example_inputs), specs(graph.output_names, outputs)

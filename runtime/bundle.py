@@ -1,21 +1,19 @@
-"""Open a bundle directory: a validated manifest whose artifacts match their sha256."""
+"""A bundle directory, read and written: the manifest plus artifacts whose sha256 the manifest pins.
+
+Readers call `open_bundle`, which refuses a bundle with a missing or altered
+artifact before anything runs it. The exporter calls `write_bundle`, which
+builds the directory beside its destination and renames it into place.
+"""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
-from runtime.manifest import BundleError, Manifest, read_manifest
+from runtime.files import atomic_directory, sha256_of
+from runtime.manifest import MANIFEST_FILE, Artifact, BundleError, Manifest, read_manifest
 
-__all__ = ["sha256_of", "open_bundle"]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["open_bundle", "write_bundle", "artifact_table", "write_manifest"]
 
 
 def open_bundle(bundle: str | Path) -> Manifest:
@@ -32,3 +30,21 @@ def open_bundle(bundle: str | Path) -> Manifest:
                 f"{path}: sha256 {actual} does not match the manifest's {artifact.sha256}; the file is corrupt"
             )
     return manifest
+
+
+def artifact_table(directory: Path) -> dict[str, Artifact]:
+    """Every file in `directory` but the manifest, with its sha256 and size."""
+    return {
+        path.name: Artifact(sha256_of(path), path.stat().st_size)
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+
+
+def write_bundle(out: Path, fill: Callable[[Path], None], *, force: bool = False) -> None:
+    """Call `fill(staging_dir)`, then move the staging directory to `out`; nothing appears at `out` on failure."""
+    atomic_directory(out, fill, replace=force)

@@ -1,4 +1,15 @@
-"""devices.yaml: the devices a bundle is profiled against, with their backends and budgets."""
+"""devices.yaml: the devices a bundle is profiled against, with their backends and budgets.
+
+The file ships inside this package, so a device that installed only the
+runtime (`pip install adaptive-edge[device-onnxruntime]`) finds it; the fields
+are documented in its header. Pass another file to `load_devices` or to
+`python -m runtime.profile --devices FILE`.
+
+>>> from runtime.devices import get_device
+>>> device = get_device("jetson-orin-nano")
+>>> device.opt_batch, device.max_batch, device.providers
+(8, 32, ('TensorrtExecutionProvider', 'CUDAExecutionProvider'))
+"""
 
 from __future__ import annotations
 
@@ -9,14 +20,35 @@ import yaml
 
 from runtime.manifest import COMPUTE_UNITS, PRECISIONS
 
-__all__ = ["Device", "DEFAULT_DEVICES_FILE", "load_devices", "get_device"]
+__all__ = ["Device", "DEFAULT_DEVICES_FILE", "ONNXRUNTIME_PROVIDERS", "load_devices", "get_device"]
 
-DEFAULT_DEVICES_FILE = Path(__file__).resolve().parent.parent / "devices.yaml"
-_FIELDS = {"description", "backends", "threads", "precision", "compute_units", "workspace_mb", "budgets"}
+# Package data next to this module (declared in pyproject.toml). A plain path, not an
+# importlib.resources handle: the runtime is always installed unpacked, and callers
+# (the profiler's --devices default, the tests) want a Path to print and read.
+DEFAULT_DEVICES_FILE = Path(__file__).resolve().with_name("devices.yaml")
+
+# The onnxruntime execution providers a device may ask for, by onnxruntime's names.
+ONNXRUNTIME_PROVIDERS = (
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "CoreMLExecutionProvider",
+    "XnnpackExecutionProvider",
+    "QNNExecutionProvider",
+)
+
+_FIELDS = {
+    "description", "backends", "threads", "precision", "compute_units", "workspace_mb", "batch", "providers", "budgets",
+}
 
 
 @dataclass(frozen=True)
 class Device:
+    """One devices.yaml entry. Graphs are exported with a dynamic batch from 1 to
+    `max_batch`; TensorRT optimization profiles are tuned for `opt_batch`.
+    `providers` are onnxruntime execution providers, preferred first (None:
+    onnxruntime's default)."""
+
     name: str
     description: str
     backends: tuple[str, ...]
@@ -26,6 +58,14 @@ class Device:
     latency_budget_ms: float
     compute_units: str | None = None
     workspace_mb: int | None = None
+    opt_batch: int = 1
+    max_batch: int = 32
+    providers: tuple[str, ...] | None = None
+
+
+def _is_positive_int(value: object) -> bool:
+    # YAML's `true` loads as a bool, which is an int; it must not pass as 1.
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _device(name: str, entry: object, source: Path) -> Device:
@@ -44,7 +84,7 @@ def _device(name: str, entry: object, source: Path) -> Device:
     if not isinstance(backends, list) or not backends or not all(isinstance(b, str) for b in backends):
         raise fail(f"backends must be a non-empty list of names, got {backends!r}")
     threads = entry.get("threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and not _is_positive_int(threads):
         raise fail(f"threads must be a positive integer or null, got {threads!r}")
     precision = entry.get("precision", "fp32")
     if precision not in PRECISIONS:
@@ -59,8 +99,26 @@ def _device(name: str, entry: object, source: Path) -> Device:
     if not isinstance(macs, int) or macs <= 0 or not isinstance(latency, (int, float)) or latency <= 0:
         raise fail(f"budgets must be positive numbers, got {budgets!r}")
     workspace = entry.get("workspace_mb")
-    if workspace is not None and (not isinstance(workspace, int) or workspace <= 0):
+    if workspace is not None and not _is_positive_int(workspace):
         raise fail(f"workspace_mb must be a positive integer, got {workspace!r}")
+    batch = entry.get("batch", {"opt": Device.opt_batch, "max": Device.max_batch})
+    if not isinstance(batch, dict) or set(batch) != {"opt", "max"}:
+        raise fail(f"batch must hold exactly opt and max, got {batch!r}")
+    if not (_is_positive_int(batch["opt"]) and _is_positive_int(batch["max"]) and batch["opt"] <= batch["max"]):
+        raise fail(f"batch must be integers with 1 <= opt <= max, got {batch!r}")
+    providers = entry.get("providers")
+    if providers is not None:
+        if not isinstance(providers, list) or not providers:
+            raise fail(f"providers must be a non-empty list of onnxruntime execution providers, got {providers!r}")
+        unknown = [p for p in providers if p not in ONNXRUNTIME_PROVIDERS]
+        if unknown:
+            raise fail(f"providers {unknown} are not among {list(ONNXRUNTIME_PROVIDERS)}")
+        if len(set(providers)) != len(providers):
+            raise fail(f"providers must not repeat a provider, got {providers!r}")
+        # Providers configure onnxruntime only; anywhere else they would be silently ignored.
+        if "onnxruntime" not in backends:
+            raise fail(f"providers are set but backends {backends!r} do not include onnxruntime")
+        providers = tuple(providers)
     return Device(
         name=name,
         description=str(entry["description"]),
@@ -71,10 +129,14 @@ def _device(name: str, entry: object, source: Path) -> Device:
         latency_budget_ms=float(latency),
         compute_units=compute_units,
         workspace_mb=workspace,
+        opt_batch=batch["opt"],
+        max_batch=batch["max"],
+        providers=providers,
     )
 
 
 def load_devices(path: str | Path = DEFAULT_DEVICES_FILE) -> dict[str, Device]:
+    """Every device in `path` by name; a malformed entry raises ValueError naming file, device and field."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: devices file not found")
@@ -88,6 +150,7 @@ def load_devices(path: str | Path = DEFAULT_DEVICES_FILE) -> dict[str, Device]:
 
 
 def get_device(name: str, path: str | Path = DEFAULT_DEVICES_FILE) -> Device:
+    """The device called `name` in `path`; an unknown name raises ValueError listing the known ones."""
     devices = load_devices(path)
     if name not in devices:
         raise ValueError(f"unknown device {name!r} in {path}; known: {sorted(devices)}")

@@ -1,45 +1,47 @@
 """The bundle manifest: parsed into dataclasses and validated at this one boundary.
 
 The manifest is the contract between exporter, runtime and the Android app;
-docs/bundle.md is its specification. Everything here is plain Python so a
-device needs no torch to read a bundle.
+docs/bundle.md is its specification. Each dispatch rule parses its own
+section (runtime/rules). Everything here is plain Python, so reading a bundle
+needs neither torch nor numpy.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.rules import RULES, Rule, Section
+from runtime.targets import TARGETS
+
 __all__ = [
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "MANIFEST_FILE",
+    "MACS_CONVENTION",
+    "PRECISIONS",
+    "COMPUTE_UNITS",
     "BundleError",
     "TensorSpec",
     "Graph",
-    "DispatchPath",
-    "Dispatch",
-    "BlockDispatch",
-    "BlockStep",
-    "Segment",
-    "CachedPath",
-    "Calibration",
-    "BuildPlan",
-    "EngineProfile",
     "Preprocessing",
     "Artifact",
+    "EngineProfile",
+    "BuildPlan",
     "Manifest",
+    "FieldReader",
     "read_manifest",
 ]
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 knows only the argmax rule
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
-TARGETS = ("onnx", "executorch", "coreml", "tensorrt")
+MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 DTYPES = ("float32",)
-DISPATCH_RULES = {1: ("argmax",), 2: ("argmax", "policy", "gated")}
 PRECISIONS = ("fp32", "fp16", "int8")
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -52,7 +54,7 @@ class BundleError(ValueError):
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # per sample: the batch dimension, first, is not listed
     dtype: str = "float32"
 
 
@@ -65,87 +67,7 @@ class Graph:
     entry: str | None
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    macs: int
-
-
-@dataclass(frozen=True)
-class DispatchPath:
-    """One way through the network for a sample, e.g. DRNet at one resolution."""
-
-    name: str
-    graph: str
-    resolution: int | None = None
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """`argmax`: run `selector`, then paths[argmax(scores)] (DRNet, Resizable)."""
-
-    rule: str
-    selector: str
-    paths: tuple[DispatchPath, ...]
-    reference_path: str  # the static full model, baseline of every speedup
-
-    @property
-    def reference_graph(self) -> str:
-        return next(p.graph for p in self.paths if p.name == self.reference_path)
-
-
-@dataclass(frozen=True)
-class BlockStep:
-    """Residual block k: the graph that runs it, and the graph of its shortcut when it is skipped."""
-
-    run: str | None  # None: the block never ran on the calibration set and was left out
-    skip: str | None  # None: the shortcut is the identity
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Blocks first..last fused into one graph, used when all of them run."""
-
-    graph: str
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class CachedPath:
-    """A whole block path compiled as one graph: image in, logits out."""
-
-    path: str  # "1" per block that runs, "0" per block skipped
-    graph: str
-    frequency: float  # share of calibration images that took it
-
-
-@dataclass(frozen=True)
-class Calibration:
-    images: int
-    usage: tuple[float, ...]  # per block, share of images that ran it
-    coverage: float  # share of images whose path is cached
-
-
-@dataclass(frozen=True)
-class BlockDispatch:
-    """`policy` (BlockDrop): `selector` gives K keep-probabilities up front.
-    `gated` (URNet): the stem and every block graph also emit the next gate's logit.
-
-    Either way a sample's path runs stem, then per block its run or skip graph
-    (or a fused segment, or a cached whole path), then the head.
-    """
-
-    rule: str
-    selector: str | None  # policy graph; None for gated
-    stem: str
-    head: str | None  # None for gated: the last block graphs emit logits
-    blocks: tuple[BlockStep, ...]
-    segments: tuple[Segment, ...]
-    cached_paths: tuple[CachedPath, ...]
-    calibration: Calibration | None
-    reference: str  # graph of the static full model, baseline of every speedup
-
-    @property
-    def reference_graph(self) -> str:
-        return self.reference
+    macs: int  # per sample
 
 
 @dataclass(frozen=True)
@@ -166,7 +88,7 @@ class Artifact:
 
 @dataclass(frozen=True)
 class EngineProfile:
-    """A TensorRT optimization profile: the shapes one input may take."""
+    """A TensorRT optimization profile: the shapes, batch included, one input may take."""
 
     input: str
     min: tuple[int, ...]
@@ -195,27 +117,33 @@ class Manifest:
     family: str
     target: str
     classes: tuple[str, ...]
+    max_batch: int  # every graph takes any batch from 1 to this
     preprocessing: Preprocessing
     graphs: dict[str, Graph]
-    dispatch: Dispatch | BlockDispatch
+    dispatch: Section  # the rule's own section, e.g. runtime.rules.argmax.ArgmaxDispatch
     artifacts: dict[str, Artifact]
     producer: dict[str, str]
-    macs_convention: str = "conv+linear multiply-accumulates per image, batch 1"
+    macs_convention: str = MACS_CONVENTION
     build: BuildPlan | None = None  # targets compiled on the device: tensorrt, coreml
 
-    def path_macs(self, path: DispatchPath) -> int:
-        """MACs of one sample taking `path`, selector included."""
-        return self.graphs[self.dispatch.selector].macs + self.graphs[path.graph].macs
+    @property
+    def rule(self) -> Rule:
+        return RULES[self.dispatch.rule]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        data = asdict(self)
+        data["dispatch"] = {"rule": self.dispatch.rule, **data["dispatch"]}
+        if self.build is None:
+            del data["build"]
+        return json.dumps(data, indent=2)
 
 
-class _Reader:
-    """Typed field access that names the file and the field in every error."""
+class FieldReader:
+    """Typed field access that names the file and the field in every error; the rules parse with it too."""
 
     def __init__(self, source: Path) -> None:
         self.source = source
+        self.graphs: dict[str, Graph] = {}
 
     def fail(self, where: str, problem: str) -> BundleError:
         return BundleError(f"{self.source}: {where}: {problem}")
@@ -247,7 +175,10 @@ class _Reader:
             raise self.fail(where, f"must be at least {minimum}, got {value}")
         return value
 
-    def choice(self, value: Any, options: tuple, where: str) -> Any:
+    def number(self, value: Any, where: str) -> float:
+        return float(self.typed(value, (int, float), where))
+
+    def choice(self, value: Any, options: tuple | dict, where: str) -> Any:
         if value not in options:
             raise self.fail(where, f"{value!r} is not one of {list(options)}")
         return value
@@ -256,13 +187,21 @@ class _Reader:
         items = self.typed(value, list, where)
         if len(items) != length:
             raise self.fail(where, f"expected {length} numbers, got {len(items)}")
-        return tuple(float(self.typed(v, (int, float), f"{where}[{i}]")) for i, v in enumerate(items))
+        return tuple(self.number(v, f"{where}[{i}]") for i, v in enumerate(items))
+
+    def graph(self, value: Any, where: str) -> str:
+        """A reference to one of the manifest's graphs."""
+        return self.choice(value, self.graphs, where)
+
+    def logits(self, graph: str, classes: int) -> None:
+        """Check that `graph`'s first output is one logit per class."""
+        shape = self.graphs[graph].outputs[0].shape
+        if shape != (classes,):
+            raise self.fail(f"graphs[{graph!r}].outputs[0]", f"shape {list(shape)} is not [{classes}], one logit per class")
 
     def tensor(self, data: Any, where: str) -> TensorSpec:
         data = self.fields(data, where, {"name", "shape", "dtype"})
         shape = self.typed(data["shape"], list, f"{where}.shape")
-        if not shape:
-            raise self.fail(f"{where}.shape", "must have at least one dimension")
         return TensorSpec(
             name=self.text(data["name"], f"{where}.name"),
             shape=tuple(self.count(d, f"{where}.shape[{i}]", 1) for i, d in enumerate(shape)),
@@ -273,20 +212,50 @@ class _Reader:
         items = self.typed(data, list, where)
         if not items:
             raise self.fail(where, "must list at least one tensor")
-        return tuple(self.tensor(item, f"{where}[{i}]") for i, item in enumerate(items))
+        specs = tuple(self.tensor(item, f"{where}[{i}]") for i, item in enumerate(items))
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise self.fail(where, f"tensor names repeat: {names}")
+        return specs
+
+
+def _upgrade(data: dict, r: FieldReader) -> dict:
+    """A version 1 or 2 manifest in version 3's terms: batch-1 graphs, a gated section without policy fields."""
+    data = copy.deepcopy(data)
+    data["max_batch"] = 1
+    data["macs_convention"] = data.get("macs_convention", MACS_CONVENTION)
+    for name, graph in r.typed(data.get("graphs"), dict, "graphs").items():
+        for side in ("inputs", "outputs"):
+            for i, tensor in enumerate(r.typed(r.typed(graph, dict, f"graphs[{name!r}]").get(side), list, side)):
+                where = f"graphs[{name!r}].{side}[{i}]"
+                shape = r.typed(r.typed(tensor, dict, where).get("shape"), list, f"{where}.shape")
+                if not shape or shape[0] != 1:
+                    raise r.fail(f"{where}.shape", f"a version {data['format_version']} graph has batch 1 first, got {shape}")
+                tensor["shape"] = shape[1:]
+    dispatch = r.typed(data.get("dispatch"), dict, "dispatch")
+    if dispatch.get("rule") == "argmax" and "reference_path" in dispatch:
+        paths = {p.get("name"): p.get("graph") for p in r.typed(dispatch.get("paths"), list, "dispatch.paths") if isinstance(p, dict)}
+        dispatch["reference"] = paths[r.choice(dispatch.pop("reference_path"), paths, "dispatch.reference_path")]
+    if dispatch.get("rule") == "gated":
+        for field, unused in (("selector", None), ("head", None), ("segments", []), ("cached_paths", []), ("calibration", None)):
+            if dispatch.pop(field, unused) != unused:
+                raise r.fail(f"dispatch.{field}", f"a gated dispatch has none, got {dispatch.get(field)!r}")
+    return data
 
 
 def _parse(data: Any, source: Path) -> Manifest:
-    r = _Reader(source)
-    top = r.fields(
-        data, "manifest",
-        {"format_version", "family", "target", "classes", "preprocessing", "graphs", "dispatch", "artifacts",
-         "producer", "macs_convention"},
-        frozenset({"build"}),
-    )
-    version = r.typed(top["format_version"], int, "format_version")
+    r = FieldReader(source)
+    version = r.typed(r.typed(data, dict, "manifest").get("format_version"), int, "format_version")
     if version not in READABLE_VERSIONS:
         raise r.fail("format_version", f"unknown format_version {version}; this runtime reads {list(READABLE_VERSIONS)}")
+    if version < 3:
+        data = _upgrade(data, r)
+    top = r.fields(
+        data, "manifest",
+        {"format_version", "family", "target", "classes", "max_batch", "preprocessing", "graphs", "dispatch",
+         "artifacts", "producer", "macs_convention"},
+        frozenset({"build"}),
+    )
 
     classes = r.typed(top["classes"], list, "classes")
     if not classes:
@@ -314,7 +283,6 @@ def _parse(data: Any, source: Path) -> Manifest:
             raise r.fail(f"{where}.sha256", f"not a lowercase hex sha256: {digest!r}")
         artifacts[file] = Artifact(digest, r.count(entry["bytes"], f"{where}.bytes"))
 
-    graphs = {}
     graph_items = r.typed(top["graphs"], dict, "graphs")
     if not graph_items:
         raise r.fail("graphs", "must hold at least one graph")
@@ -323,132 +291,44 @@ def _parse(data: Any, source: Path) -> Manifest:
         entry = r.fields(entry, where, {"name", "artifact", "entry", "inputs", "outputs", "macs"})
         if entry["name"] != name:
             raise r.fail(f"{where}.name", f"{entry['name']!r} differs from its key")
-        artifact = r.text(entry["artifact"], f"{where}.artifact")
-        if artifact not in artifacts:
-            raise r.fail(f"{where}.artifact", f"{artifact!r} is not listed in artifacts")
         method = entry["entry"]
-        if method is not None:
-            r.text(method, f"{where}.entry")
-        graphs[name] = Graph(
+        r.graphs[name] = Graph(
             name=name,
-            artifact=artifact,
-            entry=method,
+            artifact=r.choice(r.text(entry["artifact"], f"{where}.artifact"), artifacts, f"{where}.artifact"),
+            entry=None if method is None else r.text(method, f"{where}.entry"),
             inputs=r.tensors(entry["inputs"], f"{where}.inputs"),
             outputs=r.tensors(entry["outputs"], f"{where}.outputs"),
             macs=r.count(entry["macs"], f"{where}.macs"),
         )
 
     d = r.typed(top["dispatch"], dict, "dispatch")
-    rule = r.choice(d.get("rule"), DISPATCH_RULES[version], "dispatch.rule")
-    dispatch = _parse_argmax(r, d, graphs, classes) if rule == "argmax" else _parse_blocks(r, d, graphs, classes)
+    rule = RULES[r.choice(d.get("rule"), RULES, "dispatch.rule")]
+    dispatch = rule.parse(r, d, r.graphs, len(classes))
+    image = (len(preprocessing.mean), preprocessing.resolution, preprocessing.resolution)
+    for name, graph in r.graphs.items():
+        first = graph.inputs[0]
+        if first.name == "image" and first.shape != image:
+            raise r.fail(f"graphs[{name!r}].inputs[0].shape", f"{list(first.shape)} differs from the preprocessed image {list(image)}")
 
     producer = r.typed(top["producer"], dict, "producer")
+    build = top.get("build")
     return Manifest(
         format_version=version,
         family=r.text(top["family"], "family"),
         target=r.choice(top["target"], TARGETS, "target"),
         classes=classes,
+        max_batch=r.count(top["max_batch"], "max_batch", 1),
         preprocessing=preprocessing,
-        graphs=graphs,
+        graphs=r.graphs,
         dispatch=dispatch,
         artifacts=artifacts,
         producer={str(k): str(v) for k, v in producer.items()},
         macs_convention=r.text(top["macs_convention"], "macs_convention"),
-        build=_parse_build(r, top.get("build"), graphs, artifacts) if top.get("build") is not None else None,
+        build=None if build is None else _parse_build(r, build, artifacts),
     )
 
 
-def _parse_argmax(r: _Reader, d: dict, graphs: dict[str, Graph], classes: tuple[str, ...]) -> Dispatch:
-    d = r.fields(d, "dispatch", {"rule", "selector", "paths", "reference_path"})
-    rule = d["rule"]
-    selector = r.choice(d["selector"], tuple(graphs), "dispatch.selector")
-    paths = []
-    for i, entry in enumerate(r.typed(d["paths"], list, "dispatch.paths")):
-        where = f"dispatch.paths[{i}]"
-        entry = r.fields(entry, where, {"name", "graph"}, frozenset({"resolution"}))
-        resolution = entry.get("resolution")
-        paths.append(
-            DispatchPath(
-                name=r.text(entry["name"], f"{where}.name"),
-                graph=r.choice(entry["graph"], tuple(graphs), f"{where}.graph"),
-                resolution=None if resolution is None else r.count(resolution, f"{where}.resolution", 1),
-            )
-        )
-    if not paths:
-        raise r.fail("dispatch.paths", "must list at least one path")
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise r.fail("dispatch.paths", f"path names repeat: {names}")
-    scores = graphs[selector].outputs[0].shape
-    if scores[-1] != len(paths):
-        raise r.fail("dispatch.selector", f"{selector!r} scores {scores[-1]} paths but {len(paths)} are listed")
-    for path in paths:
-        logits = graphs[path.graph].outputs[0].shape
-        if logits[-1] != len(classes):
-            raise r.fail(f"graphs[{path.graph!r}].outputs[0]", f"{logits[-1]} logits for {len(classes)} classes")
-    return Dispatch(rule, selector, tuple(paths), r.choice(d["reference_path"], tuple(names), "dispatch.reference_path"))
-
-
-def _parse_blocks(r: _Reader, d: dict, graphs: dict[str, Graph], classes: tuple[str, ...]) -> BlockDispatch:
-    gated = d["rule"] == "gated"
-    d = r.fields(
-        d, "dispatch",
-        {"rule", "selector", "stem", "head", "blocks", "segments", "cached_paths", "calibration", "reference"},
-    )
-    names = tuple(graphs)
-
-    def graph_or_none(value, where):
-        return None if value is None else r.choice(value, names, where)
-
-    selector = graph_or_none(d["selector"], "dispatch.selector")
-    if (selector is None) != gated:
-        raise r.fail("dispatch.selector", "a policy dispatch needs a selector graph; a gated one has none")
-    head = graph_or_none(d["head"], "dispatch.head")
-    if (head is None) != gated:
-        raise r.fail("dispatch.head", "a policy dispatch needs a head graph; in a gated one the last blocks emit logits")
-    steps = []
-    for i, entry in enumerate(r.typed(d["blocks"], list, "dispatch.blocks")):
-        entry = r.fields(entry, f"dispatch.blocks[{i}]", {"run", "skip"})
-        steps.append(BlockStep(graph_or_none(entry["run"], f"dispatch.blocks[{i}].run"),
-                               graph_or_none(entry["skip"], f"dispatch.blocks[{i}].skip")))
-    if not steps:
-        raise r.fail("dispatch.blocks", "must list at least one block")
-    if gated and any(step.run is None or step.skip is None for step in steps):
-        raise r.fail("dispatch.blocks", "a gated dispatch needs run and skip graphs for every block: they emit the gates")
-    segments = []
-    for i, entry in enumerate(r.typed(d["segments"], list, "dispatch.segments")):
-        where = f"dispatch.segments[{i}]"
-        entry = r.fields(entry, where, {"graph", "first", "last"})
-        first, last = r.count(entry["first"], f"{where}.first"), r.count(entry["last"], f"{where}.last")
-        if not first < last < len(steps):
-            raise r.fail(where, f"blocks {first}..{last} are not a run of at least two of the {len(steps)} blocks")
-        segments.append(Segment(r.choice(entry["graph"], names, f"{where}.graph"), first, last))
-    cached = []
-    for i, entry in enumerate(r.typed(d["cached_paths"], list, "dispatch.cached_paths")):
-        where = f"dispatch.cached_paths[{i}]"
-        entry = r.fields(entry, where, {"path", "graph", "frequency"})
-        path = r.text(entry["path"], f"{where}.path")
-        if len(path) != len(steps) or set(path) - {"0", "1"}:
-            raise r.fail(f"{where}.path", f"{path!r} is not a string of {len(steps)} '0'/'1' characters")
-        frequency = float(r.typed(entry["frequency"], (int, float), f"{where}.frequency"))
-        cached.append(CachedPath(path, r.choice(entry["graph"], names, f"{where}.graph"), frequency))
-    calibration = None
-    if d["calibration"] is not None:
-        c = r.fields(d["calibration"], "dispatch.calibration", {"images", "usage", "coverage"})
-        calibration = Calibration(
-            r.count(c["images"], "dispatch.calibration.images", 1),
-            r.floats(c["usage"], "dispatch.calibration.usage", len(steps)),
-            float(r.typed(c["coverage"], (int, float), "dispatch.calibration.coverage")),
-        )
-    reference = r.choice(d["reference"], names, "dispatch.reference")
-    if graphs[reference].outputs[0].shape[-1] != len(classes):
-        raise r.fail(f"graphs[{reference!r}].outputs[0]", f"the reference graph must emit {len(classes)} logits")
-    return BlockDispatch(
-        d["rule"], selector, r.choice(d["stem"], names, "dispatch.stem"), head, tuple(steps), tuple(segments), tuple(cached), calibration, reference
-    )
-
-
-def _parse_build(r: _Reader, data: Any, graphs: dict[str, Graph], artifacts: dict[str, Artifact]) -> BuildPlan:
+def _parse_build(r: FieldReader, data: Any, artifacts: dict[str, Artifact]) -> BuildPlan:
     data = r.fields(data, "build", {"precision"}, frozenset({"workspace_mb", "compute_units", "calibration", "profiles"}))
     precision = r.choice(data["precision"], PRECISIONS, "build.precision")
     workspace = data.get("workspace_mb")
@@ -458,8 +338,8 @@ def _parse_build(r: _Reader, data: Any, graphs: dict[str, Graph], artifacts: dic
     if units is not None:
         r.choice(units, COMPUTE_UNITS, "build.compute_units")
     calibration = data.get("calibration")
-    if calibration is not None and calibration not in artifacts:
-        raise r.fail("build.calibration", f"{calibration!r} is not listed in artifacts")
+    if calibration is not None:
+        r.choice(calibration, artifacts, "build.calibration")
     if precision == "int8" and calibration is None and data.get("profiles") is not None:
         raise r.fail("build.calibration", "int8 engines need a calibration artifact")
     profiles = None
@@ -467,21 +347,17 @@ def _parse_build(r: _Reader, data: Any, graphs: dict[str, Graph], artifacts: dic
         profiles = {}
         for name, entries in r.typed(data["profiles"], dict, "build.profiles").items():
             where = f"build.profiles[{name!r}]"
-            if name not in graphs:
-                raise r.fail(where, f"{name!r} is not a graph")
-            inputs = {spec.name: spec for spec in graphs[name].inputs}
+            inputs = {spec.name: spec for spec in r.graphs[r.graph(name, where)].inputs}
             parsed = []
             for i, entry in enumerate(r.typed(entries, list, where)):
                 at = f"{where}[{i}]"
                 entry = r.fields(entry, at, {"input", "min", "opt", "max"})
-                spec = inputs.get(entry["input"])
-                if spec is None:
-                    raise r.fail(f"{at}.input", f"{entry['input']!r} is not an input of {name!r}")
+                spec = inputs[r.choice(entry["input"], inputs, f"{at}.input")]
                 shapes = []
                 for key in ("min", "opt", "max"):
                     dims = r.typed(entry[key], list, f"{at}.{key}")
-                    if len(dims) != len(spec.shape):
-                        raise r.fail(f"{at}.{key}", f"rank {len(dims)} differs from the input's {len(spec.shape)}")
+                    if len(dims) != 1 + len(spec.shape):
+                        raise r.fail(f"{at}.{key}", f"rank {len(dims)} is not the input's per-sample rank {len(spec.shape)} plus the batch")
                     shapes.append(tuple(r.count(d, f"{at}.{key}", 1) for d in dims))
                 if not all(a <= b <= c for a, b, c in zip(*shapes)):
                     raise r.fail(at, f"needs min <= opt <= max per dimension, got {shapes}")

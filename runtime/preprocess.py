@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from runtime.manifest import Preprocessing
@@ -27,8 +29,13 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     return rows[:, :, left] * (1 - dx)[None, None, :, None] + rows[:, :, right] * dx[None, None, :, None]
 
 
+@lru_cache(maxsize=8)
+def _statistics(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(pre.mean, dtype=np.float32), np.asarray(pre.std, dtype=np.float32)
+
+
 def prepare(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Validate `images` and return normalized float32 NCHW at the bundle's resolution.
+    """Validate `images` and return normalized float32 NCHW at the bundle's resolution, the whole batch at once.
 
     Accepts float32 NCHW, already normalized, at that resolution; or uint8 NHWC
     RGB of any size, which is resized and normalized as the manifest says.
@@ -60,6 +67,7 @@ def prepare(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
         x = images.astype(np.float32) / 255
         if images.shape[1:3] != (pre.resolution, pre.resolution):
             x = resize_bilinear(x, pre.resolution)
-        x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+        mean, std = _statistics(pre)
+        x = (x - mean) / std
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
     raise ValueError(f"images must be float32 (normalized NCHW) or uint8 (NHWC), got dtype {images.dtype}")

@@ -3,13 +3,14 @@
 python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
 
 Every speedup is a ratio against the static full model (the manifest's
-reference path) timed in the same run. MACs are conv+linear multiply-
+reference graph) timed in the same run, both through Session.run. MACs are conv+linear multiply-
 accumulates per image, selector included.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import sys
@@ -26,63 +27,62 @@ from runtime.timing import Timing, measure
 
 __all__ = ["profile", "format_report", "main"]
 
+POOL = 16  # distinct inputs cycled through, so that no call replays the one before
+
 
 def _timing(t: Timing) -> dict:
     return {"median_ms": t.median_ms, "p90_ms": t.p90_ms}
 
 
-def _path_calls(session: Session, image: np.ndarray) -> dict[str, tuple[int, Callable[[], object]]]:
-    """Each path worth timing, as (MACs, a call sequence that takes it) on a batch-1 image.
+def _cycle(items: list) -> Callable[[], object]:
+    """Each call returns the next item, so that no call sees the input of the one before."""
+    return itertools.cycle(items).__next__
 
-    argmax: every path. policy: every cached path. gated: every gate open.
-    """
-    manifest, d, run = session.manifest, session.manifest.dispatch, session.graphs
-    macs = {name: graph.macs for name, graph in manifest.graphs.items()}
 
-    def selected(selector: str, graph: str):
-        return lambda: (run[selector]([image]), run[graph]([image]))
-
-    if d.rule == "argmax":
-        return {p.name: (manifest.path_macs(p), selected(d.selector, p.graph)) for p in d.paths}
-    if d.rule == "policy":
-        return {c.path: (macs[d.selector] + macs[c.graph], selected(d.selector, c.graph)) for c in d.cached_paths}
-    scale = np.ones(1, dtype=np.float32)
-
-    def all_open():
-        features = run[d.stem]([image, scale])[0]
-        for step in d.blocks:
-            features = run[step.run]([features, scale])[0]
-
-    return {"1" * len(d.blocks): (macs[d.stem] + sum(macs[step.run] for step in d.blocks), all_open)}
+def _random_inputs(graph, rng: np.random.Generator, count: int) -> list[list[np.ndarray]]:
+    """`count` distinct batch-1 inputs for `graph`; a compute scale is drawn in [0, 1]."""
+    return [
+        [
+            rng.uniform(size=(1, *spec.shape)).astype(np.float32) if spec.name == "scale"
+            else rng.standard_normal((1, *spec.shape)).astype(np.float32)
+            for spec in graph.inputs
+        ]
+        for _ in range(count)
+    ]
 
 
 def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 10, images: np.ndarray | None = None) -> dict:
-    """Latency per graph and per path at batch 1, and optionally over a real mix of images."""
+    """Latency per graph, and per path through `Session.run`, at batch 1; optionally over a real mix of images.
+
+    Graphs are timed by calling the backend directly. Paths and the static
+    full model are timed through the public API, each call on a new image,
+    all interleaved in one measurement so that every ratio compares calls
+    timed side by side.
+    """
     manifest = session.manifest
-    dispatch = manifest.dispatch
+    dispatch, graphs = manifest.dispatch, manifest.graphs
     rng = np.random.default_rng(0)
-    inputs = {
-        name: [rng.standard_normal(spec.shape).astype(np.float32) for spec in graph.inputs]
-        for name, graph in manifest.graphs.items()
-    }
-    reference_graph = dispatch.reference_graph
-    paths = _path_calls(session, inputs[reference_graph][0])
+    image = graphs[dispatch.reference].inputs[0].shape
+    next_image = _cycle([rng.standard_normal((1, *image)).astype(np.float32) for _ in range(POOL)])
+    paths = dispatch.probe_paths(graphs)
 
     def graph_call(name):
-        graph, x = session.graphs[name], inputs[name]
-        return lambda: graph(x)
+        run, inputs = session.graphs[name], _cycle(_random_inputs(graphs[name], rng, POOL))
+        return lambda: run(inputs())
 
-    # One interleaved measurement, so every ratio compares calls timed side by side.
+    def path_call(path):
+        return lambda: session.run(next_image(), path=path)
+
     times = measure(
-        {**{("graph", n): graph_call(n) for n in manifest.graphs}, **{("path", n): call for n, (_, call) in paths.items()}},
+        {
+            **{("graph", n): graph_call(n) for n in graphs},
+            **{("path", n): path_call(n) for n in paths},
+            ("static",): lambda: session.run(next_image(), static=True),
+        },
         runs=runs, warmup=warmup,
     )
-    graph_times = {n: times[("graph", n)] for n in manifest.graphs}
-    path_times = {n: times[("path", n)] for n in paths}
-
-    reference_ms = graph_times[reference_graph].median_ms
-    reference_macs = manifest.graphs[reference_graph].macs
-    reference_name = dispatch.reference_path if dispatch.rule == "argmax" else reference_graph
+    static = times[("static",)]
+    reference_macs = graphs[dispatch.reference].macs
     report = {
         "bundle": str(session.bundle),
         "family": manifest.family,
@@ -91,35 +91,35 @@ def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 
         "backend": session.backend.describe(),
         "runs": runs,
         "macs_convention": manifest.macs_convention,
-        "reference": {"path": reference_name, "macs": reference_macs, **_timing(graph_times[reference_graph])},
+        "reference": {"path": dispatch.reference, "macs": reference_macs, **_timing(static)},
         "graphs": {
             name: {
                 "macs": graph.macs,
-                **_timing(graph_times[name]),
+                **_timing(times[("graph", name)]),
                 # Below 0.01 MMACs (identity shortcuts, gates) the ratio only measures call overhead.
-                "us_per_mmac": graph_times[name].median_ms * 1e3 / (graph.macs / 1e6) if graph.macs >= 10_000 else None,
+                "us_per_mmac": times[("graph", name)].median_ms * 1e3 / (graph.macs / 1e6) if graph.macs >= 10_000 else None,
             }
-            for name, graph in manifest.graphs.items()
+            for name, graph in graphs.items()
         },
         "paths": {
             name: {
-                "macs": path_macs,
-                **_timing(path_times[name]),
-                "speedup": reference_ms / path_times[name].median_ms,
-                "macs_reduction": reference_macs / path_macs,
+                "macs": macs,
+                **_timing(times[("path", name)]),
+                "speedup": static.median_ms / times[("path", name)].median_ms,
+                "macs_reduction": reference_macs / macs,
             }
-            for name, (path_macs, _) in paths.items()
+            for name, macs in paths.items()
         },
     }
     if images is not None:
         batch = prepare(images, manifest.preprocessing)
-        report["dynamic"] = _profile_mix(session, batch, reference_graph, runs=max(3, runs // 20))
+        report["dynamic"] = _profile_mix(session, batch, runs=max(3, runs // 20))
 
-    slowest = max(paths, key=lambda name: path_times[name].median_ms)
-    dearest_macs, dearest = worst_case_macs(manifest)
+    slowest = max(paths, key=lambda name: times[("path", name)].median_ms)
+    dearest_macs, dearest = dispatch.worst_case(graphs)
     checks = {
         "macs": {"value": dearest_macs, "budget": device.macs_budget, "path": dearest},
-        "latency_ms": {"value": path_times[slowest].median_ms, "budget": device.latency_budget_ms, "path": slowest},
+        "latency_ms": {"value": times[("path", slowest)].median_ms, "budget": device.latency_budget_ms, "path": slowest},
     }
     for check in checks.values():
         check["pass"] = check["value"] <= check["budget"]
@@ -128,45 +128,41 @@ def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 
     return report
 
 
-def worst_case_macs(manifest) -> tuple[int, str]:
-    """The most MACs any input can cost, selector or gates included, and the path that costs it."""
-    d, macs = manifest.dispatch, {name: graph.macs for name, graph in manifest.graphs.items()}
-    if d.rule == "argmax":
-        dearest = max(d.paths, key=manifest.path_macs)
-        return manifest.path_macs(dearest), dearest.name
-    per_block = sum(max(macs.get(step.run, 0), macs.get(step.skip, 0)) for step in d.blocks)
-    if d.rule == "policy":
-        return macs[d.selector] + macs[d.stem] + per_block + macs[d.head], "every block"
-    return macs[d.stem] + per_block, "every block"
+def _profile_mix(session: Session, batch: np.ndarray, *, runs: int) -> dict:
+    """The dynamic model over real images against the static full model over the same images.
 
+    One image per call (the latency a user waits for), and the whole set as
+    one batch (throughput), both through `Session.run`.
+    """
+    singles = [batch[i : i + 1] for i in range(len(batch))]
+    result = session.run(batch)
 
-def _profile_mix(session: Session, batch: np.ndarray, reference_graph: str, *, runs: int) -> dict:
-    """The dynamic model over real images against the static full model over the same images."""
-    static = session.graphs[reference_graph]
-    samples = [batch[i : i + 1] for i in range(len(batch))]
-    result = session.run(batch, **({"scale": 1.0} if session.takes_scale else {}))
+    def one_by_one(**options):
+        return lambda: [session.run(x, **options) for x in singles]
 
-    def run_static() -> None:
-        for x in samples:
-            static([x])
-
-    scale = {"scale": 1.0} if session.takes_scale else {}
-    times = measure({"dynamic": lambda: session.run(batch, **scale), "static": run_static}, runs=runs, warmup=1)
-    dynamic_ms = times["dynamic"].median_ms / len(batch)
-    static_ms = times["static"].median_ms / len(batch)
-    reference_macs = session.manifest.graphs[reference_graph].macs
+    times = measure(
+        {
+            "dynamic": one_by_one(),
+            "static": one_by_one(static=True),
+            "dynamic_batched": lambda: session.run(batch),
+            "static_batched": lambda: session.run(batch, static=True),
+        },
+        runs=runs, warmup=1,
+    )
+    per_image = {name: t.median_ms / len(batch) for name, t in times.items()}
+    reference_macs = session.manifest.graphs[session.manifest.dispatch.reference].macs
     return {
         "images": len(batch),
         "rounds": runs,
-        "dynamic_ms_per_image": dynamic_ms,
-        "static_ms_per_image": static_ms,
-        "speedup": static_ms / dynamic_ms,
+        "dynamic_ms_per_image": per_image["dynamic"],
+        "static_ms_per_image": per_image["static"],
+        "speedup": per_image["static"] / per_image["dynamic"],
+        "batched_dynamic_ms_per_image": per_image["dynamic_batched"],
+        "batched_static_ms_per_image": per_image["static_batched"],
+        "batched_speedup": per_image["static_batched"] / per_image["dynamic_batched"],
         "mean_macs": float(result.macs.mean()),
         "macs_reduction": reference_macs / float(result.macs.mean()),
-        "histogram": (
-            {p.name: result.paths.count(p.name) for p in session.manifest.dispatch.paths}
-            if session.manifest.dispatch.rule == "argmax" else dict(Counter(result.paths).most_common())
-        ),
+        "histogram": dict(Counter(result.paths).most_common()),
     }
 
 
@@ -174,7 +170,7 @@ def format_report(report: dict) -> str:
     ref = report["reference"]["path"]
     lines = [
         f"{report['bundle']} ({report['family']}, {report['target']}) on {report['device']}: {report['backend']}",
-        f"batch 1, median of {report['runs']} runs; MACs = {report['macs_convention']}",
+        f"batch 1 through Session.run, a new input per call, median of {report['runs']} interleaved rounds; MACs = {report['macs_convention']}",
         "",
         f"{'graph':14} {'MMACs':>8} {'median ms':>10} {'p90 ms':>8} {'us/MMAC':>8}",
     ]
@@ -197,6 +193,8 @@ def format_report(report: dict) -> str:
             f"vs static {ref} {d['static_ms_per_image']:.3f} ms/image",
             f"  realized speedup {d['speedup']:.2f}x for a MACs reduction of {d['macs_reduction']:.2f}x "
             f"({d['mean_macs'] / 1e6:.3f} MMACs/image); paths {hist}",
+            f"  as one batch of {d['images']}: {d['batched_dynamic_ms_per_image']:.3f} vs "
+            f"{d['batched_static_ms_per_image']:.3f} ms/image, speedup {d['batched_speedup']:.2f}x",
         ]
     lines.append("")
     for name, check in report["budgets"].items():
@@ -220,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = get_device(args.device, args.devices)
-        session = load(args.bundle, args.backend, threads=device.threads)
+        session = load(args.bundle, args.backend, device=device)
         if session.backend.name not in device.backends:
             raise ValueError(f"device {device.name} runs {list(device.backends)}, not {session.backend.name}")
         images = np.load(args.images, allow_pickle=False) if args.images else None
         report = profile(session, device, runs=args.runs, warmup=args.warmup, images=images)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         print(f"runtime.profile: error: {error}", file=sys.stderr)
         return 2
     report["command"] = shlex.join(["python", "-m", "runtime.profile", *(argv if argv is not None else sys.argv[1:])])

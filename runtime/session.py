@@ -1,18 +1,24 @@
-"""A loaded bundle: run the selector, then each sample's path. Written once for every backend."""
+"""A loaded bundle: run the selector once on the batch, then each group of samples on its path.
+
+Written once for every backend and every rule: the rule's dispatcher decides
+which graphs run on which samples, and this module calls them.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import DEFAULT_BACKEND, Backend, create_backend
+from runtime.backends import Backend, GraphRunner, create_backend
 from runtime.bundle import open_bundle
-from runtime.dispatch import TimedGraphs, make_dispatcher
+from runtime.devices import Device
 from runtime.manifest import Manifest
 from runtime.preprocess import prepare
+from runtime.targets import TARGETS
 
 __all__ = ["RunResult", "Session", "load"]
 
@@ -22,7 +28,27 @@ class RunResult:
     logits: np.ndarray  # (N, classes) float32
     paths: list[str]  # per sample, the path it took
     macs: np.ndarray  # (N,) int64, selector included
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over the batch
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "preprocess", then per graph, summed over calls
+
+
+class GraphCalls:
+    """Calls graphs by name on batches of any size: in chunks of at most `max_batch`, timing each graph."""
+
+    __slots__ = ("graphs", "max_batch", "timings")
+
+    def __init__(self, graphs: dict[str, GraphRunner], max_batch: int, timings: dict[str, float]) -> None:
+        self.graphs, self.max_batch, self.timings = graphs, max_batch, timings
+
+    def __call__(self, name: str, *inputs: np.ndarray) -> list[np.ndarray]:
+        run, size = self.graphs[name], self.max_batch
+        start = time.perf_counter()
+        if len(inputs[0]) <= size:
+            outputs = run(inputs)
+        else:
+            chunks = [run([x[i : i + size] for x in inputs]) for i in range(0, len(inputs[0]), size)]
+            outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        return outputs
 
 
 class Session:
@@ -30,8 +56,8 @@ class Session:
         self.bundle = bundle
         self.manifest = manifest
         self.backend = backend
-        self.graphs = {name: backend.load(bundle, graph) for name, graph in manifest.graphs.items()}
-        self.dispatcher = make_dispatcher(manifest)
+        self.graphs = {name: backend.load(bundle, manifest, graph) for name, graph in manifest.graphs.items()}
+        self.dispatcher = manifest.rule.dispatcher(manifest)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -40,35 +66,54 @@ class Session:
     @property
     def takes_scale(self) -> bool:
         """Whether `run` takes a compute scale S (URNet's gated bundles)."""
-        return self.manifest.dispatch.rule == "gated"
+        return self.manifest.rule.takes_scale
 
-    def run(self, images: np.ndarray, *, scale: float | None = None) -> RunResult:
-        """Classify a batch; see `runtime.preprocess.prepare` for the accepted inputs.
+    def run(
+        self, images: np.ndarray, *, scale: float | Sequence[float] | None = None, path: str | None = None,
+        static: bool = False,
+    ) -> RunResult:
+        """Classify a batch of any size; see `runtime.preprocess.prepare` for the accepted inputs.
 
-        `scale` is URNet's S in [0, 1]: the share of blocks to run (default 1).
+        `scale` is URNet's S in [0, 1], the share of blocks to run: one number,
+        or one per image (default 1). `path` makes every image take that path
+        (the selector still runs and is counted); `static` runs the static
+        full model alone, the baseline of every speedup.
         """
-        if self.takes_scale:
-            scale = 1.0 if scale is None else scale
-            if not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
-                raise ValueError(f"scale must be a number in [0, 1], got {scale!r}")
-        elif scale is not None:
-            raise ValueError(f"this {self.manifest.family} bundle has no compute scale; drop scale={scale!r}")
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
         timings["preprocess"] = time.perf_counter() - start
+        scales = self._scales(scale, len(batch))
+        call = GraphCalls(self.graphs, self.manifest.max_batch, timings)
+        if static:
+            if path is not None:
+                raise ValueError("pass either path= or static=True, not both")
+            reference = self.manifest.dispatch.reference
+            logits = call(reference, batch)[0]
+            macs = np.full(len(batch), self.manifest.graphs[reference].macs, dtype=np.int64)
+            return RunResult(logits, [reference] * len(batch), macs, timings)
+        decision = self.dispatcher(call, batch, scales, path)
+        return RunResult(decision.logits, decision.paths, decision.macs, timings)
 
-        run = TimedGraphs(self.graphs, timings)
-        logits = np.empty((len(batch), len(self.classes)), dtype=np.float32)
-        paths, macs = [], np.empty(len(batch), dtype=np.int64)
-        for i in range(len(batch)):
-            logits[i], path, macs[i] = self.dispatcher(run, batch[i : i + 1], scale)
-            paths.append(path)
-        return RunResult(logits=logits, paths=paths, macs=macs, timings=timings)
+    def _scales(self, scale: float | Sequence[float] | None, count: int) -> np.ndarray | None:
+        if not self.takes_scale:
+            if scale is not None:
+                raise ValueError(f"this {self.manifest.family} bundle has no compute scale; drop scale={scale!r}")
+            return None
+        values = np.asarray(1.0 if scale is None else scale, dtype=np.float32)
+        if values.ndim > 1 or (values.ndim == 1 and len(values) != count):
+            raise ValueError(f"scale must be one number or one per image ({count}), got shape {values.shape}")
+        if not (np.isfinite(values) & (values >= 0) & (values <= 1)).all():
+            raise ValueError(f"scale must lie in [0, 1], got {scale!r}")
+        return np.ascontiguousarray(np.broadcast_to(values, (count,)))
 
 
-def load(bundle: str | Path, backend: str | None = None, *, threads: int | None = None) -> Session:
+def load(
+    bundle: str | Path, backend: str | None = None, *, threads: int | None = None, device: Device | None = None
+) -> Session:
     """Open a bundle and prepare every graph on `backend` (default: the one its target implies).
+
+    `device`, a devices.yaml entry, sets threads and (onnxruntime) execution providers.
 
     >>> session = runtime.load("bundles/drnet-onnx")            # doctest: +SKIP
     >>> result = session.run(uint8_images_nhwc)                  # doctest: +SKIP
@@ -77,7 +122,7 @@ def load(bundle: str | Path, backend: str | None = None, *, threads: int | None 
     """
     bundle = Path(bundle)
     manifest = open_bundle(bundle)
-    name = backend or DEFAULT_BACKEND.get(manifest.target)
-    if name is None:
-        raise ValueError(f"{bundle}: target {manifest.target!r} has no runtime backend here; pass backend=")
-    return Session(bundle, manifest, create_backend(name, manifest.target, threads=threads))
+    if threads is None and device is not None:
+        threads = device.threads
+    name = backend or TARGETS[manifest.target].backend
+    return Session(bundle, manifest, create_backend(name, manifest.target, threads=threads, device=device))

@@ -11,7 +11,7 @@ import yaml
 from helpers import REPO_ROOT
 
 from runtime import profile as profile_module
-from runtime.devices import DEFAULT_DEVICES_FILE, get_device, load_devices
+from runtime.devices import DEFAULT_DEVICES_FILE, ONNXRUNTIME_PROVIDERS, get_device, load_devices
 
 # Latency is machine-dependent; the budgets that must pass get a latency budget no machine misses,
 # so the exit code depends on MACs alone. Nothing here asserts how fast anything ran.
@@ -168,7 +168,8 @@ def test_bad_images_exit_2(onnx_bundle, tmp_path, capsys):
 
 
 def test_repository_devices_file_loads():
-    assert DEFAULT_DEVICES_FILE == REPO_ROOT / "devices.yaml"
+    # Package data, so an installed device finds it (tests/test_device_install.py checks the wheel).
+    assert DEFAULT_DEVICES_FILE == REPO_ROOT / "runtime" / "devices.yaml"
     devices = load_devices()
     assert "host-cpu" in devices
     names = " ".join(devices)
@@ -179,12 +180,61 @@ def test_repository_devices_file_loads():
     for device in devices.values():
         assert device.macs_budget > 0 and device.latency_budget_ms > 0, device.name
         assert device.backends, device.name
+        assert 1 <= device.opt_batch <= device.max_batch, device.name
+        assert device.providers is None or "onnxruntime" in device.backends, device.name
     host = devices["host-cpu"]
     assert host.backends[0] == "onnxruntime" and "executorch" in host.backends
     assert host.threads == 1 and host.precision == "fp32"
-    assert devices["jetson-orin-nano"].workspace_mb == 1024
-    assert devices["iphone-15"].compute_units == "ALL"
-    assert get_device("pixel-8").backends == ("executorch",)
+    assert (host.opt_batch, host.max_batch, host.providers) == (1, 32, ("CPUExecutionProvider",))
+    jetson = devices["jetson-orin-nano"]
+    assert jetson.workspace_mb == 1024
+    assert (jetson.opt_batch, jetson.max_batch) == (8, 32)
+    assert jetson.providers == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    iphone, pixel = devices["iphone-15"], get_device("pixel-8")
+    assert iphone.compute_units == "ALL" and (iphone.opt_batch, iphone.max_batch, iphone.providers) == (1, 8, None)
+    assert pixel.backends == ("executorch",) and (pixel.opt_batch, pixel.max_batch, pixel.providers) == (1, 8, None)
+
+
+MINIMAL = "description: d, backends: [onnxruntime], budgets: {macs: 1, latency_ms: 1}"
+
+
+def test_batch_and_providers_are_optional(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text(f"plain: {{{MINIMAL}}}\nset: {{{MINIMAL}, batch: {{opt: 4, max: 4}}, providers: [{', '.join(ONNXRUNTIME_PROVIDERS)}]}}\n")
+    devices = load_devices(path)
+    assert (devices["plain"].opt_batch, devices["plain"].max_batch, devices["plain"].providers) == (1, 32, None)
+    assert (devices["set"].opt_batch, devices["set"].max_batch, devices["set"].providers) == (4, 4, ONNXRUNTIME_PROVIDERS)
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        ("batch: 8", "batch must hold exactly opt and max"),
+        ("batch: {max: 8}", "batch must hold exactly opt and max"),
+        ("batch: {opt: 1, max: 8, min: 1}", "batch must hold exactly opt and max"),
+        ("batch: {opt: 0, max: 8}", "batch must be integers with 1 <= opt <= max"),
+        ("batch: {opt: 16, max: 8}", "batch must be integers with 1 <= opt <= max"),
+        ("batch: {opt: 1, max: 8.5}", "batch must be integers with 1 <= opt <= max"),
+        ("batch: {opt: true, max: 8}", "batch must be integers with 1 <= opt <= max"),
+        ("providers: CPUExecutionProvider", "providers must be a non-empty list"),
+        ("providers: []", "providers must be a non-empty list"),
+        ("providers: [CpuExecutionProvider]", r"providers \['CpuExecutionProvider'\] are not among \['CPUExecutionProvider'"),
+        ("providers: [CPUExecutionProvider, CPUExecutionProvider]", "providers must not repeat a provider"),
+    ],
+)
+def test_bad_batch_or_providers_are_named(tmp_path, fields, problem):
+    path = tmp_path / "devices.yaml"
+    path.write_text(f"edge: {{{MINIMAL}, {fields}}}\n")
+    with pytest.raises(ValueError, match=problem) as error:
+        load_devices(path)
+    assert f"{path}: device 'edge': " in str(error.value)
+
+
+def test_providers_need_the_onnxruntime_backend(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text(f"edge: {{{MINIMAL.replace('[onnxruntime]', '[coreml]')}, providers: [CoreMLExecutionProvider]}}\n")
+    with pytest.raises(ValueError, match=r"device 'edge': providers are set but backends \['coreml'\] do not include onnxruntime"):
+        load_devices(path)
 
 
 @pytest.mark.parametrize(

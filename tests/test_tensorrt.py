@@ -42,6 +42,7 @@ from runtime.devices import get_device
 from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
 
 TOLERANCE = 1e-4
+MAX_BATCH = 4
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,9 @@ def test_graphs_are_prepared_for_tensorrt(trt_bundle):
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         assert opset >= 17
         for value in (*model.graph.input, *model.graph.output):
-            dims = value.type.tensor_type.shape.dim
-            assert dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), value
+            batch, *dims = value.type.tensor_type.shape.dim
+            assert batch.dim_param == "batch", value
+            assert all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), value
         ops = {node.op_type for node in model.graph.node}
         assert ops <= trt_target.SUPPORTED_OPS, ops - trt_target.SUPPORTED_OPS
         assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
@@ -109,7 +111,10 @@ def test_build_plan_is_the_default_devices(trt_bundle):
     assert plan.precision == device.precision and plan.workspace_mb == device.workspace_mb
     assert set(plan.profiles) == set(manifest.graphs)
     for name, graph in manifest.graphs.items():
-        assert plan.profiles[name] == tuple(EngineProfile(s.name, s.shape, s.shape, s.shape) for s in graph.inputs)
+        assert plan.profiles[name] == tuple(
+            EngineProfile(s.name, (1, *s.shape), (device.opt_batch, *s.shape), (manifest.max_batch, *s.shape))
+            for s in graph.inputs
+        )
 
 
 def test_bundle_runs_on_onnxruntime_like_the_onnx_bundle(trt_bundle, onnx_session, digits_test):
@@ -154,13 +159,13 @@ REJECTED = {
         lambda: model_with([helper.make_node("Gelu", ["x"], ["y"], name="g", domain="com.example")]),
         r"op 'com.example::Gelu'",
     ),
-    "dynamic dims": (
+    "dynamic dims but the batch": (
         lambda: model_with(
             [helper.make_node("Relu", ["x"], ["y"], name="r")],
-            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
-            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"])],
+            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"])],
         ),
-        r"tensor 'x' has shape \['batch', 2\]; TensorRT bundles need static positive dims",
+        r"tensor 'x' has shape \['batch', 'width'\]; TensorRT bundles need static positive dims",
     ),
     "old opset": (lambda: model_with([helper.make_node("Det", ["x"], ["y"])], opset=13), r"opset 13 is outside 17\.\.20"),
     "antialiased resize": (
@@ -197,7 +202,7 @@ def test_export_of_an_unsupported_op_fails_before_writing(tmp_path):
 
     graph = ExportGraph("det", Determinant(), (torch.randn(1, 3, 3),), ("x",), ("y",), 0)
     with pytest.raises(ValueError, match=r"graph 'det': node '.*' is op 'Det'"):
-        trt_target.write((graph,), tmp_path)
+        trt_target.write((graph,), tmp_path, max_batch=MAX_BATCH)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -212,14 +217,14 @@ def int8_device():
 def test_int8_needs_calibration_images(tmp_path, int8_device):
     graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
     with pytest.raises(ValueError, match="int8 TensorRT engines need calibration images"):
-        trt_target.write((graph,), tmp_path, device=int8_device)
+        trt_target.write((graph,), tmp_path, device=int8_device, max_batch=MAX_BATCH)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_writes_the_calibration_images(tmp_path, int8_device):
     graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
     images = torch.randn(5, 3, 8, 8)
-    written = trt_target.write((graph,), tmp_path, device=int8_device, calibration=images)
+    written = trt_target.write((graph,), tmp_path, device=int8_device, max_batch=MAX_BATCH, calibration=images)
     assert written.build.precision == "int8"
     assert written.build.calibration == trt_target.CALIBRATION_FILE
     stored = np.load(tmp_path / trt_target.CALIBRATION_FILE)
@@ -230,39 +235,57 @@ def test_int8_writes_the_calibration_images(tmp_path, int8_device):
 def test_int8_calibration_must_fit_every_graph(tmp_path, int8_device):
     graphs = (tiny_graph("net", tiny_net(0), (1, 3, 8, 8)), tiny_graph("block", tiny_net(1), (1, 3, 4, 4)))
     with pytest.raises(ValueError, match=r"graph 'block' takes 'image' of shape \(1, 3, 4, 4\)"):
-        trt_target.write(graphs, tmp_path, device=int8_device, calibration=np.zeros((2, 3, 8, 8), np.float32))
+        trt_target.write(
+            graphs, tmp_path, device=int8_device, max_batch=MAX_BATCH, calibration=np.zeros((2, 3, 8, 8), np.float32)
+        )
+
+
+def test_int8_calibration_needs_an_opt_batch_of_images(tmp_path, int8_device):
+    """TensorRT calibrates at the profile's opt batch, so fewer images than that cannot calibrate."""
+    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
+    device = dataclasses.replace(int8_device, opt_batch=4)
+    with pytest.raises(ValueError, match=r"at least opt_batch \(4\) images, got shape \(3, 3, 8, 8\)"):
+        trt_target.write((graph,), tmp_path, device=device, max_batch=MAX_BATCH, calibration=np.zeros((3, 3, 8, 8)))
 
 
 # --- one network at several shapes ---------------------------------------------------------------
 
 
-def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path, trt_bundle):
-    """Detection and merge; that other weights at one shape stay apart shows in the DRNet bundle."""
+def two_shapes_of_one_network() -> tuple[nn.Module, tuple[ExportGraph, ExportGraph]]:
     shared = tiny_net(0)
-    graphs = (tiny_graph("small", shared, (1, 3, 8, 8)), tiny_graph("large", shared, (1, 3, 12, 12)))
-    written = trt_target.write(graphs, tmp_path)
+    return shared, (tiny_graph("small", shared, (1, 3, 8, 8)), tiny_graph("large", shared, (1, 3, 12, 12)))
+
+
+def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path):
+    """Detection and merge; that other weights at one shape stay apart shows in the DRNet bundle."""
+    shared, graphs = two_shapes_of_one_network()
+    written = trt_target.write(graphs, tmp_path, max_batch=MAX_BATCH)
     # shape_variants found the pair: same nodes and weights, different input shapes.
     assert written.placement == {"small": ("small+large.onnx", None), "large": ("small+large.onnx", None)}
     assert [p.name for p in tmp_path.iterdir()] == ["small+large.onnx"]
     model = onnx.load(str(tmp_path / "small+large.onnx"))
     assert [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim] == [
-        1, 3, "image_2", "image_3"
+        "batch", 3, "image_2", "image_3"
     ]
-    assert written.build.profiles["small"][0].opt == (1, 3, 8, 8)
-    assert written.build.profiles["large"][0].opt == (1, 3, 12, 12)
+    assert written.build.profiles["small"][0] == EngineProfile("image", (1, 3, 8, 8), (1, 3, 8, 8), (MAX_BATCH, 3, 8, 8))
+    assert written.build.profiles["large"][0].max == (MAX_BATCH, 3, 12, 12)
 
     session = ort.InferenceSession(str(tmp_path / "small+large.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         for graph in graphs:
-            (x,) = graph.example_inputs
+            x = torch.randn(3, *graph.example_inputs[0].shape[1:])
             np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], shared(x).numpy(), atol=1e-6)
 
-    # The device builds one engine for the shared artifact, with a profile per shape.
+
+def test_one_engine_serves_both_shapes(tmp_path, trt_bundle):
+    """The device builds one engine for the shared artifact, with a profile per shape."""
+    _, graphs = two_shapes_of_one_network()
+    written = trt_target.write(graphs, tmp_path, max_batch=MAX_BATCH)
     manifest = dataclasses.replace(
         read_manifest(trt_bundle),
         graphs={
             g.name: Graph(g.name, written.placement[g.name][0], None,
-                          (TensorSpec("image", tuple(g.example_inputs[0].shape)),), (TensorSpec("logits", (1, 2)),), 0)
+                          (TensorSpec("image", tuple(g.example_inputs[0].shape[1:])),), (TensorSpec("logits", (2,)),), 0)
             for g in graphs
         },
         build=written.build,

@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.bundle import sha256_of
+from runtime.files import atomic_write, sha256_of
 from trainer.families import get_family
-from trainer.files import atomic_write
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config"]
 

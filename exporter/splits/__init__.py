@@ -1,37 +1,28 @@
-"""One split per dynamic family; a new family registers its own without touching the others."""
+"""Splitting a trained model into static graphs, by the split module its family registers (trainer.families)."""
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+
+from torch import Tensor, nn
 
 from exporter.graphs import Split, UnsplittableModel
-from torch import Tensor
+from trainer.families import FAMILIES
 
-from exporter.splits import blockdrop, drnet, urnet
-from trainer.families.blockdrop import BlockDrop
-from trainer.families.drnet import DRNet
-from trainer.families.urnet import URNet
-
-__all__ = ["SPLITS", "split_model"]
-
-# family -> (model class the split understands, split function)
-SPLITS = {
-    "drnet": (DRNet, drnet.split),
-    "blockdrop": (BlockDrop, blockdrop.split),
-    "urnet": (URNet, urnet.split),
-}
+__all__ = ["split_model"]
 
 
 def split_model(
     model: nn.Module, family: str, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 8
 ) -> Split:
     """Static graphs and their dispatch for `model`; `calibration` images drive the block families' plan."""
-    if family not in SPLITS:
-        raise UnsplittableModel(f"no split for family {family!r}; the exporter splits {sorted(SPLITS)}")
-    model_type, split = SPLITS[family]
-    if not isinstance(model, model_type):
+    if family not in FAMILIES:
+        raise UnsplittableModel(f"no split for family {family!r}; the exporter splits {sorted(FAMILIES)}")
+    entry = FAMILIES[family]
+    if not isinstance(model, entry.model_type):
         raise UnsplittableModel(
-            f"family {family!r} expects a {model_type.__name__}, got {type(model).__name__}; "
+            f"family {family!r} expects a {entry.model_type.__name__}, got {type(model).__name__}; "
             "the checkpoint config and weights disagree"
         )
+    split = importlib.import_module(entry.split).split
     return split(model.eval(), resolution, calibration=calibration, cache_paths=cache_paths)

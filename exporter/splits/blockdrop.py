@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split
 from exporter.splits.blocks import BlockChain, BlockPlan, block_inputs, plan_blocks
-from runtime.manifest import BlockDispatch, BlockStep, CachedPath, Calibration, Segment
+from runtime.rules.blocks import BlockStep
+from runtime.rules.policy import CachedPath, Calibration, PolicyDispatch, Segment
 from trainer.dynamic import resize
 from trainer.families.blockdrop import BlockDrop
 from trainer.macs import count_macs
@@ -70,8 +71,8 @@ def split(model: BlockDrop, resolution: int, *, calibration: Tensor | None = Non
     def reference(x: Tensor, _scale: float | None):
         return model.run_policy(x, (model.keep_probabilities(x) >= 0.5) & ~keep_out.to(x.device))
 
-    dispatch = BlockDispatch(
-        rule="policy", selector="policy", stem="stem", head="head", blocks=tuple(steps), segments=tuple(segments),
+    dispatch = PolicyDispatch(
+        selector="policy", stem="stem", head="head", blocks=tuple(steps), segments=tuple(segments),
         cached_paths=tuple(cached),
         calibration=Calibration(plan.images, plan.usage, plan.coverage) if plan else None,
         reference="full",

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split
-from runtime.manifest import Dispatch, DispatchPath
+from runtime.rules.argmax import ArgmaxDispatch, ArgmaxPath
 from trainer.dynamic import resize
 from trainer.families.drnet import DRNet
 from trainer.switchable_bn import freeze_bn_set
@@ -40,7 +40,7 @@ def split(model: DRNet, resolution: int, *, calibration: Tensor | None = None, c
         name = model.path_name(index)
         backbone = Resized(freeze_bn_set(model.backbone, index), size).eval()
         graphs.append(ExportGraph(name, backbone, (image,), ("image",), ("logits",), model.backbone_macs[index]))
-        paths.append(DispatchPath(name=name, graph=name, resolution=size))
-    reference = max(paths, key=lambda p: p.resolution).name
-    dispatch = Dispatch("argmax", "predictor", tuple(paths), reference)
+        paths.append(ArgmaxPath(name=name, graph=name, resolution=size))
+    reference = max(paths, key=lambda p: p.resolution).graph
+    dispatch = ArgmaxDispatch("predictor", tuple(paths), reference)
     return Split(tuple(graphs), dispatch, lambda x, _: model.infer(x))

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split
 from exporter.splits.blocks import BlockChain, block_inputs
-from runtime.manifest import BlockDispatch, BlockStep
+from runtime.rules.blocks import BlockStep
+from runtime.rules.gated import GatedDispatch
 from trainer.families.urnet import ConditionalGate, URNet
 from trainer.macs import count_macs
 
@@ -55,8 +56,5 @@ def split(model: URNet, resolution: int, *, calibration: Tensor | None = None, c
     reference = BlockChain(backbone, full, 0, count - 1, stem=True, head=True).eval()
     graphs.append(ExportGraph("full", reference, (image,), ("image",), ("logits",), count_macs(reference, image)))
 
-    dispatch = BlockDispatch(
-        rule="gated", selector=None, stem="stem", head=None, blocks=tuple(steps), segments=(),
-        cached_paths=(), calibration=None, reference="full",
-    )
+    dispatch = GatedDispatch(stem="stem", blocks=tuple(steps), reference="full")
     return Split(tuple(graphs), dispatch, lambda x, s: model.infer(x, s), scales=(0.4, 0.7, 1.0))

@@ -1,4 +1,4 @@
-"""The one table of export targets. The CLI, verification and docs iterate over it."""
+"""Writing a split's graphs for one target; the table of targets itself is runtime.targets.TARGETS."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from exporter.graphs import ExportGraph
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
+from runtime.targets import get_target
 
-__all__ = ["Target", "TARGETS", "Written", "write_artifacts", "default_device"]
+__all__ = ["Written", "write_artifacts", "default_device"]
 
 
 @dataclass(frozen=True)
@@ -21,43 +22,17 @@ class Written:
     build: BuildPlan | None = None
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str
-    module: str  # exporter.targets.<name>: write(graphs, directory, *, device) -> Written
-    backend: str  # the runtime backend a device uses
-    verify_backend: str | None  # the backend that checks parity on this machine; None: none can
-    description: str
-    takes_calibration: bool = False  # write() also takes calibration images (int8 engines)
-
-
-TARGETS = {
-    t.name: t
-    for t in (
-        Target("onnx", "exporter.targets.onnx", "onnxruntime", "onnxruntime",
-               "one .onnx file per graph, opset 18, static shapes"),
-        Target("executorch", "exporter.targets.executorch", "executorch", "executorch",
-               "one multi-method .pte lowered to XNNPACK, weights stored once"),
-        Target("coreml", "exporter.targets.coreml", "coreml", None,
-               "one multifunction .mlpackage, weights deduplicated; predicts on macOS only"),
-        Target("tensorrt", "exporter.targets.tensorrt", "tensorrt", "onnxruntime",
-               "ONNX prepared for TensorRT plus a build plan; engines are built on the device",
-               takes_calibration=True),
-    )
-}
-
-
 def default_device(target: str, devices: dict[str, Device]) -> Device | None:
     """The first device in devices.yaml whose preferred backend runs `target`."""
-    backend = TARGETS[target].backend
+    backend = get_target(target).backend
     return next((d for d in devices.values() if d.backends[0] == backend), None)
 
 
 def write_artifacts(
-    target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None, calibration=None
+    target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None, max_batch: int,
+    calibration=None,
 ) -> Written:
-    """Write `graphs` for `target` into `directory`."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")
-    extra = {"calibration": calibration} if TARGETS[target].takes_calibration else {}
-    return importlib.import_module(TARGETS[target].module).write(graphs, directory, device=device, **extra)
+    """Write `graphs` for `target` into `directory`, each taking batches of 1 to `max_batch`."""
+    spec = get_target(target)
+    extra = {"calibration": calibration} if spec.takes_calibration else {}
+    return importlib.import_module(spec.writer).write(graphs, directory, device=device, max_batch=max_batch, **extra)

@@ -13,8 +13,11 @@ sorted, fixed timestamps, and the package's item identifiers derived from
 their paths rather than random, so that exporting the same model twice gives
 the same bytes. Unzipped, it is `model.mlpackage/`.
 
+Every input's first axis is the batch, a `ct.RangeDim` from 1 to `max_batch`
+(default 1), exported from torch with the matching dynamic dim.
+
     from exporter.targets import coreml
-    written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"))
+    written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"), max_batch=8)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tqdm import tqdm
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
+from exporter.targets.batch import batched_example
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
 
@@ -96,15 +100,18 @@ class DistinctOutputs(nn.Module):
         return tuple(out * 1.0 if any(out is x for x in inputs) else out for out in outputs)
 
 
-def _convert(graph: ExportGraph, precision: str) -> ct.models.MLModel:
+def _convert(graph: ExportGraph, precision: str, max_batch: int) -> ct.models.MLModel:
     module = DistinctOutputs(batchnorm_to_affine(graph.module)).eval()
-    program = torch.export.export(module, graph.example_inputs).run_decompositions({})
+    examples, dynamic_shapes = batched_example(graph, max_batch)
+    if dynamic_shapes is not None:
+        dynamic_shapes = (dynamic_shapes,)  # torch.export sees DistinctOutputs' *inputs as one tuple argument
+    program = torch.export.export(module, examples, dynamic_shapes=dynamic_shapes).run_decompositions({})
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(CONV_FUSIONS)
     # Tensors cross the bundle boundary as float32 whatever the compute precision;
     # left implicit, an fp16 program would take and return fp16.
     inputs = [
-        ct.TensorType(name=name, shape=tuple(x.shape), dtype=np.float32)
+        ct.TensorType(name=name, shape=_batched_shape(x, max_batch), dtype=np.float32)
         for name, x in zip(graph.input_names, graph.example_inputs)
     ]
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in graph.output_names]
@@ -119,6 +126,13 @@ def _convert(graph: ExportGraph, precision: str) -> ct.models.MLModel:
             pass_pipeline=pipeline,
             skip_model_load=True,  # compiling needs macOS, and only the spec is saved
         )
+
+
+def _batched_shape(example: Tensor, max_batch: int) -> ct.Shape | tuple[int, ...]:
+    """`example`'s shape with its batch axis ranging over 1..max_batch; static at `max_batch` 1."""
+    if max_batch == 1:
+        return tuple(example.shape)
+    return ct.Shape((ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1), *example.shape[1:]))
 
 
 def stable_identifiers(package: Path) -> None:
@@ -141,14 +155,14 @@ def zip_package(package: Path, archive: Path) -> None:
             zipped.writestr(entry, path.read_bytes())
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
     precision = _precision(device)
     with tempfile.TemporaryDirectory(prefix="coreml-") as scratch:
         scratch = Path(scratch)
         functions = ct.utils.MultiFunctionDescriptor()
         for graph in tqdm(graphs, desc="coreml functions", leave=False, disable=None):
             single = scratch / f"{graph.name}.mlpackage"
-            _convert(graph, precision).save(str(single))
+            _convert(graph, precision, max_batch).save(str(single))
             functions.add_function(str(single), src_function_name="main", target_function_name=graph.name)
         functions.default_function_name = graphs[0].name
         with _quietly():

@@ -3,6 +3,12 @@
 ExecuTorch stores delegate weights keyed by their sha256, so methods that
 share conv weights store them once; BN stays a per-channel affine
 (exporter/batchnorm.py) so that the conv weights are shared.
+
+Each method takes 1 to `max_batch` samples. Memory planning sizes every
+buffer from the example inputs, so the graphs are exported at `max_batch`
+(exporter/targets/batch.py): exported at batch 1, a larger batch would fail
+at run time with "Attempted to resize a bounded tensor". A batch above
+`max_batch` is refused when the method's inputs are set.
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ from tqdm import tqdm
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
+from exporter.targets.batch import batched_example
 from runtime.devices import Device
 
 PROGRAM_FILE = "model.pte"
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
     programs = {
-        graph.name: torch.export.export(batchnorm_to_affine(graph.module), graph.example_inputs)
-        for graph in tqdm(graphs, desc="torch.export", leave=False, disable=None)
+        graph.name: _export(graph, max_batch) for graph in tqdm(graphs, desc="torch.export", leave=False, disable=None)
     }
     edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
     program = edge.to_executorch()
     (directory / PROGRAM_FILE).write_bytes(program.buffer)
     return Written({graph.name: (PROGRAM_FILE, graph.name) for graph in graphs})
+
+
+def _export(graph: ExportGraph, max_batch: int) -> torch.export.ExportedProgram:
+    inputs, dynamic_shapes = batched_example(graph, max_batch)
+    return torch.export.export(batchnorm_to_affine(graph.module), inputs, dynamic_shapes=dynamic_shapes)

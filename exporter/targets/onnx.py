@@ -1,4 +1,4 @@
-"""ONNX target: one .onnx per graph, static batch-1 shapes, checked by onnx.checker.
+"""ONNX target: one .onnx per graph, batch axis `batch` from 1 to max_batch, checked by onnx.checker.
 
 The graphs of one bundle repeat each other's weights: a block graph holds the
 same convolutions as the full model, a cached path the same as its blocks, a
@@ -26,6 +26,7 @@ from tqdm import tqdm
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
+from exporter.targets.batch import batched_example
 from runtime.devices import Device
 
 __all__ = ["OPSET", "WEIGHTS_FILE", "export_onnx", "store_weights_once", "write"]
@@ -36,17 +37,24 @@ EXTERNAL_THRESHOLD = 1024  # bytes; smaller tensors stay inline, as in onnx's ow
 ALIGNMENT = 64  # each tensor starts on a 64-byte boundary of the shared file
 
 
-def export_onnx(graph: ExportGraph) -> onnx.ModelProto:
+def export_onnx(graph: ExportGraph, *, max_batch: int) -> onnx.ModelProto:
+    """`graph` as checked ONNX whose inputs and outputs share a symbolic first axis `batch` (1..max_batch).
+
+    ONNX cannot bound a dim, so the range lives in the manifest; with
+    `max_batch` 1 the axis is a static 1.
+    """
+    inputs, dynamic_shapes = batched_example(graph, max_batch)
     with warnings.catch_warnings():
         # The dynamo exporter narrates its progress through warnings and prints.
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph.module,
-            graph.example_inputs,
+            inputs,
             input_names=list(graph.input_names),
             output_names=list(graph.output_names),
             opset_version=OPSET,
             dynamo=True,
+            dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
     model = program.model_proto
@@ -84,9 +92,10 @@ def store_weights_once(models: Mapping[str, onnx.ModelProto], weights: Path) -> 
         weights.unlink()
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None) -> Written:
+def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
+    """One .onnx per graph taking 1 to `max_batch` samples, their large weights in one shared weights.bin."""
     models = {
-        graph.name: export_onnx(dataclasses.replace(graph, module=batchnorm_to_affine(graph.module)))
+        graph.name: export_onnx(dataclasses.replace(graph, module=batchnorm_to_affine(graph.module)), max_batch=max_batch)
         for graph in tqdm(graphs, desc="onnx graphs", leave=False, disable=None)
     }
     store_weights_once(models, directory / WEIGHTS_FILE)

@@ -5,8 +5,12 @@ bundle cannot carry one. It carries ONNX and a `BuildPlan` (precision,
 workspace, one optimization profile per graph input), and the device builds
 and caches its engines at first load (runtime/backends/tensorrt.py). What can
 be checked before the device is checked here, so that a bundle that exports
-also parses there: the opset, static shapes, and every op against the ops
-TensorRT's ONNX parser supports.
+also parses there: the opset, static shapes but for the batch axis, and every
+op against the ops TensorRT's ONNX parser supports.
+
+Every input's first axis is the batch, 1 to `max_batch`; its profile is
+min 1, opt the device's `opt_batch` (default 1), max `max_batch`, so the
+builder tunes its kernels for the batch the device usually runs.
 
     from exporter import export
     report = export("runs/drnet-digits", "tensorrt", "bundles/drnet-trt")
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
+from exporter.targets.batch import batched_example, check_max_batch
 from exporter.targets.onnx import export_onnx
 from runtime.devices import Device
 from runtime.manifest import BuildPlan, EngineProfile
@@ -80,21 +85,27 @@ def write(
     directory: Path,
     *,
     device: Device | None = None,
+    max_batch: int,
     calibration=None,
 ) -> Written:
     """One prepared .onnx per network and the build plan for `device` (default: fp16, 1 GiB workspace).
 
     `calibration` (normalized float32 NCHW images, an array or a CPU tensor)
     is required for an int8 device and stored as calibration.npy for the
-    device's INT8 calibrator. Graphs that are one network at several input
-    shapes share one artifact (see `shape_variants`).
+    device's INT8 calibrator. TensorRT calibrates at the opt shapes of its
+    calibration profile, so the calibrator feeds whole batches of `opt_batch`
+    images and leaves out the remainder.
+    Graphs that are one network at several input shapes share one artifact
+    (see `shape_variants`).
     """
     precision = device.precision if device else DEFAULT_PRECISION
     workspace = device.workspace_mb if device and device.workspace_mb else DEFAULT_WORKSPACE_MB
-    images = _calibration_images(calibration, graphs) if precision == "int8" else None
+    opt_batch = _opt_batch(device, max_batch)
+    images = _calibration_images(calibration, graphs, opt_batch) if precision == "int8" else None
     models = {}
     for graph in tqdm(graphs, desc="tensorrt graphs", leave=False, disable=None):
-        models[graph.name] = prepare(graph.name, export_onnx(graph), graph.example_inputs)
+        inputs, _ = batched_example(graph, max_batch)
+        models[graph.name] = prepare(graph.name, export_onnx(graph, max_batch=max_batch), inputs)
     placement = {}
     for group in shape_variants(models):
         file = f"{'+'.join(group)}.onnx"
@@ -108,24 +119,34 @@ def write(
         precision=precision,
         workspace_mb=workspace,
         calibration=CALIBRATION_FILE if images is not None else None,
-        # Static shapes: each input's profile is its one shape (min = opt = max).
-        profiles={
-            graph.name: tuple(
-                EngineProfile(name, tuple(x.shape), tuple(x.shape), tuple(x.shape))
-                for name, x in zip(graph.input_names, graph.example_inputs)
-            )
-            for graph in graphs
-        },
+        profiles={graph.name: _profiles(graph, opt_batch, max_batch) for graph in graphs},
     )
     return Written(placement, build=plan)
+
+
+def _opt_batch(device: Device | None, max_batch: int) -> int:
+    """The batch the device's engines are tuned for: its `opt_batch`, 1 for a device without one."""
+    check_max_batch(max_batch)
+    opt_batch = getattr(device, "opt_batch", None) or 1
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(f"device {device.name!r}: opt_batch {opt_batch} is outside 1..max_batch ({max_batch})")
+    return opt_batch
+
+
+def _profiles(graph: ExportGraph, opt_batch: int, max_batch: int) -> tuple[EngineProfile, ...]:
+    """Per input: its per-sample shape at batch 1, `opt_batch` and `max_batch`."""
+    return tuple(
+        EngineProfile(name, (1, *x.shape[1:]), (opt_batch, *x.shape[1:]), (max_batch, *x.shape[1:]))
+        for name, x in zip(graph.input_names, graph.example_inputs)
+    )
 
 
 def prepare(name: str, model: onnx.ModelProto, example_inputs: Sequence) -> onnx.ModelProto:
     """`model` with inferred shapes and folded constants, checked for TensorRT.
 
     The optimized graph replaces the exported one only if it computes
-    bit-identical outputs on the example inputs; otherwise the export, which
-    parity verification vouches for, is kept as it is.
+    bit-identical outputs on `example_inputs` (batched like the export); otherwise
+    the export, which parity verification vouches for, is kept as it is.
     """
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     optimized = onnxscript.optimizer.optimize(model)
@@ -137,7 +158,11 @@ def prepare(name: str, model: onnx.ModelProto, example_inputs: Sequence) -> onnx
 
 
 def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
-    """Raise ValueError naming graph `name` if TensorRT 10 cannot take `model` as it is."""
+    """Raise ValueError naming graph `name` if TensorRT 10 cannot take `model` as it is.
+
+    Every dim must be static and positive but the first, the batch, which may
+    be symbolic: the build plan's profiles give its range.
+    """
     opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), None)
     if opset not in OPSETS:
         raise ValueError(
@@ -146,11 +171,11 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
     for value in (*model.graph.input, *model.graph.output):
         tensor = value.type.tensor_type
         dims = tensor.shape.dim
-        if not tensor.HasField("shape") or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+        if not tensor.HasField("shape") or not all(_allowed_dim(axis, d) for axis, d in enumerate(dims)):
             shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
             raise ValueError(
                 f"graph {name!r}: tensor {value.name!r} has shape {shape if tensor.HasField('shape') else 'unknown'}; "
-                "TensorRT bundles need static positive dims"
+                "TensorRT bundles need static positive dims, but for a symbolic batch (first) axis"
             )
     for node in _nodes(model.graph):
         if node.domain not in ONNX_DOMAINS or node.op_type not in SUPPORTED_OPS:
@@ -164,6 +189,11 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
             raise ValueError(
                 f"graph {name!r}: node {node.name!r} resizes with antialiasing, which TensorRT does not support"
             )
+
+
+def _allowed_dim(axis: int, dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """A static positive dim, or a symbolic batch axis (the first)."""
+    return (dim.HasField("dim_value") and dim.dim_value > 0) or (axis == 0 and bool(dim.dim_param))
 
 
 def shape_variants(models: dict[str, onnx.ModelProto]) -> list[tuple[str, ...]]:
@@ -239,8 +269,8 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
     return session.run(None, feeds)
 
 
-def _calibration_images(calibration, graphs: tuple[ExportGraph, ...]) -> np.ndarray:
-    """`calibration` as float32 NCHW, after checking that every graph takes such images.
+def _calibration_images(calibration, graphs: tuple[ExportGraph, ...], opt_batch: int) -> np.ndarray:
+    """`calibration` as float32 NCHW, after checking that every graph takes such images, `opt_batch` at a time.
 
     TensorRT's INT8 calibrator feeds the same images to every graph, so a graph
     whose input is not the image (a block graph taking features) cannot be
@@ -252,8 +282,10 @@ def _calibration_images(calibration, graphs: tuple[ExportGraph, ...]) -> np.ndar
             "or export for an fp16 device"
         )
     images = np.ascontiguousarray(np.asarray(calibration, dtype=np.float32))
-    if images.ndim != 4 or not len(images):
-        raise ValueError(f"calibration must be a non-empty NCHW batch of images, got shape {images.shape}")
+    if images.ndim != 4 or len(images) < opt_batch:
+        raise ValueError(
+            f"calibration must be an NCHW batch of at least opt_batch ({opt_batch}) images, got shape {images.shape}"
+        )
     image = (1, *images.shape[1:])
     for graph in graphs:
         for name, x in zip(graph.input_names, graph.example_inputs):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,9 @@ from pathlib import Path
 import coremltools as ct
 import numpy as np
 
-from runtime.manifest import BundleError, Graph, read_manifest
+from runtime.devices import Device
+from runtime.files import atomic_directory
+from runtime.manifest import BundleError, Graph, Manifest
 
 __all__ = ["CoreMLBackend", "default_cache", "unpack", "create"]
 
@@ -33,23 +33,15 @@ def default_cache() -> Path:
 def unpack(archive: Path, sha256: str, cache: Path) -> Path:
     """The package zipped in `archive` (`model.mlpackage.zip` holds `model.mlpackage/`), unzipped under `cache`."""
     package = cache / sha256 / archive.name.removesuffix(ARCHIVE_SUFFIX)
-    if package.parent.is_dir():
-        return package
-    cache.mkdir(parents=True, exist_ok=True)
-    # Unzip beside the final place, then rename: a crash leaves no half-written package.
-    staging = Path(tempfile.mkdtemp(prefix=f".{sha256}.", dir=cache))
-    try:
+
+    def extract(staging: Path) -> None:
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(staging)
         if not (staging / package.name).is_dir():
             raise BundleError(f"{archive}: does not hold a {package.name}/ directory")
-        try:
-            os.replace(staging, package.parent)
-        except OSError:
-            if not package.parent.is_dir():  # not merely another process unzipping the same archive
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    if not package.parent.is_dir():
+        atomic_directory(package.parent, extract)
     return package
 
 
@@ -60,13 +52,12 @@ class CoreMLBackend:
         self.cache = cache
         self.compute_units: str | None = None  # read from the bundle's build plan at load
 
-    def load(self, bundle: Path, graph: Graph):
+    def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         if platform.system() != "Darwin":
             raise RuntimeError(
                 f"{bundle / graph.artifact}: Core ML prediction needs macOS, and this is {platform.system()}; "
                 "run the bundle on a Mac or an Apple device, or export for onnx or executorch to run it here"
             )
-        manifest = read_manifest(bundle)
         self.compute_units = (manifest.build.compute_units if manifest.build else None) or "ALL"
         package = unpack(bundle / graph.artifact, manifest.artifacts[graph.artifact].sha256, self.cache)
         model = ct.models.MLModel(
@@ -85,7 +76,7 @@ class CoreMLBackend:
         return f"coremltools {ct.__version__}, compute_units={self.compute_units or 'from the bundle build plan'}"
 
 
-def create(*, threads: int | None = None) -> CoreMLBackend:
+def create(*, threads: int | None = None, device: Device | None = None) -> CoreMLBackend:
     if threads is not None:
         raise ValueError(f"Core ML schedules its own threads; threads={threads} cannot be honoured (use threads: null)")
     return CoreMLBackend(default_cache())

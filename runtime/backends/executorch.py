@@ -1,7 +1,7 @@
-"""ExecuTorch backend: methods of a multi-method .pte, run through `executorch.runtime`.
+"""ExecuTorch backend: the methods of a multi-method .pte, run through `executorch.runtime`.
 
-Its Python bindings exchange torch tensors, so this backend, alone with the
-torch reference, imports torch.
+Each program is loaded once and its methods kept. Its Python bindings
+exchange torch tensors, so this backend alone imports torch.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from executorch.extension.pybindings import portable_lib
-from executorch.runtime import Runtime
+from executorch.runtime import Program, Runtime
 
-from runtime.manifest import Graph
+from runtime.backends import check_signature
+from runtime.devices import Device
+from runtime.manifest import BundleError, Graph, Manifest
 
 
 class ExecuTorchBackend:
@@ -26,21 +28,38 @@ class ExecuTorchBackend:
         if threads and threads != portable_lib._threadpool_get_thread_count():
             portable_lib._unsafe_reset_threadpool(threads)
         self.runtime = Runtime.get()
-        self.programs: dict[Path, object] = {}
+        self.programs: dict[Path, Program] = {}
 
-    def load(self, bundle: Path, graph: Graph):
+    def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         path = bundle / graph.artifact
-        if path not in self.programs:
-            self.programs[path] = self.runtime.load_program(path)
-        program = self.programs[path]
+        where = f"{path} (graph {graph.name!r}, method {graph.entry!r})"
+        program = self._program(path)
         if graph.entry not in program.method_names:
-            raise ValueError(f"{path}: has no method {graph.entry!r}; it has {sorted(program.method_names)}")
-        method = program.load_method(graph.entry)
+            raise BundleError(f"{where}: the program has no such method; it has {sorted(program.method_names)}")
+        meta = program.metadata(graph.entry)
+        check_signature(
+            where, graph, manifest.max_batch,
+            [(None, tuple(meta.input_tensor_meta(i).sizes())) for i in range(meta.num_inputs())],
+            [(None, tuple(meta.output_tensor_meta(i).sizes())) for i in range(meta.num_outputs())],
+        )
+        try:
+            method = program.load_method(graph.entry)
+        except RuntimeError as error:
+            raise BundleError(f"{where}: ExecuTorch cannot load the method: {error}") from error
+        execute = method.execute
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            return [out.numpy() for out in method.execute([torch.from_numpy(x) for x in inputs])]
+            return [out.numpy() for out in execute([torch.from_numpy(x) for x in inputs])]
 
         return run
+
+    def _program(self, path: Path) -> Program:
+        if path not in self.programs:
+            try:
+                self.programs[path] = self.runtime.load_program(path)
+            except RuntimeError as error:
+                raise BundleError(f"{path}: ExecuTorch cannot load the program: {error}") from error
+        return self.programs[path]
 
     def describe(self) -> str:
         from importlib.metadata import version
@@ -48,5 +67,5 @@ class ExecuTorchBackend:
         return f"executorch {version('executorch')} (XNNPACK), threads={portable_lib._threadpool_get_thread_count()}"
 
 
-def create(*, threads: int | None = None) -> ExecuTorchBackend:
+def create(*, threads: int | None = None, device: Device | None = None) -> ExecuTorchBackend:
     return ExecuTorchBackend(threads)

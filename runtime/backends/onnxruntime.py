@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: one InferenceSession per graph file, on the CPU provider."""
+"""ONNX Runtime backend: one InferenceSession per graph file, on the device's execution providers."""
 
 from __future__ import annotations
 
@@ -8,37 +8,59 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime.manifest import Graph
+from runtime.backends import check_signature
+from runtime.devices import Device
+from runtime.manifest import BundleError, Graph, Manifest
 
-PROVIDER = "CPUExecutionProvider"
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, threads: int | None) -> None:
+    def __init__(self, threads: int | None, providers: tuple[str, ...]) -> None:
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeError(
+                f"onnxruntime {ort.__version__} here offers {ort.get_available_providers()}, not {missing}; "
+                "install the onnxruntime build for this device or change its providers in devices.yaml"
+            )
         self.options = ort.SessionOptions()
         self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1
         self.threads = threads
+        self.providers = providers
 
-    def load(self, bundle: Path, graph: Graph):
-        session = ort.InferenceSession(str(bundle / graph.artifact), self.options, providers=[PROVIDER])
-        # onnxruntime falls back silently when a provider is unavailable; refuse instead.
-        if session.get_providers()[0] != PROVIDER:
-            raise RuntimeError(f"{graph.artifact}: onnxruntime runs on {session.get_providers()}, not {PROVIDER}")
+    def load(self, bundle: Path, manifest: Manifest, graph: Graph):
+        path = bundle / graph.artifact
+        where = f"{path} (graph {graph.name!r})"
+        try:
+            session = ort.InferenceSession(str(path), self.options, providers=list(self.providers))
+        except Exception as error:  # onnxruntime raises its own exception types, one per status code
+            raise BundleError(f"{where}: onnxruntime cannot load it: {error}") from error
+        # onnxruntime falls back to the CPU silently when a provider cannot take the model; refuse instead.
+        dropped = [p for p in self.providers if p not in session.get_providers()]
+        if dropped:
+            raise RuntimeError(f"{where}: onnxruntime dropped {dropped} and would run on {session.get_providers()}")
+        check_signature(
+            where, graph, manifest.max_batch,
+            [(value.name, tuple(value.shape)) for value in session.get_inputs()],
+            [(value.name, tuple(value.shape)) for value in session.get_outputs()],
+        )
         names = [spec.name for spec in graph.inputs]
+        run_session = session.run
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            return session.run(None, dict(zip(names, inputs)))
+            return run_session(None, dict(zip(names, inputs)))
 
         return run
 
     def describe(self) -> str:
-        return f"onnxruntime {ort.__version__} {PROVIDER}, threads={self.threads or 'default'}"
+        return f"onnxruntime {ort.__version__} {'+'.join(self.providers)}, threads={self.threads or 'default'}"
 
 
-def create(*, threads: int | None = None) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(threads)
+def create(*, threads: int | None = None, device: Device | None = None) -> OnnxRuntimeBackend:
+    providers = getattr(device, "providers", None) or DEFAULT_PROVIDERS
+    return OnnxRuntimeBackend(threads, tuple(providers))

@@ -10,6 +10,10 @@ backend compiles it here. Engines are cached under ~/.cache/adaptive-edge/engine
 (or $ADAPTIVE_EDGE_ENGINE_CACHE), named by the sha256 of everything they
 depend on: when any of it changes an engine is rebuilt, never a stale one loaded.
 
+Engines take any batch from 1 to the manifest's `max_batch`: a runner holds
+device buffers for `max_batch` samples and sets the actual batch on its
+execution context at every call.
+
 There is no fallback. Without a visible CUDA device this backend refuses to
 run; `runtime.load(bundle, backend="onnxruntime")` runs the same ONNX on the CPU.
 
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.bundle import sha256_of
-from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest, read_manifest
+from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest
 
 __all__ = [
     "ENGINE_CACHE_ENV",
@@ -164,17 +168,13 @@ class TensorRTBackend:
         self.log = _log(self.trt)
         self.runtime = self.trt.Runtime(self.log)
         self.cache = engine_cache_dir()
-        self.manifests: dict[Path, Manifest] = {}
         self.engines: dict[tuple[Path, str], tuple[object, EngineSpec]] = {}
 
-    def load(self, bundle: Path, graph: Graph):
+    def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         bundle = Path(bundle).resolve()
-        if bundle not in self.manifests:
-            self.manifests[bundle] = read_manifest(bundle)
-        manifest = self.manifests[bundle]
         engine, spec = self._engine(bundle, manifest, graph.artifact)
         profile = spec.profiles.index(_build_plan(bundle, manifest).profiles[graph.name])
-        return _Runner(self.trt, self.cuda, engine, profile, graph)
+        return _Runner(self.trt, self.cuda, engine, profile, graph, manifest.max_batch)
 
     def describe(self) -> str:
         major, minor = self.gpu.compute_capability
@@ -238,11 +238,15 @@ def create(*, threads: int | None = None) -> TensorRTBackend:
 
 
 class _Runner:
-    """One execution context of an engine, on its own stream, with device buffers for one graph's shapes."""
+    """One execution context of an engine, on its own stream, with device buffers for `max_batch` samples.
 
-    def __init__(self, trt, cuda, engine, profile: int, graph: Graph) -> None:
-        self.cuda, self.engine, self.graph = cuda, engine, graph
-        where = f"{graph.artifact} (graph {graph.name!r})"
+    `graph`'s tensor shapes are per sample; a call runs the batch its inputs
+    hold, 1 to `max_batch`, and returns outputs of that batch.
+    """
+
+    def __init__(self, trt, cuda, engine, profile: int, graph: Graph, max_batch: int) -> None:
+        self.cuda, self.engine, self.graph, self.max_batch = cuda, engine, graph, max_batch
+        self.where = where = f"{graph.artifact} (graph {graph.name!r})"
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
         expected = {spec.name for spec in (*graph.inputs, *graph.outputs)}
         if names != expected:
@@ -254,16 +258,16 @@ class _Runner:
             raise RuntimeError(f"{where}: TensorRT could not create an execution context (out of GPU memory?)")
         if not self.context.set_optimization_profile_async(profile, int(self.stream)):
             raise RuntimeError(f"{where}: TensorRT refused optimization profile {profile}")
-        for spec in graph.inputs:
-            if not self.context.set_input_shape(spec.name, spec.shape):
-                raise RuntimeError(f"{where}: input {spec.name!r} shape {spec.shape} is outside its profile")
+        # Sized at the largest batch, the buffers serve every smaller one.
+        self._set_batch(max_batch)
         self.buffers = {}
         for spec in (*graph.inputs, *graph.outputs):
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(spec.name)))
             shape = tuple(self.context.get_tensor_shape(spec.name))
-            if dtype != np.dtype(spec.dtype) or shape != spec.shape:
+            if dtype != np.dtype(spec.dtype) or shape != (max_batch, *spec.shape):
                 raise BundleError(
-                    f"{where}: the engine's {spec.name!r} is {dtype}{shape}, the manifest's {spec.dtype}{spec.shape}"
+                    f"{where}: at batch {max_batch} the engine's {spec.name!r} is {dtype}{shape}, "
+                    f"the manifest's {spec.dtype}{(max_batch, *spec.shape)}"
                 )
             self.buffers[spec.name] = _DeviceBuffer(cuda, int(np.prod(shape)) * dtype.itemsize)
             self.context.set_tensor_address(spec.name, self.buffers[spec.name].pointer)
@@ -272,22 +276,34 @@ class _Runner:
         cuda, graph = self.cuda, self.graph
         if len(inputs) != len(graph.inputs):
             raise ValueError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
-        staged = []  # host arrays must outlive their asynchronous copies
-        for spec, array in zip(graph.inputs, inputs):
-            array = np.ascontiguousarray(array, dtype=spec.dtype)
-            if array.shape != spec.shape:
-                raise ValueError(
-                    f"graph {graph.name!r}: input {spec.name!r} must have shape {spec.shape}, got {array.shape}"
-                )
-            staged.append(array)
+        arrays = [np.ascontiguousarray(array, dtype=spec.dtype) for spec, array in zip(graph.inputs, inputs)]
+        self._set_batch(self._batch_of(arrays))
+        for spec, array in zip(graph.inputs, arrays):  # `arrays` outlives the asynchronous copies
             self.buffers[spec.name].copy_from(array, self.stream)
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError(f"{graph.artifact}: TensorRT failed to run graph {graph.name!r}")
-        outputs = [np.empty(spec.shape, dtype=spec.dtype) for spec in graph.outputs]
+        outputs = [np.empty(tuple(self.context.get_tensor_shape(s.name)), dtype=s.dtype) for s in graph.outputs]
         for spec, array in zip(graph.outputs, outputs):
             self.buffers[spec.name].copy_to(array, self.stream)
         _cuda_call(cuda.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return outputs
+
+    def _batch_of(self, arrays: list[np.ndarray]) -> int:
+        """The batch `arrays` hold: ValueError unless every input is (n, *its per-sample shape), n in 1..max_batch."""
+        graph = self.graph
+        n = arrays[0].shape[0] if arrays[0].ndim else 0
+        for spec, array in zip(graph.inputs, arrays):
+            if array.shape != (n, *spec.shape) or not 1 <= n <= self.max_batch:
+                raise ValueError(
+                    f"graph {graph.name!r}: input {spec.name!r} must have shape (n, *{spec.shape}) with one n "
+                    f"in 1..{self.max_batch} for all inputs, got {array.shape}"
+                )
+        return n
+
+    def _set_batch(self, n: int) -> None:
+        for spec in self.graph.inputs:
+            if not self.context.set_input_shape(spec.name, (n, *spec.shape)):
+                raise RuntimeError(f"{self.where}: input {spec.name!r} shape {(n, *spec.shape)} is outside its profile")
 
 
 class _DeviceBuffer:
@@ -308,30 +324,33 @@ class _DeviceBuffer:
 
 
 def _calibrator(trt, cuda, images: np.ndarray, profile: tuple[EngineProfile, ...]):
-    """TensorRT's entropy calibrator over `images`, one per batch, fed to the graph's single image input.
+    """TensorRT's entropy calibrator over `images`, fed to the graph's single image input at the profile's opt batch.
 
-    The exporter only writes int8 plans for graphs whose one input is the image.
+    TensorRT calibrates at the opt shapes of the calibration profile, so the
+    images go in whole batches of that size; a remainder is left out. The
+    exporter only writes int8 plans for graphs whose one input is the image.
     """
-    if len(profile) != 1 or tuple(profile[0].opt) != (1, *images.shape[1:]):
-        raise BundleError(f"calibration images of shape {images.shape[1:]} do not fit the engine inputs {profile}")
+    if len(profile) != 1 or tuple(profile[0].opt[1:]) != images.shape[1:] or len(images) < profile[0].opt[0]:
+        raise BundleError(f"calibration images of shape {images.shape} do not fit the engine inputs {profile}")
+    batch = profile[0].opt[0]
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.next = 0
-            self.buffer = _DeviceBuffer(cuda, images[:1].nbytes)
+            self.buffer = _DeviceBuffer(cuda, images[:batch].nbytes)
             self.stream = _cuda_call(cuda.cudaStreamCreate(), "cudaStreamCreate")
             weakref.finalize(self, cuda.cudaStreamDestroy, self.stream)
 
         def get_batch_size(self) -> int:
-            return 1
+            return batch
 
         def get_batch(self, names):
-            if self.next == len(images):
+            if self.next + batch > len(images):
                 return None
-            batch = np.ascontiguousarray(images[self.next : self.next + 1], dtype=np.float32)
-            self.next += 1
-            self.buffer.copy_from(batch, self.stream)
+            chunk = np.ascontiguousarray(images[self.next : self.next + batch], dtype=np.float32)
+            self.next += batch
+            self.buffer.copy_from(chunk, self.stream)
             _cuda_call(cuda.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
             return [self.buffer.pointer]
 

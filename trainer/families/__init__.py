@@ -1,4 +1,10 @@
-"""The registry of dynamic families: how to build, train and evaluate each one."""
+"""The registry of dynamic families: how to build, train, evaluate and split each one.
+
+A family is one trainer module here and one split module in exporter/splits;
+this table is the only place that names them together. The exporter and the
+docs read it; the split module is named, not imported, so training needs no
+exporter.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +19,29 @@ __all__ = ["Family", "FAMILIES", "get_family"]
 @dataclass(frozen=True)
 class Family:
     name: str
+    model_type: type  # what `build` returns, and what the split understands
     options_type: type
     build: Callable  # (model config dict) -> nn.Module
     fit: Callable  # (model, loader, *, phases, device) -> {name: companion network}
     evaluate: Callable  # (model, loader, *, device, extras) -> metrics dict
     phases: tuple[str, ...]
+    split: str  # exporter module: split(model, resolution, *, calibration, cache_paths) -> Split
     build_extra: Callable | None = None  # (model config, name) -> companion network
     plot: Callable | None = None  # (metrics, directory) -> [written PNG paths]
 
 
 FAMILIES = {
-    "drnet": Family("drnet", drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune")),
+    "drnet": Family(
+        "drnet", drnet.DRNet, drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune"),
+        split="exporter.splits.drnet",
+    ),
     "blockdrop": Family(
-        "blockdrop", blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
-        ("pretrain", "curriculum", "finetune"),
+        "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
+        ("pretrain", "curriculum", "finetune"), split="exporter.splits.blockdrop",
     ),
     "urnet": Family(
-        "urnet", urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
-        build_extra=urnet.build_extra,
+        "urnet", urnet.URNet, urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
+        split="exporter.splits.urnet", build_extra=urnet.build_extra,
     ),
 }
 

@@ -1,0 +1,22 @@
+"""The registry of dispatch rules. Each rule is one module owning everything about it:
+its manifest section (types, parser, validation), its batch dispatcher, its
+MACs accounting, the paths it offers the profiler, and its description.
+
+A family whose dispatch is new adds one module here and one line below.
+"""
+
+from __future__ import annotations
+
+from runtime.rules import argmax, gated, policy
+from runtime.rules.rule import Decision, Dispatcher, GraphCall, Rule, Section
+
+__all__ = ["RULES", "get_rule", "Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
+
+RULES = {rule.name: rule for rule in (argmax.RULE, policy.RULE, gated.RULE)}
+
+
+def get_rule(name: str) -> Rule:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown dispatch rule {name!r}; known: {sorted(RULES)}") from None

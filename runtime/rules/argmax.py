@@ -1,0 +1,116 @@
+"""`argmax` (DRNet, Resizable): a selector scores the paths, and each sample runs the best one.
+
+Every graph takes the same normalized image; any resize to the path's
+resolution or feature-map scale happens inside the path's graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from runtime.rules.batching import groups
+from runtime.rules.rule import Decision, GraphCall, Rule
+
+if TYPE_CHECKING:
+    from runtime.manifest import FieldReader, Graph, Manifest
+
+__all__ = ["ArgmaxPath", "ArgmaxDispatch", "RULE"]
+
+
+@dataclass(frozen=True)
+class ArgmaxPath:
+    """One way through the network, e.g. DRNet at one resolution or a Resizable spatial configuration."""
+
+    name: str
+    graph: str
+    resolution: int | None = None  # informative: the input side this path runs at (DRNet)
+
+
+@dataclass(frozen=True)
+class ArgmaxDispatch:
+    rule: ClassVar[str] = "argmax"
+    selector: str  # graph emitting (N, len(paths)) scores
+    paths: tuple[ArgmaxPath, ...]  # in score order
+    reference: str
+
+    def path_macs(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
+        return {p.name: graphs[self.selector].macs + graphs[p.graph].macs for p in self.paths}
+
+    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
+        return self.path_macs(graphs)
+
+    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
+        name, macs = max(self.path_macs(graphs).items(), key=lambda item: item[1])
+        return macs, name
+
+    def describe(self, graphs: Mapping[str, Graph]) -> str:
+        return "\n".join(
+            f"  path {name:10} {macs / 1e6:8.3f} MMACs (selector included)"
+            for name, macs in self.path_macs(graphs).items()
+        )
+
+
+def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int) -> ArgmaxDispatch:
+    d = r.fields(data, "dispatch", {"rule", "selector", "paths", "reference"})
+    selector = r.graph(d["selector"], "dispatch.selector")
+    paths = []
+    for i, entry in enumerate(r.typed(d["paths"], list, "dispatch.paths")):
+        where = f"dispatch.paths[{i}]"
+        entry = r.fields(entry, where, {"name", "graph"}, frozenset({"resolution"}))
+        resolution = entry.get("resolution")
+        paths.append(ArgmaxPath(
+            name=r.text(entry["name"], f"{where}.name"),
+            graph=r.graph(entry["graph"], f"{where}.graph"),
+            resolution=None if resolution is None else r.count(resolution, f"{where}.resolution", 1),
+        ))
+    if not paths:
+        raise r.fail("dispatch.paths", "must list at least one path")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise r.fail("dispatch.paths", f"path names repeat: {names}")
+    scores = graphs[selector].outputs[0].shape
+    if scores != (len(paths),):
+        raise r.fail("dispatch.selector", f"{selector!r} emits scores of shape {list(scores)}, not [{len(paths)}] for the listed paths")
+    for path in paths:
+        r.logits(path.graph, classes)
+    reference = r.graph(d["reference"], "dispatch.reference")
+    if reference not in {p.graph for p in paths}:
+        raise r.fail("dispatch.reference", f"{reference!r} is not the graph of any path")
+    return ArgmaxDispatch(selector, tuple(paths), reference)
+
+
+class ArgmaxDispatcher:
+    def __init__(self, manifest: Manifest) -> None:
+        d: ArgmaxDispatch = manifest.dispatch
+        self.selector = d.selector
+        self.graphs = [p.graph for p in d.paths]
+        self.names = [p.name for p in d.paths]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.macs = np.array(list(d.path_macs(manifest.graphs).values()), dtype=np.int64)
+        self.classes = len(manifest.classes)
+
+    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
+        scores = call(self.selector, batch)[0]
+        if force is None:
+            choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
+        elif force in self.index:
+            choice = np.full(len(batch), self.index[force])
+        else:
+            raise ValueError(f"path {force!r} is not one of this bundle's paths {self.names}")
+        logits = np.empty((len(batch), self.classes), dtype=np.float32)
+        for index, rows in groups(choice):
+            logits[rows] = call(self.graphs[index], batch[rows])[0]
+        return Decision(logits, [self.names[i] for i in choice], self.macs[choice])
+
+
+RULE = Rule(
+    name="argmax",
+    summary="a selector scores the paths; each sample runs the best one, one graph call per chosen path",
+    section=ArgmaxDispatch,
+    parse=parse,
+    dispatcher=ArgmaxDispatcher,
+)

@@ -1,0 +1,38 @@
+"""What the block rules (`policy`, `gated`) share: a backbone run block by block, each block run or skipped.
+
+A skipped block still takes its shortcut: the identity, or the projection of
+a downsampling block. A path is named by one character per block, `1` if it
+ran and `0` if it was skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.manifest import FieldReader, Graph
+
+__all__ = ["BlockStep", "parse_steps"]
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """Residual block k: the graph that runs it, and the graph of its shortcut when it is skipped."""
+
+    run: str | None  # None: the block never ran on the calibration set and was left out
+    skip: str | None  # None: the shortcut is the identity, which needs no call
+
+
+def parse_steps(r: FieldReader, data: object, graphs: Mapping[str, Graph]) -> tuple[BlockStep, ...]:
+    steps = []
+    for i, entry in enumerate(r.typed(data, list, "dispatch.blocks")):
+        entry = r.fields(entry, f"dispatch.blocks[{i}]", {"run", "skip"})
+        steps.append(BlockStep(
+            None if entry["run"] is None else r.graph(entry["run"], f"dispatch.blocks[{i}].run"),
+            None if entry["skip"] is None else r.graph(entry["skip"], f"dispatch.blocks[{i}].skip"),
+        ))
+    if not steps:
+        raise r.fail("dispatch.blocks", "must list at least one block")
+    return tuple(steps)

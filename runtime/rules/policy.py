@@ -1,0 +1,235 @@
+"""`policy` (BlockDrop): a policy graph decides, once per image, which residual blocks run.
+
+Per sample: `keep = selector(image) >= 0.5`, with left-out blocks forced off.
+A path compiled whole (a cached path) maps the image to logits in one call.
+Otherwise the stem runs, then per block its `run` graph if kept or its `skip`
+graph if not (nothing for an identity shortcut), a fused segment replacing a
+run of kept blocks where the plan has one, and finally the head.
+
+In a batch, samples on the same cached path share one call; the others walk
+the blocks together, so each block, skip or segment graph is called once
+over the subset that takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from runtime.rules.batching import groups, parse_path, path_strings
+from runtime.rules.blocks import BlockStep, parse_steps
+from runtime.rules.rule import Decision, GraphCall, Rule
+
+if TYPE_CHECKING:
+    from runtime.manifest import FieldReader, Graph, Manifest
+
+__all__ = ["Segment", "CachedPath", "Calibration", "PolicyDispatch", "RULE"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Blocks first..last fused into one graph, used when all of them run."""
+
+    graph: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class CachedPath:
+    """A whole block path compiled as one graph: image in, logits out."""
+
+    path: str
+    graph: str
+    frequency: float  # share of calibration images that took it
+
+
+@dataclass(frozen=True)
+class Calibration:
+    images: int
+    usage: tuple[float, ...]  # per block, share of images that ran it
+    coverage: float  # share of images whose path is cached
+
+
+@dataclass(frozen=True)
+class PolicyDispatch:
+    rule: ClassVar[str] = "policy"
+    selector: str  # graph emitting (N, K) keep-probabilities
+    stem: str  # image to features
+    head: str  # features to logits
+    blocks: tuple[BlockStep, ...]
+    segments: tuple[Segment, ...]
+    cached_paths: tuple[CachedPath, ...]
+    calibration: Calibration | None
+    reference: str
+
+    def path_graphs(self, path: str) -> list[str]:
+        """The graphs one sample on `path` calls, in order, selector first."""
+        cached = next((c.graph for c in self.cached_paths if c.path == path), None)
+        if cached is not None:
+            return [self.selector, cached]
+        keep = [c == "1" for c in path]
+        segments = {s.first: s for s in self.segments}
+        called, k = [self.selector, self.stem], 0
+        while k < len(self.blocks):
+            segment = segments.get(k)
+            if segment and all(keep[segment.first : segment.last + 1]):
+                graph, k = segment.graph, segment.last + 1
+            else:
+                graph, k = (self.blocks[k].run if keep[k] else self.blocks[k].skip), k + 1
+            if graph is not None:
+                called.append(graph)
+        return [*called, self.head]
+
+    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
+        return {c.path: sum(graphs[g].macs for g in self.path_graphs(c.path)) for c in self.cached_paths}
+
+    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
+        per_block = sum(max(graphs[g].macs if g else 0 for g in (step.run, step.skip)) for step in self.blocks)
+        return graphs[self.selector].macs + graphs[self.stem].macs + per_block + graphs[self.head].macs, "every block"
+
+    def describe(self, graphs: Mapping[str, Graph]) -> str:
+        lines = [f"  policy dispatch over {len(self.blocks)} blocks; full model {graphs[self.reference].macs / 1e6:.3f} MMACs"]
+        if self.calibration:
+            left_out = [k for k, step in enumerate(self.blocks) if step.run is None]
+            lines.append(
+                f"  plan from {self.calibration.images} calibration images: {len(self.cached_paths)} cached paths "
+                f"covering {self.calibration.coverage:.0%}, {len(self.segments)} fused segments, "
+                f"blocks left out {left_out or 'none'}"
+            )
+        return "\n".join(lines)
+
+
+def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int) -> PolicyDispatch:
+    d = r.fields(
+        data, "dispatch",
+        {"rule", "selector", "stem", "head", "blocks", "segments", "cached_paths", "calibration", "reference"},
+    )
+    steps = parse_steps(r, d["blocks"], graphs)
+    count = len(steps)
+    selector = r.graph(d["selector"], "dispatch.selector")
+    if graphs[selector].outputs[0].shape != (count,):
+        raise r.fail("dispatch.selector", f"{selector!r} must emit {count} keep-probabilities, one per block")
+    segments = []
+    for i, entry in enumerate(r.typed(d["segments"], list, "dispatch.segments")):
+        where = f"dispatch.segments[{i}]"
+        entry = r.fields(entry, where, {"graph", "first", "last"})
+        first, last = r.count(entry["first"], f"{where}.first"), r.count(entry["last"], f"{where}.last")
+        if not first < last < count:
+            raise r.fail(where, f"blocks {first}..{last} are not a run of at least two of the {count} blocks")
+        segments.append(Segment(r.graph(entry["graph"], f"{where}.graph"), first, last))
+    cached = []
+    for i, entry in enumerate(r.typed(d["cached_paths"], list, "dispatch.cached_paths")):
+        where = f"dispatch.cached_paths[{i}]"
+        entry = r.fields(entry, where, {"path", "graph", "frequency"})
+        path = r.text(entry["path"], f"{where}.path")
+        try:
+            parse_path(path, count)
+        except ValueError as error:
+            raise r.fail(f"{where}.path", str(error)) from None
+        graph = r.graph(entry["graph"], f"{where}.graph")
+        r.logits(graph, classes)
+        cached.append(CachedPath(path, graph, r.number(entry["frequency"], f"{where}.frequency")))
+    calibration = None
+    if d["calibration"] is not None:
+        c = r.fields(d["calibration"], "dispatch.calibration", {"images", "usage", "coverage"})
+        calibration = Calibration(
+            r.count(c["images"], "dispatch.calibration.images", 1),
+            r.floats(c["usage"], "dispatch.calibration.usage", count),
+            r.number(c["coverage"], "dispatch.calibration.coverage"),
+        )
+    head = r.graph(d["head"], "dispatch.head")
+    r.logits(head, classes)
+    reference = r.graph(d["reference"], "dispatch.reference")
+    r.logits(reference, classes)
+    return PolicyDispatch(
+        selector, r.graph(d["stem"], "dispatch.stem"), head, steps, tuple(segments), tuple(cached), calibration, reference
+    )
+
+
+class PolicyDispatcher:
+    def __init__(self, manifest: Manifest) -> None:
+        self.d: PolicyDispatch = manifest.dispatch
+        self.left_out = np.array([step.run is None for step in self.d.blocks])
+        self.cached = {c.path: c.graph for c in self.d.cached_paths}
+        self.segments = {s.first: s for s in self.d.segments}
+        self.graph_macs = {name: graph.macs for name, graph in manifest.graphs.items()}
+        self.classes = len(manifest.classes)
+        self.plans: dict[str, tuple[list[str], int]] = {}  # path -> (graphs between stem and head, MACs)
+
+    def plan(self, path: str) -> tuple[list[str], int]:
+        if path not in self.plans:
+            called = self.d.path_graphs(path)
+            self.plans[path] = (called[2:-1], sum(self.graph_macs[g] for g in called))
+        return self.plans[path]
+
+    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
+        keep = call(self.d.selector, batch)[0] >= 0.5
+        if force is not None:
+            keep = np.broadcast_to(parse_path(force, len(self.d.blocks)), keep.shape)
+        keep = keep & ~self.left_out
+        paths = path_strings(keep)
+        ids: dict[str, int] = {}
+        keys = np.array([ids.setdefault(p, len(ids)) for p in paths])
+        logits = np.empty((len(batch), self.classes), dtype=np.float32)
+        walking = np.ones(len(batch), dtype=bool)
+        distinct = list(ids)
+        for key, rows in groups(keys):
+            graph = self.cached.get(distinct[key])
+            if graph is not None:
+                logits[rows] = call(graph, batch[rows])[0]
+                walking[rows] = False
+        if walking.any():
+            rows = np.flatnonzero(walking)
+            logits[rows] = self._walk(call, batch[rows], keep[rows], [paths[i] for i in rows])
+        return Decision(logits, paths, np.array([self.plan(p)[1] for p in paths], dtype=np.int64))
+
+    def _walk(self, call: GraphCall, images: np.ndarray, keep: np.ndarray, paths: list[str]) -> np.ndarray:
+        """Logits of samples whose paths are not cached: stem, blocks, head, each graph once per subset."""
+        features = call(self.d.stem, images)[0]
+        if len(set(paths)) == 1:  # one path: follow its plan, with no per-block bookkeeping
+            for graph in self.plan(paths[0])[0]:
+                features = call(graph, features)[0]
+            return call(self.d.head, features)[0]
+        # pending[k]: (sample rows, their features) of the groups that reach block k next
+        pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {0: [(np.arange(len(images)), features)]}
+        for k, step in enumerate(self.d.blocks):
+            if k not in pending:
+                continue
+            rows, x = _merge(pending.pop(k))
+            segment = self.segments.get(k)
+            fused = keep[rows, k : segment.last + 1].all(axis=1) if segment else np.zeros(len(rows), dtype=bool)
+            kept = keep[rows, k]
+            for mask, graph, after in (
+                (fused, segment.graph if segment else None, segment.last + 1 if segment else k + 1),
+                (kept & ~fused, step.run, k + 1),
+                (~kept, step.skip, k + 1),
+            ):
+                selected = np.count_nonzero(mask)
+                if not selected:
+                    continue
+                subset = (rows, x) if selected == len(rows) else (rows[mask], x[mask])
+                out = subset[1] if graph is None else call(graph, subset[1])[0]
+                pending.setdefault(after, []).append((subset[0], out))
+        rows, x = _merge(pending.pop(len(self.d.blocks)))
+        logits = np.empty((len(images), self.classes), dtype=np.float32)
+        logits[rows] = call(self.d.head, x)[0]
+        return logits
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([rows for rows, _ in parts]), np.concatenate([x for _, x in parts])
+
+
+RULE = Rule(
+    name="policy",
+    summary="a policy graph picks the blocks once per image; cached whole paths, fused segments or per-block graphs run them",
+    section=PolicyDispatch,
+    parse=parse,
+    dispatcher=PolicyDispatcher,
+)

@@ -1,0 +1,62 @@
+"""What every dispatch rule provides, so that the manifest reader, the session and the profiler need no `if rule ==`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from runtime.manifest import FieldReader, Graph, Manifest
+
+__all__ = ["Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
+
+# Runs graph `name` on a batch of any size (the session chunks it to the bundle's max_batch).
+GraphCall = Callable[..., list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a dispatcher hands back for a batch, in input order."""
+
+    logits: np.ndarray  # (N, classes) float32
+    paths: list[str]  # per sample, the name of the path it took
+    macs: np.ndarray  # (N,) int64, selector and gates included
+
+
+class Section(Protocol):
+    """A rule's part of the manifest (`dispatch`): a frozen dataclass the rule module defines."""
+
+    rule: ClassVar[str]
+    reference: str  # graph of the static full model, image to logits: the baseline of every speedup
+
+    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
+        """The paths worth timing one by one, with the MACs of one sample taking each."""
+
+    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
+        """The most MACs any input can cost, and the path that costs it."""
+
+    def describe(self, graphs: Mapping[str, Graph]) -> str:
+        """What a user should know of the split, in a few indented lines."""
+
+
+class Dispatcher(Protocol):
+    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
+        """Run `batch` (normalized NCHW) through its paths, one graph call per group of samples that share one.
+
+        `scale` is the per-sample compute scale for rules that take it; `force`
+        names a path every sample takes whatever the selector says (the
+        selector still runs, so its cost is counted).
+        """
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    summary: str  # one line, for the docs and the CLI
+    section: type  # the Section dataclass
+    parse: Callable[[FieldReader, dict, Mapping[str, Graph], int], Section]  # (reader, data, graphs, classes)
+    dispatcher: Callable[[Manifest], Dispatcher]
+    takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
