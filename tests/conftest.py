@@ -1,4 +1,4 @@
-"""Shared, session-scoped artifacts: one tiny trained DRNet and one bundle per target.
+"""Shared, session-scoped artifacts: tiny trained DRNet, BlockDrop and URNet models and their bundles.
 
 Training and exporting dominate the suite's run time, so every test reuses
 these. They are read-only: a test that corrupts a bundle or checkpoint copies
@@ -86,3 +86,40 @@ def onnx_session(onnx_bundle):
     import runtime
 
     return runtime.load(onnx_bundle)
+
+
+@pytest.fixture(scope="session")
+def block_checkpoints(tmp_path_factory):
+    """Tiny trained BlockDrop and URNet digits checkpoints (3 epochs on 192 images)."""
+    from trainer.recipes import get_recipe
+    from trainer.train import train
+
+    out = {}
+    for family in ("blockdrop", "urnet"):
+        directory = tmp_path_factory.mktemp("block-checkpoints") / family
+        train(get_recipe(f"{family}-digits").with_epochs(3), directory, subset=192)
+        out[family] = directory
+    return out
+
+
+@pytest.fixture(scope="session")
+def calibration(digits_test):
+    """The first 256 digits training images, normalized: the block families' export plan is made on them."""
+    from trainer.data import load_split
+
+    dataset, _ = load_split("digits", "train")
+    return torch.stack([dataset[i][0] for i in range(256)])
+
+
+@pytest.fixture(scope="session")
+def block_bundles(block_checkpoints, calibration, tmp_path_factory):
+    """BlockDrop and URNet bundles for ONNX and ExecuTorch; BlockDrop's plan caches its 4 most frequent paths."""
+    import exporter
+
+    bundles = {}
+    for family, checkpoint in block_checkpoints.items():
+        for target in ("onnx", "executorch"):
+            out = tmp_path_factory.mktemp("block-bundles") / f"{family}-{target}"
+            exporter.export(checkpoint, target, out, calibration=calibration, cache_paths=4)
+            bundles[family, target] = out
+    return bundles

@@ -32,6 +32,7 @@ ARCHIVE = "model.mlpackage.zip"
 FLOAT32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
 IPHONE = get_device("iphone-15")
 MAC_CPU_FP32 = dataclasses.replace(IPHONE, name="mac-cpu-fp32", precision="fp32", compute_units="CPU_ONLY")
+MAX_BATCH = 4
 
 
 def unzipped(archive, cache):
@@ -46,7 +47,7 @@ def weight_bytes(package) -> int:
 def written_alone(graph, device, directory):
     """`graph` written on its own for `device`: (Written, unzipped package)."""
     directory.mkdir()
-    written = coreml_target.write((graph,), directory, device=device)
+    written = coreml_target.write((graph,), directory, device=device, max_batch=MAX_BATCH)
     return written, unzipped(directory / ARCHIVE, directory / "cache")
 
 
@@ -104,9 +105,15 @@ def test_every_graph_is_a_function_with_its_tensors(coreml_bundle, bundle_packag
     functions = {f.name: f for f in spec.description.functions}
     assert set(functions) == set(manifest.graphs) == set(spec.mlProgram.functions)
     for name, graph in manifest.graphs.items():
-        for declared, specs in ((functions[name].input, graph.inputs), (functions[name].output, graph.outputs)):
-            found = [(t.name, tuple(t.type.multiArrayType.shape), t.type.multiArrayType.dataType) for t in declared]
-            assert found == [(s.name, s.shape, FLOAT32) for s in specs], name
+        # Inputs: per-sample shapes after a batch axis ranging over 1..max_batch, whose default is 1.
+        inputs = [(t.name, tuple(t.type.multiArrayType.shape), t.type.multiArrayType.dataType) for t in functions[name].input]
+        assert inputs == [(s.name, (1, *s.shape), FLOAT32) for s in graph.inputs], name
+        for declared in functions[name].input:
+            ranges = declared.type.multiArrayType.shapeRange.sizeRanges
+            assert ((ranges[0].lowerBound, ranges[0].upperBound) if ranges else (1, 1)) == (1, manifest.max_batch)
+        # Outputs: their shapes follow the batch, so the spec leaves them open.
+        outputs = [(t.name, t.type.multiArrayType.dataType) for t in functions[name].output]
+        assert outputs == [(s.name, FLOAT32) for s in graph.outputs], name
 
 
 def test_conv_weights_are_stored_once(bundle_package, full_fp16):
@@ -129,7 +136,9 @@ def test_fp32_weights_take_twice_the_fp16_bytes(full_graph, full_fp16, tmp_path)
 
 def test_int8_is_refused_by_name(full_graph, tmp_path):
     with pytest.raises(ValueError, match="int8 weight quantization is not implemented for Core ML"):
-        coreml_target.write((full_graph,), tmp_path, device=dataclasses.replace(IPHONE, precision="int8"))
+        coreml_target.write(
+            (full_graph,), tmp_path, device=dataclasses.replace(IPHONE, precision="int8"), max_batch=MAX_BATCH
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -211,7 +211,7 @@ def test_export_of_an_unsupported_op_fails_before_writing(tmp_path):
 
 @pytest.fixture
 def int8_device():
-    return dataclasses.replace(get_device("jetson-orin-nano"), precision="int8")
+    return dataclasses.replace(get_device("jetson-orin-nano"), precision="int8", opt_batch=2)
 
 
 def test_int8_needs_calibration_images(tmp_path, int8_device):
@@ -558,10 +558,11 @@ def fake_tensorrt() -> types.SimpleNamespace:
             return magic + json.dumps(plan).encode() + b"\n" + network.onnx
 
     class Engine:
-        def __init__(self, onnx_bytes) -> None:
+        def __init__(self, onnx_bytes, profiles) -> None:
             self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
             self.names = [t.name for t in (*self.session.get_inputs(), *self.session.get_outputs())]
             self.num_io_tensors = len(self.names)
+            self.profiles = profiles  # per profile, per input: [name, min, opt, max]
 
         def get_tensor_name(self, index):
             return self.names[index]
@@ -570,35 +571,40 @@ def fake_tensorrt() -> types.SimpleNamespace:
             return "float32"
 
         def create_execution_context(self):
-            return Context(self.session)
+            return Context(self)
 
     class Context:
-        def __init__(self, session) -> None:
-            self.session, self.shapes, self.addresses = session, {}, {}
+        """Input shapes as set, within the chosen profile; output shapes inferred from them, as TensorRT does."""
+
+        def __init__(self, engine) -> None:
+            self.engine, self.session, self.shapes, self.addresses = engine, engine.session, {}, {}
 
         def set_optimization_profile_async(self, index, stream):
             self.profile = index
             return True
 
         def set_input_shape(self, name, shape):
+            _, low, _, high = next(p for p in self.engine.profiles[self.profile] if p[0] == name)
+            if not all(lo <= n <= hi for lo, n, hi in zip(low, shape, high, strict=True)):
+                return False
             self.shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name):
-            if name not in self.shapes:
-                feeds = {i.name: np.zeros(self.shapes[i.name], np.float32) for i in self.session.get_inputs()}
-                outputs = self.session.run(None, feeds)
-                self.shapes.update({o.name: x.shape for o, x in zip(self.session.get_outputs(), outputs)})
-            return self.shapes[name]
+            if name in self.shapes:
+                return self.shapes[name]
+            feeds = {i.name: np.zeros(self.shapes[i.name], np.float32) for i in self.session.get_inputs()}
+            outputs = dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
+            return outputs[name].shape
 
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
 
         def execute_async_v3(self, stream):
             def at(name):
-                count = int(np.prod(self.shapes[name]))
-                memory = (ctypes.c_float * count).from_address(self.addresses[name])
-                return np.ctypeslib.as_array(memory).reshape(self.shapes[name])
+                shape = self.get_tensor_shape(name)
+                memory = (ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[name])
+                return np.ctypeslib.as_array(memory).reshape(shape)
 
             outputs = self.session.run(None, {i.name: at(i.name).copy() for i in self.session.get_inputs()})
             for output, value in zip(self.session.get_outputs(), outputs):
@@ -613,7 +619,8 @@ def fake_tensorrt() -> types.SimpleNamespace:
             if not data.startswith(magic):
                 self.logger.log(ILogger.Severity.ERROR, "engine deserialization failed: bad magic")
                 return None
-            return Engine(data.split(b"\n", 2)[2])
+            _, plan, onnx_bytes = data.split(b"\n", 2)
+            return Engine(onnx_bytes, json.loads(plan)["profiles"])
 
     class IInt8EntropyCalibrator2:
         def __init__(self) -> None:
@@ -647,7 +654,10 @@ def test_backend_builds_caches_and_runs_engines(fake_gpu, trt_bundle, onnx_sessi
     assert len(trt.built) == len(manifest.graphs) == len(list(cache.iterdir()))
     for plan in trt.built:
         assert plan["flags"] == ["FP16"] and plan["workspace"] == 1024 << 20
-        assert plan["profiles"] == [[["image", [1, 3, 32, 32], [1, 3, 32, 32], [1, 3, 32, 32]]]]
+    assert [plan["profiles"] for plan in trt.built] == [
+        [[[p.input, list(p.min), list(p.opt), list(p.max)] for p in manifest.build.profiles[name]]]
+        for name in manifest.graphs
+    ]
 
     _, _, normalized = digits_test
     images = normalized[:40].numpy().astype(np.float32)
@@ -669,7 +679,9 @@ def test_backend_builds_caches_and_runs_engines(fake_gpu, trt_bundle, onnx_sessi
 def test_int8_engines_calibrate_on_the_bundles_images(fake_gpu, trt_bundle, tmp_path):
     trt, _ = fake_gpu
     bundle = copy_tree(trt_bundle, tmp_path / "int8")
-    np.save(bundle / "calibration.npy", np.zeros((3, 3, 32, 32), np.float32))
+    opt = read_manifest(bundle).build.profiles["res32"][0].opt[0]
+    # TensorRT calibrates at the opt batch: two whole batches, and a remainder left out.
+    np.save(bundle / "calibration.npy", np.zeros((2 * opt + 1, 3, 32, 32), np.float32))
     manifest = read_json(bundle / "manifest.json")
     manifest["build"].update(precision="int8", calibration="calibration.npy")
     manifest["artifacts"]["calibration.npy"] = {
@@ -678,7 +690,34 @@ def test_int8_engines_calibrate_on_the_bundles_images(fake_gpu, trt_bundle, tmp_
     write_json(bundle / "manifest.json", manifest)
     runtime.load(bundle)
     assert trt.built and all(plan["flags"] == ["FP16", "INT8"] for plan in trt.built)
-    assert all(plan["calibration_batches"] == 3 for plan in trt.built)
+    assert all(plan["calibration_batches"] == 2 for plan in trt.built)
+
+
+def runner_for(tmp_path, *, max_batch: int, manifest_max_batch: int):
+    """(eager net, the fake backend's runner) for a tiny net exported with `max_batch`, whose manifest says `manifest_max_batch`."""
+    net = tiny_net(0)
+    written = trt_target.write((tiny_graph("net", net, (1, 3, 8, 8)),), tmp_path, max_batch=max_batch)
+    graph = Graph("net", "net.onnx", None, (TensorSpec("image", (3, 8, 8)),), (TensorSpec("logits", (2,)),), 0)
+    # The fields TensorRTBackend.load reads off a manifest, without a whole bundle around them.
+    manifest = types.SimpleNamespace(graphs={"net": graph}, build=written.build, max_batch=manifest_max_batch)
+    return net, trt_backend.create().load(tmp_path, manifest, graph)
+
+
+def test_runner_runs_every_batch_up_to_max_batch(fake_gpu, tmp_path):
+    net, run = runner_for(tmp_path, max_batch=MAX_BATCH, manifest_max_batch=MAX_BATCH)
+    for n in (1, 3, MAX_BATCH, 2):
+        x = torch.randn(n, 3, 8, 8)
+        (logits,) = run([x.numpy()])
+        with torch.no_grad():
+            np.testing.assert_allclose(logits, net(x).numpy(), atol=1e-5)
+    for shape in ((MAX_BATCH + 1, 3, 8, 8), (0, 3, 8, 8), (2, 3, 8, 9), (3, 8, 8)):
+        with pytest.raises(ValueError, match=rf"input 'image' must have shape \(n, \*\(3, 8, 8\)\) .* 1\.\.{MAX_BATCH}"):
+            run([np.zeros(shape, np.float32)])
+
+
+def test_runner_refuses_a_max_batch_beyond_the_engine_profile(fake_gpu, tmp_path):
+    with pytest.raises(RuntimeError, match=r"input 'image' shape \(5, 3, 8, 8\) is outside its profile"):
+        runner_for(tmp_path, max_batch=4, manifest_max_batch=5)
 
 
 def test_backend_checks_the_gpu_before_tensorrt(monkeypatch, trt_bundle):

@@ -2,21 +2,85 @@
 
 Each program is loaded once and its methods kept. Its Python bindings
 exchange torch tensors, so this backend alone imports torch.
+
+XNNPACK packs each method's weights for itself when the method loads: the
+.pte stores shared weights once, but executorch 1.5.1 gives Python no switch
+for XNNPACK's weight cache, so a loaded method holds its own packed copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from executorch.extension.pybindings import portable_lib
-from executorch.runtime import Program, Runtime
 
 from runtime.backends import check_signature
 from runtime.devices import Device
 from runtime.manifest import BundleError, Graph, Manifest
+
+
+class _WithoutKernelPreferenceNotice(logging.Filter):
+    """Drops torch's notice that torchao's `KernelPreference` enum no longer needs registering.
+
+    torchao registers it when executorch's bindings import it, and torch logs
+    (not warns) about it on every import; no user can act on it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("%s is an Enum subclass") and args and getattr(args[0], "__name__", "") == "KernelPreference")
+
+
+_pytree_log = logging.getLogger("torch.utils._pytree")
+_notice_filter = _WithoutKernelPreferenceNotice()
+_pytree_log.addFilter(_notice_filter)
+try:
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Program, Runtime
+finally:
+    _pytree_log.removeFilter(_notice_filter)
+
+PROGRAM_MAGIC = b"ET"  # bytes 4-5 of every .pte: the flatbuffer file identifier starts "ET"
+CPUINFO_PREFIX = "[cpuinfo_utils.cpp:"
+
+
+class _DropLines:
+    """A stand-in for sys.stderr that drops whole lines starting with `prefix` and forwards the rest."""
+
+    def __init__(self, stream, prefix: str) -> None:
+        self.stream, self.prefix, self.pending = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not line.startswith(self.prefix):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:  # ExecuTorch flushes after every fragment of a line: keep the fragment
+        self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _without_cpuinfo_lines() -> Iterator[None]:
+    """ExecuTorch's first method load logs, through Python's sys.stderr, how it probed /sys for CPU details."""
+    stream = sys.stderr
+    sys.stderr = _DropLines(stream, CPUINFO_PREFIX)
+    try:
+        yield
+    finally:
+        pending, sys.stderr = sys.stderr.pending, stream
+        if pending and not pending.startswith(CPUINFO_PREFIX):
+            stream.write(pending)
 
 
 class ExecuTorchBackend:
@@ -43,7 +107,8 @@ class ExecuTorchBackend:
             [(None, tuple(meta.output_tensor_meta(i).sizes())) for i in range(meta.num_outputs())],
         )
         try:
-            method = program.load_method(graph.entry)
+            with _without_cpuinfo_lines():
+                method = program.load_method(graph.entry)
         except RuntimeError as error:
             raise BundleError(f"{where}: ExecuTorch cannot load the method: {error}") from error
         execute = method.execute
@@ -55,6 +120,11 @@ class ExecuTorchBackend:
 
     def _program(self, path: Path) -> Program:
         if path not in self.programs:
+            # A header that is not ExecuTorch's makes the runtime log undecodable bytes, which aborts
+            # the process; the sha256 check passed, so this is a deliberately altered or foreign file.
+            with open(path, "rb") as stream:
+                if stream.read(8)[4:6] != PROGRAM_MAGIC:
+                    raise BundleError(f"{path}: not an ExecuTorch program (no ET file identifier in its header)")
             try:
                 self.programs[path] = self.runtime.load_program(path)
             except RuntimeError as error:

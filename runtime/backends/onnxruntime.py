@@ -13,6 +13,20 @@ from runtime.devices import Device
 from runtime.manifest import BundleError, Graph, Manifest
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+_shared_arena: list[bool] = []  # whether this process has registered its shared CPU arena
+
+
+def _share_cpu_arena(options: ort.SessionOptions) -> None:
+    """Let every session of the process draw activations from one CPU arena instead of one arena each.
+
+    A bundle holds many graphs; with an arena per session, each keeps the
+    peak activation memory of its own largest batch.
+    """
+    if not _shared_arena:
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena.append(True)
+    options.add_session_config_entry("session.use_env_allocators", "1")
 
 
 class OnnxRuntimeBackend:
@@ -27,6 +41,7 @@ class OnnxRuntimeBackend:
             )
         self.options = ort.SessionOptions()
         self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        _share_cpu_arena(self.options)
         if threads:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1

@@ -32,11 +32,15 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runtime.bundle import sha256_of
 from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest
+
+if TYPE_CHECKING:
+    from runtime.devices import Device
 
 __all__ = [
     "ENGINE_CACHE_ENV",
@@ -231,7 +235,8 @@ class TensorRTBackend:
         return bytes(serialized)
 
 
-def create(*, threads: int | None = None) -> TensorRTBackend:
+def create(*, threads: int | None = None, device: Device | None = None) -> TensorRTBackend:
+    """The backend; `device` is accepted like every backend's, but engines follow the bundle's build plan."""
     if threads is not None:
         raise ValueError(f"threads={threads} sets CPU threads; TensorRT runs on the GPU, so leave it unset")
     return TensorRTBackend()
