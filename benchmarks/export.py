@@ -163,7 +163,7 @@ def static_sizes(model, work: Path) -> dict:
     for target in BACKENDS:
         directory = work / f"static-{target}"
         directory.mkdir()
-        write_artifacts(target, full, directory, device=None)
+        write_artifacts(target, full, directory, device=None, max_batch=1)
         sizes[target] = size(directory)
     return sizes
 

@@ -291,10 +291,12 @@ def _parse(data: Any, source: Path) -> Manifest:
         entry = r.fields(entry, where, {"name", "artifact", "entry", "inputs", "outputs", "macs"})
         if entry["name"] != name:
             raise r.fail(f"{where}.name", f"{entry['name']!r} differs from its key")
-        method = entry["entry"]
+        method, artifact = entry["entry"], r.text(entry["artifact"], f"{where}.artifact")
+        if artifact not in artifacts:
+            raise r.fail(f"{where}.artifact", f"{artifact!r} is not listed in artifacts")
         r.graphs[name] = Graph(
             name=name,
-            artifact=r.choice(r.text(entry["artifact"], f"{where}.artifact"), artifacts, f"{where}.artifact"),
+            artifact=artifact,
             entry=None if method is None else r.text(method, f"{where}.entry"),
             inputs=r.tensors(entry["inputs"], f"{where}.inputs"),
             outputs=r.tensors(entry["outputs"], f"{where}.outputs"),

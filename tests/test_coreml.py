@@ -68,7 +68,7 @@ def full_graph(trained):
     """The full-resolution DRNet graph, alone: the baseline of the weight-sharing checks."""
     model, config = trained
     split = split_model(model, config["family"], config["data"]["resolution"])
-    return next(g for g in split.graphs if g.name == split.dispatch.reference_graph)
+    return next(g for g in split.graphs if g.name == split.dispatch.reference)
 
 
 @pytest.fixture(scope="module")

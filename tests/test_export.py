@@ -124,7 +124,7 @@ def test_graphs_share_their_weights(trained, request, tmp_path, target):
     alone = tuple(g for g in split.graphs if g.name in ("res32", "predictor"))
     single = tmp_path / "single"
     single.mkdir()
-    write_artifacts(target, alone, single, device=None)
+    write_artifacts(target, alone, single, device=None, max_batch=32)
     single_size = sum(path.stat().st_size for path in single.iterdir())
     extra_bn_bytes = sum(
         (len(m.sets) - 1) * 2 * m.sets[0].num_features * 4

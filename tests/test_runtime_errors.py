@@ -131,29 +131,24 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 4, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
-def test_format_version_message_names_both_versions(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=3))
-    message = refused(bundle, "unknown format_version 3")
-    assert "reads [1, 2]" in message
+def test_format_version_message_names_the_versions_read(bundle):
+    edit_manifest(bundle, lambda m: m.update(format_version=4))
+    message = refused(bundle, "unknown format_version 4")
+    assert "reads [1, 2, 3]" in message
 
 
-def test_version_1_bundles_still_load(bundle):
-    edit_manifest(bundle, lambda m: (m.update(format_version=1), m.pop("build", None)))
-    assert runtime.load(bundle).manifest.format_version == 1
+def test_an_old_version_needs_batch_1_shapes(bundle):
+    edit_manifest(bundle, lambda m: m.update(format_version=2))
+    refused(bundle, r"graphs\['predictor'\]\.inputs\[0\]\.shape: a version 2 graph has batch 1 first")
 
 
-def test_version_1_knows_only_the_argmax_rule(bundle):
-    edit_manifest(bundle, lambda m: (m.update(format_version=1), m["dispatch"].update(rule="policy")))
-    refused(bundle, r"dispatch.rule: 'policy' is not one of \['argmax'\]")
-
-
-@pytest.mark.parametrize("field", ["classes", "graphs", "dispatch", "artifacts", "macs_convention"])
+@pytest.mark.parametrize("field", ["classes", "max_batch", "graphs", "dispatch", "artifacts", "macs_convention"])
 def test_missing_top_level_field(bundle, field):
     edit_manifest(bundle, lambda m: m.pop(field))
     refused(bundle, rf"{bundle / MANIFEST_FILE}: manifest: missing field\(s\) \['{field}'\]")
@@ -196,12 +191,23 @@ def test_dispatch_path_naming_a_missing_graph(bundle):
 
 def test_selector_scores_must_match_the_paths(bundle):
     edit_manifest(bundle, lambda m: m["dispatch"]["paths"].pop())
-    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.selector: 'predictor' scores 3 paths but 2")
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.selector: 'predictor' emits scores of shape \[3\], not \[2\]")
 
 
-def test_reference_path_must_be_a_path(bundle):
-    edit_manifest(bundle, lambda m: m["dispatch"].update(reference_path="res64"))
-    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.reference_path")
+def test_reference_must_be_a_graph(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"].update(reference="res64"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.reference: 'res64' is not one of")
+
+
+def test_reference_must_be_a_path_s_graph(bundle):
+    edit_manifest(bundle, lambda m: m["dispatch"].update(reference="predictor"))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: dispatch\.reference: 'predictor' is not the graph of any path")
+
+
+@pytest.mark.parametrize("max_batch", [0, -1, 2.5, "8", None])
+def test_max_batch_must_be_a_positive_int(bundle, max_batch):
+    edit_manifest(bundle, lambda m: m.update(max_batch=max_batch))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: max_batch")
 
 
 def test_graph_artifact_must_be_listed(bundle):
@@ -250,3 +256,71 @@ def test_unknown_backend_for_the_target(bundle):
         runtime.load(bundle, backend="executorch")
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         runtime.load(bundle, backend="tflite")
+
+
+# --- artifacts that do not declare what the manifest says ----------------------------------------
+
+
+def test_a_declared_image_input_must_match_the_preprocessing(bundle):
+    """A predictor declared to take 7x7 images, while the bundle preprocesses to 32x32."""
+    edit_manifest(bundle, lambda m: m["graphs"]["predictor"]["inputs"][0].update(shape=[3, 7, 7]))
+    refused(bundle, r"graphs\['predictor'\]\.inputs\[0\]\.shape: \[3, 7, 7\] differs from the preprocessed image")
+
+
+def test_a_tensor_name_the_artifact_does_not_declare(bundle):
+    edit_manifest(bundle, lambda m: m["graphs"]["res16"]["outputs"][0].update(name="scores"))
+    message = refused(bundle, r"graphs\['res16'\]\.outputs\[0\]\.name is 'scores' but the artifact's is 'logits'")
+    assert str(bundle / "res16.onnx") in message
+
+
+def test_a_max_batch_beyond_what_the_artifact_takes(checkpoint_dir, tmp_path):
+    """ONNX graphs exported for batch 1 alone, under a manifest that promises batches of 8."""
+    import exporter
+
+    bundle = tmp_path / "batch1"
+    exporter.export(checkpoint_dir, "onnx", bundle, max_batch=1, verify=False)
+    assert runtime.load(bundle).manifest.max_batch == 1
+    edit_manifest(bundle, lambda m: m.update(max_batch=8))
+    refused(bundle, r"the artifact takes at most 1 samples, the manifest's max_batch is 8")
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_a_feature_shape_the_artifact_does_not_take(block_bundles, tmp_path, target):
+    bundle = copy_tree(block_bundles["blockdrop", target], tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m["graphs"]["head"]["inputs"][0].update(shape=[64, 4, 4]))
+    message = refused(bundle, r"graphs\['head'\]\.inputs\[0\]\.shape is \[64, 4, 4\] but the artifact's is")
+    assert "graph 'head'" in message
+
+
+def test_executorch_max_batch_beyond_the_program_bound(et_bundle, tmp_path):
+    bundle = copy_tree(et_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m.update(max_batch=64))
+    refused(bundle, r"model\.pte \(graph 'predictor', method 'predictor'\): graphs\['predictor'\]\.inputs\[0\]: the artifact takes at most 32 samples, the manifest's max_batch is 64")
+
+
+def rehash(bundle, file: str) -> None:
+    """Make the manifest vouch for `file` as it now is: damage the sha256 check cannot catch."""
+    from runtime.files import sha256_of
+
+    path = bundle / file
+    edit_manifest(bundle, lambda m: m["artifacts"][file].update(sha256=sha256_of(path), bytes=path.stat().st_size))
+
+
+def test_a_truncated_onnx_graph_names_the_file_and_graph(bundle):
+    path = bundle / "res24.onnx"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    rehash(bundle, "res24.onnx")
+    message = refused(bundle, "onnxruntime cannot load it")
+    assert f"{path} (graph 'res24')" in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_program_names_the_file(et_bundle, tmp_path, damage):
+    bundle = copy_tree(et_bundle, tmp_path / "bundle")
+    path = bundle / "model.pte"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:4] + b"\xff\xfe" + data[6:])
+    rehash(bundle, "model.pte")
+    message = refused(bundle, "ExecuTorch cannot load|not an ExecuTorch program")
+    assert str(path) in message
+

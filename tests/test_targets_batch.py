@@ -16,8 +16,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
 from executorch.runtime import Runtime
+from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph
@@ -91,29 +91,35 @@ def executorch_runner(directory, graph):
     return lambda inputs: [out.numpy() for out in method.execute(list(inputs))]
 
 
-WRITERS = {
-    "onnx": lambda graphs, directory: onnx_target.write(graphs, directory, device=None, max_batch=MAX_BATCH),
-    "executorch": lambda graphs, directory: et_target.write(graphs, directory, device=None, max_batch=MAX_BATCH),
-    # The TensorRT target's artifact is ONNX, which onnxruntime runs.
-    "tensorrt": lambda graphs, directory: trt_target.write(
-        graphs, directory, device=batching_device(4), max_batch=MAX_BATCH
-    ),
+# target: (module, device, runner). The TensorRT target's artifact is ONNX, which onnxruntime runs.
+TARGETS = {
+    "onnx": (onnx_target, None, onnx_runner),
+    "executorch": (et_target, None, executorch_runner),
+    "tensorrt": (trt_target, batching_device(4), onnx_runner),
 }
-RUNNERS = {"onnx": onnx_runner, "executorch": executorch_runner, "tensorrt": onnx_runner}
 
 
-@pytest.fixture(scope="module", params=sorted(WRITERS))
-def written(request, tmp_path_factory):
-    """(target, directory, graphs, Written) for the tiny graphs written with max_batch 8."""
-    directory = tmp_path_factory.mktemp(request.param)
-    return request.param, directory, graphs(), WRITERS[request.param](graphs(), directory)
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """target -> (directory, Written): the tiny graphs written with max_batch 8, once per target."""
+    cache = {}
+
+    def write(target: str):
+        if target not in cache:
+            directory = tmp_path_factory.mktemp(target)
+            module, device, _ = TARGETS[target]
+            cache[target] = directory, module.write(graphs(), directory, device=device, max_batch=MAX_BATCH)
+        return cache[target]
+
+    return write
 
 
 @pytest.mark.parametrize("n", BATCHES)
-def test_artifact_matches_eager_at_every_batch(written, n):
-    target, directory, graphs, _ = written
-    for graph in graphs:
-        run = RUNNERS[target](directory, graph)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_artifact_matches_eager_at_every_batch(written, target, n):
+    directory, _ = written(target)
+    for graph in graphs():
+        run = TARGETS[target][2](directory, graph)
         inputs = batch_of(graph, n)
         with torch.no_grad():
             expected = graph.module(*inputs)
@@ -125,19 +131,16 @@ def test_artifact_matches_eager_at_every_batch(written, n):
 
 
 def test_executorch_refuses_a_batch_above_max(written):
-    target, directory, graphs, _ = written
-    if target != "executorch":
-        pytest.skip("only ExecuTorch bounds the batch inside the artifact")
-    for graph in graphs:
+    directory, _ = written("executorch")
+    for graph in graphs():
         with pytest.raises(RuntimeError, match="set_inputs"):
             executorch_runner(directory, graph)(batch_of(graph, MAX_BATCH + 1))
 
 
-def test_onnx_batch_axis_is_symbolic_and_shared(written):
-    target, directory, graphs, _ = written
-    if target == "executorch":
-        pytest.skip("not ONNX")
-    for graph in graphs:
+@pytest.mark.parametrize("target", ["onnx", "tensorrt"])
+def test_onnx_batch_axis_is_symbolic_and_shared(written, target):
+    directory, _ = written(target)
+    for graph in graphs():
         model = onnx.load(str(directory / f"{graph.name}.onnx"), load_external_data=False)
         for value in (*model.graph.input, *model.graph.output):
             first, *rest = value.type.tensor_type.shape.dim
@@ -167,15 +170,13 @@ def test_example_inputs_must_be_batch_1():
 
 
 def test_tensorrt_profiles_span_1_opt_max(written):
-    target, _, graphs, written = written
-    if target != "tensorrt":
-        pytest.skip("TensorRT only")
-    assert written.build.profiles == {
+    _, plan = written("tensorrt")
+    assert plan.build.profiles == {
         graph.name: tuple(
             EngineProfile(name, (1, *x.shape[1:]), (4, *x.shape[1:]), (MAX_BATCH, *x.shape[1:]))
             for name, x in zip(graph.input_names, graph.example_inputs)
         )
-        for graph in graphs
+        for graph in graphs()
     }
 
 
@@ -199,18 +200,6 @@ def test_tensorrt_check_accepts_a_symbolic_batch_only():
     for shape in (["batch", 3, "height", 8], [1, "channels", 8, 8], ["batch", 3, 8, 0]):
         with pytest.raises(ValueError, match=r"tensor 'x' has shape .*need static positive dims"):
             trt_target.check_for_tensorrt("spatial", relu_model(shape))
-
-
-def test_tensorrt_shape_variants_keep_the_batch_symbolic(tmp_path):
-    shared = graphs()[0]
-    variants = (dataclasses.replace(shared, name="small"),
-                dataclasses.replace(shared, name="large", example_inputs=(torch.randn(1, 3, 12, 12),)))  # fmt: skip
-    written = trt_target.write(variants, tmp_path, device=None, max_batch=MAX_BATCH)
-    assert written.placement == {"small": ("small+large.onnx", None), "large": ("small+large.onnx", None)}
-    model = onnx.load(str(tmp_path / "small+large.onnx"), load_external_data=False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_value or d.dim_param for d in dims] == ["batch", 3, "image_2", "image_3"]
-    assert written.build.profiles["large"][0].max == (MAX_BATCH, 3, 12, 12)
 
 
 # --- Core ML -------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def write(
 def _opt_batch(device: Device | None, max_batch: int) -> int:
     """The batch the device's engines are tuned for: its `opt_batch`, 1 for a device without one."""
     check_max_batch(max_batch)
-    opt_batch = getattr(device, "opt_batch", None) or 1
+    opt_batch = device.opt_batch if device else 1
     if not 1 <= opt_batch <= max_batch:
         raise ValueError(f"device {device.name!r}: opt_batch {opt_batch} is outside 1..max_batch ({max_batch})")
     return opt_batch

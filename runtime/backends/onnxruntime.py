@@ -77,5 +77,5 @@ class OnnxRuntimeBackend:
 
 
 def create(*, threads: int | None = None, device: Device | None = None) -> OnnxRuntimeBackend:
-    providers = getattr(device, "providers", None) or DEFAULT_PROVIDERS
+    providers = (device.providers if device else None) or DEFAULT_PROVIDERS
     return OnnxRuntimeBackend(threads, tuple(providers))

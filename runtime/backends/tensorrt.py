@@ -27,7 +27,6 @@ import hashlib
 import importlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.bundle import sha256_of
+from runtime.files import atomic_write, sha256_of
 from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest
 
 if TYPE_CHECKING:
@@ -148,17 +147,7 @@ def read_cached_engine(path: Path) -> bytes | None:
 
 def write_cached_engine(path: Path, engine: bytes) -> None:
     """Store `engine` at `path` atomically: readers see the old entry or the whole new one, never part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(_ENGINE_HEADER + hashlib.sha256(engine).digest() + engine)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: temporary.write_bytes(_ENGINE_HEADER + hashlib.sha256(engine).digest() + engine))
 
 
 class TensorRTBackend:
