@@ -174,16 +174,16 @@ class PolicyDispatcher:
         paths = path_strings(keep)
         ids: dict[str, int] = {}
         keys = np.array([ids.setdefault(p, len(ids)) for p in paths])
-        logits = np.empty((len(batch), self.classes), dtype=np.float32)
-        walking = np.ones(len(batch), dtype=bool)
         distinct = list(ids)
+        logits = np.empty((len(batch), self.classes), dtype=np.float32)
+        uncached = np.ones(len(batch), dtype=bool)
         for key, rows in groups(keys):
             graph = self.cached.get(distinct[key])
             if graph is not None:
                 logits[rows] = call(graph, batch[rows])[0]
-                walking[rows] = False
-        if walking.any():
-            rows = np.flatnonzero(walking)
+                uncached[rows] = False
+        if uncached.any():
+            rows = np.flatnonzero(uncached)
             logits[rows] = self._walk(call, batch[rows], keep[rows], [paths[i] for i in rows])
         return Decision(logits, paths, np.array([self.plan(p)[1] for p in paths], dtype=np.int64))
 
@@ -200,20 +200,19 @@ class PolicyDispatcher:
             if k not in pending:
                 continue
             rows, x = _merge(pending.pop(k))
-            segment = self.segments.get(k)
-            fused = keep[rows, k : segment.last + 1].all(axis=1) if segment else np.zeros(len(rows), dtype=bool)
             kept = keep[rows, k]
-            for mask, graph, after in (
-                (fused, segment.graph if segment else None, segment.last + 1 if segment else k + 1),
-                (kept & ~fused, step.run, k + 1),
-                (~kept, step.skip, k + 1),
-            ):
+            steps = [(kept, step.run, k + 1), (~kept, step.skip, k + 1)]  # (which rows, graph, next block)
+            segment = self.segments.get(k)
+            if segment:
+                fused = keep[rows, k : segment.last + 1].all(axis=1)
+                steps = [(fused, segment.graph, segment.last + 1), (kept & ~fused, step.run, k + 1), steps[1]]
+            for mask, graph, after in steps:
                 selected = np.count_nonzero(mask)
                 if not selected:
                     continue
-                subset = (rows, x) if selected == len(rows) else (rows[mask], x[mask])
-                out = subset[1] if graph is None else call(graph, subset[1])[0]
-                pending.setdefault(after, []).append((subset[0], out))
+                subset_rows, subset = (rows, x) if selected == len(rows) else (rows[mask], x[mask])
+                out = subset if graph is None else call(graph, subset)[0]  # None: an identity shortcut
+                pending.setdefault(after, []).append((subset_rows, out))
         rows, x = _merge(pending.pop(len(self.d.blocks)))
         logits = np.empty((len(images), self.classes), dtype=np.float32)
         logits[rows] = call(self.d.head, x)[0]
