@@ -324,3 +324,13 @@ def test_a_damaged_program_names_the_file(et_bundle, tmp_path, damage):
     message = refused(bundle, "ExecuTorch cannot load|not an ExecuTorch program")
     assert str(path) in message
 
+
+
+def test_onnxruntime_refuses_providers_it_does_not_have(onnx_bundle):
+    import dataclasses
+
+    from runtime.devices import get_device
+
+    device = dataclasses.replace(get_device("host-cpu"), providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    with pytest.raises(RuntimeError, match=r"not \['CUDAExecutionProvider'\]; install the onnxruntime build"):
+        runtime.load(onnx_bundle, device=device)
