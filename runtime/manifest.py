@@ -220,7 +220,7 @@ class FieldReader:
 
 
 def _upgrade(data: dict, r: FieldReader) -> dict:
-    """A version 1 or 2 manifest in version 3's terms: batch-1 graphs, a gated section without policy fields."""
+    """A version 1 or 2 manifest in version 3's terms: batch-1 graphs, per-sample shapes, the rule's own upgrade."""
     data = copy.deepcopy(data)
     data["max_batch"] = 1
     data["macs_convention"] = data.get("macs_convention", MACS_CONVENTION)
@@ -233,13 +233,9 @@ def _upgrade(data: dict, r: FieldReader) -> dict:
                     raise r.fail(f"{where}.shape", f"a version {data['format_version']} graph has batch 1 first, got {shape}")
                 tensor["shape"] = shape[1:]
     dispatch = r.typed(data.get("dispatch"), dict, "dispatch")
-    if dispatch.get("rule") == "argmax" and "reference_path" in dispatch:
-        paths = {p.get("name"): p.get("graph") for p in r.typed(dispatch.get("paths"), list, "dispatch.paths") if isinstance(p, dict)}
-        dispatch["reference"] = paths[r.choice(dispatch.pop("reference_path"), paths, "dispatch.reference_path")]
-    if dispatch.get("rule") == "gated":
-        for field, unused in (("selector", None), ("head", None), ("segments", []), ("cached_paths", []), ("calibration", None)):
-            if dispatch.pop(field, unused) != unused:
-                raise r.fail(f"dispatch.{field}", f"a gated dispatch has none, got {dispatch.get(field)!r}")
+    rule = RULES.get(dispatch.get("rule"))
+    if rule is not None and rule.upgrade is not None:
+        rule.upgrade(r, dispatch)
     return data
 
 

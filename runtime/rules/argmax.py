@@ -83,6 +83,14 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
     return ArgmaxDispatch(selector, tuple(paths), reference)
 
 
+def upgrade(r: FieldReader, data: dict) -> None:
+    """Version 2 named the reference by its path; version 3 by its graph, as every rule does."""
+    if "reference_path" in data:
+        paths = r.typed(data.get("paths"), list, "dispatch.paths")
+        graphs = {p.get("name"): p.get("graph") for p in paths if isinstance(p, dict)}
+        data["reference"] = graphs[r.choice(data.pop("reference_path"), graphs, "dispatch.reference_path")]
+
+
 class ArgmaxDispatcher:
     def __init__(self, manifest: Manifest) -> None:
         d: ArgmaxDispatch = manifest.dispatch
@@ -113,4 +121,5 @@ RULE = Rule(
     section=ArgmaxDispatch,
     parse=parse,
     dispatcher=ArgmaxDispatcher,
+    upgrade=upgrade,
 )

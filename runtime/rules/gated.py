@@ -71,6 +71,14 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
     return GatedDispatch(r.graph(d["stem"], "dispatch.stem"), steps, reference)
 
 
+def upgrade(r: FieldReader, data: dict) -> None:
+    """Version 2 gave a gated section the policy rule's fields, all unused; version 3 drops them."""
+    for field, unused in (("selector", None), ("head", None), ("segments", []), ("cached_paths", []), ("calibration", None)):
+        value = data.pop(field, unused)
+        if value != unused:
+            raise r.fail(f"dispatch.{field}", f"a gated dispatch has none, got {value!r}")
+
+
 class GatedDispatcher:
     def __init__(self, manifest: Manifest) -> None:
         self.d: GatedDispatch = manifest.dispatch
@@ -106,4 +114,5 @@ RULE = Rule(
     parse=parse,
     dispatcher=GatedDispatcher,
     takes_scale=True,
+    upgrade=upgrade,
 )

@@ -60,3 +60,5 @@ class Rule:
     parse: Callable[[FieldReader, dict, Mapping[str, Graph], int], Section]  # (reader, data, graphs, classes)
     dispatcher: Callable[[Manifest], Dispatcher]
     takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
+    # Rewrites a version 1 or 2 section, in place, into version 3's terms; None where nothing changed.
+    upgrade: Callable[[FieldReader, dict], None] | None = None
