@@ -33,7 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of scripts, not an installed package
+    # benchmarks/ is a folder of scripts, not an installed package. The root must come first: run as a
+    # script, sys.path[0] is benchmarks/, where this file would shadow the `runtime` package.
+    sys.path.insert(0, str(ROOT))
 
 import runtime  # noqa: E402
 from runtime.backends import create_backend  # noqa: E402
@@ -173,7 +175,7 @@ def build_urnet(images: np.ndarray, seed: int = 0) -> Built:
     x = normalized(images)
     _sane_bn(model, lambda: model.backbone(x))
     natural = model.infer(x, SCALE)
-    usage = float(natural.executed.float().mean())
+    usage = float(natural.blocks.float().mean())
     distinct = len(set(natural.paths))
     note = f"unrigged at S={SCALE}: block usage {usage:.2f}, {distinct} distinct paths over {len(x)} images"
     if 0.1 < usage < 0.9 and distinct > 1:
@@ -202,7 +204,7 @@ def build_urnet(images: np.ndarray, seed: int = 0) -> Built:
         rigged = model.infer(x, SCALE)
         rig = (f"random weights, BN statistics from data; {note}, so the gates are rigged: each gate's last layer is "
                f"rescaled and biased at S={SCALE} so about half the 54 blocks are always closed, the rest open, and "
-               f"{UNDECIDED_GATES} are decided per image (calibration: usage {float(rigged.executed.float().mean()):.2f}, "
+               f"{UNDECIDED_GATES} are decided per image (calibration: usage {float(rigged.blocks.float().mean()):.2f}, "
                f"{len(set(rigged.paths))} distinct paths)")
     info = DataInfo("cifar10", tuple(f"class{i}" for i in range(10)), MEAN, STD, 32)
     config = {"family": "urnet", "recipe": "urnet-rigged-resnet110", "model": model_config,
@@ -339,6 +341,21 @@ def dispatch_overhead(session: Session, stream: list[np.ndarray], calls: list[li
     return {"us": us, "us_per_call": per_call, "pass": per_call <= GOALS["overhead_us"]}
 
 
+def shape_change(session: Session, batch: np.ndarray, rounds: int) -> dict:
+    """What a change of batch size between two calls of one graph costs: the reference graph at sizes 8 and 5.
+
+    Each case is its own measurement (interleaving them would change the shape between cases too):
+    a constant 8, a constant 5, and 8 then 5 alternating; the penalty is per change of size.
+    """
+    run = session.graphs[session.manifest.dispatch.reference]
+    x = prepare(batch, session.manifest.preprocessing)
+    eight, five = x[:8].copy(), x[8:13].copy()
+    us = {}
+    for case, fn in (("8", lambda: run([eight])), ("5", lambda: run([five])), ("8,5", lambda: (run([eight]), run([five])))):
+        us[case] = measure({case: fn}, runs=rounds * 3, warmup=2)[case].median_ms * 1e3
+    return {"us": us, "penalty_us": (us["8,5"] - us["8"] - us["5"]) / 2}
+
+
 def graph_kinds(manifest) -> dict[str, str]:
     """Each graph's role in its dispatch, for the where-the-time-goes breakdowns."""
     d, kinds = manifest.dispatch, {}
@@ -439,6 +456,7 @@ def measure_session(session: Session, images: np.ndarray, batches: list[np.ndarr
               for name in per_batch})  # µs per image of the batches
 
     isolated = dispatch_overhead(session, stream, calls, scale, rounds)
+    reshape = shape_change(session, batches[0], rounds)
     calls_per_image = float(np.mean([len(c) for c in calls]))
     overhead = (t["dynamic"] - t["direct dynamic"] - t["preprocess"]) / calls_per_image
     macs_cut = 1 - macs.mean() / reference_macs
@@ -470,6 +488,7 @@ def measure_session(session: Session, images: np.ndarray, batches: list[np.ndarr
             "images": len(batches) * BATCH, "throughput_ratio": batch_speedup, "macs_reduction": batch_reduction,
             "fraction": batch_speedup / batch_reduction,
             "distinct_paths": [len(set(r.paths)) for r in batch_results],
+            "shape_change": reshape,
             "calls_per_batch": float(np.mean([len(c) for c in batch_calls])),
             "where": where_time_goes(logged["batch dynamic"], kinds, batch_calls),
         },
@@ -738,17 +757,19 @@ def report_md(command: str, info: dict, rows: list[dict], rss: list[dict] | None
         "",
         f"Throughput of `Session.run(batch)` / `Session.run(batch, static=True)` over {BATCHES} distinct batches, "
         "divided by the MACs reduction (reference MACs / mean MACs of the batches). Goal >= 0.85. Calls count backend "
-        "runner calls: a group larger than the bundle's max_batch runs in chunks.",
+        "runner calls: a group larger than the bundle's max_batch runs in chunks. *Batch-size change*: extra time "
+        "per call when the reference graph's batch size alternates 8, 5, 8, ... against keeping it constant "
+        "(each case measured alone); grouped dispatch hands every block graph a different subset size.",
         "",
-        "| bundle | backend | max_batch | distinct paths per batch | calls/batch | static µs/image | dynamic µs/image | throughput ratio | MACs reduction | fraction | goal | where the batch's time goes (µs per batch) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bundle | backend | max_batch | distinct paths per batch | calls/batch | static µs/image | dynamic µs/image | throughput ratio | MACs reduction | fraction | goal | batch-size change µs | where the batch's time goes (µs per batch) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, us = r["batch"], r["us"]
         out.append(
             f"| {r['bundle']} | {r['backend']} | {r['max_batch']} | {'/'.join(map(str, b['distinct_paths']))} | {b['calls_per_batch']:.0f} | "
             f"{us['batch static']:.0f} | {us['batch dynamic']:.0f} | {b['throughput_ratio']:.2f}x | {b['macs_reduction']:.2f}x | "
-            f"{b['fraction']:.2f} | {pf(b['fraction'] >= GOALS['batch'])} | {where_text(b['where'])} |")
+            f"{b['fraction']:.2f} | {pf(b['fraction'] >= GOALS['batch'])} | {b['shape_change']['penalty_us']:.0f} | {where_text(b['where'])} |")
     out += [
         "",
         "## 4. Realized fraction at batch 1: ours against the static subgraphs' own scaling",

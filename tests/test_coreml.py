@@ -19,7 +19,7 @@ import exporter
 import runtime
 from exporter.splits import split_model
 from runtime import BundleError
-from runtime.bundle import sha256_of
+from runtime.files import sha256_of
 from runtime.devices import get_device
 from runtime.manifest import MANIFEST_FILE, BuildPlan, read_manifest
 

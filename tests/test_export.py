@@ -20,8 +20,9 @@ from exporter.__main__ import main as exporter_main
 from exporter.splits import split_model
 from exporter.targets import onnx as onnx_target
 from exporter.targets import write_artifacts
-from runtime.bundle import sha256_of
-from runtime.manifest import MANIFEST_FILE
+from runtime.devices import get_device
+from runtime.files import sha256_of
+from runtime.manifest import FORMAT_VERSION, MANIFEST_FILE
 from trainer import families
 from trainer.checkpoint import CONFIG_FILE
 from trainer.switchable_bn import SwitchableBatchNorm2d
@@ -87,7 +88,7 @@ def test_run_reports_timings_per_stage(onnx_session, digits_test):
 # --- artifacts -----------------------------------------------------------------------------------
 
 
-def test_onnx_artifacts_pass_the_checker_with_static_inputs(onnx_bundle):
+def test_onnx_artifacts_pass_the_checker_with_a_symbolic_batch(onnx_bundle):
     files = sorted(onnx_bundle.glob("*.onnx"))
     assert [f.name for f in files] == sorted(f"{g}.onnx" for g in ("predictor", *PATHS))
     locations = set()
@@ -101,8 +102,8 @@ def test_onnx_artifacts_pass_the_checker_with_static_inputs(onnx_bundle):
         assert [i.name for i in inputs] == ["image"], file.name
         for tensor in inputs:
             dims = tensor.type.tensor_type.shape.dim
-            assert [d.WhichOneof("value") for d in dims] == ["dim_value"] * 4, f"{file.name}: symbolic dims"
-            assert [d.dim_value for d in dims] == [1, 3, 32, 32], file.name
+            assert [d.WhichOneof("value") for d in dims] == ["dim_param"] + ["dim_value"] * 3, file.name
+            assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 32, 32], file.name
         external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         locations.update(entry.value for t in external for entry in t.external_data if entry.key == "location")
     assert locations == {onnx_target.WEIGHTS_FILE}, "every external weight lives in the one shared file"
@@ -144,7 +145,7 @@ def test_manifest_describes_the_model(trained, onnx_bundle, et_bundle):
     model, config = trained
     for bundle, target in ((onnx_bundle, "onnx"), (et_bundle, "executorch")):
         manifest = runtime.load(bundle).manifest
-        assert manifest.format_version == 2 and manifest.family == "drnet" and manifest.target == target
+        assert manifest.format_version == FORMAT_VERSION and manifest.family == "drnet" and manifest.target == target
         assert manifest.classes == tuple(config["data"]["classes"])
         assert manifest.producer["recipe"] == "drnet-digits"
         assert manifest.producer["torch"] == torch.__version__
@@ -152,12 +153,13 @@ def test_manifest_describes_the_model(trained, onnx_bundle, et_bundle):
         assert dispatch.rule == "argmax" and dispatch.selector == "predictor"
         assert [p.name for p in dispatch.paths] == list(PATHS)
         assert [p.resolution for p in dispatch.paths] == [32, 24, 16]
-        assert dispatch.reference_path == "res32"
+        assert dispatch.reference == "res32"
+        assert manifest.max_batch == get_device("host-cpu" if target == "onnx" else "pixel-8").max_batch
         assert manifest.graphs["predictor"].macs == model.predictor_macs
-        assert manifest.graphs["predictor"].outputs[0].shape == (1, 3)
+        assert manifest.graphs["predictor"].outputs[0].shape == (3,)
         for index, path in enumerate(dispatch.paths):
             assert manifest.graphs[path.graph].macs == model.backbone_macs[index]
-            assert manifest.path_macs(path) == model.predictor_macs + model.backbone_macs[index]
+            assert dispatch.path_macs(manifest.graphs)[path.name] == model.predictor_macs + model.backbone_macs[index]
             assert manifest.graphs[path.graph].outputs[0].shape == (1, 10)
         for file, artifact in manifest.artifacts.items():
             assert artifact.sha256 == sha256_of(bundle / file)
@@ -196,7 +198,7 @@ def test_force_replaces_an_existing_bundle(checkpoint_dir, onnx_bundle, tmp_path
 
 
 def failing_write(error: BaseException):
-    def write(target, graphs, directory, *, device, calibration=None):
+    def write(target, graphs, directory, *, device, max_batch, calibration=None):
         (directory / "predictor.onnx").write_bytes(b"half an artifact")
         raise error
 
@@ -285,9 +287,10 @@ def test_unknown_target_is_refused(checkpoint_dir, tmp_path):
 
 
 def test_a_family_without_a_split_is_refused(checkpoint_dir, tmp_path, monkeypatch):
-    """A family the trainer knows but the exporter cannot split is refused by name, leaving nothing."""
+    """A family whose split module does not exist is refused by name, leaving nothing."""
     drnet = families.get_family("drnet")
-    monkeypatch.setitem(families.FAMILIES, "fakenet", dataclasses.replace(drnet, name="fakenet"))
+    fake = dataclasses.replace(drnet, name="fakenet", split="exporter.splits.fakenet")
+    monkeypatch.setitem(families.FAMILIES, "fakenet", fake)
     checkpoint = copy_tree(checkpoint_dir, tmp_path / "ckpt")
     config = read_json(checkpoint / CONFIG_FILE)
     config["family"] = "fakenet"

@@ -294,8 +294,13 @@ def test_a_feature_shape_the_artifact_does_not_take(block_bundles, tmp_path, tar
 
 def test_executorch_max_batch_beyond_the_program_bound(et_bundle, tmp_path):
     bundle = copy_tree(et_bundle, tmp_path / "bundle")
-    edit_manifest(bundle, lambda m: m.update(max_batch=64))
-    refused(bundle, r"model\.pte \(graph 'predictor', method 'predictor'\): graphs\['predictor'\]\.inputs\[0\]: the artifact takes at most 32 samples, the manifest's max_batch is 64")
+    exported = runtime.load(et_bundle).manifest.max_batch
+    edit_manifest(bundle, lambda m: m.update(max_batch=exported + 1))
+    refused(
+        bundle,
+        rf"model\.pte \(graph 'predictor', method 'predictor'\): graphs\['predictor'\]\.inputs\[0\]: "
+        rf"the artifact takes at most {exported} samples, the manifest's max_batch is {exported + 1}",
+    )
 
 
 def rehash(bundle, file: str) -> None:

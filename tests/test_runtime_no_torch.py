@@ -86,7 +86,7 @@ def test_executorch_backend_without_torch_names_what_is_missing(et_bundle):
     )
     assert done.returncode == 0, done.stderr
     assert "refused: backend 'executorch' needs a package that is missing" in done.stdout
-    assert "pip install executorch" in done.stdout
+    assert "pip install adaptive-edge[device-executorch]" in done.stdout
 
 
 def test_executorch_bundle_loads_in_a_normal_process(et_bundle, digits_test):

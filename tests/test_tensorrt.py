@@ -37,7 +37,7 @@ from exporter.graphs import ExportGraph
 from exporter.targets import tensorrt as trt_target
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, read_cached_engine, write_cached_engine
-from runtime.bundle import sha256_of
+from runtime.files import sha256_of
 from runtime.devices import get_device
 from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
 

@@ -24,5 +24,8 @@ def split_model(
             f"family {family!r} expects a {entry.model_type.__name__}, got {type(model).__name__}; "
             "the checkpoint config and weights disagree"
         )
-    split = importlib.import_module(entry.split).split
+    try:
+        split = importlib.import_module(entry.split).split
+    except (ImportError, AttributeError) as error:
+        raise UnsplittableModel(f"family {family!r} names the split {entry.split!r}, which cannot be loaded: {error}") from None
     return split(model.eval(), resolution, calibration=calibration, cache_paths=cache_paths)
