@@ -105,7 +105,7 @@ class Session:
             raise ValueError(f"scale must be one number or one per image ({count}), got shape {values.shape}")
         if not (np.isfinite(values) & (values >= 0) & (values <= 1)).all():
             raise ValueError(f"scale must lie in [0, 1], got {scale!r}")
-        return np.ascontiguousarray(np.broadcast_to(values, (count,)))
+        return np.array(np.broadcast_to(values, (count,)))  # a writable copy, one value per image
 
 
 def load(

@@ -160,7 +160,7 @@ def test_manifest_describes_the_model(trained, onnx_bundle, et_bundle):
         for index, path in enumerate(dispatch.paths):
             assert manifest.graphs[path.graph].macs == model.backbone_macs[index]
             assert dispatch.path_macs(manifest.graphs)[path.name] == model.predictor_macs + model.backbone_macs[index]
-            assert manifest.graphs[path.graph].outputs[0].shape == (1, 10)
+            assert manifest.graphs[path.graph].outputs[0].shape == (10,)
         for file, artifact in manifest.artifacts.items():
             assert artifact.sha256 == sha256_of(bundle / file)
             assert artifact.bytes == (bundle / file).stat().st_size

@@ -104,7 +104,7 @@ def test_budgets_check_the_dearest_path(onnx_bundle, onnx_session, images_npy, t
     budgets = json.loads(out.read_text())["budgets"]
     manifest = onnx_session.manifest
     assert budgets["macs"] == {
-        "value": max(manifest.path_macs(p) for p in manifest.dispatch.paths),
+        "value": max(manifest.dispatch.path_macs(manifest.graphs).values()),
         "budget": 50_000_000,
         "path": "res32",
         "pass": True,
@@ -127,7 +127,7 @@ def test_a_tiny_macs_budget_fails(onnx_bundle, images_npy, tmp_path, capsys):
 
 def test_a_macs_budget_just_below_the_dearest_path_fails(onnx_bundle, onnx_session, images_npy, tmp_path):
     manifest = onnx_session.manifest
-    dearest = max(manifest.path_macs(p) for p in manifest.dispatch.paths)
+    dearest = max(manifest.dispatch.path_macs(manifest.graphs).values())
     out = tmp_path / "report.json"
     devices = devices_file(tmp_path, macs=dearest - 1)
     assert profile_module.main(profile_args(onnx_bundle, devices, images_npy, out)) == 1

@@ -114,7 +114,9 @@ class ExecuTorchBackend:
         execute = method.execute
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            return [out.numpy() for out in execute([torch.from_numpy(x) for x in inputs])]
+            # torch wraps only writable arrays; a caller's read-only batch is copied, not aliased.
+            tensors = [torch.from_numpy(x if x.flags.writeable else x.copy()) for x in inputs]
+            return [out.numpy() for out in execute(tensors)]
 
         return run
 
