@@ -140,3 +140,12 @@ def test_a_path_that_does_not_exist_is_refused(sessions, digits_test):
 def test_bad_scales_are_refused(sessions, digits_test, scale, message):
     with pytest.raises(ValueError, match=message):
         sessions["urnet", "onnx"].run(digits_test[0][:2], scale=scale)
+
+
+def test_a_forced_path_through_a_left_out_block_is_refused(sessions, digits_test):
+    session = sessions["blockdrop", "onnx"]
+    left_out = [k for k, step in enumerate(session.manifest.dispatch.blocks) if step.run is None]
+    if not left_out:
+        pytest.skip("this plan left no block out")
+    with pytest.raises(ValueError, match=rf"runs blocks {left_out}, which this bundle's plan left out"):
+        session.run(digits_test[0][:2], path="1" * len(session.manifest.dispatch.blocks))

@@ -72,7 +72,7 @@ class _DropLines:
 
 @contextlib.contextmanager
 def _without_cpuinfo_lines() -> Iterator[None]:
-    """ExecuTorch's first method load logs, through Python's sys.stderr, how it probed /sys for CPU details."""
+    """ExecuTorch logs, through Python's sys.stderr, how it probed /sys for CPU details, once per process."""
     stream = sys.stderr
     sys.stderr = _DropLines(stream, CPUINFO_PREFIX)
     try:
@@ -87,11 +87,12 @@ class ExecuTorchBackend:
     name = "executorch"
 
     def __init__(self, threads: int | None) -> None:
-        # The XNNPACK thread pool must be sized before any method loads:
-        # resizing it under a loaded method crashes the process.
-        if threads and threads != portable_lib._threadpool_get_thread_count():
-            portable_lib._unsafe_reset_threadpool(threads)
-        self.runtime = Runtime.get()
+        with _without_cpuinfo_lines():  # the thread pool probes the CPU on first use
+            # The XNNPACK thread pool must be sized before any method loads:
+            # resizing it under a loaded method crashes the process.
+            if threads and threads != portable_lib._threadpool_get_thread_count():
+                portable_lib._unsafe_reset_threadpool(threads)
+            self.runtime = Runtime.get()
         self.programs: dict[Path, Program] = {}
 
     def load(self, bundle: Path, manifest: Manifest, graph: Graph):

@@ -112,7 +112,8 @@ class ArgmaxDispatcher:
         logits = np.empty((len(batch), self.classes), dtype=np.float32)
         for index, rows in groups(choice):
             logits[rows] = call(self.graphs[index], batch[rows])[0]
-        return Decision(logits, [self.names[i] for i in choice], self.macs[choice])
+        names = self.names
+        return Decision(logits, [names[i] for i in choice.tolist()], self.macs[choice])
 
 
 RULE = Rule(

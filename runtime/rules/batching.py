@@ -16,7 +16,7 @@ def groups(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
     indexes nothing and copies nothing.
     """
     first = keys[0]
-    if (keys == first).all():
+    if len(keys) == 1 or (keys == first).all():
         yield int(first), slice(None)
         return
     for key in np.unique(keys):

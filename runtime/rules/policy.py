@@ -169,7 +169,11 @@ class PolicyDispatcher:
     def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
         keep = call(self.d.selector, batch)[0] >= 0.5
         if force is not None:
-            keep = np.broadcast_to(parse_path(force, len(self.d.blocks)), keep.shape)
+            forced = parse_path(force, len(self.d.blocks))
+            if (forced & self.left_out).any():
+                left_out = np.flatnonzero(self.left_out).tolist()
+                raise ValueError(f"path {force!r} runs blocks {left_out}, which this bundle's plan left out")
+            keep = np.broadcast_to(forced, keep.shape)
         keep = keep & ~self.left_out
         paths = path_strings(keep)
         ids: dict[str, int] = {}
