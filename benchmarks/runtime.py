@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    # benchmarks/ is a folder of scripts, not an installed package. The root must come first: run as a
-    # script, sys.path[0] is benchmarks/, where this file would shadow the `runtime` package.
-    sys.path.insert(0, str(ROOT))
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # Run as a script, sys.path[0] is benchmarks/, where this file would shadow the `runtime` package.
+    sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
 from runtime.backends import create_backend  # noqa: E402
@@ -396,11 +395,11 @@ def where_time_goes(logged: dict[int, list], kinds: dict[str, str], calls: list[
 
 
 def full_path(manifest) -> str:
-    """The path that runs every block / the reference resolution."""
+    """The reference resolution's path, or the path that runs every block the bundle holds."""
     d = manifest.dispatch
-    if manifest.dispatch.rule == "argmax":
+    if hasattr(d, "paths"):  # argmax
         return next(p.name for p in d.paths if p.graph == d.reference)
-    return "1" * len(d.blocks)
+    return "".join("0" if step.run is None else "1" for step in d.blocks)
 
 
 def measure_session(session: Session, images: np.ndarray, batches: list[np.ndarray], rounds: int) -> dict:

@@ -33,8 +33,9 @@ def scatter(mask: np.ndarray, chosen: np.ndarray, other: np.ndarray) -> np.ndarr
 
 def path_strings(matrix: np.ndarray) -> list[str]:
     """Each row of an (N, K) boolean matrix as a string of K '0'/'1' characters."""
-    codes = np.where(matrix, np.uint8(ord("1")), np.uint8(ord("0")))
-    return [row.tobytes().decode("ascii") for row in codes]
+    count, width = matrix.shape
+    text = (np.ascontiguousarray(matrix, dtype=np.uint8) + ord("0")).tobytes().decode("ascii")
+    return [text[i * width : (i + 1) * width] for i in range(count)]
 
 
 def parse_path(path: str, blocks: int) -> np.ndarray:

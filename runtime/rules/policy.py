@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from runtime.rules.batching import groups, parse_path, path_strings
+from runtime.rules.batching import parse_path, path_strings
 from runtime.rules.blocks import BlockStep, parse_steps
 from runtime.rules.rule import Decision, GraphCall, Rule
 
@@ -176,20 +176,25 @@ class PolicyDispatcher:
             keep = np.broadcast_to(forced, keep.shape)
         keep = keep & ~self.left_out
         paths = path_strings(keep)
-        ids: dict[str, int] = {}
-        keys = np.array([ids.setdefault(p, len(ids)) for p in paths])
-        distinct = list(ids)
+        samples: dict[str, list[int]] = {}
+        for i, path in enumerate(paths):
+            samples.setdefault(path, []).append(i)
         logits = np.empty((len(batch), self.classes), dtype=np.float32)
-        uncached = np.ones(len(batch), dtype=bool)
-        for key, rows in groups(keys):
-            graph = self.cached.get(distinct[key])
-            if graph is not None:
-                logits[rows] = call(graph, batch[rows])[0]
-                uncached[rows] = False
-        if uncached.any():
-            rows = np.flatnonzero(uncached)
+        uncached: list[int] = []
+        for path, rows in samples.items():
+            graph = self.cached.get(path)
+            if graph is None:
+                uncached += rows
+            else:
+                chosen = slice(None) if len(samples) == 1 else np.array(rows)  # one path: no copy
+                logits[chosen] = call(graph, batch[chosen])[0]
+        if len(uncached) == len(batch):
+            logits = self._walk(call, batch, keep, paths)
+        elif uncached:
+            rows = np.array(sorted(uncached))
             logits[rows] = self._walk(call, batch[rows], keep[rows], [paths[i] for i in rows])
-        return Decision(logits, paths, np.array([self.plan(p)[1] for p in paths], dtype=np.int64))
+        macs = np.fromiter((self.plan(p)[1] for p in paths), dtype=np.int64, count=len(paths))
+        return Decision(logits, paths, macs)
 
     def _walk(self, call: GraphCall, images: np.ndarray, keep: np.ndarray, paths: list[str]) -> np.ndarray:
         """Logits of samples whose paths are not cached: stem, blocks, head, each graph once per subset."""
