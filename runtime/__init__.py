@@ -2,7 +2,7 @@
 
     import runtime
     session = runtime.load("bundles/drnet-onnx")
-    result = session.run(images)   # uint8 NHWC of any size, or normalized float32 NCHW
+    result = session.run(images)   # a batch of any size: uint8 NHWC of any size, or normalized float32 NCHW
     result.logits, result.paths, result.macs, result.timings
 """
 

@@ -79,6 +79,8 @@ class Session:
         (the selector still runs and is counted); `static` runs the static
         full model alone, the baseline of every speedup.
         """
+        if static and path is not None:
+            raise ValueError("pass either path= or static=True, not both")
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
@@ -86,8 +88,6 @@ class Session:
         scales = self._scales(scale, len(batch))
         call = GraphCalls(self.graphs, self.manifest.max_batch, timings)
         if static:
-            if path is not None:
-                raise ValueError("pass either path= or static=True, not both")
             reference = self.manifest.dispatch.reference
             logits = call(reference, batch)[0]
             macs = np.full(len(batch), self.manifest.graphs[reference].macs, dtype=np.int64)
