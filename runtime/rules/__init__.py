@@ -10,13 +10,7 @@ from __future__ import annotations
 from runtime.rules import argmax, gated, policy
 from runtime.rules.rule import Decision, Dispatcher, GraphCall, Rule, Section
 
-__all__ = ["RULES", "get_rule", "Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
+__all__ = ["RULES", "Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
 
 RULES = {rule.name: rule for rule in (argmax.RULE, policy.RULE, gated.RULE)}
 
-
-def get_rule(name: str) -> Rule:
-    try:
-        return RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown dispatch rule {name!r}; known: {sorted(RULES)}") from None
