@@ -16,8 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-from executorch.exir import to_edge_transform_and_lower
+
+from runtime.backends.executorch_noise import without_kernel_preference_notice
+
+with without_kernel_preference_notice():
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
 from tqdm import tqdm
 
 from exporter.batchnorm import batchnorm_to_affine

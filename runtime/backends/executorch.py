@@ -10,84 +10,30 @@ for XNNPACK's weight cache, so a loaded method holds its own packed copy.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from runtime.backends import check_signature
+from runtime.backends.executorch_noise import without_cpuinfo_lines, without_kernel_preference_notice
 from runtime.devices import Device
 from runtime.manifest import BundleError, Graph, Manifest
 
 
-class _WithoutKernelPreferenceNotice(logging.Filter):
-    """Drops torch's notice that torchao's `KernelPreference` enum no longer needs registering.
-
-    torchao registers it when executorch's bindings import it, and torch logs
-    (not warns) about it on every import; no user can act on it.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not (str(record.msg).startswith("%s is an Enum subclass") and args and getattr(args[0], "__name__", "") == "KernelPreference")
-
-
-_pytree_log = logging.getLogger("torch.utils._pytree")
-_notice_filter = _WithoutKernelPreferenceNotice()
-_pytree_log.addFilter(_notice_filter)
-try:
+with without_kernel_preference_notice():
     import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Program, Runtime
-finally:
-    _pytree_log.removeFilter(_notice_filter)
 
 PROGRAM_MAGIC = b"ET"  # bytes 4-5 of every .pte: the flatbuffer file identifier starts "ET"
-CPUINFO_PREFIX = "[cpuinfo_utils.cpp:"
-
-
-class _DropLines:
-    """A stand-in for sys.stderr that drops whole lines starting with `prefix` and forwards the rest."""
-
-    def __init__(self, stream, prefix: str) -> None:
-        self.stream, self.prefix, self.pending = stream, prefix, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            if not line.startswith(self.prefix):
-                self.stream.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:  # ExecuTorch flushes after every fragment of a line: keep the fragment
-        self.stream.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
-
-
-@contextlib.contextmanager
-def _without_cpuinfo_lines() -> Iterator[None]:
-    """ExecuTorch logs, through Python's sys.stderr, how it probed /sys for CPU details, once per process."""
-    stream = sys.stderr
-    sys.stderr = _DropLines(stream, CPUINFO_PREFIX)
-    try:
-        yield
-    finally:
-        pending, sys.stderr = sys.stderr.pending, stream
-        if pending and not pending.startswith(CPUINFO_PREFIX):
-            stream.write(pending)
 
 
 class ExecuTorchBackend:
     name = "executorch"
 
     def __init__(self, threads: int | None) -> None:
-        with _without_cpuinfo_lines():  # the thread pool probes the CPU on first use
+        with without_cpuinfo_lines():  # the thread pool probes the CPU on first use
             # The XNNPACK thread pool must be sized before any method loads:
             # resizing it under a loaded method crashes the process.
             if threads and threads != portable_lib._threadpool_get_thread_count():
@@ -108,7 +54,7 @@ class ExecuTorchBackend:
             [(None, tuple(meta.output_tensor_meta(i).sizes())) for i in range(meta.num_outputs())],
         )
         try:
-            with _without_cpuinfo_lines():
+            with without_cpuinfo_lines():
                 method = program.load_method(graph.entry)
         except RuntimeError as error:
             raise BundleError(f"{where}: ExecuTorch cannot load the method: {error}") from error
