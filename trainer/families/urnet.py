@@ -116,7 +116,9 @@ class ConditionalGate(nn.Module):
 
     def forward(self, x: Tensor, scale: Tensor) -> Tensor:
         s = (scale.to(x.dtype) - self.scale_center) / self.scale_spread
-        features = torch.cat([x.mean(dim=(2, 3)), s.view(-1, 1)], dim=1)
+        # keepdim: XNNPACK takes a spatial mean only in this form; without it ExecuTorch runs the mean
+        # outside the delegate, about 5x slower per gate at batch 8.
+        features = torch.cat([x.mean(dim=(2, 3), keepdim=True).flatten(1), s.view(-1, 1)], dim=1)
         return self.fc2(F.relu(self.fc1(features))).squeeze(1) + self.scale_weight * s
 
 
