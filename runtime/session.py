@@ -16,8 +16,10 @@ import numpy as np
 from runtime.backends import Backend, GraphRunner, create_backend
 from runtime.bundle import open_bundle
 from runtime.devices import Device
+from runtime.lookup_table import latency_key
 from runtime.manifest import Manifest
 from runtime.preprocess import prepare
+from runtime.rules import Request
 from runtime.targets import TARGETS
 
 __all__ = ["RunResult", "Session", "load"]
@@ -52,10 +54,11 @@ class GraphCalls:
 
 
 class Session:
-    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend) -> None:
+    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend, device: str | None = None) -> None:
         self.bundle = bundle
         self.manifest = manifest
         self.backend = backend
+        self.device = device or manifest.producer.get("device")  # where latency budgets are looked up
         self.graphs = {name: backend.load(bundle, manifest, graph) for name, graph in manifest.graphs.items()}
         self.dispatcher = manifest.rule.dispatcher(manifest)
 
@@ -68,19 +71,34 @@ class Session:
         """Whether `run` takes a compute scale S (URNet's gated bundles)."""
         return self.manifest.rule.takes_scale
 
+    @property
+    def takes_budget(self) -> bool:
+        """Whether `run` takes budget_macs / budget_ms (Resizable bundles)."""
+        return self.manifest.rule.takes_budget
+
     def run(
         self, images: np.ndarray, *, scale: float | Sequence[float] | None = None, path: str | None = None,
-        static: bool = False,
+        static: bool = False, budget_macs: float | None = None, budget_ms: float | None = None,
     ) -> RunResult:
         """Classify a batch of any size; see `runtime.preprocess.prepare` for the accepted inputs.
 
         `scale` is URNet's S in [0, 1], the share of blocks to run: one number,
-        or one per image (default 1). `path` makes every image take that path
-        (the selector still runs and is counted); `static` runs the static
+        or one per image (default 1). `budget_macs` / `budget_ms` bound each
+        image's cost in a Resizable bundle; milliseconds are those measured on
+        this session's device and backend. `path` makes every image take that
+        path (the selector still runs and is counted); `static` runs the static
         full model alone, the baseline of every speedup.
         """
         if static and path is not None:
             raise ValueError("pass either path= or static=True, not both")
+        budget = {"budget_macs": budget_macs, "budget_ms": budget_ms}
+        if not self.takes_budget and any(v is not None for v in budget.values()):
+            raise ValueError(f"this {self.manifest.family} bundle takes no budget; drop budget_macs / budget_ms")
+        for name, value in budget.items():
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if budget_ms is not None and not self.device:
+            raise ValueError("budget_ms: latency is measured per device; pass device= to runtime.load")
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
@@ -92,7 +110,9 @@ class Session:
             logits = call(reference, batch)[0]
             macs = np.full(len(batch), self.manifest.graphs[reference].macs, dtype=np.int64)
             return RunResult(logits, [reference] * len(batch), macs, timings)
-        decision = self.dispatcher(call, batch, scales, path)
+        key = latency_key(self.device, self.backend.name) if self.device else None
+        request = Request(scales, path, budget_macs, budget_ms, key)
+        decision = self.dispatcher(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
 
     def _scales(self, scale: float | Sequence[float] | None, count: int) -> np.ndarray | None:
@@ -125,4 +145,5 @@ def load(
     if threads is None and device is not None:
         threads = device.threads
     name = backend or TARGETS[manifest.target].backend
-    return Session(bundle, manifest, create_backend(name, manifest.target, threads=threads, device=device))
+    chosen = create_backend(name, manifest.target, threads=threads, device=device)
+    return Session(bundle, manifest, chosen, device.name if device else None)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.manifest import Graph, Manifest, Preprocessing, TensorSpec
+from runtime.rules import Request
 from runtime.rules.blocks import BlockStep
 from runtime.rules.gated import GatedDispatch
 from runtime.rules.policy import CachedPath, PolicyDispatch, Segment
@@ -65,7 +66,7 @@ def run(manifest, runners, batch, scale=None, force=None):
         return lambda inputs: (calls.append((name, len(inputs[0]))), run(inputs))[1]
 
     call = GraphCalls({n: counting(n, r) for n, r in runners.items()}, manifest.max_batch, {})
-    return manifest.rule.dispatcher(manifest)(call, batch, scale, force), calls
+    return manifest.rule.dispatcher(manifest)(call, batch, Request(scale=scale, path=force)), calls
 
 
 def images(count: int) -> np.ndarray:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_recipes:
         for recipe in RECIPES.values():
             epochs = "+".join(f"{p.epochs}" for p in recipe.phases.values())
-            print(f"{recipe.name:28} {recipe.family:8} ResNet-{recipe.depth:<4} epochs {epochs:8} {recipe.description}")
+            print(f"{recipe.name:32} {recipe.family:9} {recipe.architecture:22} epochs {epochs:10} {recipe.description}")
         return 0
     if not args.recipe:
         parser.error("--recipe is required (see --list-recipes)")
@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"recipe {recipe.name} trains on {recipe.dataset}: pass --data-root DIR")
 
     out = args.out or Path("runs") / recipe.name
-    config = train(recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed)
+    try:
+        config = train(recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed)
+    except ValueError as error:
+        print(f"trainer: error: {error}", file=sys.stderr)
+        return 2
     print(format_metrics(f"{recipe.name} -> {out}", config["metrics"]))
     return 0
 

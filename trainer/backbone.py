@@ -62,6 +62,7 @@ class CifarResNet(nn.Module):
         width: int = 16,
         in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        stem_norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -69,7 +70,10 @@ class CifarResNet(nn.Module):
         blocks_per_stage = (depth - 2) // 6
         self.in_channels = in_channels
         # Stem and head are modules of their own, so a split can export them alone.
-        self.stem = nn.Sequential(conv3x3(in_channels, width), norm_layer(width), nn.ReLU(inplace=True))
+        stem_norm = stem_norm_layer or norm_layer
+        self.stem = nn.Sequential(conv3x3(in_channels, width), stem_norm(width), nn.ReLU(inplace=True))
+        # Block indices of each stage; the first block of every stage after the first has stride 2.
+        self.stages = tuple(range(s * blocks_per_stage, (s + 1) * blocks_per_stage) for s in range(3))
         blocks: list[nn.Module] = []
         in_planes = width
         for stage, planes in enumerate((width, 2 * width, 4 * width)):

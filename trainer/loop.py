@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -13,18 +14,35 @@ from tqdm import tqdm
 __all__ = ["Phase", "train_phase", "pretrain_backbone"]
 
 
+LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+OPTIMIZERS = {
+    "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
+    "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
+}
+# Per-iteration learning-rate multipliers, as a function of (phase, iteration, total iterations).
+SCHEDULES = {
+    "cosine": lambda phase, i, total: 0.5 * (1 + math.cos(math.pi * i / total)),
+    "linear": lambda phase, i, total: 1 - i / total,
+    "step": lambda phase, i, total: 0.1 ** sum(i >= m * total for m in phase.milestones),
+}
+
+
 @dataclass(frozen=True)
 class Phase:
     epochs: int
     lr: float
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adam
     weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine, linear (to zero), or step (lr / 10 at each milestone)
+    milestones: tuple[float, ...] = ()  # step: fractions of the phase, e.g. 30/100, 60/100, 80/100, 90/100
 
-LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
-OPTIMIZERS = {
-    "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
-    "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
-}
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: {sorted(SCHEDULES)}")
+        if (self.schedule == "step") != bool(self.milestones):
+            raise ValueError("milestones go with the step schedule, and the step schedule needs them")
 
 
 def train_phase(
@@ -38,7 +56,7 @@ def train_phase(
     desc: str,
     before_epoch: Callable[[int], None] | None = None,
 ) -> None:
-    """`phase.epochs` epochs of `phase.optimizer` with a cosine schedule over the whole phase.
+    """`phase.epochs` epochs of `phase.optimizer`, the learning rate following `phase.schedule` per iteration.
 
     Each param group's "lr" is a multiple of the phase's rate (default 1).
     `before_epoch(epoch)` runs after `model.train()`, e.g. to freeze parts or
@@ -48,7 +66,8 @@ def train_phase(
         return
     groups = [{**g, "lr": phase.lr * g.get("lr", 1.0)} for g in param_groups]
     optimizer = OPTIMIZERS[phase.optimizer](groups, phase.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs * len(loader))
+    total, schedule = phase.epochs * len(loader), SCHEDULES[phase.schedule]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: schedule(phase, i, total))
     for epoch in range(phase.epochs):
         model.train()
         if before_epoch:

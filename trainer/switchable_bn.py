@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-__all__ = ["SwitchableBatchNorm2d", "use_bn_set", "freeze_bn_set"]
+__all__ = ["SwitchableBatchNorm2d", "use_bn_set", "freeze_bn_set", "freeze_active_bn_sets"]
 
 
 class SwitchableBatchNorm2d(nn.Module):
@@ -58,10 +58,19 @@ def freeze_bn_set(model: nn.Module, index: int) -> nn.Module:
 
     The copy is a static network: exporters see ordinary BatchNorm2d and fold it.
     """
-    _check_index(_switchables(model), index)
+    with use_bn_set(model, index):
+        return freeze_active_bn_sets(model)
+
+
+def freeze_active_bn_sets(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose switchable BNs are replaced by their active plain BN.
+
+    For networks that select sets part by part (a Resizable network picks one per
+    stage), after `use_bn_set` on each part.
+    """
     frozen = copy.deepcopy(model)
     for module in list(frozen.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, SwitchableBatchNorm2d):
-                setattr(module, child_name, child.sets[index])
+                setattr(module, child_name, child.sets[child.active])
     return frozen

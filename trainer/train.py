@@ -28,6 +28,8 @@ def train(
     seed: int = 0,
 ) -> dict:
     """Train `recipe`, evaluate it on the test split, and checkpoint it to `out`. Returns the config."""
+    if recipe.backbone != "cifar-resnet":
+        raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
     torch.manual_seed(seed)
     family = get_family(recipe.family)
     train_set, info = load_split(recipe.dataset, "train", data_root=data_root, augment=True, subset=subset)

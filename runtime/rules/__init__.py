@@ -7,10 +7,10 @@ A family whose dispatch is new adds one module here and one line below.
 
 from __future__ import annotations
 
-from runtime.rules import argmax, gated, policy
-from runtime.rules.rule import Decision, Dispatcher, GraphCall, Rule, Section
+from runtime.rules import argmax, budget, gated, policy
+from runtime.rules.rule import Decision, Dispatcher, GraphCall, Request, Rule, Section
 
-__all__ = ["RULES", "Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
+__all__ = ["RULES", "Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request"]
 
-RULES = {rule.name: rule for rule in (argmax.RULE, policy.RULE, gated.RULE)}
+RULES = {rule.name: rule for rule in (argmax.RULE, policy.RULE, gated.RULE, budget.RULE)}
 

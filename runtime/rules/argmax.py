@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from runtime.rules.batching import groups
-from runtime.rules.rule import Decision, GraphCall, Rule
+from runtime.rules.rule import Decision, GraphCall, Request, Rule
 
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
@@ -101,8 +101,8 @@ class ArgmaxDispatcher:
         self.macs = np.array(list(d.path_macs(manifest.graphs).values()), dtype=np.int64)
         self.classes = len(manifest.classes)
 
-    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
-        scores = call(self.selector, batch)[0]
+    def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
+        scores, force = call(self.selector, batch)[0], request.path
         if force is None:
             choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
         elif force in self.index:

@@ -20,7 +20,7 @@ import numpy as np
 
 from runtime.rules.batching import parse_path, path_strings, scatter
 from runtime.rules.blocks import BlockStep, parse_steps
-from runtime.rules.rule import Decision, GraphCall, Rule
+from runtime.rules.rule import Decision, GraphCall, Request, Rule
 
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
@@ -87,8 +87,9 @@ class GatedDispatcher:
         self.run_macs = np.array([graphs[step.run].macs for step in self.d.blocks], dtype=np.int64)
         self.skip_macs = np.array([graphs[step.skip].macs for step in self.d.blocks], dtype=np.int64)
 
-    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
-        count, forced = len(self.d.blocks), None if force is None else parse_path(force, len(self.d.blocks))
+    def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
+        scale, count = request.scale, len(self.d.blocks)
+        forced = None if request.path is None else parse_path(request.path, count)
         features, gate = call(self.d.stem, batch, scale)
         opened = np.empty((len(batch), count), dtype=bool)
         for k, step in enumerate(self.d.blocks):

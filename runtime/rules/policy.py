@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.rules.batching import parse_path, path_strings
 from runtime.rules.blocks import BlockStep, parse_steps
-from runtime.rules.rule import Decision, GraphCall, Rule
+from runtime.rules.rule import Decision, GraphCall, Request, Rule
 
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
@@ -166,8 +166,8 @@ class PolicyDispatcher:
             self.plans[path] = (called[2:-1], sum(self.graph_macs[g] for g in called))
         return self.plans[path]
 
-    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
-        keep = call(self.d.selector, batch)[0] >= 0.5
+    def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
+        keep, force = call(self.d.selector, batch)[0] >= 0.5, request.path
         if force is not None:
             forced = parse_path(force, len(self.d.blocks))
             if (forced & self.left_out).any():

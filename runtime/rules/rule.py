@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
 
-__all__ = ["Rule", "Section", "Dispatcher", "Decision", "GraphCall"]
+__all__ = ["Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request"]
 
 # Runs graph `name` on a batch of any size (the session chunks it to the bundle's max_batch).
 GraphCall = Callable[..., list[np.ndarray]]
@@ -24,6 +24,17 @@ class Decision:
     logits: np.ndarray  # (N, classes) float32
     paths: list[str]  # per sample, the name of the path it took
     macs: np.ndarray  # (N,) int64, selector and gates included
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked of one `Session.run`, beyond the images."""
+
+    scale: np.ndarray | None = None  # (N,) compute scale S per sample, for rules that take it
+    path: str | None = None  # a path every sample takes whatever the selector says (the selector still runs)
+    budget_macs: float | None = None  # per-image ceiling, selector included, for rules that take a budget
+    budget_ms: float | None = None  # per-image ceiling on latency measured at `latency_key`
+    latency_key: str | None = None  # "device/backend" where the session runs
 
 
 class Section(Protocol):
@@ -43,13 +54,8 @@ class Section(Protocol):
 
 
 class Dispatcher(Protocol):
-    def __call__(self, call: GraphCall, batch: np.ndarray, scale: np.ndarray | None, force: str | None) -> Decision:
-        """Run `batch` (normalized NCHW) through its paths, one graph call per group of samples that share one.
-
-        `scale` is the per-sample compute scale for rules that take it; `force`
-        names a path every sample takes whatever the selector says (the
-        selector still runs, so its cost is counted).
-        """
+    def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
+        """Run `batch` (normalized NCHW) through its paths, one graph call per group of samples that share one."""
 
 
 @dataclass(frozen=True)
@@ -60,5 +66,6 @@ class Rule:
     parse: Callable[[FieldReader, dict, Mapping[str, Graph], int], Section]  # (reader, data, graphs, classes)
     dispatcher: Callable[[Manifest], Dispatcher]
     takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
+    takes_budget: bool = False  # Session.run takes budget_macs / budget_ms
     # Rewrites a version 1 or 2 section, in place, into version 3's terms; None where nothing changed.
     upgrade: Callable[[FieldReader, dict], None] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer.families import blockdrop, drnet, urnet
+from trainer.families import blockdrop, drnet, resizable, urnet
 
 __all__ = ["Family", "FAMILIES", "get_family"]
 
@@ -42,6 +42,10 @@ FAMILIES = {
     "urnet": Family(
         "urnet", urnet.URNet, urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
         split="exporter.splits.urnet", build_extra=urnet.build_extra,
+    ),
+    "resizable": Family(
+        "resizable", resizable.ResizableNetwork, resizable.ResizableOptions, resizable.build, resizable.fit,
+        resizable.evaluate, ("supernet", "target", "learner"), split="exporter.splits.resizable",
     ),
 }
 
