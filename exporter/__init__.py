@@ -20,6 +20,7 @@ from exporter.targets import default_device, write_artifacts
 from exporter.verify import Parity, ParityError, check_parity, verification_samples
 from runtime.bundle import artifact_table, write_bundle, write_manifest
 from runtime.devices import load_devices
+from runtime.lookup_table import TABLE_FILE, read_table
 from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
 from runtime.targets import get_target
 from trainer.checkpoint import load_checkpoint
@@ -48,6 +49,9 @@ def export(
     cache_paths: int = 8,
     device: str | None = None,
     max_batch: int | None = None,
+    configurations: str = "frontier",
+    table: str | Path | None = None,
+    selector: bool = True,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
@@ -60,6 +64,10 @@ def export(
     batch sizes the target uses (default: the first device that runs the
     target). Every graph takes batches of 1 to `max_batch` (default: the
     device's, else 32).
+    Families that pick sub-networks from a lookup table (Resizable) read
+    `table` (default: lookup_table.json beside the checkpoint) and export
+    `configurations`: "frontier", "all" or NAME,NAME,...; `selector=False`
+    leaves out their optional per-image selector.
     """
     spec = get_target(target)
     out = Path(out)
@@ -74,7 +82,12 @@ def export(
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     model, config = load_checkpoint(checkpoint)
     data = config["data"]
-    split = split_model(model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths)
+    table_path = Path(table) if table else Path(checkpoint) / TABLE_FILE
+    lookup = read_table(table_path) if table or table_path.is_file() else None
+    split = split_model(
+        model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths,
+        configurations=configurations, table=lookup, selector=selector,
+    )
     verify_backend = spec.verify_backend if verify else None
     result: dict = {}
 
@@ -113,7 +126,7 @@ def export(
         if verify_backend:
             result["parity"] = check_parity(
                 staging, split.reference, verification_samples(config, samples),
-                scales=split.scales, backend=verify_backend,
+                scales=split.scales, path_reference=split.path_reference, backend=verify_backend,
             )
 
     write_bundle(out, fill, force=force)

@@ -1,5 +1,6 @@
 """python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
-                     [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]"""
+                     [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]
+                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector]"""
 
 from __future__ import annotations
 
@@ -32,12 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache-paths", type=int, default=8, metavar="K",
                         help="compile the K most frequent block paths as single graphs (default 8)")
+    parser.add_argument("--configurations", default="frontier", metavar="WHICH",
+                        help="Resizable: the lookup table's frontier (default), all, or NAME,NAME,...")
+    parser.add_argument("--table", type=Path, help="Resizable: the lookup table (default: CHECKPOINT/lookup_table.json)")
+    parser.add_argument("--no-selector", dest="selector", action="store_false",
+                        help="Resizable: leave out the ResizeLearner; budgets pick from the table")
     args = parser.parse_args(argv)
     try:
         calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
         report = export(
             args.checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
             calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
+            configurations=args.configurations, table=args.table, selector=args.selector,
         )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)

@@ -8,15 +8,28 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from runtime.lookup_table import LookupTable
 from runtime.manifest import TensorSpec
 from runtime.rules import Section
 from trainer.dynamic import DynamicOutput
 
-__all__ = ["ExportGraph", "Split", "UnsplittableModel", "tensor_specs"]
+__all__ = ["ExportGraph", "Split", "SplitOptions", "UnsplittableModel", "tensor_specs"]
 
 
 class UnsplittableModel(ValueError):
     """The exporter has no split for this model."""
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """What the user asked of a split; each family's split reads the fields that concern it."""
+
+    resolution: int  # input side of every graph
+    calibration: Tensor | None = None  # normalized images driving the block families' plan
+    cache_paths: int = 8  # block families: the most frequent paths, compiled as single graphs
+    configurations: str = "frontier"  # Resizable: "frontier", "all", or NAME,NAME,... of the table
+    table: LookupTable | None = None  # Resizable: accuracy and measured latency per configuration
+    selector: bool = True  # False leaves out an optional selector (Resizable's ResizeLearner): budgets pick from the table
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class Split:
     # inference, with any approximation the plan made (blocks left out) applied.
     reference: Callable[[Tensor, float | None], DynamicOutput]
     scales: tuple[float | None, ...] = (None,)  # operating points to verify
+    # Where every path can be forced (Session.run(path=...)): what forcing it must give, per (images, path name).
+    path_reference: Callable[[Tensor, str], DynamicOutput] | None = None
 
 
 @torch.no_grad()

@@ -55,15 +55,23 @@ def check_parity(
     samples: torch.Tensor,
     *,
     scales: tuple[float | None, ...] = (None,),
+    path_reference: Callable[[torch.Tensor, str], DynamicOutput] | None = None,
     tolerance: float = TOLERANCE,
     backend: str | None = None,
 ) -> Parity:
-    """Run `samples` through the bundle at every scale and compare with `reference` (PyTorch eager)."""
+    """Run `samples` through the bundle at every scale and compare with `reference` (PyTorch eager).
+
+    With `path_reference`, every path the profiler probes is also forced and
+    compared, so paths the dispatch never picks on these samples are checked too.
+    """
     session = runtime.load(bundle, backend)
+    runs = [(reference(samples, scale), {"scale": scale}) for scale in scales]
+    if path_reference is not None:
+        manifest = session.manifest
+        runs += [(path_reference(samples, name), {"path": name}) for name in manifest.dispatch.probe_paths(manifest.graphs)]
     mismatches, max_diff, checked = 0, 0.0, 0
-    for scale in scales:
-        expected = reference(samples, scale)
-        result = session.run(samples.numpy().astype(np.float32), scale=scale)
+    for expected, options in runs:
+        result = session.run(samples.numpy().astype(np.float32), **options)
         same = np.array([a == b for a, b in zip(expected.paths, result.paths)])
         diffs = np.abs(expected.logits.numpy() - result.logits)[same]
         mismatches += int((~same).sum())
@@ -73,7 +81,7 @@ def check_parity(
         if wrong_macs.any():
             i = int(np.argmax(wrong_macs))
             raise ParityError(
-                f"{bundle}: sample {i} (path {result.paths[i]}, scale {scale}) costs {result.macs[i]} MACs "
+                f"{bundle}: sample {i} (path {result.paths[i]}, {options}) costs {result.macs[i]} MACs "
                 f"by the manifest but {int(expected.macs[i])} in eager"
             )
     parity = Parity(checked, mismatches, max_diff, tolerance, session.backend.describe())

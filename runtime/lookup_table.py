@@ -19,10 +19,11 @@ from typing import Protocol
 from runtime.files import atomic_write
 
 __all__ = [
-    "TABLE_FORMAT", "TABLE_VERSION", "Entry", "LookupTable", "Costed", "BudgetError",
+    "TABLE_FILE", "TABLE_FORMAT", "TABLE_VERSION", "Entry", "LookupTable", "Costed", "BudgetError",
     "pick", "query", "frontier", "read_table", "write_table", "latency_key",
 ]
 
+TABLE_FILE = "lookup_table.json"  # its place beside the checkpoint it describes
 TABLE_FORMAT = "resizable-lookup-table"
 TABLE_VERSION = 1
 

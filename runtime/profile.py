@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
+from runtime.lookup_table import latency_key
 from runtime.preprocess import prepare
 from runtime.session import Session, load
 from runtime.timing import Timing, measure
@@ -89,6 +90,7 @@ def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 
         "target": manifest.target,
         "device": device.name,
         "backend": session.backend.describe(),
+        "latency_key": latency_key(device.name, session.backend.name),
         "runs": runs,
         "macs_convention": manifest.macs_convention,
         "reference": {"path": dispatch.reference, "macs": reference_macs, **_timing(static)},

@@ -10,12 +10,25 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.checkpoint import save_checkpoint
-from trainer.data import load_split
+from trainer.data import DataInfo, load_split
 from trainer.evaluate import evaluate_model
 from trainer.families import get_family
 from trainer.recipes import Recipe
 
-__all__ = ["train"]
+__all__ = ["train", "training_loader"]
+
+
+def training_loader(
+    dataset: str, batch_size: int, *, data_root=None, subset: int | None = None, seed: int = 0
+) -> tuple[DataLoader, DataInfo]:
+    """The shuffled, augmented training split every family trains on."""
+    train_set, info = load_split(dataset, "train", data_root=data_root, augment=True, subset=subset)
+    loader = DataLoader(
+        train_set, batch_size=batch_size, shuffle=True, drop_last=True,
+        num_workers=0 if dataset == "digits" else 2,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, info
 
 
 def train(
@@ -32,12 +45,7 @@ def train(
         raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
     torch.manual_seed(seed)
     family = get_family(recipe.family)
-    train_set, info = load_split(recipe.dataset, "train", data_root=data_root, augment=True, subset=subset)
-    loader = DataLoader(
-        train_set, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-        num_workers=0 if recipe.dataset == "digits" else 2,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader, info = training_loader(recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed)
     model_config = {
         "depth": recipe.depth,
         "width": recipe.width,
@@ -59,7 +67,7 @@ def train(
         "training": {
             "phases": {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()},
             "batch_size": recipe.batch_size,
-            "train_images": len(train_set),
+            "train_images": len(loader.dataset),
             "seed": seed,
             "device": device,
             "wall_time_s": round(wall_time, 1),

@@ -6,16 +6,25 @@ import importlib
 
 from torch import Tensor, nn
 
-from exporter.graphs import Split, UnsplittableModel
+from exporter.graphs import Split, SplitOptions, UnsplittableModel
+from runtime.lookup_table import LookupTable
 from trainer.families import FAMILIES
 
 __all__ = ["split_model"]
 
 
 def split_model(
-    model: nn.Module, family: str, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 8
+    model: nn.Module,
+    family: str,
+    resolution: int,
+    *,
+    calibration: Tensor | None = None,
+    cache_paths: int = 8,
+    configurations: str = "frontier",
+    table: LookupTable | None = None,
+    selector: bool = True,
 ) -> Split:
-    """Static graphs and their dispatch for `model`; `calibration` images drive the block families' plan."""
+    """Static graphs and their dispatch for `model`; see `SplitOptions` for what each option drives."""
     if family not in FAMILIES:
         raise UnsplittableModel(f"no split for family {family!r}; the exporter splits {sorted(FAMILIES)}")
     entry = FAMILIES[family]
@@ -28,4 +37,5 @@ def split_model(
         split = importlib.import_module(entry.split).split
     except (ImportError, AttributeError) as error:
         raise UnsplittableModel(f"family {family!r} names the split {entry.split!r}, which cannot be loaded: {error}") from None
-    return split(model.eval(), resolution, calibration=calibration, cache_paths=cache_paths)
+    options = SplitOptions(resolution, calibration, cache_paths, configurations, table, selector)
+    return split(model.eval(), options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from exporter.graphs import ExportGraph, Split
+from exporter.graphs import ExportGraph, Split, SplitOptions
 from exporter.splits.blocks import BlockChain, BlockPlan, block_inputs, plan_blocks
 from runtime.rules.blocks import BlockStep
 from runtime.rules.policy import CachedPath, Calibration, PolicyDispatch, Segment
@@ -33,13 +33,14 @@ def _graph(name: str, module: nn.Module, example: Tensor, inputs: str, outputs: 
     return ExportGraph(name, module, (example,), (inputs,), (outputs,), count_macs(module, example))
 
 
-def split(model: BlockDrop, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 8) -> Split:
+def split(model: BlockDrop, options: SplitOptions) -> Split:
     backbone = model.backbone
     count = model.num_blocks
-    image = torch.zeros(1, backbone.in_channels, resolution, resolution)
+    image = torch.zeros(1, backbone.in_channels, options.resolution, options.resolution)
     features = block_inputs(backbone, image)
     full = "1" * count
-    plan = plan_blocks(model.infer(calibration).blocks, cache_paths) if calibration is not None else None
+    calibration = options.calibration
+    plan = plan_blocks(model.infer(calibration).blocks, options.cache_paths) if calibration is not None else None
 
     graphs = [
         ExportGraph("policy", KeepProbabilities(model).eval(), (image,), ("image",), ("keep",), model.policy_macs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from exporter.graphs import ExportGraph, Split
+from exporter.graphs import ExportGraph, Split, SplitOptions
 from runtime.rules.argmax import ArgmaxDispatch, ArgmaxPath
 from trainer.dynamic import resize
 from trainer.families.drnet import DRNet
@@ -28,8 +28,8 @@ class Resized(nn.Module):
         return self.network(resize(x, self.size))
 
 
-def split(model: DRNet, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 0) -> Split:
-    image = torch.zeros(1, model.backbone.in_channels, resolution, resolution)
+def split(model: DRNet, options: SplitOptions) -> Split:
+    image = torch.zeros(1, model.backbone.in_channels, options.resolution, options.resolution)
     predictor = ExportGraph(
         "predictor",
         Resized(model.predictor, model.options.predictor_resolution).eval(),

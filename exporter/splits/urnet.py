@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from exporter.graphs import ExportGraph, Split
+from exporter.graphs import ExportGraph, Split, SplitOptions
 from exporter.splits.blocks import BlockChain, block_inputs
 from runtime.rules.blocks import BlockStep
 from runtime.rules.gated import GatedDispatch
@@ -32,9 +32,9 @@ class GatedStep(nn.Module):
         return x, self.gate(x, scale)
 
 
-def split(model: URNet, resolution: int, *, calibration: Tensor | None = None, cache_paths: int = 0) -> Split:
+def split(model: URNet, options: SplitOptions) -> Split:
     backbone, gates, count = model.backbone, model.gates, model.num_blocks
-    image = torch.zeros(1, backbone.in_channels, resolution, resolution)
+    image = torch.zeros(1, backbone.in_channels, options.resolution, options.resolution)
     scale = torch.ones(1)
     features = block_inputs(backbone, image)
     full = "1" * count

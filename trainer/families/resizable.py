@@ -178,6 +178,11 @@ class ResizableNetwork(nn.Module):
 
     # -- structure -----------------------------------------------------------------
 
+    @property
+    def full_configuration(self) -> Configuration:
+        """The configuration with the most MACs (every stage at its largest factor): the static baseline."""
+        return self.configurations[max(range(len(self.macs)), key=self.macs.__getitem__)]
+
     def sides(self, configuration: Configuration) -> dict[int, int]:
         """Where each stage resizes, and to what: its factor of the stage's nominal side.
 
@@ -413,8 +418,7 @@ def evaluate(model: ResizableNetwork, loader: DataLoader, *, device: torch.devic
             "histogram": {name: adapt_paths.count(name) for name in dict.fromkeys(adapt_paths)},
         }
     else:
-        dearest = model.configurations[max(range(len(model.macs)), key=model.macs.__getitem__)]
-        name = configuration_name(model.options.target or dearest)
+        name = configuration_name(model.options.target or model.full_configuration)
         head = {"label": name, **rows[name]}
     return {
         "images": labels_seen,
