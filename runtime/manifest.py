@@ -37,8 +37,8 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
 MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 DTYPES = ("float32",)
@@ -301,6 +301,8 @@ def _parse(data: Any, source: Path) -> Manifest:
 
     d = r.typed(top["dispatch"], dict, "dispatch")
     rule = RULES[r.choice(d.get("rule"), RULES, "dispatch.rule")]
+    if version < rule.since:
+        raise r.fail("dispatch.rule", f"{rule.name!r} exists from format_version {rule.since}, not {version}")
     dispatch = rule.parse(r, d, r.graphs, len(classes))
     image = (len(preprocessing.mean), preprocessing.resolution, preprocessing.resolution)
     for name, graph in r.graphs.items():

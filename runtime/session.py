@@ -111,7 +111,7 @@ class Session:
             macs = np.full(len(batch), self.manifest.graphs[reference].macs, dtype=np.int64)
             return RunResult(logits, [reference] * len(batch), macs, timings)
         key = latency_key(self.device, self.backend.name) if self.device else None
-        request = Request(scales, path, budget_macs, budget_ms, key)
+        request = Request(scale=scales, path=path, budget_macs=budget_macs, budget_ms=budget_ms, latency_key=key)
         decision = self.dispatcher(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
 

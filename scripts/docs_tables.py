@@ -36,8 +36,10 @@ def tables() -> dict[str, str]:
              for t in TARGETS.values()],
         ),
         "rules": _table(
-            ("rule", "module", "takes S", "dispatch"),
-            [(f"`{r.name}`", f"`runtime/rules/{r.name}.py`", "yes" if r.takes_scale else "no", r.summary)
+            ("rule", "module", "since version", "Session.run takes", "dispatch"),
+            [(f"`{r.name}`", f"`runtime/rules/{r.name}.py`", str(r.since),
+              ", ".join(n for n, on in (("scale", r.takes_scale), ("budget_macs, budget_ms", r.takes_budget)) if on) or "-",
+              r.summary)
              for r in RULES.values()],
         ),
         "families": _table(

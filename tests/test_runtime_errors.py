@@ -131,16 +131,22 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 4, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 5, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
 def test_format_version_message_names_the_versions_read(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=4))
-    message = refused(bundle, "unknown format_version 4")
-    assert "reads [1, 2, 3]" in message
+    edit_manifest(bundle, lambda m: m.update(format_version=5))
+    message = refused(bundle, "unknown format_version 5")
+    assert "reads [1, 2, 3, 4]" in message
+
+
+def test_a_rule_newer_than_the_bundle_version_is_refused(bundle):
+    """A version 3 manifest cannot name the budget rule, which version 4 introduced."""
+    edit_manifest(bundle, lambda m: m.update(format_version=3, dispatch={**m["dispatch"], "rule": "budget"}))
+    refused(bundle, "dispatch.rule: 'budget' exists from format_version 4, not 3")
 
 
 def test_an_old_version_needs_batch_1_shapes(bundle):

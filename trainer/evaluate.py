@@ -21,8 +21,14 @@ from trainer.plots import plot_metrics
 __all__ = ["evaluate_model", "evaluate_checkpoint", "format_metrics"]
 
 
-def evaluate_model(model, config: dict, *, data_root=None, device=torch.device("cpu"), extras=None, batch_size=256) -> dict:
-    dataset, _ = load_split(config["data"]["dataset"], "test", data_root=data_root or config.get("data_root"))
+def evaluate_model(
+    model, config: dict, *, data_root=None, device=torch.device("cpu"), extras=None, batch_size=256,
+    test_subset: int | None = None,
+) -> dict:
+    """Metrics on the test split, or on a fixed, seeded random `test_subset` of it (quick runs)."""
+    dataset, _ = load_split(
+        config["data"]["dataset"], "test", data_root=data_root or config.get("data_root"), subset=test_subset
+    )
     # Decode once: families sweep the test split many times (operating points, baselines).
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
     dataset = TensorDataset(torch.stack(images), torch.as_tensor(labels))

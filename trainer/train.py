@@ -39,8 +39,9 @@ def train(
     data_root: str | Path | None = None,
     subset: int | None = None,
     seed: int = 0,
+    test_subset: int | None = None,
 ) -> dict:
-    """Train `recipe`, evaluate it on the test split, and checkpoint it to `out`. Returns the config."""
+    """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`."""
     if recipe.backbone != "cifar-resnet":
         raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
     torch.manual_seed(seed)
@@ -74,6 +75,8 @@ def train(
         },
     }
     model.eval()
-    config["metrics"] = evaluate_model(model, config, data_root=data_root, device=torch.device(device), extras=extras)
+    config["metrics"] = evaluate_model(
+        model, config, data_root=data_root, device=torch.device(device), extras=extras, test_subset=test_subset
+    )
     save_checkpoint(out, model.cpu(), config, extras={name: m.cpu() for name, m in extras.items()})
     return config

@@ -1,4 +1,4 @@
-"""`argmax` (DRNet, Resizable): a selector scores the paths, and each sample runs the best one.
+"""`argmax` (DRNet): a selector scores the paths, and each sample runs the best one.
 
 Every graph takes the same normalized image; any resize to the path's
 resolution or feature-map scale happens inside the path's graph.
@@ -14,6 +14,7 @@ import numpy as np
 
 from runtime.rules.batching import groups
 from runtime.rules.rule import Decision, GraphCall, Request, Rule
+from runtime.rules.scored import check_scored_paths, dearest
 
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
@@ -23,7 +24,7 @@ __all__ = ["ArgmaxPath", "ArgmaxDispatch", "RULE"]
 
 @dataclass(frozen=True)
 class ArgmaxPath:
-    """One way through the network, e.g. DRNet at one resolution or a Resizable spatial configuration."""
+    """One way through the network, e.g. DRNet at one resolution."""
 
     name: str
     graph: str
@@ -44,8 +45,7 @@ class ArgmaxDispatch:
         return self.path_macs(graphs)
 
     def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
-        name, macs = max(self.path_macs(graphs).items(), key=lambda item: item[1])
-        return macs, name
+        return dearest(self.path_macs(graphs))
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
         return "\n".join(
@@ -67,19 +67,8 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
             graph=r.graph(entry["graph"], f"{where}.graph"),
             resolution=None if resolution is None else r.count(resolution, f"{where}.resolution", 1),
         ))
-    if not paths:
-        raise r.fail("dispatch.paths", "must list at least one path")
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise r.fail("dispatch.paths", f"path names repeat: {names}")
-    scores = graphs[selector].outputs[0].shape
-    if scores != (len(paths),):
-        raise r.fail("dispatch.selector", f"{selector!r} emits scores of shape {list(scores)}, not [{len(paths)}] for the listed paths")
-    for path in paths:
-        r.logits(path.graph, classes)
     reference = r.graph(d["reference"], "dispatch.reference")
-    if reference not in {p.graph for p in paths}:
-        raise r.fail("dispatch.reference", f"{reference!r} is not the graph of any path")
+    check_scored_paths(r, paths, selector, reference, graphs, classes)
     return ArgmaxDispatch(selector, tuple(paths), reference)
 
 

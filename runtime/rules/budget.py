@@ -18,6 +18,7 @@ import numpy as np
 from runtime.lookup_table import pick
 from runtime.rules.batching import groups
 from runtime.rules.rule import Decision, GraphCall, Request, Rule
+from runtime.rules.scored import check_scored_paths, dearest
 
 if TYPE_CHECKING:
     from runtime.manifest import FieldReader, Graph, Manifest
@@ -55,8 +56,7 @@ class BudgetDispatch:
         return self.path_macs(graphs)
 
     def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
-        name, macs = max(self.path_macs(graphs).items(), key=lambda item: item[1])
-        return macs, name
+        return dearest(self.path_macs(graphs))
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
         chooser = f"selector {self.selector!r} per image" if self.selector else "table pick, no selector"
@@ -94,20 +94,8 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
             accuracy=accuracy,
             latency_ms=_latencies(r, entry["latency_ms"], f"{where}.latency_ms"),
         ))
-    if not paths:
-        raise r.fail("dispatch.paths", "must list at least one path")
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise r.fail("dispatch.paths", f"path names repeat: {names}")
-    if selector is not None:
-        scores = graphs[selector].outputs[0].shape
-        if scores != (len(paths),):
-            raise r.fail("dispatch.selector", f"{selector!r} emits scores of shape {list(scores)}, not [{len(paths)}] for the listed paths")
-    for path in paths:
-        r.logits(path.graph, classes)
     reference = r.graph(d["reference"], "dispatch.reference")
-    if reference not in {p.graph for p in paths}:
-        raise r.fail("dispatch.reference", f"{reference!r} is not the graph of any path")
+    check_scored_paths(r, paths, selector, reference, graphs, classes)
     latency = _latencies(r, d["selector_latency_ms"], "dispatch.selector_latency_ms")
     return BudgetDispatch(selector, tuple(paths), reference, latency)
 
@@ -165,4 +153,5 @@ RULE = Rule(
     parse=parse,
     dispatcher=BudgetDispatcher,
     takes_budget=True,
+    since=4,
 )

@@ -114,6 +114,7 @@ RULE = Rule(
     section=GatedDispatch,
     parse=parse,
     dispatcher=GatedDispatcher,
+    since=2,
     takes_scale=True,
     upgrade=upgrade,
 )

@@ -240,4 +240,5 @@ RULE = Rule(
     section=PolicyDispatch,
     parse=parse,
     dispatcher=PolicyDispatcher,
+    since=2,
 )

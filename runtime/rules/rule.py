@@ -67,5 +67,6 @@ class Rule:
     dispatcher: Callable[[Manifest], Dispatcher]
     takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
     takes_budget: bool = False  # Session.run takes budget_macs / budget_ms
+    since: int = 1  # the first format_version that has this rule
     # Rewrites a version 1 or 2 section, in place, into version 3's terms; None where nothing changed.
     upgrade: Callable[[FieldReader, dict], None] | None = None

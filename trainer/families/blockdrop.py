@@ -184,10 +184,10 @@ def baseline_masks(name: str, count: int, backbone: CifarResNet, samples: int, g
         order = torch.rand(samples, blocks, generator=generator).argsort(dim=1)
         mask.scatter_(1, order[:, :count], True)
     elif name == "DistributeK":
-        per_stage = blocks // 3
-        for stage in range(3):
-            share = count // 3 + (1 if stage < count % 3 else 0)
-            mask[:, stage * per_stage : stage * per_stage + share] = True
+        stages = backbone.stages
+        for index, stage in enumerate(stages):
+            share = count // len(stages) + (1 if index < count % len(stages) else 0)
+            mask[:, stage.start : stage.start + share] = True
     else:
         raise ValueError(f"unknown baseline {name!r}")
     return mask

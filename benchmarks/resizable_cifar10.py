@@ -1,0 +1,255 @@
+"""Evidence for Resizable networks on real CIFAR-10, at a CPU session's budget.
+
+python -m benchmarks.resizable_cifar10 [--data-root ../shared/data/cifar10] [--subset 2500] [--test-subset 2000] [--epochs 6]
+
+1. Table 1 at small scale: every sub-network of one fair-sampling ResNet-20
+   against configurations trained alone, at equal epochs.
+2. Table 5's ablation: Resizable-Aug with and without BN calibration, and the
+   supernet's sub-networks with and without it.
+3. The lookup table with latency measured by `python -m runtime.profile` on
+   host-cpu, onnxruntime and ExecuTorch, and what it picks under 3 budgets.
+4. The ResizeLearner against the best single configuration at its mean MACs.
+Writes benchmarks/results/resizable_cifar10.{md,json}. Finished trainings are
+reused from --out, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runtime.lookup_table import TABLE_FILE, BudgetError, query, read_table, write_table
+from trainer.checkpoint import read_config
+from trainer.families.resizable import configuration_name
+from trainer.loop import Phase
+from trainer.recipes import get_recipe
+from trainer.resizable import merge_profile, table_from_checkpoint
+from trainer.train import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ALONE = ((1.0, 1.0, 1.0), (0.75, 0.75, 0.75), (0.5, 0.5, 0.5))
+FULL = (1.0, 1.0, 1.0)
+
+
+def recipe_for(name: str, epochs: dict[str, int], *, target_lr: float = 0.1, **options):
+    """The CIFAR recipe with a CPU-sized number of epochs per phase."""
+    base = get_recipe("resizable-cifar10-resnet20")
+    phases = {
+        "supernet": dataclasses.replace(base.phases["supernet"], epochs=epochs.get("supernet", 0)),
+        "target": Phase(epochs=epochs.get("target", 0), lr=target_lr),
+        "learner": dataclasses.replace(base.phases["learner"], epochs=epochs.get("learner", 0)),
+    }
+    return dataclasses.replace(base, name=name, phases=phases, options=dataclasses.replace(base.options, **options))
+
+
+def trained(recipe, out: Path, args) -> dict:
+    if (out / "config.json").is_file():
+        return read_config(out)
+    return train(recipe, out, data_root=args.data_root, subset=args.subset, test_subset=args.test_subset)
+
+
+def run(command: list[str]) -> None:
+    print("$", shlex.join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+    parser.add_argument("--subset", type=int, default=2500, help="training images (a fixed random subset)")
+    parser.add_argument("--test-subset", type=int, default=2000, help="test images (a fixed random subset)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--learner-epochs", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=50, help="profile rounds per path")
+    parser.add_argument("--out", type=Path, default=Path("runs/resizable_cifar10"))
+    args = parser.parse_args()
+    if not (args.data_root / "train").is_dir():
+        print(f"no CIFAR-10 at {args.data_root}; nothing to measure", file=sys.stderr)
+        return 2
+    command = shlex.join(["python", "-m", "benchmarks.resizable_cifar10", *sys.argv[1:]])
+    started = time.perf_counter()
+    out, epochs, result = args.out, args.epochs, {"command": command}
+    walls = {}
+
+    # 1. The supernet (fair sampling), then the ResizeLearner on the same subset.
+    tic = time.perf_counter()
+    supernet = out / "supernet"
+    config = trained(
+        recipe_for("resizable-cifar10-resnet20", {"supernet": epochs, "learner": args.learner_epochs},
+                   learner_images=args.subset),
+        supernet, args,
+    )
+    walls["supernet"] = time.perf_counter() - tic
+    rows = config["metrics"]["configurations"]
+    alone = {}
+    for configuration in ALONE:
+        name = configuration_name(configuration)
+        tic = time.perf_counter()
+        alone_config = trained(
+            recipe_for(f"alone-{name}", {"target": epochs}, target=configuration, configurations=(configuration,)),
+            out / f"alone-{name}", args,
+        )
+        walls[f"alone {name}"] = time.perf_counter() - tic
+        own = alone_config["metrics"]["configurations"][name]
+        alone[name] = {"accuracy": own["accuracy_uncalibrated"], "accuracy_calibrated": own["accuracy"],
+                       "macs": own["mean_macs"]}
+    result["table1"] = {
+        name: {"resizable": rows[name]["accuracy"], "alone": alone[name]["accuracy"],
+               "alone_calibrated": alone[name]["accuracy_calibrated"], "macs": rows[name]["mean_macs"],
+               "gain": rows[name]["accuracy"] - alone[name]["accuracy"]}
+        for name in alone
+    }
+
+    # 2. Resizable-Aug: fair sampling for 3/4 of the baseline's epochs, then the target alone.
+    tic = time.perf_counter()
+    switch = round(epochs * 0.75)
+    aug = trained(
+        recipe_for("resizable-aug", {"supernet": switch, "target": epochs - switch}, target_lr=0.01,
+                   target=FULL, configurations=(FULL,)),
+        out / "aug", args,
+    )
+    walls["aug"] = time.perf_counter() - tic
+    aug_row = aug["metrics"]["configurations"][configuration_name(FULL)]
+    result["table5"] = {
+        "baseline (full, alone)": alone[configuration_name(FULL)]["accuracy"],
+        "Resizable-Aug without BN calibration": aug_row["accuracy_uncalibrated"],
+        "Resizable-Aug with BN calibration": aug_row["accuracy"],
+        "switch_epoch": switch,
+        "supernet sub-networks, mean gain of calibration": sum(
+            r["accuracy"] - r["accuracy_uncalibrated"] for r in rows.values()) / len(rows),
+    }
+
+    # 3. The lookup table, latency measured through runtime.profile on two backends.
+    tic = time.perf_counter()
+    table = table_from_checkpoint(supernet)
+    write_table(supernet / TABLE_FILE, table)
+    bundles = {}
+    for target in ("onnx", "executorch"):
+        bundle = out / f"all-{target}"
+        report = out / f"profile-all-{target}.json"
+        if not report.is_file():
+            run([sys.executable, "-m", "exporter", "--checkpoint", str(supernet), "--target", target,
+                 "--out", str(bundle), "--configurations", "all", "--no-selector", "--force"])
+            run([sys.executable, "-m", "runtime.profile", "--bundle", str(bundle), "--device", "host-cpu",
+                 "--runs", str(args.runs), "--out", str(report)])
+        table = merge_profile(table, json.loads(report.read_text()), str(report))
+        bundles[target] = bundle
+    write_table(supernet / TABLE_FILE, table)
+    walls["table latency"] = time.perf_counter() - tic
+    keys = table.latency_keys()
+    result["table"] = [
+        {"name": e.name, "macs": e.macs, "accuracy": e.accuracy, "accuracy_uncalibrated": e.accuracy_uncalibrated,
+         **{f"ms {k}": e.latency_ms[k] for k in keys}}
+        for e in table.configurations
+    ]
+    onnx_key = next(k for k in keys if k.endswith("onnxruntime"))
+    latencies = sorted(e.latency_ms[onnx_key] for e in table.configurations)
+    picks = []
+    for share in (0.25, 0.5, 0.75):
+        budget = latencies[0] + share * (latencies[-1] - latencies[0])
+        entry = query(table, budget_ms=budget, key=onnx_key)
+        picks.append({"budget": f"{budget:.3f} ms on {onnx_key}", "pick": entry.name, "accuracy": entry.accuracy,
+                      "macs": entry.macs, "ms": entry.latency_ms[onnx_key]})
+    macs_sorted = sorted(e.macs for e in table.configurations)
+    for share in (0.25, 0.5, 0.75):
+        budget = macs_sorted[0] + share * (macs_sorted[-1] - macs_sorted[0])
+        entry = query(table, budget_macs=budget)
+        picks.append({"budget": f"{budget / 1e6:.2f} MMACs", "pick": entry.name, "accuracy": entry.accuracy,
+                      "macs": entry.macs, "ms": entry.latency_ms[onnx_key]})
+    result["picks"] = picks
+
+    # 4. The ResizeLearner: eager accuracy and MACs on the test split, its own cost, and
+    # the best single configuration within its mean MACs.
+    tic = time.perf_counter()
+    learner = config["metrics"]["model"]
+    learner_bundle = out / "learner-onnx"
+    learner_report = out / "profile-learner-onnx.json"
+    if not learner_report.is_file():
+        run([sys.executable, "-m", "exporter", "--checkpoint", str(supernet), "--target", "onnx",
+             "--out", str(learner_bundle), "--force"])
+        run([sys.executable, "-m", "runtime.profile", "--bundle", str(learner_bundle), "--device", "host-cpu",
+             "--runs", str(args.runs), "--out", str(learner_report)])
+    table = merge_profile(table, json.loads(learner_report.read_text()), str(learner_report))
+    write_table(supernet / TABLE_FILE, table)
+    try:
+        single = query(table, budget_macs=learner["mean_macs"])
+        single_row = {"name": single.name, "accuracy": single.accuracy, "macs": single.macs}
+    except BudgetError as error:
+        single_row = {"name": None, "note": str(error)}
+    result["learner"] = {
+        "accuracy": learner["accuracy"], "mean_macs": learner["mean_macs"], "learner_macs": learner["learner_macs"],
+        "learner_ms": table.learner_latency_ms, "histogram": learner["histogram"],
+        "best_single_within_mean_macs": single_row,
+        "best_overall": max(({"name": e.name, "accuracy": e.accuracy, "macs": e.macs} for e in table.configurations),
+                            key=lambda r: r["accuracy"]),
+    }
+    walls["learner"] = time.perf_counter() - tic
+    result["wall_time_s"] = {k: round(v, 1) for k, v in walls.items()} | {"total": round(time.perf_counter() - started, 1)}
+    result["setup"] = {"subset": args.subset, "epochs": epochs, "learner_epochs": args.learner_epochs,
+                       "test_images": config["metrics"]["images"], "calibration_images": table.calibration_images}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "resizable_cifar10.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "resizable_cifar10.md").write_text(report_markdown(result, keys))
+    print((RESULTS / "resizable_cifar10.md").read_text())
+    return 0
+
+
+def report_markdown(r: dict, keys: list[str]) -> str:
+    s = r["setup"]
+    lines = [
+        "# Resizable networks on real CIFAR-10 (ResNet-20, CPU budget)", "",
+        f"Command: `{r['command']}`  ",
+        f"Wall time: {r['wall_time_s']['total'] / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in r['wall_time_s'].items() if k != 'total')} min)", "",
+        f"Training: a fixed {s['subset']}-image subset of the training split, {s['epochs']} epochs for every network "
+        f"(the paper: ImageNet, 200+ epochs). Test: a fixed random subset of {s['test_images']} test images. "
+        f"BN calibration: {s['calibration_images']} training images per configuration. "
+        "MACs: conv + linear multiply-accumulates per image.", "",
+        "## 1. Sub-networks against the same configuration trained alone (Table 1)", "",
+        "| configuration | MMACs | resizable (calibrated) | alone | alone, calibrated | gain |", "|---|---|---|---|---|---|",
+    ]
+    for name, row in r["table1"].items():
+        lines.append(f"| {name} | {row['macs'] / 1e6:.2f} | {row['resizable']:.2%} | {row['alone']:.2%} | "
+                     f"{row['alone_calibrated']:.2%} | {row['gain']:+.2%} |")
+    t5 = r["table5"]
+    lines += [
+        "", "## 2. BN calibration (Table 5)", "",
+        "| model | top-1 |", "|---|---|",
+        *(f"| {k} | {v:.2%} |" for k, v in t5.items() if k not in ("switch_epoch", "supernet sub-networks, mean gain of calibration")),
+        "", f"Resizable-Aug switches to the full configuration alone at epoch {t5['switch_epoch']} of {s['epochs']}. "
+        f"Over the supernet's 27 sub-networks, calibration changes top-1 by {t5['supernet sub-networks, mean gain of calibration']:+.2%} on average.",
+        "", "## 3. The lookup table (latency: median ms per image at batch 1 through Session.run, host-cpu)", "",
+        "| configuration | MMACs | top-1 | uncalibrated | " + " | ".join(keys) + " |",
+        "|---|---|---|---|" + "---|" * len(keys),
+    ]
+    for row in sorted(r["table"], key=lambda row: -row["macs"]):
+        lines.append(f"| {row['name']} | {row['macs'] / 1e6:.2f} | {row['accuracy']:.2%} | {row['accuracy_uncalibrated']:.2%} | "
+                     + " | ".join(f"{row[f'ms {k}']:.3f}" for k in keys) + " |")
+    lines += ["", "Picks (`trainer.resizable.query`, the most accurate configuration within budget):", "",
+              "| budget | pick | top-1 | MMACs | ms (onnxruntime) |", "|---|---|---|---|---|"]
+    for p in r["picks"]:
+        lines.append(f"| {p['budget']} | {p['pick']} | {p['accuracy']:.2%} | {p['macs'] / 1e6:.2f} | {p['ms']:.3f} |")
+    le = r["learner"]
+    single = le["best_single_within_mean_macs"]
+    lines += [
+        "", "## 4. The ResizeLearner (Resizable-Adapt) against the best single configuration", "",
+        "| | top-1 | mean MMACs (learner included) |", "|---|---|---|",
+        f"| ResizeLearner, per image | {le['accuracy']:.2%} | {le['mean_macs'] / 1e6:.2f} |",
+        (f"| best single configuration within that mean ({single['name']}) | {single['accuracy']:.2%} | {single['macs'] / 1e6:.2f} |"
+         if single.get("name") else f"| no single configuration within that mean | {single['note']} | |"),
+        f"| best single configuration overall ({le['best_overall']['name']}) | {le['best_overall']['accuracy']:.2%} | "
+        f"{le['best_overall']['macs'] / 1e6:.2f} |",
+        "", f"The learner's own cost: {le['learner_macs'] / 1e6:.2f} MMACs (stem + 3 convs), "
+        + ", ".join(f"{v:.3f} ms on {k}" for k, v in le["learner_ms"].items()) + ".",
+        f"Configurations it chose on the test split: {le['histogram']}.", "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
