@@ -71,7 +71,9 @@ class LookupTable:
         raise KeyError(f"no configuration {name!r} in the table; it lists {[e.name for e in self.configurations]}")
 
     def latency_keys(self) -> list[str]:
-        return sorted({key for e in self.configurations for key in e.latency_ms})
+        """Where latency was measured, for every configuration alike."""
+        keys = set.intersection(*(set(e.latency_ms) for e in self.configurations))
+        return sorted(keys)
 
 
 def pick(
@@ -121,8 +123,12 @@ def pick(
 def query(
     table: LookupTable, *, budget_macs: float | None = None, budget_ms: float | None = None, key: str | None = None
 ) -> Entry:
-    """The most accurate configuration within budget (Sec. 3.3); `key` names where `budget_ms` was measured."""
-    entries = table.configurations
+    """The most accurate configuration within budget (Sec. 3.3); `key` names where `budget_ms` was measured.
+
+    It picks from the frontier, as a bundle exported from it does, so that both
+    agree even where accuracies tie.
+    """
+    entries = frontier(table)
     return entries[pick(entries, [e.macs for e in entries], budget_macs=budget_macs, budget_ms=budget_ms, key=key)[0]]
 
 
@@ -136,8 +142,6 @@ def frontier(table: LookupTable) -> list[Entry]:
     costs = [[e.macs for e in entries]] + [[e.latency_ms[k] for e in entries] for k in table.latency_keys()]
     kept = set()
     for cost in costs:
-        if len(cost) != len(entries):
-            continue
         best = -math.inf
         for i in sorted(range(len(entries)), key=lambda i: (cost[i], -entries[i].accuracy)):
             if entries[i].accuracy > best:
@@ -177,10 +181,15 @@ def read_table(path: str | Path) -> LookupTable:
         raise _fail(path, "version", f"{data.get('version')!r}, this reader takes {TABLE_VERSION}")
     try:
         factors = tuple(_number(path, f, f"factors[{i}]", high=1.0) for i, f in enumerate(data["factors"]))
+        if not all(factors) or len(set(factors)) != len(factors):
+            raise _fail(path, "factors", f"{list(factors)} must be distinct numbers in (0, 1]")
         stages = int(data["stages"])
         entries = []
         for i, e in enumerate(data["configurations"]):
             where = f"configurations[{i}]"
+            missing = {"name", "factors", "macs", "accuracy", "accuracy_uncalibrated"} - set(e)
+            if missing:
+                raise _fail(path, where, f"missing {sorted(missing)}")
             entry_factors = tuple(_number(path, f, f"{where}.factors", high=1.0) for f in e["factors"])
             if len(entry_factors) != stages or not set(entry_factors) <= set(factors):
                 raise _fail(path, f"{where}.factors", f"{list(entry_factors)} is not one factor of {list(factors)} per stage")

@@ -429,6 +429,27 @@ def test_frontier_keeps_exactly_the_pareto_optimal_entries():
     assert frontier(by_macs_only) == [dataclasses.replace(e, latency_ms={}) for e in (A, B, C)]
 
 
+def test_a_latency_measured_on_some_configurations_only_does_not_shape_the_frontier():
+    """A partial profile report merges; its key stays out of the frontier until every configuration has it."""
+    partial = LookupTable((1.0, 0.5), 1, 100, 100, (
+        Entry("rs100", (1.0,), 200, 0.9, 0.8, {KEY: 2.0}),
+        Entry("rs050", (0.5,), 100, 0.8, 0.7),
+    ))
+    assert partial.latency_keys() == []
+    assert [e.name for e in frontier(partial)] == ["rs100", "rs050"]
+
+
+def test_a_query_agrees_with_a_frontier_bundle_where_accuracies_tie():
+    """Equal accuracy: the query answers from the frontier, which is all a bundle exported from it holds."""
+    tied = LookupTable((1.0, 0.75, 0.5), 1, 100, 100, (
+        Entry("x", (1.0,), 200, 0.9, 0.9, {KEY: 1.0}),
+        Entry("y", (0.75,), 100, 0.9, 0.9, {KEY: 2.0}),
+        Entry("z", (0.5,), 50, 0.9, 0.9, {KEY: 10.0}),
+    ))
+    assert {e.name for e in frontier(tied)} == {"x", "z"}
+    assert query(tied, budget_ms=3.0, key=KEY).name == "x"
+
+
 def test_table_round_trips_through_json(tmp_path):
     path = tmp_path / "lookup_table.json"
     write_table(path, TABLE)
@@ -442,7 +463,7 @@ def test_table_round_trips_through_json(tmp_path):
     "damage, field",
     [
         pytest.param(lambda data: data.update(format="something-else"), "format", id="format"),
-        pytest.param(lambda data: data["configurations"][1].pop("macs"), "missing 'macs'", id="missing-field"),
+        pytest.param(lambda data: data["configurations"][1].pop("macs"), "configurations[1]: missing ['macs']", id="missing-field"),
         pytest.param(
             lambda data: data["configurations"][2].update(factors=[1.0, 0.6, 0.5]), "configurations[2].factors",
             id="factor-outside-list",

@@ -23,8 +23,9 @@ DEFAULT_IMAGES = 2000
 def calibrate_batchnorm(module: nn.Module, batches: Iterable[Tensor]) -> None:
     """Reset every BatchNorm's running statistics, then average them over `batches` in train mode.
 
-    `momentum=None` makes the running statistics a cumulative average, so every
-    image weighs the same whatever its batch. Modes and momenta are restored after.
+    `momentum=None` makes the running statistics a cumulative average of the
+    batches' statistics: each batch weighs the same, so pass batches of equal
+    size for every image to weigh the same. Modes and momenta are restored after.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]

@@ -251,9 +251,10 @@ class ResizableNetwork(nn.Module):
 
     def calibrate(self, images: Tensor, *, batch_size: int = 200) -> None:
         """BN post-statistics for every configuration, stored with the model; shared weights are untouched."""
+        batches = images.tensor_split(math.ceil(len(images) / batch_size))  # sizes differ by one at most
         for configuration in self.configurations:
             static = self._static(configuration)
-            calibrate_batchnorm(static, images.split(batch_size))
+            calibrate_batchnorm(static, batches)
             self.statistics[configuration_name(configuration)].store(_norms(static))
 
     def learner_logits(self, x: Tensor) -> Tensor:
