@@ -333,3 +333,29 @@ def test_cli_query_below_the_cheapest_exits_2_naming_its_cost(resizable_checkpoi
     assert f"the cheapest costs {cheapest} MACs" in capsys.readouterr().err
     assert resizable_main([str(resizable_checkpoint), "--query", "--budget-macs", str(cheapest)]) == 0
     assert capsys.readouterr().out.startswith(f"{query(table, budget_macs=cheapest).name}: ")
+
+
+def test_an_executorch_round_trip_matches_eager_on_named_configurations(resizable_checkpoint, model, x, tmp_path):
+    """Two named configurations (the full one ships anyway) through XNNPACK: parity on every path, as exported."""
+    report = exporter.export(
+        resizable_checkpoint, "executorch", tmp_path / "two-et", configurations="rs050-075-050", selector=False,
+        samples=PARITY_SAMPLES,
+    )
+    assert report.parity is not None and report.parity.path_mismatches == 0
+    session = runtime.load(report.bundle)
+    assert [p.name for p in session.manifest.dispatch.paths] == ["rs100-100-100", "rs050-075-050"]
+    for name in ("rs100-100-100", "rs050-075-050"):
+        result = session.run(x[:8], path=name)
+        np.testing.assert_allclose(result.logits, subnetwork_logits(model, name, x[:8]), atol=TOLERANCE)
+
+
+def test_finetuning_trains_the_chosen_configuration_alone(resizable_checkpoint, model, tmp_path):
+    """RS-NAS: only the chosen configuration's accuracy is the point; the learner is dropped, weights move."""
+    out = tmp_path / "finetuned"
+    assert resizable_main([str(resizable_checkpoint), "--finetune", "rs075-075-075", "--epochs", "1", "--out", str(out)]) == 0
+    tuned, config = load_checkpoint(out)
+    assert config["model"]["options"]["target"] == [0.75, 0.75, 0.75]
+    assert config["metrics"]["model"]["label"] == "rs075-075-075"
+    assert not bool(tuned.learner_trained)
+    before, after = model.backbone.blocks[0].conv1.weight, tuned.backbone.blocks[0].conv1.weight
+    assert not torch.equal(before, after)
