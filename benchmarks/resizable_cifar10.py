@@ -68,6 +68,9 @@ def main() -> int:
     parser.add_argument("--learner-epochs", type=int, default=6)
     parser.add_argument("--runs", type=int, default=50, help="profile rounds per path")
     parser.add_argument("--out", type=Path, default=Path("runs/resizable_cifar10"))
+    parser.add_argument("--fair-gradients", choices=("sum", "mean"), default="sum",
+                        help="sum: Algorithm 1 (default); mean: our deviation, dividing by len(L)")
+    parser.add_argument("--name", default="resizable_cifar10", help="results file name in benchmarks/results")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         print(f"no CIFAR-10 at {args.data_root}; nothing to measure", file=sys.stderr)
@@ -82,7 +85,7 @@ def main() -> int:
     supernet = out / "supernet"
     config = trained(
         recipe_for("resizable-cifar10-resnet20", {"supernet": epochs, "learner": args.learner_epochs},
-                   learner_images=args.subset),
+                   learner_images=args.subset, fair_gradients=args.fair_gradients),
         supernet, args,
     )
     walls["supernet"] = time.perf_counter() - tic
@@ -111,7 +114,7 @@ def main() -> int:
     switch = round(epochs * 0.75)
     aug = trained(
         recipe_for("resizable-aug", {"supernet": switch, "target": epochs - switch}, target_lr=0.01,
-                   target=FULL, configurations=(FULL,)),
+                   target=FULL, configurations=(FULL,), fair_gradients=args.fair_gradients),
         out / "aug", args,
     )
     walls["aug"] = time.perf_counter() - tic
@@ -191,12 +194,13 @@ def main() -> int:
     }
     walls["learner"] = time.perf_counter() - tic
     result["wall_time_s"] = {k: round(v, 1) for k, v in walls.items()} | {"total": round(time.perf_counter() - started, 1)}
-    result["setup"] = {"subset": args.subset, "epochs": epochs, "learner_epochs": args.learner_epochs,
+    result["setup"] = {"subset": args.subset, "epochs": epochs, "fair_gradients": args.fair_gradients,
+                       "learner_epochs": args.learner_epochs,
                        "test_images": config["metrics"]["images"], "calibration_images": table.calibration_images}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "resizable_cifar10.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "resizable_cifar10.md").write_text(report_markdown(result, keys))
-    print((RESULTS / "resizable_cifar10.md").read_text())
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(report_markdown(result, keys))
+    print((RESULTS / f"{args.name}.md").read_text())
     return 0
 
 
@@ -209,6 +213,7 @@ def report_markdown(r: dict, keys: list[str]) -> str:
         f"Training: a fixed {s['subset']}-image subset of the training split, {s['epochs']} epochs for every network "
         f"(the paper: ImageNet, 200+ epochs). Test: a fixed random subset of {s['test_images']} test images. "
         f"BN calibration: {s['calibration_images']} training images per configuration. "
+        f"Fair sampling's gradients: {s['fair_gradients']} over the len(L) sub-networks (Algorithm 1: sum). "
         "MACs: conv + linear multiply-accumulates per image.", "",
         "## 1. Sub-networks against the same configuration trained alone (Table 1)", "",
         "| configuration | MMACs | resizable (calibrated) | alone | alone, calibrated | gain |", "|---|---|---|---|---|---|",

@@ -44,6 +44,9 @@ class ResizableOptions:
     target: Configuration | None = None  # Resizable-Aug's target, trained alone after the switch (Sec. 3.4)
     # Configurations to enumerate, calibrate and offer; None: all |L|^stages (name a subset when that is too many).
     configurations: tuple[Configuration, ...] | None = None
+    # Algorithm 1 accumulates (sums) the len(L) sub-networks' gradients before one step; "mean" is our
+    # deviation, which divides them by len(L) and keeps the step size of single-network training.
+    fair_gradients: str = "sum"
     calibration_images: int = DEFAULT_IMAGES  # BN post-statistics per configuration
     learner_images: int = 50_000  # Sec. 3.5 labels 50k training images for the ResizeLearner
     learner_width: int = 16
@@ -163,6 +166,8 @@ class ResizableNetwork(nn.Module):
         for c in self.configurations:
             if len(c) != stages or not set(c) <= set(self.factors):
                 raise ValueError(f"configuration {c} is not one factor of {self.factors} per stage ({stages} stages)")
+        if options.fair_gradients not in ("sum", "mean"):
+            raise ValueError(f"fair_gradients must be 'sum' (Algorithm 1) or 'mean', got {options.fair_gradients!r}")
         if options.target is not None and tuple(options.target) not in self.configurations:
             raise ValueError(f"target {options.target} is not among the configurations {self.configurations}")
         self.learner = ResizeLearner(backbone.stem[0].out_channels, options.learner_width, len(self.configurations))
@@ -332,9 +337,11 @@ def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: to
 
     def fair_loss(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         # Summing the len(L) losses before one backward accumulates exactly their gradients.
-        losses = [F.cross_entropy(model(images, c), labels) for c in fair_configurations(model.factors, stages, generator)]
-        total = torch.stack(losses).sum()
-        return total, {"ce": total.item() / len(losses)}
+        losses = torch.stack([
+            F.cross_entropy(model(images, c), labels) for c in fair_configurations(model.factors, stages, generator)
+        ])
+        total = losses.sum() if options.fair_gradients == "sum" else losses.mean()
+        return total, {"ce": losses.mean().item()}
 
     train_phase(model, loader, fair_loss, phase=phases["supernet"], param_groups=backbone_params, device=device,
                 desc="fair sampling")
