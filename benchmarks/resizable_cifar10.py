@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.lookup_table import TABLE_FILE, BudgetError, query, read_table, write_table
+from runtime.lookup_table import TABLE_FILE, BudgetError, query, write_table
 from trainer.checkpoint import read_config
 from trainer.families.resizable import configuration_name
 from trainer.loop import Phase
