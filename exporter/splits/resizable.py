@@ -88,7 +88,7 @@ def split(model: ResizableNetwork, options: SplitOptions) -> Split:
         network = model.subnetwork(model.configurations[position])
         graphs.append(ExportGraph(entry.name, network, (image,), ("image",), ("logits",), model.macs[position]))
         paths.append(BudgetPath(entry.name, entry.name, entry.factors, entry.accuracy, dict(entry.latency_ms)))
-    reference = max(zip(entries, positions), key=lambda pair: model.macs[pair[1]])[0].name
+    reference = configuration_name(model.full_configuration)  # always among the entries
     dispatch = BudgetDispatch(
         "learner" if use_selector else None, tuple(paths), reference,
         dict(options.table.learner_latency_ms) if use_selector else {},
