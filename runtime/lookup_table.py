@@ -39,7 +39,7 @@ def latency_key(device: str, backend: str) -> str:
 
 class Costed(Protocol):
     name: str
-    accuracy: float | None
+    accuracy: float
     latency_ms: Mapping[str, float]
 
 
@@ -116,8 +116,7 @@ def pick(
         if budget_ms is not None:
             cheapest.append(f"{min(e.latency_ms[key] for e in entries) + overhead_ms:.3f} ms on {key}")
         raise BudgetError(f"no configuration fits the budget; the cheapest costs {' and '.join(cheapest)}")
-    accuracy = [-math.inf if e.accuracy is None else e.accuracy for e in entries]
-    return sorted(fits, key=lambda i: (-accuracy[i], macs[i]))
+    return sorted(fits, key=lambda i: (-entries[i].accuracy, macs[i]))
 
 
 def query(

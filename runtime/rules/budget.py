@@ -108,7 +108,9 @@ class BudgetDispatcher:
         self.index = {p.name: i for i, p in enumerate(self.d.paths)}
         self.graph_macs = [graphs[g].macs for g in self.graphs]
         self.selector_macs = self.d.selector_macs(graphs)
+        self.path_macs = np.array(self.graph_macs, dtype=np.int64) + self.selector_macs
         self.classes = len(manifest.classes)
+        self.unbudgeted = self.admitted(Request())  # computed once: most calls carry no budget
 
     def admitted(self, request: Request) -> list[int]:
         """Path indices within the request's budget, most accurate first (all paths when there is none)."""
@@ -126,23 +128,25 @@ class BudgetDispatcher:
         )
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
-        admitted = self.admitted(request)
         if request.path is not None and request.path not in self.index:
             raise ValueError(f"path {request.path!r} is not one of this bundle's paths {list(self.index)}")
-        if self.d.selector is not None:
-            scores = call(self.d.selector, batch)[0]
-            if request.path is None:
-                masked = np.full_like(scores, -np.inf)
-                masked[:, admitted] = scores[:, admitted]
-                choice = masked.argmax(axis=1)  # the first index on ties, as the format specifies
+        budgeted = request.budget_macs is not None or request.budget_ms is not None
+        admitted = self.admitted(request) if budgeted and request.path is None else self.unbudgeted
+        scores = call(self.d.selector, batch)[0] if self.d.selector is not None else None
         if request.path is not None:
             choice = np.full(len(batch), self.index[request.path])
-        elif self.d.selector is None:
+        elif scores is None:
             choice = np.full(len(batch), admitted[0])
+        elif len(admitted) == len(self.graphs):
+            choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
+        else:
+            masked = np.full_like(scores, -np.inf)
+            masked[:, admitted] = scores[:, admitted]
+            choice = masked.argmax(axis=1)
         logits = np.empty((len(batch), self.classes), dtype=np.float32)
         for index, rows in groups(choice):
             logits[rows] = call(self.graphs[index], batch[rows])[0]
-        macs = np.array(self.graph_macs, dtype=np.int64)[choice] + self.selector_macs
+        macs = self.path_macs[choice]
         return Decision(logits, [self.d.paths[i].name for i in choice.tolist()], macs)
 
 
