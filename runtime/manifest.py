@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,7 @@ class FieldReader:
         return float(self.typed(value, (int, float), where))
 
     def choice(self, value: Any, options: tuple | dict, where: str) -> Any:
-        if value not in options:
+        if not isinstance(value, Hashable) or value not in options:  # a list or object is never a choice
             raise self.fail(where, f"{value!r} is not one of {list(options)}")
         return value
 
@@ -271,7 +272,7 @@ def _parse(data: Any, source: Path) -> Manifest:
     artifacts = {}
     for file, entry in r.typed(top["artifacts"], dict, "artifacts").items():
         where = f"artifacts[{file!r}]"
-        if Path(file).name != file or file in (".", "..", MANIFEST_FILE):
+        if Path(file).name != file or file in ("", ".", "..", MANIFEST_FILE):
             raise r.fail(where, "must be a plain file name inside the bundle")
         entry = r.fields(entry, where, {"sha256", "bytes"})
         digest = r.typed(entry["sha256"], str, f"{where}.sha256")

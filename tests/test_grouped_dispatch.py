@@ -144,10 +144,19 @@ def test_bad_scales_are_refused(sessions, digits_test, scale, message):
         sessions["urnet", "onnx"].run(digits_test[0][:2], scale=scale)
 
 
-def test_a_forced_path_through_a_left_out_block_is_refused(sessions, digits_test):
+def test_a_forced_path_through_a_left_out_block_is_refused_unless_it_is_cached(sessions, digits_test):
     session = sessions["blockdrop", "onnx"]
-    left_out = [k for k, step in enumerate(session.manifest.dispatch.blocks) if step.run is None]
+    dispatch = session.manifest.dispatch
+    left_out = [k for k, step in enumerate(dispatch.blocks) if step.run is None]
     if not left_out:
         pytest.skip("this plan left no block out")
+    cached = {c.path for c in dispatch.cached_paths}
+    through = "".join("1" if k == left_out[0] or step.run is not None else "0" for k, step in enumerate(dispatch.blocks))
+    if through in cached:
+        through = "".join("1" if k == left_out[0] else "0" for k in range(len(dispatch.blocks)))
+    assert through not in cached
     with pytest.raises(ValueError, match=re.escape(f"runs blocks {left_out}, which this bundle's plan left out")):
-        session.run(digits_test[0][:2], path="1" * len(session.manifest.dispatch.blocks))
+        session.run(digits_test[0][:2], path=through)
+    every = "1" * len(dispatch.blocks)
+    if every in cached:  # the full path is compiled whole, left-out blocks included
+        assert session.run(digits_test[0][:2], path=every).paths == [every, every]

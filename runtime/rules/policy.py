@@ -168,13 +168,14 @@ class PolicyDispatcher:
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
         keep, force = call(self.d.selector, batch)[0] >= 0.5, request.path
-        if force is not None:
+        if force is None:
+            keep &= ~self.left_out
+        else:
             forced = parse_path(force, len(self.d.blocks))
-            if (forced & self.left_out).any():
+            if force not in self.cached and (forced & self.left_out).any():  # a cached path runs whole, in one graph
                 left_out = np.flatnonzero(self.left_out).tolist()
                 raise ValueError(f"path {force!r} runs blocks {left_out}, which this bundle's plan left out")
             keep = np.broadcast_to(forced, keep.shape)
-        keep = keep & ~self.left_out
         paths = path_strings(keep)
         samples: dict[str, list[int]] = {}
         for i, path in enumerate(paths):

@@ -1,0 +1,53 @@
+package org.adaptiveedge.demo
+
+import org.adaptiveedge.core.BundleException
+import org.adaptiveedge.core.Graph
+import org.adaptiveedge.core.GraphRunner
+import org.adaptiveedge.core.Manifest
+import org.adaptiveedge.core.Tensor
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import java.io.File
+import org.pytorch.executorch.Tensor as ExecuTorchTensor
+
+/**
+ * Runs each graph as a method of its `.pte` program, called by the name the
+ * manifest gives it (`Graph.entry`). Every program is loaded once, and every
+ * method before the first image, so that no timing pays for loading.
+ * Not thread-safe: the app calls it from one inference thread.
+ */
+class ExecuTorchRunner(bundle: File, manifest: Manifest) : GraphRunner, AutoCloseable {
+    override val backend = "executorch"
+    private val programs: Map<String, Module> = manifest.graphs.values.map { it.artifact }.distinct().associateWith { artifact ->
+        val file = File(bundle, artifact)
+        try {
+            Module.load(file.path)
+        } catch (error: RuntimeException) {
+            throw BundleException("${file.path}: ExecuTorch cannot load the program: ${error.message}")
+        }
+    }
+
+    init {
+        for (graph in manifest.graphs.values) {
+            try {
+                programs.getValue(graph.artifact).loadMethod(method(graph))
+            } catch (error: RuntimeException) {
+                throw BundleException("${File(bundle, graph.artifact).path} (graph '${graph.name}', method '${method(graph)}'): ${error.message}")
+            }
+        }
+    }
+
+    override fun describe() = "executorch-android ${BuildConfig.EXECUTORCH_VERSION} (XNNPACK), threads=default"
+
+    override fun run(graph: Graph, inputs: List<Tensor>): List<Tensor> {
+        val values = inputs.map { EValue.from(ExecuTorchTensor.fromBlob(it.data, LongArray(it.shape.size) { d -> it.shape[d].toLong() })) }
+        return programs.getValue(graph.artifact).execute(method(graph), *values.toTypedArray()).map { output ->
+            val tensor = output.toTensor()
+            Tensor(tensor.shape().map { it.toInt() }.toIntArray(), tensor.dataAsFloatArray)
+        }
+    }
+
+    override fun close() = programs.values.forEach { it.destroy() }
+
+    private fun method(graph: Graph) = graph.entry ?: "forward"
+}

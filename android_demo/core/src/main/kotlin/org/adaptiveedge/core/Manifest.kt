@@ -1,0 +1,240 @@
+package org.adaptiveedge.core
+
+import org.adaptiveedge.core.rules.Rule
+import org.adaptiveedge.core.rules.RULES
+import org.adaptiveedge.core.rules.Section
+
+/**
+ * The bundle manifest, parsed and validated as `runtime/manifest.py` does:
+ * docs/bundle.md is the contract, and the golden vectors in
+ * `android_demo/golden` hold both readers to the same messages.
+ */
+const val FORMAT_VERSION = 4
+val READABLE_VERSIONS = listOf(1, 2, 3, 4)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+const val MANIFEST_FILE = "manifest.json"
+const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
+val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/targets.py, in its order
+val PRECISIONS = listOf("fp32", "fp16", "int8")
+val COMPUTE_UNITS = listOf("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+private val SHA256 = Regex("[0-9a-f]{64}")
+
+data class TensorSpec(val name: String, val shape: List<Int>, val dtype: String = "float32")  // shape per sample
+
+data class Graph(
+    val name: String,
+    val artifact: String,
+    val entry: String?,  // the method inside a multi-method artifact (a .pte), or null
+    val inputs: List<TensorSpec>,
+    val outputs: List<TensorSpec>,
+    val macs: Long,  // per sample
+)
+
+/** uint8 RGB images become float32 NCHW: resize to [resolution], scale to [0, 1], then (x - mean) / std. */
+data class Preprocessing(val resolution: Int, val mean: List<Double>, val std: List<Double>, val resize: String = "bilinear")
+
+data class Artifact(val sha256: String, val bytes: Long)
+
+data class EngineProfile(val input: String, val min: List<Int>, val opt: List<Int>, val max: List<Int>)
+
+data class BuildPlan(
+    val precision: String,
+    val workspaceMb: Int?,
+    val computeUnits: String?,
+    val calibration: String?,
+    val profiles: Map<String, List<EngineProfile>>?,
+)
+
+data class Manifest(
+    val formatVersion: Int,
+    val family: String,
+    val target: String,
+    val classes: List<String>,
+    val maxBatch: Int,
+    val preprocessing: Preprocessing,
+    val graphs: Map<String, Graph>,
+    val dispatch: Section,
+    val artifacts: Map<String, Artifact>,
+    val producer: Map<String, String>,
+    val macsConvention: String,
+    val build: BuildPlan?,
+) {
+    val rule: Rule get() = RULES.getValue(dispatch.rule)
+
+    /** MACs of one image through the static full model, the baseline of every saving. */
+    val referenceMacs: Long get() = graphs.getValue(dispatch.reference).macs
+
+    companion object {
+        /** Parse and validate manifest text; [source] names the file in every error. */
+        fun parse(text: String, source: String): Manifest {
+            val data = try {
+                Json.parse(text)
+            } catch (error: Json.DecodeException) {
+                throw BundleException("$source: not valid JSON (${error.message})")
+            }
+            return parse(data, FieldReader(source))
+        }
+
+        private fun parse(json: Any?, r: FieldReader): Manifest {
+            var data = json
+            if (data !is Map<*, *>) throw r.fail("manifest", "expected dict, got ${Python.repr(data)}")
+            val version = r.integer(data["format_version"], "format_version")
+            if (version !in READABLE_VERSIONS.map(Int::toLong)) {
+                throw r.fail("format_version", "unknown format_version $version; this runtime reads ${Python.repr(READABLE_VERSIONS)}")
+            }
+            if (version < 3) data = upgrade(r.map(data, "manifest"), r)
+            val top = r.fields(
+                data, "manifest",
+                setOf("format_version", "family", "target", "classes", "max_batch", "preprocessing", "graphs", "dispatch",
+                    "artifacts", "producer", "macs_convention"),
+                setOf("build"),
+            )
+
+            val classList = r.list(top["classes"], "classes")
+            if (classList.isEmpty()) throw r.fail("classes", "must list at least one class")
+            val classes = classList.mapIndexed { i, c -> r.text(c, "classes[$i]") }
+
+            val pre = r.fields(top["preprocessing"], "preprocessing", setOf("resolution", "mean", "std", "resize"))
+            val preprocessing = Preprocessing(
+                resolution = r.count(pre["resolution"], "preprocessing.resolution", 1),
+                mean = r.floats(pre["mean"], "preprocessing.mean", 3),
+                std = r.floats(pre["std"], "preprocessing.std", 3),
+                resize = r.choice(pre["resize"], listOf("bilinear"), "preprocessing.resize"),
+            )
+            if (preprocessing.std.any { it <= 0 }) {
+                throw r.fail("preprocessing.std", "must be positive, got ${Python.repr(preprocessing.std)}")
+            }
+
+            val artifacts = LinkedHashMap<String, Artifact>()
+            for ((file, value) in r.map(top["artifacts"], "artifacts")) {
+                val where = "artifacts[${Python.repr(file)}]"
+                if (file.substringAfterLast('/') != file || file in listOf("", ".", "..", MANIFEST_FILE)) {
+                    throw r.fail(where, "must be a plain file name inside the bundle")
+                }
+                val entry = r.fields(value, where, setOf("sha256", "bytes"))
+                val digest = entry["sha256"] as? String ?: throw r.fail("$where.sha256", "expected str, got ${Python.repr(entry["sha256"])}")
+                if (!SHA256.matches(digest)) throw r.fail("$where.sha256", "not a lowercase hex sha256: ${Python.repr(digest)}")
+                artifacts[file] = Artifact(digest, r.longCount(entry["bytes"], "$where.bytes"))
+            }
+
+            val graphItems = r.map(top["graphs"], "graphs")
+            if (graphItems.isEmpty()) throw r.fail("graphs", "must hold at least one graph")
+            for ((name, value) in graphItems) {
+                val where = "graphs[${Python.repr(name)}]"
+                val entry = r.fields(value, where, setOf("name", "artifact", "entry", "inputs", "outputs", "macs"))
+                if (entry["name"] != name) throw r.fail("$where.name", "${Python.repr(entry["name"])} differs from its key")
+                val method = entry["entry"]
+                val artifact = r.text(entry["artifact"], "$where.artifact")
+                if (artifact !in artifacts) throw r.fail("$where.artifact", "${Python.repr(artifact)} is not listed in artifacts")
+                r.graphs[name] = Graph(
+                    name = name,
+                    artifact = artifact,
+                    entry = if (method == null) null else r.text(method, "$where.entry"),
+                    inputs = r.tensors(entry["inputs"], "$where.inputs"),
+                    outputs = r.tensors(entry["outputs"], "$where.outputs"),
+                    macs = r.longCount(entry["macs"], "$where.macs"),
+                )
+            }
+
+            val d = r.map(top["dispatch"], "dispatch")
+            val rule = RULES.getValue(r.choice(d["rule"], RULES.keys, "dispatch.rule"))
+            if (version < rule.since) {
+                throw r.fail("dispatch.rule", "${Python.repr(rule.name)} exists from format_version ${rule.since}, not $version")
+            }
+            val dispatch = rule.parse(r, d, r.graphs, classes.size)
+            val image = listOf(preprocessing.mean.size, preprocessing.resolution, preprocessing.resolution)
+            for ((name, graph) in r.graphs) {
+                val first = graph.inputs[0]
+                if (first.name == "image" && first.shape != image) {
+                    throw r.fail(
+                        "graphs[${Python.repr(name)}].inputs[0].shape",
+                        "${Python.repr(first.shape)} differs from the preprocessed image ${Python.repr(image)}",
+                    )
+                }
+            }
+
+            val producer = r.map(top["producer"], "producer")
+            val build = top["build"]
+            return Manifest(
+                formatVersion = version.toInt(),
+                family = r.text(top["family"], "family"),
+                target = r.choice(top["target"], TARGETS, "target"),
+                classes = classes,
+                maxBatch = r.count(top["max_batch"], "max_batch", 1),
+                preprocessing = preprocessing,
+                graphs = LinkedHashMap(r.graphs),
+                dispatch = dispatch,
+                artifacts = artifacts,
+                producer = producer.mapValues { (_, v) -> if (v is String) v else Python.repr(v) },
+                macsConvention = r.text(top["macs_convention"], "macs_convention"),
+                build = if (build == null) null else parseBuild(r, build, artifacts),
+            )
+        }
+
+        /** A version 1 or 2 manifest in version 3's terms: batch-1 graphs, per-sample shapes, the rule's own upgrade. */
+        private fun upgrade(original: Map<String, Any?>, r: FieldReader): Map<String, Any?> {
+            @Suppress("UNCHECKED_CAST")
+            val data = deepCopy(original) as MutableMap<String, Any?>
+            data["max_batch"] = 1L
+            if ("macs_convention" !in data) data["macs_convention"] = MACS_CONVENTION
+            for ((name, graph) in r.map(data["graphs"], "graphs")) {
+                for (side in listOf("inputs", "outputs")) {
+                    val tensors = r.list(r.map(graph, "graphs[${Python.repr(name)}]")[side], side)
+                    for ((i, tensor) in tensors.withIndex()) {
+                        val where = "graphs[${Python.repr(name)}].$side[$i]"
+                        @Suppress("UNCHECKED_CAST")
+                        val t = r.map(tensor, where) as MutableMap<String, Any?>
+                        val shape = r.list(t["shape"], "$where.shape")
+                        if (shape.isEmpty() || shape[0] != 1L) {
+                            throw r.fail("$where.shape", "a version ${data["format_version"]} graph has batch 1 first, got ${Python.repr(shape)}")
+                        }
+                        t["shape"] = shape.drop(1)
+                    }
+                }
+            }
+            @Suppress("UNCHECKED_CAST")
+            val dispatch = r.map(data["dispatch"], "dispatch") as MutableMap<String, Any?>
+            RULES[dispatch["rule"]]?.upgrade?.invoke(r, dispatch)
+            return data
+        }
+
+        private fun deepCopy(value: Any?): Any? = when (value) {
+            is Map<*, *> -> LinkedHashMap<String, Any?>().also { copy -> value.forEach { (k, v) -> copy[k as String] = deepCopy(v) } }
+            is List<*> -> value.mapTo(ArrayList()) { deepCopy(it) }
+            else -> value
+        }
+
+        private fun parseBuild(r: FieldReader, value: Any?, artifacts: Map<String, Artifact>): BuildPlan {
+            val data = r.fields(value, "build", setOf("precision"), setOf("workspace_mb", "compute_units", "calibration", "profiles"))
+            val precision = r.choice(data["precision"], PRECISIONS, "build.precision")
+            val workspace = data["workspace_mb"]?.let { r.count(it, "build.workspace_mb", 1) }
+            val units = data["compute_units"]?.let { r.choice(it, COMPUTE_UNITS, "build.compute_units") }
+            val calibration = data["calibration"]?.let { r.choice(it, artifacts.keys, "build.calibration") }
+            if (precision == "int8" && calibration == null && data["profiles"] != null) {
+                throw r.fail("build.calibration", "int8 engines need a calibration artifact")
+            }
+            val profiles = data["profiles"]?.let { table ->
+                r.map(table, "build.profiles").entries.associate { (name, entries) ->
+                    val where = "build.profiles[${Python.repr(name)}]"
+                    val inputs = r.graphs.getValue(r.graph(name, where)).inputs.associateBy { it.name }
+                    name to r.list(entries, where).mapIndexed { i, item ->
+                        val at = "$where[$i]"
+                        val entry = r.fields(item, at, setOf("input", "min", "opt", "max"))
+                        val spec = inputs.getValue(r.choice(entry["input"], inputs.keys, "$at.input"))
+                        val shapes = listOf("min", "opt", "max").map { key ->
+                            val dims = r.list(entry[key], "$at.$key")
+                            if (dims.size != 1 + spec.shape.size) {
+                                throw r.fail("$at.$key", "rank ${dims.size} is not the input's per-sample rank ${spec.shape.size} plus the batch")
+                            }
+                            dims.map { r.count(it, "$at.$key", 1) }
+                        }
+                        if (!shapes[0].indices.all { shapes[0][it] <= shapes[1][it] && shapes[1][it] <= shapes[2][it] }) {
+                            throw r.fail(at, "needs min <= opt <= max per dimension, got ${Python.repr(shapes.map { Python.Tuple(it) })}")
+                        }
+                        EngineProfile(spec.name, shapes[0], shapes[1], shapes[2])
+                    }
+                }
+            }
+            return BuildPlan(precision, workspace, units, calibration, profiles)
+        }
+    }
+}

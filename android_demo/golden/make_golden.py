@@ -1,0 +1,504 @@
+"""Golden vectors: the Python runtime's decisions, recorded for the Android core to replay.
+
+    python android_demo/golden/make_golden.py            # a few minutes on 2 cores
+
+For one small ExecuTorch bundle of each family it trains a digits model,
+exports it, and runs the Python runtime (`Session.run`) on uint8 images
+while recording every graph call. It writes, per family:
+
+- `<family>.manifest.json`: the bundle's manifest;
+- `<family>.json`: per case the image set (`images.json`), the request, the preprocessed batch,
+  every graph call (graph, inputs, outputs) in order, and the decisions
+  (paths, MACs, logits), or the error the request raised;
+
+`preprocessing.json`: whole preprocessed tensors for images of awkward sizes;
+`report_schema.json`: every field of a `runtime.profile` report and its JSON
+types, which the phone's benchmark report must match; and `damaged.json`: damaged manifests and bundles with the messages the
+Python reader refuses them with. The JVM tests (android_demo/core) replay it
+all through the Kotlin core; tests/test_golden.py replays it through the
+Python runtime, so the committed files cannot drift from either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from runtime.backends import create_backend  # noqa: E402
+from runtime.bundle import open_bundle  # noqa: E402
+from runtime.lookup_table import BudgetError  # noqa: E402
+from runtime.manifest import MANIFEST_FILE, BundleError, read_manifest  # noqa: E402
+from runtime.session import Session  # noqa: E402
+
+DEVICE = "pixel-8"  # the device the budget cases' latencies are keyed on
+MAX_BATCH = 4  # below the largest case's batch, so that the session's chunking is replayed too
+MANIFEST_PLACEHOLDER = "<manifest>"
+BUNDLE_PLACEHOLDER = "<bundle>"
+
+
+FULL_ROW = 64  # a tensor with rows of at most this many values is stored whole (scores, gates, logits, S)
+
+
+def fingerprint_weights(size: int) -> np.ndarray:
+    """Fixed weights a row is summed with into its fingerprint; the Kotlin tests compute the same."""
+    i = np.arange(size, dtype=np.int64)
+    return ((i * 37 + 11) % 101) / 101.0 - 0.5
+
+
+def fingerprints(array: np.ndarray) -> np.ndarray:
+    """One number per sample: its values summed with fixed weights."""
+    rows = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
+    return rows @ fingerprint_weights(rows.shape[1])
+
+
+def encode(array: np.ndarray) -> dict:
+    """A tensor in the golden files: whole (base64 float32) if its rows are small, else one fingerprint per row.
+
+    Feature maps are kept out: the Kotlin core only moves their rows between
+    graph calls, so a fingerprint per row proves it moved the right ones, at
+    a thousandth of the size.
+    """
+    array = np.ascontiguousarray(array, dtype="<f4")
+    rows = array.reshape(len(array), -1)
+    if rows.shape[1] <= FULL_ROW:
+        return {"shape": list(array.shape), "base64": base64.b64encode(array.tobytes()).decode("ascii")}
+    return {"shape": list(array.shape), "fingerprints": fingerprints(array).tolist()}
+
+
+def recording(session: Session) -> tuple[dict, list[dict]]:
+    """`session`'s graphs wrapped so that each backend call lands, in order, in the returned list; and the originals."""
+    calls: list[dict] = []
+
+    def wrap(name: str, run: Callable) -> Callable:
+        def recorded(inputs):
+            outputs = run(inputs)
+            calls.append({"graph": name, "inputs": [encode(x) for x in inputs], "outputs": [encode(y) for y in outputs]})
+            return outputs
+        return recorded
+
+    return {name: wrap(name, run) for name, run in session.graphs.items()}, calls
+
+
+def digits_images() -> np.ndarray:
+    from trainer.data import digits_canvas
+
+    return digits_canvas("test")[0]
+
+
+def image_sets(images: np.ndarray) -> dict[str, np.ndarray]:
+    """uint8 NHWC batches at the bundle's size, smaller, and larger and not square, so that resizing is replayed."""
+    upsampled = np.repeat(np.repeat(images[:4, :20, :24], 2, axis=1), 2, axis=2)  # 40 x 48
+    return {"native": images[:6], "small": images[6:9, ::2, ::2], "wide": upsampled, "one": images[9:10]}
+
+
+def run_case(session: Session, name: str, image_set: str, images: np.ndarray, **request) -> dict:
+    from runtime.preprocess import prepare
+
+    case = {
+        "name": name,
+        "images": image_set,
+        "request": {k: v for k, v in request.items() if v is not None},
+        "preprocessed": encode(prepare(images, session.manifest.preprocessing)),
+    }
+    original = session.graphs
+    session.graphs, calls = recording(session)
+    try:
+        result = session.run(images, **request)
+    except (ValueError, BudgetError) as error:
+        case["error"] = str(error)
+    else:
+        case["result"] = {"paths": result.paths, "macs": result.macs.tolist(), "logits": encode(result.logits)}
+    finally:
+        session.graphs = original
+    case["calls"] = calls
+    return case
+
+
+def train_and_export(family: str, work: Path, **export_options) -> Path:
+    import exporter
+    from trainer.recipes import get_recipe
+    from trainer.train import train
+
+    checkpoint = work / f"{family}-checkpoint"
+    recipe = get_recipe(f"{family}-digits").with_epochs(EPOCHS[family])
+    train(recipe, checkpoint, subset=SUBSET[family])
+    if family == "resizable":
+        from runtime.lookup_table import TABLE_FILE, write_table
+        from trainer.resizable import table_from_checkpoint
+
+        write_table(checkpoint / TABLE_FILE, table_from_checkpoint(checkpoint))
+    bundle = work / f"{family}-executorch"
+    exporter.export(checkpoint, "executorch", bundle, max_batch=MAX_BATCH, samples=16, **export_options)
+    return bundle
+
+
+EPOCHS = {"drnet": 2, "blockdrop": 3, "urnet": 3, "resizable": 3}
+SUBSET = {"drnet": 512, "blockdrop": 192, "urnet": 192, "resizable": None}
+
+
+def with_latencies(bundle: Path) -> None:
+    """Give the resizable bundle latencies on DEVICE, as a merged profile would, so that budget_ms cases run."""
+    path = bundle / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    dispatch = manifest["dispatch"]
+    for i, entry in enumerate(dispatch["paths"]):
+        graph = manifest["graphs"][entry["graph"]]
+        entry["latency_ms"] = {f"{DEVICE}/executorch": round(0.5 + graph["macs"] / 2e6 + 0.01 * i, 3)}
+    dispatch["selector_latency_ms"] = {f"{DEVICE}/executorch": 0.125}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def without_selector(bundle: Path, out: Path) -> Path:
+    """The same bundle answered by table picks: Resizable-NAS's dispatch, with the learner's graph unused."""
+    shutil.copytree(bundle, out)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest["dispatch"].update(selector=None, selector_latency_ms={})
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def cases(family: str, session: Session, images: dict[str, np.ndarray]) -> list[dict]:
+    manifest = session.manifest
+    run = lambda name, batch, **request: run_case(session, name, batch, images[batch], **request)  # noqa: E731
+    out = [
+        run("native", "native"),
+        run("resized up", "small"),
+        run("resized down, not square", "wide"),
+        run("static full model", "native", static=True),
+        run("unknown path", "one", path="no-such-path"),
+    ]
+    if family in ("drnet", "resizable", "resizable-table"):
+        names = [p.name for p in manifest.dispatch.paths]
+        out.append(run(f"forced path {names[-1]}", "native", path=names[-1]))
+    if family == "blockdrop":
+        cached = [c.path for c in manifest.dispatch.cached_paths]
+        runnable = "".join("0" if step.run is None else "1" for step in manifest.dispatch.blocks)
+        walked = next(p for p in (runnable, runnable[:-1] + "0", "1" + "0" * (len(runnable) - 1)) if p not in cached)
+        out.append(run("forced cached path", "native", path=cached[0]))
+        out.append(run("forced full path", "small", path="1" * len(runnable)))
+        out.append(run("forced walked path", "native", path=walked))
+        if "0" in runnable:
+            through = "".join("1" if k == runnable.index("0") else c for k, c in enumerate(walked))
+            out.append(run("forced path through a left-out block", "one", path=through))
+        out.append(run("one image", "one"))
+    if family == "urnet":
+        blocks = len(manifest.dispatch.blocks)
+        out.append(run("scale per image", "native", scale=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]))
+        out.append(run("one scale", "wide", scale=0.5))
+        out.append(run("forced path", "small", path="10" * (blocks // 2) + "1" * (blocks % 2), scale=0.3))
+        out.append(run("scale out of range", "one", scale=1.5))
+    if manifest.dispatch.rule == "budget":
+        macs = sorted(manifest.dispatch.path_macs(manifest.graphs).values())
+        latencies = sorted(p.latency_ms[f"{DEVICE}/executorch"] for p in manifest.dispatch.paths)
+        overhead = manifest.dispatch.selector_latency_ms.get(f"{DEVICE}/executorch", 0.0)
+        out.append(run("budget in MACs", "native", budget_macs=float(macs[len(macs) // 2])))
+        out.append(run("budget in ms", "wide", budget_ms=latencies[len(latencies) // 2] + overhead))
+        out.append(run("budget in MACs and ms", "small", budget_macs=float(macs[-2]), budget_ms=latencies[1] + overhead))
+        out.append(run("budget below the cheapest", "one", budget_macs=float(macs[0] - 1)))
+        out.append(run("latency budget below the cheapest", "one", budget_ms=latencies[0] / 2))
+    if family != "urnet":
+        out.append(run("scale on a bundle without one", "one", scale=0.5))
+    return out
+
+
+def preprocessing_golden(manifest: dict) -> dict:
+    """Whole preprocessed tensors for images of awkward sizes: the resize and normalization, value for value."""
+    from runtime.manifest import Preprocessing
+    from runtime.preprocess import prepare
+
+    pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["preprocessing"].items()})
+    rng = np.random.default_rng(0)
+    cases = []
+    for height, width in ((pre.resolution, pre.resolution), (5, 7), (pre.resolution + 1, pre.resolution - 1), (48, 64)):
+        images = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
+        out = np.ascontiguousarray(prepare(images, pre), dtype="<f4")
+        cases.append({
+            "images": {"shape": list(images.shape), "base64": base64.b64encode(images.tobytes()).decode("ascii")},
+            "preprocessed": {"shape": list(out.shape), "base64": base64.b64encode(out.tobytes()).decode("ascii")},
+        })
+    return {"preprocessing": manifest["preprocessing"], "cases": cases}
+
+
+def family_goldens(out: Path, work: Path) -> dict[str, Path]:
+    images = image_sets(digits_images())
+    (out / "images.json").write_text(json.dumps({
+        name: {"shape": list(batch.shape), "base64": base64.b64encode(batch.tobytes()).decode("ascii")}
+        for name, batch in images.items()
+    }, indent=1) + "\n")
+    bundles = {
+        "drnet": train_and_export("drnet", work),
+        "blockdrop": train_and_export("blockdrop", work, calibration=_calibration(), cache_paths=2),
+        "urnet": train_and_export("urnet", work, calibration=_calibration()),
+        "resizable": train_and_export("resizable", work, selector=True),
+    }
+    with_latencies(bundles["resizable"])
+    bundles["resizable-table"] = without_selector(bundles["resizable"], work / "resizable-table")
+    backend = create_backend("executorch", "executorch", threads=1)
+    for family, bundle in bundles.items():
+        manifest = open_bundle(bundle)
+        session = Session(bundle, manifest, backend, device=DEVICE)
+        golden = {
+            "family": family,
+            "manifest": f"{family}.manifest.json",
+            "device": DEVICE,
+            "backend": "executorch",
+            "cases": cases(family, session, images),
+        }
+        shutil.copyfile(bundle / MANIFEST_FILE, out / golden["manifest"])
+        (out / f"{family}.json").write_text(json.dumps(golden, indent=1) + "\n")
+        print(f"{family}: {len(golden['cases'])} cases")
+    return bundles
+
+
+def _calibration():
+    import torch
+
+    from trainer.data import load_split
+
+    dataset, _ = load_split("digits", "train")
+    return torch.stack([dataset[i][0] for i in range(256)])
+
+
+# Damaged manifests: (name, family, edits), each edit a path into the manifest and a new value, or DELETE;
+# "@batch1" prefixes every tensor shape with a batch of 1, as versions 1 and 2 wrote them.
+DELETE = "<delete>"
+MANIFEST_DAMAGE = [
+    ("not an object", "drnet", [([], [1, 2])]),
+    ("unknown format_version", "drnet", [(["format_version"], 99)]),
+    ("format_version a string", "drnet", [(["format_version"], "4")]),
+    ("missing graphs", "drnet", [(["graphs"], DELETE)]),
+    ("unknown top-level field", "drnet", [(["extra"], True)]),
+    ("no classes", "drnet", [(["classes"], [])]),
+    ("class not a string", "drnet", [(["classes", 0], 7)]),
+    ("empty class name", "drnet", [(["classes", 1], "")]),
+    ("unknown target", "drnet", [(["target"], "tflite")]),
+    ("max_batch 0", "drnet", [(["max_batch"], 0)]),
+    ("resolution a float", "drnet", [(["preprocessing", "resolution"], 32.0)]),
+    ("two means", "drnet", [(["preprocessing", "mean"], [0.5, 0.5])]),
+    ("mean a string", "drnet", [(["preprocessing", "mean", 1], "0.5")]),
+    ("std zero", "drnet", [(["preprocessing", "std", 1], 0)]),
+    ("unknown resize", "drnet", [(["preprocessing", "resize"], "nearest")]),
+    ("artifact outside the bundle", "drnet", [(["artifacts", "../program.pte"], {"sha256": "0" * 64, "bytes": 1})]),
+    ("artifact sha256 uppercase", "drnet", [(["artifacts", "@artifact", "sha256"], "AB" * 32)]),
+    ("artifact bytes negative", "drnet", [(["artifacts", "@artifact", "bytes"], -1)]),
+    ("artifact bytes a bool", "drnet", [(["artifacts", "@artifact", "bytes"], True)]),
+    ("graph name differs from key", "drnet", [(["graphs", "@graph", "name"], "other")]),
+    ("graph artifact unlisted", "drnet", [(["graphs", "@graph", "artifact"], "missing.pte")]),
+    ("graph entry empty", "drnet", [(["graphs", "@graph", "entry"], "")]),
+    ("graph without inputs", "drnet", [(["graphs", "@graph", "inputs"], [])]),
+    ("tensor dim 0", "drnet", [(["graphs", "@graph", "inputs", 0, "shape", 1], 0)]),
+    ("tensor dtype float16", "drnet", [(["graphs", "@graph", "outputs", 0, "dtype"], "float16")]),
+    ("tensor unknown field", "drnet", [(["graphs", "@graph", "outputs", 0, "layout"], "nchw")]),
+    ("macs a float", "drnet", [(["graphs", "@graph", "macs"], 1.5)]),
+    ("image of the wrong size", "drnet", [(["graphs", "@graph", "inputs", 0, "shape"], [3, 16, 16])]),
+    ("unknown rule", "drnet", [(["dispatch", "rule"], "bogus")]),
+    ("rule a list", "drnet", [(["dispatch", "rule"], ["argmax"])]),
+    ("selector unknown", "drnet", [(["dispatch", "selector"], "nope")]),
+    ("no paths", "drnet", [(["dispatch", "paths"], [])]),
+    ("path names repeat", "drnet", [(["dispatch", "paths", 1, "name"], "@path0")]),
+    ("path resolution 0", "drnet", [(["dispatch", "paths", 0, "resolution"], 0)]),
+    ("reference not a path", "drnet", [(["dispatch", "reference"], "@selector")]),
+    ("version 2 without the batch dimension", "drnet", [(["format_version"], 2)]),
+    ("version 2 reference_path unknown", "drnet", [
+        (["format_version"], 2), (["dispatch", "reference"], DELETE), (["dispatch", "reference_path"], "nope"), ("@batch1", None),
+    ]),
+    ("budget rule in version 3", "resizable", [(["format_version"], 3)]),
+    ("accuracy above 1", "resizable", [(["dispatch", "paths", 0, "accuracy"], 1.5)]),
+    ("latency negative", "resizable", [(["dispatch", "paths", 0, "latency_ms", "pixel-8/executorch"], -0.25)]),
+    ("selector latency key empty", "resizable", [(["dispatch", "selector_latency_ms", ""], 1.0)]),
+    ("selector scores the wrong number of paths", "resizable", [(["dispatch", "paths"], "@paths[:-1]")]),
+    ("policy segment too short", "blockdrop", [(["dispatch", "segments"], [{"graph": "@stem", "first": 2, "last": 2}])]),
+    ("cached path too short", "blockdrop", [(["dispatch", "cached_paths", 0, "path"], "101")]),
+    ("calibration usage too short", "blockdrop", [(["dispatch", "calibration", "usage"], [0.5])]),
+    ("no blocks", "blockdrop", [(["dispatch", "blocks"], [])]),
+    ("block unknown field", "blockdrop", [(["dispatch", "blocks", 0, "fused"], None)]),
+    ("gated block without skip", "urnet", [(["dispatch", "blocks", 0, "skip"], None)]),
+    ("gated reference unknown", "urnet", [(["dispatch", "reference"], "nope")]),
+    ("gated extra field", "urnet", [(["dispatch", "selector"], None)]),
+]
+
+TEXT_DAMAGE = [
+    ("empty file", ""),
+    ("truncated", '{"format_version": 4, "family": "drnet"'),
+    ("trailing comma", '{"format_version": 4,}'),
+    ("single quotes", "{'format_version': 4}"),
+    ("extra data", '{"format_version": 4} {}'),
+    ("unterminated string", '{"format_version": 4, "family": "drn'),
+    ("missing colon", '{"format_version" 4}'),
+    ("bad literal", '[1, tru]'),
+]
+
+
+def _resolve(manifest: dict, value):
+    """Placeholders in a damage table: '@graph' the first graph's name, '@artifact' the first artifact, and so on."""
+    if not isinstance(value, str) or not value.startswith("@"):
+        return value
+    dispatch = manifest["dispatch"]
+    return {
+        "@graph": next(iter(manifest["graphs"])),
+        "@artifact": next(iter(manifest["artifacts"])),
+        "@selector": dispatch.get("selector"),
+        "@stem": dispatch.get("stem"),
+        "@path0": (dispatch.get("paths") or [{}])[0].get("name"),
+        "@paths[:-1]": (dispatch.get("paths") or [])[:-1],
+    }[value]
+
+
+def apply_edit(manifest, edit: dict):
+    """The manifest after one edit: set (or delete) the value at a path of keys and indices ([] replaces it
+    whole); or, with `batch1`, every tensor shape led by a batch of 1, as versions 1 and 2 wrote them."""
+    if edit.get("batch1"):
+        for graph in manifest["graphs"].values():
+            for tensor in graph["inputs"] + graph["outputs"]:
+                tensor["shape"] = [1, *tensor["shape"]]
+        return manifest
+    path = edit["path"]
+    if not path:
+        return copy.deepcopy(edit["value"])
+    target = manifest
+    for key in path[:-1]:
+        target = target[key]
+    if edit.get("delete"):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = copy.deepcopy(edit["value"])
+    return manifest
+
+
+def damaged_manifests(manifests: dict[str, dict], work: Path) -> list[dict]:
+    """Each damage as edits to its family's manifest, with placeholders resolved, and the Python reader's refusal."""
+    out = []
+    for name, family, edits in MANIFEST_DAMAGE:
+        data = copy.deepcopy(manifests[family])
+        concrete = []
+        for path, value in edits:
+            if path == "@batch1":
+                edit = {"batch1": True}
+            else:
+                path = [_resolve(data, key) for key in path]
+                edit = {"path": path, "delete": True} if value == DELETE else {"path": path, "value": _resolve(data, value)}
+            concrete.append(copy.deepcopy(edit))
+            data = apply_edit(data, edit)
+        out.append({"name": name, "family": family, "edits": concrete, "message": _refusal(json.dumps(data), work)})
+    for name, text in TEXT_DAMAGE:
+        out.append({"name": name, "text": text, "message": _refusal(text, work)})
+    return out
+
+
+def _refusal(text: str, work: Path) -> str:
+    bundle = Path(tempfile.mkdtemp(dir=work))
+    (bundle / MANIFEST_FILE).write_text(text)
+    try:
+        read_manifest(bundle)
+    except BundleError as error:
+        return str(error).replace(str(bundle / MANIFEST_FILE), MANIFEST_PLACEHOLDER)
+    raise AssertionError(f"the Python reader accepted a damaged manifest: {text[:200]}")
+
+
+def damaged_bundles(manifest: dict, work: Path) -> list[dict]:
+    """Bundles whose files are damaged: one fake artifact, pinned by the manifest, then altered or removed."""
+    program = b"stand-in for a program: only its sha256 is read\n"
+    manifest = copy.deepcopy(manifest)
+    manifest["artifacts"] = {"program.pte": {"sha256": _sha256(program), "bytes": len(program)}}
+    for graph in manifest["graphs"].values():
+        graph["artifact"] = "program.pte"
+    text = json.dumps(manifest, indent=2)
+    setups = [
+        ("intact", {MANIFEST_FILE: text, "program.pte": program}),
+        ("artifact altered", {MANIFEST_FILE: text, "program.pte": program[:-1] + b"!"}),
+        ("artifact missing", {MANIFEST_FILE: text}),
+        ("manifest missing", {"program.pte": program}),
+    ]
+    out = []
+    for name, files in setups:
+        bundle = Path(tempfile.mkdtemp(dir=work))
+        for file, content in files.items():
+            (bundle / file).write_bytes(content.encode() if isinstance(content, str) else content)
+        try:
+            open_bundle(bundle)
+            message = None
+        except BundleError as error:
+            message = str(error).replace(str(bundle), BUNDLE_PLACEHOLDER)
+        out.append({
+            "name": name,
+            "files": {file: base64.b64encode(c.encode() if isinstance(c, str) else c).decode("ascii") for file, c in files.items()},
+            "message": message,
+        })
+    return out
+
+
+MAP_FIELDS = ("graphs", "paths", "histogram")  # report fields keyed by graph, path or path name: "*" in the schema
+
+
+def report_schema(report: dict) -> dict[str, list[str]]:
+    """Every field path of a `runtime.profile` report with the JSON types it takes, for the phone's report to match."""
+    fields: dict[str, set[str]] = {}
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = "*" if path.rsplit(".", 1)[-1] in MAP_FIELDS else key
+                walk(item, f"{path}.{name}" if path else name)
+            return
+        kind = {bool: "bool", int: "number", float: "number", str: "string", type(None): "null"}[type(value)]
+        fields.setdefault(path, set()).add(kind)
+
+    walk(report, "")
+    return {path: sorted(kinds) for path, kinds in sorted(fields.items())}
+
+
+def profile_schema(bundle: Path, images: np.ndarray) -> dict[str, list[str]]:
+    """The schema of a real `python -m runtime.profile --out` report, with the dynamic mix, on a golden bundle."""
+    import runtime
+    from runtime.devices import get_device
+    from runtime.profile import profile
+
+    device = get_device(DEVICE)
+    session = runtime.load(bundle, threads=1, device=None)
+    report = profile(session, device, runs=3, warmup=1, images=images)
+    report["command"] = "python -m runtime.profile ..."  # as main() adds it
+    return report_schema(report)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        bundles = family_goldens(args.out, work)
+        manifests = {family: json.loads((bundle / MANIFEST_FILE).read_text()) for family, bundle in bundles.items()}
+        damaged = {
+            "manifests": damaged_manifests(manifests, work),
+            "bundles": damaged_bundles(manifests["drnet"], work),
+            "placeholders": {"manifest": MANIFEST_PLACEHOLDER, "bundle": BUNDLE_PLACEHOLDER},
+        }
+        schema = profile_schema(bundles["drnet"], image_sets(digits_images())["native"])
+        (args.out / "report_schema.json").write_text(json.dumps(schema, indent=1) + "\n")
+        (args.out / "damaged.json").write_text(json.dumps(damaged, indent=1) + "\n")
+        (args.out / "preprocessing.json").write_text(json.dumps(preprocessing_golden(manifests["drnet"]), indent=1) + "\n")
+    total = sum(p.stat().st_size for p in args.out.iterdir() if p.suffix == ".json")
+    print(f"golden vectors in {args.out}: {total / 1e3:.0f} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
