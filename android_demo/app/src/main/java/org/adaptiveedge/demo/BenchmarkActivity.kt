@@ -70,7 +70,7 @@ class BenchmarkActivity : Activity() {
                 Log.i(TAG, "BENCHMARK DONE ${out.path}")
                 Benchmark.summary(report) + "\n\nwritten to ${out.path}"
             }
-        } catch (error: RuntimeException) {
+        } catch (error: Exception) {  // a refused bundle, bad extras, unreadable storage: reported, never a crash
             Log.e(TAG, "BENCHMARK FAILED", error)
             "Benchmark failed: ${error.message}"
         }

@@ -121,7 +121,7 @@ class MainActivity : ComponentActivity() {
                 "full model %.2f MMACs".format(m.referenceMacs / 1e6)
         } catch (error: BundleException) {
             "Bundle refused: ${error.message}"
-        } catch (error: RuntimeException) {
+        } catch (error: Exception) {  // unreadable assets or storage, or a program ExecuTorch cannot run
             "Cannot load the bundle: $error"
         }
         runOnUiThread {
