@@ -62,10 +62,9 @@ class FieldReader(val source: String) {
         else -> throw fail(where, "expected int or float, got ${Python.repr(value)}")
     }
 
+    @Suppress("UNCHECKED_CAST")
     fun <T> choice(value: Any?, options: Collection<T>, where: String): T {
-        @Suppress("UNCHECKED_CAST")
         if (value !in options) throw fail(where, "${Python.repr(value)} is not one of ${Python.repr(options.toList())}")
-        @Suppress("UNCHECKED_CAST")
         return value as T
     }
 
@@ -76,7 +75,7 @@ class FieldReader(val source: String) {
     }
 
     /** A reference to one of the manifest's graphs. */
-    fun graph(value: Any?, where: String): String = choice(value, graphs.keys, where) as String
+    fun graph(value: Any?, where: String): String = choice(value, graphs.keys, where)
 
     /** Check that [graph]'s first output is one logit per class. */
     fun logits(graph: String, classes: Int) {

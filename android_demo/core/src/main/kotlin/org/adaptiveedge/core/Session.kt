@@ -39,6 +39,7 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
         images: Images, scale: DoubleArray? = null, path: String? = null, static: Boolean = false,
         budgetMacs: Double? = null, budgetMs: Double? = null,
     ): RunResult {
+        checkRequest(path, static, budgetMacs, budgetMs)
         val start = System.nanoTime()
         val batch = Preprocess.prepare(images, manifest.preprocessing)
         return dispatch(batch, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
@@ -49,14 +50,14 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
         batch: Tensor, scale: DoubleArray? = null, path: String? = null, static: Boolean = false,
         budgetMacs: Double? = null, budgetMs: Double? = null,
     ): RunResult {
+        checkRequest(path, static, budgetMacs, budgetMs)
         val start = System.nanoTime()
         val checked = Preprocess.prepare(batch, manifest.preprocessing)
         return dispatch(checked, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
     }
 
-    private fun dispatch(
-        batch: Tensor, preprocessMs: Double, scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?,
-    ): RunResult {
+    /** What `Session.run` refuses before touching the images, in the Python runtime's order and words. */
+    private fun checkRequest(path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?) {
         require(!(static && path != null)) { "pass either path= or static=True, not both" }
         if (!takesBudget && (budgetMacs != null || budgetMs != null)) {
             throw IllegalArgumentException("this ${manifest.family} bundle takes no budget; drop budget_macs / budget_ms")
@@ -67,6 +68,11 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
             }
         }
         require(budgetMs == null || device != null) { "budget_ms: latency is measured per device; pass device= to runtime.load" }
+    }
+
+    private fun dispatch(
+        batch: Tensor, preprocessMs: Double, scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?,
+    ): RunResult {
         val timings = linkedMapOf("preprocess" to preprocessMs)
         val scales = scales(scale, batch.batch)
         val call = GraphCalls(timings)
