@@ -138,6 +138,51 @@ def test_forward_choices_are_random_but_hard(model):
     assert seen == {0, 1, 2}, "Gumbel noise must let every resolution be sampled"
 
 
+def bn_running_means(model: DRNet, index: int) -> torch.Tensor:
+    """Every switchable BN layer's running mean for resolution `index`, concatenated."""
+    from trainer.switchable_bn import SwitchableBatchNorm2d
+
+    layers = [m for m in model.backbone.modules() if isinstance(m, SwitchableBatchNorm2d)]
+    assert layers
+    return torch.cat([layer.sets[index].running_mean.clone() for layer in layers])
+
+
+def choosing(model: DRNet, monkeypatch, choice: torch.Tensor) -> None:
+    """Make the predictor choose `choice[n]` for sample n, whatever the Gumbel noise."""
+    monkeypatch.setattr(model, "predictor_logits", lambda x: F.one_hot(choice[: len(x)], 3).float() * 1e4)
+
+
+def test_training_routes_each_sample_to_its_chosen_resolution_and_bn_set_alone(model, monkeypatch):
+    """DRNet Sec. 3.1: the batch is split by choice; a BN set's statistics see only its own samples."""
+    model.train()
+    choice = torch.tensor([0, 2, 2, 0, 2, 0, 2, 2])
+    choosing(model, monkeypatch, choice)
+    before = [bn_running_means(model, i) for i in range(3)]
+    calls = []
+    real = model.backbone_logits
+    monkeypatch.setattr(model, "backbone_logits", lambda x, i: calls.append((i, len(x))) or real(x, i))
+    model(images(8, seed=4))
+    assert sorted(calls) == [(0, 3), (2, 5)], "each resolution runs once, on the samples that chose it"
+    after = [bn_running_means(model, i) for i in range(3)]
+    assert not torch.equal(before[0], after[0]) and not torch.equal(before[2], after[2])
+    torch.testing.assert_close(before[1], after[1], rtol=0, atol=0)  # no sample chose 24 px
+
+
+def test_a_bn_set_moves_with_its_own_samples_only(model, monkeypatch):
+    """Set 0's statistics after a mixed batch equal those after its own samples alone: the others never reach it."""
+    model.train()
+    x = images(8, seed=5)
+    choice = torch.tensor([0, 1, 0, 2, 0, 1, 0, 2])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    choosing(model, monkeypatch, choice)
+    model(x)
+    mixed = bn_running_means(model, 0)
+    model.load_state_dict(state)
+    choosing(model, monkeypatch, torch.zeros(8, dtype=torch.long))
+    model(x[choice == 0])
+    torch.testing.assert_close(mixed, bn_running_means(model, 0))
+
+
 def predictor_grad_norm(model: DRNet) -> float:
     return sum(p.grad.abs().sum().item() for p in model.predictor.parameters() if p.grad is not None)
 

@@ -30,7 +30,7 @@ class DRNetOptions:
     predictor_width: int = 8
     predictor_resolution: int = 16
     macs_target: float = 0.5  # alpha, as a fraction of the full-resolution backbone's MACs
-    eta: float = 1.0  # weight of the MACs loss
+    eta: float = 0.2  # weight of the MACs loss: the paper's 0.2 (Table 1, Sec. 4.3; swept 0.1-1 in Table 2)
     tau: float = 1.0  # Gumbel-softmax temperature
     predictor_lr_scale: float = 0.1  # the predictor learns at 0.1x the backbone's rate
 
@@ -72,13 +72,24 @@ class DRNet(nn.Module):
         return self.predictor(resize(x, self.options.predictor_resolution))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Training-time selection: hard Gumbel one-hot forward, soft gradient backward.
+        """Training-time selection, as the paper routes a batch (Sec. 3.1): each sample runs only its hard choice.
+
+        The batch is split by chosen resolution and each group runs with its
+        own BN set, so a set's statistics see only the samples that chose it.
+        Gradient reaches the predictor through the straight-through Gumbel
+        one-hot: a group's logits are multiplied by its gate entry, which is 1
+        forward and carries the soft Gumbel-softmax gradient backward.
 
         Returns the selected logits and each sample's expected backbone MACs.
         """
         gate = F.gumbel_softmax(self.predictor_logits(x), tau=self.options.tau, hard=True)
-        outputs = torch.stack([self.backbone_logits(x, i) for i in range(len(self.resolutions))])
-        logits = torch.einsum("nr,rnc->nc", gate, outputs)
+        choice = gate.argmax(dim=1)
+        rows, parts = [], []
+        for index in choice.unique().tolist():
+            picked = torch.nonzero(choice == index).squeeze(1)
+            parts.append(self.backbone_logits(x[picked], index) * gate[picked, index].unsqueeze(1))
+            rows.append(picked)
+        logits = torch.cat(parts)[torch.argsort(torch.cat(rows))]  # back in input order
         expected_macs = gate @ torch.tensor(self.backbone_macs, dtype=gate.dtype, device=gate.device)
         return logits, expected_macs
 
