@@ -88,6 +88,33 @@ def test_segments_are_used_when_all_their_blocks_run(block_checkpoints, tmp_path
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_a_skipped_downsampling_block_is_a_parameter_free_graph_with_zero_macs(block_checkpoints, block_bundles, digits_test, target):
+    """Option A shortcuts (the block recipes' default): skipping a stage's first block costs nothing, and matches eager."""
+    from trainer.backbone import ZeroPadShortcut
+    from trainer.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(block_checkpoints["blockdrop"])
+    downsampling = [k for k, block in enumerate(model.backbone.blocks) if block.downsample is not None]
+    assert downsampling == [2, 4]  # ResNet-14: the first block of stages 2 and 3
+    assert all(isinstance(model.backbone.blocks[k].downsample, ZeroPadShortcut) for k in downsampling)
+    assert not any(p.numel() for k in downsampling for p in model.backbone.blocks[k].downsample.parameters())
+
+    session = runtime.load(block_bundles["blockdrop", target])
+    dispatch, graphs = session.manifest.dispatch, session.manifest.graphs
+    assert [graphs[dispatch.blocks[k].skip].macs for k in downsampling] == [0, 0]
+    runnable = [step.run is not None for step in dispatch.blocks]
+    path = "".join("1" if ran and k not in downsampling else "0" for k, ran in enumerate(runnable))
+    images, _, normalized = digits_test
+    result = session.run(images[:16], path=path)
+    keep = torch.tensor([c == "1" for c in path]).expand(16, -1)
+    with torch.no_grad():
+        expected = model.run_policy(normalized[:16], keep)
+    assert result.paths == [path] * 16
+    assert np.abs(expected.logits.numpy() - result.logits).max() < 1e-4
+    assert np.array_equal(result.macs, expected.macs.numpy())
+
+
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("scale", [0.2, 0.6, 1.0])
 def test_urnet_bundle_follows_eager_at_every_scale(block_checkpoints, block_bundles, digits_test, target, scale):
     from trainer.checkpoint import load_checkpoint

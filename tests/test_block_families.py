@@ -238,3 +238,17 @@ def test_baselines_are_evaluated_with_running_bn_statistics():
         expected = (resnet.eval()(images).argmax(1) == labels).float().mean().item()
     at_one = next(p for p in metrics["operating_points"] if p["scale"] == 1.0)
     assert at_one["baselines"]["rand, val"]["accuracy"] == pytest.approx(expected)
+
+
+def test_option_a_shortcut_pools_then_pads_with_zero_channels():
+    from trainer.backbone import ZeroPadShortcut, cifar_resnet
+
+    x = torch.randn(2, 16, 8, 8)
+    out = ZeroPadShortcut(16, 32, 2)(x)
+    assert out.shape == (2, 32, 4, 4)
+    torch.testing.assert_close(out[:, :16], torch.nn.functional.avg_pool2d(x, 2))
+    assert not out[:, 16:].any()
+    projection, zero_pad = (sum(p.numel() for p in cifar_resnet(20, num_classes=10, shortcut=s).parameters()) for s in ("projection", "zero-pad"))
+    assert projection - zero_pad == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # two 1x1 convs and their BNs
+    with pytest.raises(ValueError, match="unknown shortcut 'c'"):
+        cifar_resnet(20, num_classes=10, shortcut="c")

@@ -10,13 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.switchable_bn import SwitchableBatchNorm2d
 
-__all__ = ["BasicBlock", "CifarResNet", "cifar_resnet", "DEPTHS"]
+__all__ = ["BasicBlock", "CifarResNet", "ZeroPadShortcut", "cifar_resnet", "backbone_from_config", "DEPTHS", "SHORTCUTS"]
 
 DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+# Where a block changes shape: "zero-pad" is He et al.'s parameter-free option A, as the
+# official BlockDrop code builds it (average-pool by the stride, then zero channels), so a
+# skipped downsampling block costs nothing; "projection" is option B, a strided 1x1 conv and BN.
+SHORTCUTS = ("zero-pad", "projection")
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -29,22 +34,38 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+class ZeroPadShortcut(nn.Module):
+    """Option A: average-pool by the stride, then append zero channels. No weights, no MACs."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.extra_channels = stride, planes - in_planes
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = F.avg_pool2d(x, self.stride)
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, norm_layer: NormLayer) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, norm_layer: NormLayer, shortcut: str = "projection"
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
-        # Projection shortcut (option B) where the shape changes: it exports as a
-        # plain conv everywhere, unlike option A's strided slice and channel pad.
-        self.downsample = None
+        self.downsample = None  # where the shape changes: the shortcut that matches it
         if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(conv1x1(in_planes, planes, stride), norm_layer(planes))
+            if shortcut == "zero-pad":
+                self.downsample = ZeroPadShortcut(in_planes, planes, stride)
+            else:
+                self.downsample = nn.Sequential(conv1x1(in_planes, planes, stride), norm_layer(planes))
 
     def shortcut(self, x: Tensor) -> Tensor:
-        """The path a skipped block still takes: identity, or the projection."""
+        """The path a skipped block still takes: identity, or the downsampling shortcut."""
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -63,10 +84,13 @@ class CifarResNet(nn.Module):
         in_channels: int = 3,
         norm_layer: NormLayer = nn.BatchNorm2d,
         stem_norm_layer: NormLayer | None = None,
+        shortcut: str = "projection",
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. {DEPTHS}), got {depth}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown shortcut {shortcut!r}; choose from {list(SHORTCUTS)}")
         blocks_per_stage = (depth - 2) // 6
         self.in_channels = in_channels
         # Stem and head are modules of their own, so a split can export them alone.
@@ -79,7 +103,7 @@ class CifarResNet(nn.Module):
         for stage, planes in enumerate((width, 2 * width, 4 * width)):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(in_planes, planes, stride, norm_layer))
+                blocks.append(BasicBlock(in_planes, planes, stride, norm_layer, shortcut))
                 in_planes = planes
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(in_planes, num_classes))
@@ -98,9 +122,19 @@ class CifarResNet(nn.Module):
         return self.head(x)
 
 
-def cifar_resnet(depth: int, *, num_classes: int, width: int = 16, bn_sets: int = 1) -> CifarResNet:
+def cifar_resnet(
+    depth: int, *, num_classes: int, width: int = 16, bn_sets: int = 1, shortcut: str = "projection"
+) -> CifarResNet:
     """A CIFAR ResNet whose BNs keep `bn_sets` switchable statistics sets (1: plain BN)."""
     norm_layer: NormLayer = nn.BatchNorm2d
     if bn_sets > 1:
         norm_layer = partial(SwitchableBatchNorm2d, num_sets=bn_sets)
-    return CifarResNet(depth, num_classes, width=width, norm_layer=norm_layer)
+    return CifarResNet(depth, num_classes, width=width, norm_layer=norm_layer, shortcut=shortcut)
+
+
+def backbone_from_config(model: dict, **options) -> CifarResNet:
+    """The backbone a checkpoint's model config describes; configs from before `shortcut` existed used projections."""
+    return cifar_resnet(
+        model["depth"], num_classes=model["num_classes"], width=model["width"],
+        shortcut=model.get("shortcut", "projection"), **options,
+    )

@@ -1,7 +1,7 @@
 """Running a backbone block by block: the loop the block-dropping families share.
 
-A skipped block still takes its shortcut (identity, or the projection of a
-downsampling block), as in BlockDrop's and URNet's ResNets. Evaluation runs
+A skipped block still takes its shortcut (identity, or a downsampling block's
+pool-and-pad or projection), as in BlockDrop's and URNet's ResNets. Evaluation runs
 each block only on the samples that keep it, so dropped blocks cost nothing;
 training blends block and shortcut with a (possibly soft) gate instead.
 """

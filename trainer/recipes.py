@@ -27,6 +27,7 @@ class Recipe:
     batch_size: int = 128
     description: str = ""
     backbone: str = "cifar-resnet"  # or a torchvision model for the ImageNet recipes, run once those backbones land
+    shortcut: str = "projection"  # CIFAR ResNet downsampling shortcut: trainer.backbone.SHORTCUTS
 
     @property
     def architecture(self) -> str:
@@ -83,6 +84,7 @@ RECIPES = _recipes(
     Recipe(
         name="blockdrop-digits",
         family="blockdrop",
+        shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
         dataset="digits",
         depth=14,
         phases={
@@ -98,6 +100,7 @@ RECIPES = _recipes(
         Recipe(
             name=f"blockdrop-cifar10-resnet{depth}",
             family="blockdrop",
+            shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
             dataset="cifar10",
             depth=depth,
             # Paper: a pretrained ResNet, then curriculum learning and joint finetuning with
@@ -116,6 +119,7 @@ RECIPES = _recipes(
     Recipe(
         name="urnet-digits",
         family="urnet",
+        shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
         dataset="digits",
         depth=14,
         phases={
@@ -130,6 +134,7 @@ RECIPES = _recipes(
     Recipe(
         name="urnet-cifar10-resnet110",
         family="urnet",
+        shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
         dataset="cifar10",
         depth=110,
         phases={

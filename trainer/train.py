@@ -50,6 +50,7 @@ def train(
     model_config = {
         "depth": recipe.depth,
         "width": recipe.width,
+        "shortcut": recipe.shortcut,
         "num_classes": len(info.classes),
         "options": dataclasses.asdict(recipe.options),
     }

@@ -1,7 +1,8 @@
 """What the block rules (`policy`, `gated`) share: a backbone run block by block, each block run or skipped.
 
-A skipped block still takes its shortcut: the identity, or the projection of
-a downsampling block. A path is named by one character per block, `1` if it
+A skipped block still takes its shortcut: the identity, or a downsampling
+block's shortcut (parameter-free pool-and-pad with zero MACs, or a projection).
+A path is named by one character per block, `1` if it
 ran and `0` if it was skipped.
 """
 

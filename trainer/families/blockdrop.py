@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli
 from torch.utils.data import DataLoader
 
-from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.loop import pretrain_backbone, train_phase
@@ -113,7 +113,7 @@ class BlockDrop(nn.Module):
 
 def build(model: dict) -> BlockDrop:
     options = BlockDropOptions(**model["options"])
-    backbone = cifar_resnet(model["depth"], num_classes=model["num_classes"], width=model["width"])
+    backbone = backbone_from_config(model)
     policy = cifar_resnet(options.policy_depth, num_classes=len(backbone.blocks), width=options.policy_width)
     return BlockDrop(backbone, policy, options)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
@@ -110,9 +110,7 @@ class DRNet(nn.Module):
 
 def build(model: dict) -> DRNet:
     options = DRNetOptions(**{**model["options"], "resolutions": tuple(model["options"]["resolutions"])})
-    backbone = cifar_resnet(
-        model["depth"], num_classes=model["num_classes"], width=model["width"], bn_sets=len(options.resolutions)
-    )
+    backbone = backbone_from_config(model, bn_sets=len(options.resolutions))
     predictor = cifar_resnet(
         options.predictor_depth, num_classes=len(options.resolutions), width=options.predictor_width
     )

@@ -299,6 +299,7 @@ def build(model: dict) -> ResizableNetwork:
     backbone = CifarResNet(
         model["depth"], model["num_classes"], width=model["width"],
         norm_layer=partial(SwitchableBatchNorm2d, num_sets=len(options.factors)), stem_norm_layer=nn.BatchNorm2d,
+        shortcut=model.get("shortcut", "projection"),
     )
     return ResizableNetwork(backbone, options)
 

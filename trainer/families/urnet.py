@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from trainer.backbone import CifarResNet, cifar_resnet
+from trainer.backbone import CifarResNet, backbone_from_config
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path
 from trainer.loop import pretrain_backbone, train_phase
@@ -176,7 +176,7 @@ def build(model: dict) -> URNet:
 
 def build_extra(model: dict, name: str) -> CifarResNet:
     """The baselines are plain ResNets of the same architecture."""
-    return cifar_resnet(model["depth"], num_classes=model["num_classes"], width=model["width"])
+    return backbone_from_config(model)
 
 
 def random_drop_mask(samples: int, blocks: int, keep: float, generator: torch.Generator) -> Tensor:
