@@ -252,3 +252,28 @@ def test_option_a_shortcut_pools_then_pads_with_zero_channels():
     assert projection - zero_pad == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # two 1x1 convs and their BNs
     with pytest.raises(ValueError, match="unknown shortcut 'c'"):
         cifar_resnet(20, num_classes=10, shortcut="c")
+
+
+@pytest.mark.parametrize("mean, k", [(3.0, 3), (3.01, 4), (2.5, 3), (5.999, 6)])
+def test_table_1_rounds_k_up(mean, k):
+    assert blockdrop.blocks_kept(mean) == k
+
+
+def test_table_1_protocol_measures_the_baselines_on_the_pretrained_resnet(block_checkpoints):
+    """BlockDrop Table 1: heuristics at K = ceil(mean blocks) on the pretrained ResNet and fine-tuned with their own
+    policies, the curriculum-only policy, and the pretrained full ResNet; the pretrained network is kept apart."""
+    from trainer.checkpoint import load_checkpoint, load_extras, read_config
+
+    config = read_config(block_checkpoints["blockdrop"])
+    metrics = config["metrics"]
+    k = blockdrop.blocks_kept(metrics["model"]["blocks_mean"])
+    rows = set(metrics["baselines"])
+    assert {f"{name} (K={k}), pretrained" for name in blockdrop.BASELINES} <= rows
+    assert {"curriculum only, pretrained", "full ResNet, pretrained"} <= rows
+    finetuned = {row for row in rows if row.endswith("fine-tuned with its policy")}
+    assert len(finetuned) == 3, rows
+    extras = load_extras(block_checkpoints["blockdrop"], config)
+    assert {"pretrained", "curriculum_policy"} <= extras.keys()
+    model, _ = load_checkpoint(block_checkpoints["blockdrop"])
+    pretrained, finetuned_backbone = extras["pretrained"].state_dict(), model.backbone.state_dict()
+    assert any(not torch.equal(pretrained[key], finetuned_backbone[key]) for key in pretrained), "joint finetuning moved the ResNet"

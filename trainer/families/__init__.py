@@ -37,7 +37,7 @@ FAMILIES = {
     ),
     "blockdrop": Family(
         "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
-        ("pretrain", "curriculum", "finetune"), split="exporter.splits.blockdrop",
+        ("pretrain", "curriculum", "finetune"), split="exporter.splits.blockdrop", build_extra=blockdrop.build_extra,
     ),
     "urnet": Family(
         "urnet", urnet.URNet, urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),

@@ -8,6 +8,8 @@ epoch, from the last block backwards, before the ResNet is finetuned jointly.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
 
 __all__ = [
-    "BlockDropOptions", "BlockDrop", "build", "fit", "evaluate",
+    "BlockDropOptions", "BlockDrop", "build", "build_extra", "fit", "evaluate", "BASELINES", "blocks_kept",
     "reward", "bound_probabilities", "self_critical_advantage", "curriculum_learned", "policy_loss", "baseline_masks",
 ]
+
+BASELINES = ("FirstK", "RandomK", "DistributeK")  # Table 1's heuristics, each keeping K blocks
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class BlockDropOptions:
     gamma: float = 10.0  # penalty for a wrong prediction when finetuning (paper, CIFAR ResNet-110)
     curriculum_gamma: float = 1.0  # the same penalty during the curriculum (paper's code default)
     entropy: float = 0.1  # entropy bonus weight on the policy
+    # Table 1 fine-tunes each baseline's ResNet with its own policy; as long as BlockDrop's joint phase (None),
+    # or this many epochs (0: report the baselines on the pretrained ResNet only).
+    baseline_finetune_epochs: int | None = None
 
 
 def reward(executed: Tensor, correct: Tensor, gamma: float) -> Tensor:
@@ -112,10 +119,20 @@ class BlockDrop(nn.Module):
 
 
 def build(model: dict) -> BlockDrop:
-    options = BlockDropOptions(**model["options"])
-    backbone = backbone_from_config(model)
-    policy = cifar_resnet(options.policy_depth, num_classes=len(backbone.blocks), width=options.policy_width)
-    return BlockDrop(backbone, policy, options)
+    return BlockDrop(backbone_from_config(model), build_extra(model, "curriculum_policy"), BlockDropOptions(**model["options"]))
+
+
+def build_extra(model: dict, name: str) -> CifarResNet:
+    """Table 1's companions: the pretrained ResNet, the policy after the curriculum alone, each baseline fine-tuned."""
+    if name == "curriculum_policy":
+        options = BlockDropOptions(**model["options"])
+        return cifar_resnet(options.policy_depth, num_classes=(model["depth"] - 2) // 2, width=options.policy_width)
+    return backbone_from_config(model)
+
+
+def blocks_kept(mean_blocks: float) -> int:
+    """Table 1's K: BlockDrop's mean number of blocks, rounded up."""
+    return math.ceil(mean_blocks - 1e-9)
 
 
 def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tensor, gamma: float, *, joint: bool):
@@ -143,6 +160,7 @@ def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.dev
     options, blocks = model.options, model.num_blocks
 
     pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device)
+    pretrained = copy.deepcopy(model.backbone)
 
     curriculum = phases["curriculum"]
     learned = torch.ones(blocks, device=device)
@@ -160,6 +178,8 @@ def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.dev
         desc="policy curriculum", before_epoch=start_curriculum_epoch,
     )
 
+    curriculum_policy = copy.deepcopy(model.policy)
+
     learned.fill_(1)
     train_phase(
         model, loader,
@@ -167,7 +187,40 @@ def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.dev
         phase=phases["finetune"], param_groups=[{"params": model.parameters()}], device=device,
         desc="joint finetune",
     )
-    return {}
+    extras = {"pretrained": pretrained, "curriculum_policy": curriculum_policy}
+    epochs = phases["finetune"].epochs if options.baseline_finetune_epochs is None else options.baseline_finetune_epochs
+    if epochs:
+        count = blocks_kept(_mean_blocks(model, loader, device))
+        for name in BASELINES:
+            extras[f"finetuned-{name}-K{count}"] = _finetune_baseline(
+                pretrained, name, count, loader, dataclasses.replace(phases["finetune"], epochs=epochs), device,
+            )
+    return extras
+
+
+@torch.no_grad()
+def _mean_blocks(model: BlockDrop, loader: DataLoader, device: torch.device) -> float:
+    """The learned policy's mean blocks per image on the training images."""
+    model.eval()
+    used = [(model.keep_probabilities(images.to(device)) >= 0.5).sum(1).float() for images, _ in loader]
+    return torch.cat(used).mean().item()
+
+
+def _finetune_baseline(
+    pretrained: CifarResNet, name: str, count: int, loader: DataLoader, phase, device: torch.device
+) -> CifarResNet:
+    """The pretrained ResNet fine-tuned under one heuristic's K-block masks, as Table 1's fine-tuned rows."""
+    network = copy.deepcopy(pretrained)
+    generator = torch.Generator().manual_seed(0)
+
+    def loss_fn(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        mask = baseline_masks(name, count, network, len(images), generator).to(images.device)
+        loss = F.cross_entropy(blend_blocks(network, images, lambda k, _: mask[:, k]), labels)
+        return loss, {"ce": loss.item()}
+
+    train_phase(network, loader, loss_fn, phase=phase, param_groups=[{"params": network.parameters()}],
+                device=device, desc=f"baseline: {name} K={count} finetune")
+    return network
 
 
 def baseline_masks(name: str, count: int, backbone: CifarResNet, samples: int, generator: torch.Generator) -> Tensor:
@@ -195,7 +248,9 @@ def baseline_masks(name: str, count: int, backbone: CifarResNet, samples: int, g
 
 @torch.no_grad()
 def evaluate(model: BlockDrop, loader: DataLoader, *, device: torch.device, extras: dict | None = None) -> dict:
-    """Accuracy, blocks used and MACs of the learned policy, against FirstK, RandomK and DistributeK."""
+    """Accuracy, blocks used and MACs of the learned policy against Table 1's rows: FirstK, RandomK and
+    DistributeK at K = BlockDrop's mean blocks rounded up, on the pretrained ResNet and fine-tuned with
+    their own policies; the curriculum-only policy; and the pretrained full ResNet."""
     model.eval()
     outputs, labels = [], []
     for images, target in loader:
@@ -208,26 +263,41 @@ def evaluate(model: BlockDrop, loader: DataLoader, *, device: torch.device, extr
     macs = torch.cat([o.macs for o in outputs]).float()
     paths = [p for o in outputs for p in o.paths]
     used = executed.sum(1).float()
-    count = int(round(used.mean().item()))
+    count = blocks_kept(used.mean().item())
+    extras = extras or {}
+    # Table 1 measures the heuristics and the full ResNet on the pretrained network; a checkpoint
+    # from before it kept that network has only BlockDrop's fine-tuned backbone, and says so.
+    pretrained = extras.get("pretrained")
+    on = "pretrained" if pretrained is not None else "BlockDrop's fine-tuned backbone"
+    pretrained = pretrained if pretrained is not None else model.backbone
 
-    generator = torch.Generator().manual_seed(0)
-    baselines = {}
-    for name in ("FirstK", "RandomK", "DistributeK"):
+    def heuristic(name: str, k: int, network: CifarResNet) -> dict:
+        generator = torch.Generator().manual_seed(0)
         hits, spent = [], []
         for images, target in loader:
-            mask = baseline_masks(name, count, model.backbone, len(images), generator).to(device)
-            logits, ran = run_blocks(model.backbone, images.to(device), lambda k, _: mask[:, k])
+            mask = baseline_masks(name, k, network, len(images), generator).to(device)
+            logits, ran = run_blocks(network, images.to(device), lambda b, _: mask[:, b])
             hits.append(logits.argmax(1) == target.to(device))
             spent.append(model.costs.macs(ran))
-        baselines[f"{name} (K={count})"] = {
-            "accuracy": torch.cat(hits).float().mean().item(),
-            "mean_macs": torch.cat(spent).float().mean().item(),
-            "blocks_mean": float(count),
-            "histogram": {},
+        return {"accuracy": torch.cat(hits).float().mean().item(), "mean_macs": torch.cat(spent).float().mean().item(),
+                "blocks_mean": float(k), "histogram": {}}
+
+    baselines = {f"{name} (K={count}), {on}": heuristic(name, count, pretrained) for name in BASELINES}
+    for extra, network in extras.items():
+        if extra.startswith("finetuned-"):
+            _, name, k = extra.split("-")
+            baselines[f"{name} (K={k[1:]}), fine-tuned with its policy"] = heuristic(name, int(k[1:]), network)
+    if "curriculum_policy" in extras:
+        curriculum = BlockDrop(pretrained, extras["curriculum_policy"], model.options)
+        out = [curriculum.infer(images.to(device)) for images, _ in loader]
+        ran = torch.cat([o.blocks for o in out])
+        baselines["curriculum only, pretrained"] = {
+            "accuracy": (torch.cat([o.logits.argmax(1) for o in out]) == y).float().mean().item(),
+            "mean_macs": torch.cat([o.macs for o in out]).float().mean().item(),
+            "blocks_mean": ran.sum(1).float().mean().item(), "histogram": {},
         }
-    full = model.backbone
-    full_correct = torch.cat([full(images.to(device)).argmax(1) == t.to(device) for images, t in loader])
-    baselines["full ResNet"] = {
+    full_correct = torch.cat([pretrained(images.to(device)).argmax(1) == t.to(device) for images, t in loader])
+    baselines[f"full ResNet, {on}"] = {
         "accuracy": full_correct.float().mean().item(), "mean_macs": float(model.costs.full),
         "blocks_mean": float(model.num_blocks), "histogram": {},
     }
