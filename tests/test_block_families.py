@@ -156,9 +156,12 @@ def test_closed_urnet_gates_skip_blocks_and_macs_include_every_gate():
     assert model.gate_macs > 0
 
 
+DIRECT = URNetOptions(gate_mode="direct-scale", soft_probability=0.5)
+
+
 def test_urnet_gates_open_more_as_the_scale_rises_from_the_start():
-    """Before any training, the gate logit rises with S, through the direct path and the MLP input alike."""
-    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).eval()
+    """Direct-scale mode: before any training, the gate logit rises with S, through the direct path and the MLP input alike."""
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(DIRECT)}).eval()
     gate = model.gates[0]
     torch.nn.init.normal_(gate.fc1.weight, generator=torch.Generator().manual_seed(0))
     features = torch.randn(1, 8, 32, 32)
@@ -169,8 +172,9 @@ def test_urnet_gates_open_more_as_the_scale_rises_from_the_start():
 
 
 def test_urnet_training_gradients_reach_the_gates_through_binary_gates():
+    """Direct-scale mode: binary gates pass the sigmoid's gradient."""
     torch.manual_seed(0)
-    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).train()
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(DIRECT)}).train()
     scale = torch.full((4,), 0.5)
     logits, gates = model(torch.randn(4, 3, 32, 32), scale, soft_probability=0.0)
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
@@ -277,3 +281,38 @@ def test_table_1_protocol_measures_the_baselines_on_the_pretrained_resnet(block_
     model, _ = load_checkpoint(block_checkpoints["blockdrop"])
     pretrained, finetuned_backbone = extras["pretrained"].state_dict(), model.backbone.state_dict()
     assert any(not torch.equal(pretrained[key], finetuned_backbone[key]) for key in pretrained), "joint finetuning moved the ResNet"
+
+
+def test_urnet_paper_mode_binary_gates_pass_no_gradient_and_sigmoid_gates_do():
+    """The paper's gate training: a binary step has no gradient; only the p share of sigmoid iterations trains the CGMs."""
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).train()
+    assert model.options.gate_mode == "paper" and model.gates[0].scale_weight is None
+    scale, x, labels = torch.full((4,), 0.5), torch.randn(4, 3, 32, 32), torch.arange(4)
+    for p, learns in ((0.0, False), (1.0, True)):
+        model.zero_grad()
+        logits, gates = model(x, scale, soft_probability=p)
+        assert set(gates.detach().unique().tolist()) <= {0.0, 1.0} or p == 1.0
+        (torch.nn.functional.cross_entropy(logits, labels) + scale_loss(gates, scale)).backward()
+        grads = [g.fc2.bias.grad for g in model.gates]
+        assert all(g is not None and g.abs().item() > 0 for g in grads) if learns else all(g is None or g.abs().item() == 0 for g in grads)
+
+
+def test_urnet_paper_mode_draws_once_per_iteration_from_the_seeded_generator():
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions(soft_probability=0.5))}).train()
+    scale, x = torch.full((2,), 0.6), torch.randn(2, 3, 32, 32)
+    kinds = []
+    for seed in range(12):
+        _, gates = model(x, scale, generator=torch.Generator().manual_seed(seed))
+        binary = ((gates == 0) | (gates == 1)).all(dim=0)
+        assert binary.all() or not binary.any(), "every gate of an iteration is of one kind"
+        kinds.append(bool(binary.all()))
+        _, again = model(x, scale, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(gates, again)
+    assert len(set(kinds)) == 2
+
+
+def test_configs_from_before_gate_modes_rebuild_the_direct_scale_cgm():
+    options = dataclasses.asdict(DIRECT)
+    del options["gate_mode"], options["anneal_epochs"]
+    model = urnet.build({**MODEL, "options": options})
+    assert model.options.gate_mode == "direct-scale" and model.gates[0].scale_weight is not None

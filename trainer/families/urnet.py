@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import random
 from dataclasses import dataclass
 
 import torch
@@ -32,20 +31,32 @@ __all__ = [
 SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # operating points of the evaluation sweep
 
 
+GATE_MODES = ("paper", "direct-scale")
+
+
 @dataclass(frozen=True)
 class URNetOptions:
+    """Defaults are the paper's CIFAR settings (Sec. "Implementation details", Table 1, "Scale Annealing")."""
+
     resolution: int = 32
     reduction: int = 2  # CGM channel reduction r: 2 for CIFAR, 16 for ImageNet
-    beta: float = 1.0  # weight of the scale loss
-    soft_probability: float = 0.5  # p: chance a gate is a sigmoid during training rather than a hard step
+    beta: float = 2.0  # weight of the scale loss (Table 1's CIFAR runs; Fig. 5 sweeps 1-8)
+    soft_probability: float = 0.1  # p: chance the gates are sigmoids rather than binary steps (Table 1: p = 0.1)
     scale_min: float = 0.2
     scale_max: float = 1.0
-    # One S per sample rather than the paper's one per iteration: every batch then spans
-    # the whole range, and on CIFAR-10 the gates learned to follow S in a fraction of the
-    # steps (benchmarks/results/blocks_cifar10.md).
-    scale_per_sample: bool = True
+    scale_per_sample: bool = False  # the paper draws one S per iteration
     fixed_scale: float | None = None  # fixed-S mode: anneal S from 1 down to this target
     scale_noise: float = 0.1  # sigma of the Gaussian noise on S in fixed-S mode
+    anneal_epochs: int | None = 5  # fixed-S annealing length; None: the whole joint phase
+    # "paper": one sigmoid-or-binary draw per iteration from the seeded generator, binary gates
+    # pass no gradient, S enters the CGM as one more input. "direct-scale" (ours): a draw per gate,
+    # binary gates pass the sigmoid's gradient (straight-through), and S also reaches the logit
+    # through a learned weight (benchmarks/results/blocks_cifar10.md).
+    gate_mode: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.gate_mode not in GATE_MODES:
+            raise ValueError(f"unknown gate_mode {self.gate_mode!r}; choose from {list(GATE_MODES)}")
 
 
 def scale_loss(gates: Tensor, scale: Tensor) -> Tensor:
@@ -76,7 +87,7 @@ def straight_through(logits: Tensor) -> Tensor:
 
 
 def sample_scale(options: URNetOptions, progress: float, generator: torch.Generator, count: int) -> Tensor:
-    """S for each of the `count` samples of one training batch; `progress` runs from 0 to 1 over the joint phase.
+    """S for each of the `count` samples of one training batch; `progress` runs from 0 to 1 over the annealing.
 
     Free mode draws S ~ U(S_min, S_max), per sample or once for the batch.
     Fixed-S mode cosine-anneals S from 1 to the target and adds Gaussian
@@ -94,32 +105,31 @@ def sample_scale(options: URNetOptions, progress: float, generator: torch.Genera
 class ConditionalGate(nn.Module):
     """CGM: pooled features with S appended, two linear layers, one open/close logit per sample.
 
-    S enters normalized to [-1, 1] over [S_min, S_max], and also reaches the
-    logit directly through a weight that starts positive. Appended raw as one
-    input among C + 1, S barely moved the gates: on CIFAR-10 they settled on one
-    usage for every S. With the direct path a gate follows S from the start and
-    its MLP learns which images need the block.
+    With `direct` (the direct-scale mode), S enters normalized to [-1, 1] over
+    [S_min, S_max] and also reaches the logit through a weight that starts
+    positive: appended raw as one input among C + 1, S barely moved the gates
+    in our CIFAR-10 runs. Without it (the paper's CGM), S is appended as it is.
     """
 
-    SCALE_WEIGHT = 3.2  # initial logit change per unit of normalized S
+    SCALE_WEIGHT = 3.2  # initial logit change per unit of normalized S (direct-scale mode)
 
-    def __init__(self, channels: int, reduction: int, scale_range: tuple[float, float]) -> None:
+    def __init__(self, channels: int, reduction: int, scale_range: tuple[float, float], *, direct: bool) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels + 1, hidden)
         self.fc2 = nn.Linear(hidden, 1)
-        self.scale_weight = nn.Parameter(torch.tensor(self.SCALE_WEIGHT))
         nn.init.constant_(self.fc2.bias, 2.0)  # start open at mid-range S: the pretrained ResNet runs in full
+        self.scale_weight = nn.Parameter(torch.tensor(self.SCALE_WEIGHT)) if direct else None
         low, high = scale_range
-        self.scale_center = (low + high) / 2
-        self.scale_spread = max((high - low) / 2, 1e-6)
+        self.scale_center, self.scale_spread = ((low + high) / 2, max((high - low) / 2, 1e-6)) if direct else (0.0, 1.0)
 
     def forward(self, x: Tensor, scale: Tensor) -> Tensor:
         s = (scale.to(x.dtype) - self.scale_center) / self.scale_spread
         # keepdim: XNNPACK takes a spatial mean only in this form; without it ExecuTorch runs the mean
         # outside the delegate, about 5x slower per gate at batch 8.
         features = torch.cat([x.mean(dim=(2, 3), keepdim=True).flatten(1), s.view(-1, 1)], dim=1)
-        return self.fc2(F.relu(self.fc1(features))).squeeze(1) + self.scale_weight * s
+        logits = self.fc2(F.relu(self.fc1(features))).squeeze(1)
+        return logits if self.scale_weight is None else logits + self.scale_weight * s
 
 
 class URNet(nn.Module):
@@ -133,7 +143,10 @@ class URNet(nn.Module):
         with eval_mode(backbone), torch.no_grad():
             x = backbone.stem(x)
             for block in backbone.blocks:
-                gate = ConditionalGate(x.shape[1], options.reduction, (options.scale_min, options.scale_max))
+                gate = ConditionalGate(
+                    x.shape[1], options.reduction, (options.scale_min, options.scale_max),
+                    direct=options.gate_mode == "direct-scale",
+                )
                 gates.append(gate)
                 gate_macs.append(count_macs(gate, x, torch.ones(1)))
                 x = block(x)
@@ -144,17 +157,27 @@ class URNet(nn.Module):
     def num_blocks(self) -> int:
         return len(self.backbone.blocks)
 
-    def forward(self, x: Tensor, scale: Tensor, soft_probability: float | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, scale: Tensor, *, soft_probability: float | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Training-time execution: logits and the (N, K) gate values used.
 
-        Each gate is, with probability p, its sigmoid and otherwise a straight-through step.
+        With probability p the gates are sigmoids, otherwise binary steps: in
+        the paper's mode one draw decides for every gate of the iteration and a
+        binary gate passes no gradient; in the direct-scale mode each gate draws
+        and a binary gate passes the sigmoid's gradient (straight-through).
         """
         p = self.options.soft_probability if soft_probability is None else soft_probability
+        paper = self.options.gate_mode == "paper"
+        soft_now = bool(torch.rand(1, generator=generator) < p) if paper else False
         used = []
 
         def gate(k: int, h: Tensor) -> Tensor:
             logits = self.gates[k](h, scale)
-            g = torch.sigmoid(logits) if random.random() < p else straight_through(logits)
+            if paper:
+                g = torch.sigmoid(logits) if soft_now else (logits > 0).to(logits.dtype)
+            else:
+                g = torch.sigmoid(logits) if bool(torch.rand(1, generator=generator) < p) else straight_through(logits)
             used.append(g)
             return g
 
@@ -170,7 +193,8 @@ class URNet(nn.Module):
 
 
 def build(model: dict) -> URNet:
-    options = URNetOptions(**model["options"])
+    # A config from before gate modes existed trained the direct-scale CGM.
+    options = URNetOptions(**{"gate_mode": "direct-scale", **model["options"]})
     return URNet(build_extra(model, "backbone"), options)
 
 
@@ -192,7 +216,7 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
     for as many epochs as the joint phase.
     """
     options = model.options
-    rng = random.Random(0)
+    rng = torch.Generator().manual_seed(0)  # every draw of training comes from seeded generators
     blocks = model.num_blocks
 
     pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device)
@@ -202,7 +226,7 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
     mask_rng = torch.Generator().manual_seed(0)
 
     def random_drop_loss(images: Tensor, labels: Tensor):
-        keep = rng.uniform(options.scale_min, options.scale_max)
+        keep = options.scale_min + (options.scale_max - options.scale_min) * torch.rand(1, generator=rng).item()
         mask = random_drop_mask(len(images), blocks, keep, mask_rng).to(images.device)
         loss = F.cross_entropy(blend_blocks(dropped, images, lambda k, _: mask[:, k]), labels)
         return loss, {"ce": loss.item()}
@@ -212,15 +236,17 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
         param_groups=[{"params": dropped.parameters()}], device=device, desc="baseline: random-drop finetune",
     )
 
-    steps = {"done": 0, "total": max(1, phases["joint"].epochs * len(loader))}
+    anneal_epochs = phases["joint"].epochs if options.anneal_epochs is None else options.anneal_epochs
+    steps = {"done": 0, "total": max(1, anneal_epochs * len(loader))}  # fixed-S annealing runs over these steps
     scale_rng = torch.Generator().manual_seed(0)
+    gate_rng = torch.Generator().manual_seed(1)
     free = dataclasses.replace(options, fixed_scale=None)  # the gates learn first over the whole range
 
     def gated_loss(images: Tensor, labels: Tensor, *, joint: bool):
         progress = steps["done"] / steps["total"]
         steps["done"] += joint
         scale = sample_scale(options if joint else free, progress, scale_rng, len(images)).to(images.device)
-        logits, gates = model(images, scale)
+        logits, gates = model(images, scale, generator=gate_rng)
         ce = F.cross_entropy(logits, labels)
         ls = scale_loss(gates, scale)
         return ce + options.beta * ls, {"ce": ce.item(), "S": scale.mean().item(), "open": gates.mean().item()}
