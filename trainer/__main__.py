@@ -1,16 +1,21 @@
-"""python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR]"""
+"""python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR]
+python -m trainer --resume DIR      (continue an interrupted run exactly where it was saved)"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from trainer.evaluate import format_metrics
+from runtime.files import atomic_write
 from trainer.recipes import RECIPES, get_recipe
 from trainer.train import train
+
+RUN_FILE = "run.json"  # the command line of a run, so that --resume repeats it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, help="CIFAR-10 as an ImageFolder tree or torchvision batches")
     parser.add_argument("--subset", type=int, help="train on a fixed random subset of this many images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
+                        help="save the training state every STEPS steps, and at the end of each phase (default: %(default)s)")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR exactly")
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        saved = args.resume / RUN_FILE
+        if not saved.is_file():
+            parser.error(f"--resume {args.resume}: no {RUN_FILE}; was it started by `python -m trainer --recipe ...`?")
+        args = argparse.Namespace(**{**vars(args), **json.loads(saved.read_text()), "out": args.resume, "resume": True})
 
     if args.list_recipes:
         for recipe in RECIPES.values():
@@ -43,10 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.dataset != "digits" and args.data_root is None:
         parser.error(f"recipe {recipe.name} trains on {recipe.dataset}: pass --data-root DIR")
 
-    out = args.out or Path("runs") / recipe.name
+    out = Path(args.out or Path("runs") / recipe.name)
+    if not args.resume:
+        command = {key: getattr(args, key) for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every")}
+        command["data_root"] = str(args.data_root) if args.data_root else None
+        atomic_write(out / RUN_FILE, lambda path: Path(path).write_text(json.dumps(command, indent=2)))
     try:
-        config = train(recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed)
-    except ValueError as error:
+        config = train(
+            recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+        )
+    except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
     print(format_metrics(f"{recipe.name} -> {out}", config["metrics"]))

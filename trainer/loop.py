@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from trainer.resume import Start, TrainingRun
+
 __all__ = ["Phase", "train_phase", "pretrain_backbone"]
 
 
@@ -55,34 +57,56 @@ def train_phase(
     device: torch.device,
     desc: str,
     before_epoch: Callable[[int], None] | None = None,
+    run: TrainingRun | None = None,
 ) -> None:
     """`phase.epochs` epochs of `phase.optimizer`, the learning rate following `phase.schedule` per iteration.
 
     Each param group's "lr" is a multiple of the phase's rate (default 1).
     `before_epoch(epoch)` runs after `model.train()`, e.g. to freeze parts or
-    advance a curriculum.
+    advance a curriculum. With a `run`, the phase checkpoints itself and,
+    when the run resumes, skips or continues as saved (trainer/resume.py).
     """
-    if phase.epochs <= 0:
+    start = run.begin_phase() if run else Start()
+    if phase.epochs <= 0 or start.done:
         return
     groups = [{**g, "lr": phase.lr * g.get("lr", 1.0)} for g in param_groups]
     optimizer = OPTIMIZERS[phase.optimizer](groups, phase.weight_decay)
     total, schedule = phase.epochs * len(loader), SCHEDULES[phase.schedule]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: schedule(phase, i, total))
-    for epoch in range(phase.epochs):
+    if start.saved:
+        optimizer.load_state_dict(start.saved["optimizer"])
+        scheduler.load_state_dict(start.saved["scheduler"])
+    for epoch in range(start.epoch, phase.epochs):
         model.train()
         if before_epoch:
             before_epoch(epoch)
-        progress = tqdm(loader, desc=f"{desc} {epoch + 1}/{phase.epochs}", leave=False, dynamic_ncols=True, disable=None)
-        for images, labels in progress:
+        resuming = start.saved is not None and epoch == start.epoch
+        if run:
+            run.begin_epoch(loader, resuming)
+        batches = iter(loader)
+        skipped = start.step if resuming else 0
+        for _ in range(skipped):  # fetched and dropped, so that the data workers draw what they drew before
+            next(batches)
+        if resuming:
+            run.resumed()
+        progress = tqdm(
+            batches, desc=f"{desc} {epoch + 1}/{phase.epochs}", total=len(loader), initial=skipped,
+            leave=False, dynamic_ncols=True, disable=None,
+        )
+        for step, (images, labels) in enumerate(progress, start=skipped + 1):
             loss, logs = loss_fn(images.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             progress.set_postfix({name: f"{value:.3f}" for name, value in logs.items()})
+            if run:
+                run.step_done(epoch, step, len(loader), phase.epochs, optimizer, scheduler)
 
 
-def pretrain_backbone(backbone: nn.Module, loader: DataLoader, *, phase: Phase, device: torch.device) -> None:
+def pretrain_backbone(
+    backbone: nn.Module, loader: DataLoader, *, phase: Phase, device: torch.device, run: TrainingRun | None = None
+) -> None:
     """Plain cross-entropy training of the static network, the block families' starting point."""
 
     def loss_fn(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -90,4 +114,4 @@ def pretrain_backbone(backbone: nn.Module, loader: DataLoader, *, phase: Phase, 
         return loss, {"ce": loss.item()}
 
     train_phase(backbone, loader, loss_fn, phase=phase, param_groups=[{"params": backbone.parameters()}],
-                device=device, desc="pretrain ResNet")
+                device=device, desc="pretrain ResNet", run=run)

@@ -14,6 +14,7 @@ from trainer.data import DataInfo, load_split
 from trainer.evaluate import evaluate_model
 from trainer.families import get_family
 from trainer.recipes import Recipe
+from trainer.resume import TrainingRun
 
 __all__ = ["train", "training_loader"]
 
@@ -40,8 +41,15 @@ def train(
     subset: int | None = None,
     seed: int = 0,
     test_subset: int | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
 ) -> dict:
-    """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`."""
+    """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`.
+
+    Training state is saved to `out` every `checkpoint_every` steps and at the
+    end of each phase; `resume` continues from it exactly (trainer/resume.py),
+    given the same arguments.
+    """
     if recipe.backbone != "cifar-resnet":
         raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
     torch.manual_seed(seed)
@@ -55,9 +63,12 @@ def train(
         "options": dataclasses.asdict(recipe.options),
     }
     model = family.build(model_config).to(device)
+    run = TrainingRun(out, every_steps=checkpoint_every, resume=resume)
+    run.track("training loader", loader.generator)
+    run.keep("model", model)
 
     started = time.perf_counter()
-    extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device))
+    extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
     wall_time = time.perf_counter() - started
 
     config = {
@@ -72,7 +83,8 @@ def train(
             "train_images": len(loader.dataset),
             "seed": seed,
             "device": device,
-            "wall_time_s": round(wall_time, 1),
+            "wall_time_s": round(wall_time, 1),  # of this process: a resumed run counts from the resume
+            "resumed": resume,
         },
     }
     model.eval()
@@ -80,4 +92,5 @@ def train(
         model, config, data_root=data_root, device=torch.device(device), extras=extras, test_subset=test_subset
     )
     save_checkpoint(out, model.cpu(), config, extras={name: m.cpu() for name, m in extras.items()})
+    run.finish()
     return config

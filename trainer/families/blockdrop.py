@@ -25,6 +25,7 @@ from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
+from trainer.resume import TrainingRun
 
 __all__ = [
     "BlockDropOptions", "BlockDrop", "build", "build_extra", "fit", "evaluate", "BASELINES", "blocks_kept",
@@ -156,11 +157,14 @@ def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tens
     return loss, logs
 
 
-def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+def fit(
+    model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+) -> dict[str, nn.Module]:
     options, blocks = model.options, model.num_blocks
+    run = run or TrainingRun()
 
-    pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device)
-    pretrained = copy.deepcopy(model.backbone)
+    pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device, run=run)
+    pretrained = run.keep("pretrained", copy.deepcopy(model.backbone))
 
     curriculum = phases["curriculum"]
     learned = torch.ones(blocks, device=device)
@@ -175,17 +179,17 @@ def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.dev
         model, loader,
         lambda images, labels: _policy_step(model, images, labels, learned, options.curriculum_gamma, joint=False),
         phase=curriculum, param_groups=[{"params": model.policy.parameters()}], device=device,
-        desc="policy curriculum", before_epoch=start_curriculum_epoch,
+        desc="policy curriculum", before_epoch=start_curriculum_epoch, run=run,
     )
 
-    curriculum_policy = copy.deepcopy(model.policy)
+    curriculum_policy = run.keep("curriculum_policy", copy.deepcopy(model.policy))
 
     learned.fill_(1)
     train_phase(
         model, loader,
         lambda images, labels: _policy_step(model, images, labels, learned, options.gamma, joint=True),
         phase=phases["finetune"], param_groups=[{"params": model.parameters()}], device=device,
-        desc="joint finetune",
+        desc="joint finetune", run=run,
     )
     extras = {"pretrained": pretrained, "curriculum_policy": curriculum_policy}
     epochs = phases["finetune"].epochs if options.baseline_finetune_epochs is None else options.baseline_finetune_epochs
@@ -193,7 +197,7 @@ def fit(model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.dev
         count = blocks_kept(_mean_blocks(model, loader, device))
         for name in BASELINES:
             extras[f"finetuned-{name}-K{count}"] = _finetune_baseline(
-                pretrained, name, count, loader, dataclasses.replace(phases["finetune"], epochs=epochs), device,
+                pretrained, name, count, loader, dataclasses.replace(phases["finetune"], epochs=epochs), device, run,
             )
     return extras
 
@@ -207,11 +211,11 @@ def _mean_blocks(model: BlockDrop, loader: DataLoader, device: torch.device) -> 
 
 
 def _finetune_baseline(
-    pretrained: CifarResNet, name: str, count: int, loader: DataLoader, phase, device: torch.device
+    pretrained: CifarResNet, name: str, count: int, loader: DataLoader, phase, device: torch.device, run: TrainingRun
 ) -> CifarResNet:
     """The pretrained ResNet fine-tuned under one heuristic's K-block masks, as Table 1's fine-tuned rows."""
-    network = copy.deepcopy(pretrained)
-    generator = torch.Generator().manual_seed(0)
+    network = run.keep(f"finetuned {name}", copy.deepcopy(pretrained))
+    generator = run.generator(f"finetuned {name}", 0)
 
     def loss_fn(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         mask = baseline_masks(name, count, network, len(images), generator).to(images.device)
@@ -219,7 +223,7 @@ def _finetune_baseline(
         return loss, {"ce": loss.item()}
 
     train_phase(network, loader, loss_fn, phase=phase, param_groups=[{"params": network.parameters()}],
-                device=device, desc=f"baseline: {name} K={count} finetune")
+                device=device, desc=f"baseline: {name} K={count} finetune", run=run)
     return network
 
 

@@ -18,6 +18,7 @@ from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
+from trainer.resume import TrainingRun
 from trainer.switchable_bn import use_bn_set
 
 __all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix"]
@@ -117,7 +118,9 @@ def build(model: dict) -> DRNet:
     return DRNet(backbone, predictor, options)
 
 
-def fit(model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+def fit(
+    model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+) -> dict[str, nn.Module]:
     options = model.options
     resolutions = range(len(model.resolutions))
 
@@ -128,7 +131,7 @@ def fit(model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device)
 
     train_phase(
         model, loader, pretrain_loss, phase=phases["pretrain"],
-        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain backbone",
+        param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain backbone", run=run,
     )
 
     c_max, c_min = max(model.backbone_macs), min(model.backbone_macs)
@@ -146,7 +149,7 @@ def fit(model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device)
             {"params": model.backbone.parameters()},
             {"params": model.predictor.parameters(), "lr": options.predictor_lr_scale},
         ],
-        device=device, desc="finetune with predictor",
+        device=device, desc="finetune with predictor", run=run,
     )
     return {}
 

@@ -27,6 +27,7 @@ from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
+from trainer.resume import TrainingRun
 from trainer.switchable_bn import SwitchableBatchNorm2d, freeze_active_bn_sets, use_bn_set
 
 __all__ = [
@@ -330,9 +331,12 @@ def _label_learner_images(model: ResizableNetwork, images: Tensor, labels: Tenso
     return torch.cat(targets)
 
 
-def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+def fit(
+    model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+) -> dict[str, nn.Module]:
     options = model.options
-    generator = torch.Generator().manual_seed(0)
+    run = run or TrainingRun()
+    generator = run.generator("configurations", 0)
     stages = len(model.backbone.stages)
     backbone_params = [{"params": model.backbone.parameters()}]
 
@@ -345,7 +349,7 @@ def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: to
         return total, {"ce": losses.mean().item()}
 
     train_phase(model, loader, fair_loss, phase=phases["supernet"], param_groups=backbone_params, device=device,
-                desc="fair sampling")
+                desc="fair sampling", run=run)
 
     if phases["target"].epochs:
         if options.target is None:
@@ -356,7 +360,7 @@ def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: to
             return loss, {"ce": loss.item()}
 
         train_phase(model, loader, target_loss, phase=phases["target"], param_groups=backbone_params, device=device,
-                    desc=f"target {configuration_name(options.target)}")
+                    desc=f"target {configuration_name(options.target)}", run=run)
 
     model.eval()
     calibration, _ = _images(loader, options.calibration_images)
@@ -365,6 +369,8 @@ def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: to
     if phases["learner"].epochs:
         images, labels = _images(loader, options.learner_images)
         targets = _label_learner_images(model, images, labels, device)
+        run.tensor("learner images", images)  # on resume, as drawn before the interruption
+        run.tensor("learner targets", targets)
         learner_loader = DataLoader(
             TensorDataset(images, targets), batch_size=loader.batch_size, shuffle=True,
             generator=torch.Generator().manual_seed(1),
@@ -379,7 +385,7 @@ def fit(model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: to
 
         # The backbone is frozen: only the learner's parameters reach the optimizer.
         train_phase(model.learner, learner_loader, learner_loss, phase=phases["learner"],
-                    param_groups=[{"params": model.learner.parameters()}], device=device, desc="ResizeLearner")
+                    param_groups=[{"params": model.learner.parameters()}], device=device, desc="ResizeLearner", run=run)
         model.learner_trained.fill_(True)
     return {}
 

@@ -22,6 +22,7 @@ from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path
 from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
+from trainer.resume import TrainingRun
 
 __all__ = [
     "URNetOptions", "ConditionalGate", "URNet", "build", "build_extra", "fit", "evaluate",
@@ -208,7 +209,9 @@ def random_drop_mask(samples: int, blocks: int, keep: float, generator: torch.Ge
     return torch.rand(samples, blocks, generator=generator) < keep
 
 
-def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device) -> dict[str, nn.Module]:
+def fit(
+    model: URNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+) -> dict[str, nn.Module]:
     """Pretrain the ResNet, train the CGMs alone, then everything jointly; also train the baselines.
 
     Returns the baselines: the pretrained ResNet ("rand, val": random drop at
@@ -216,14 +219,15 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
     for as many epochs as the joint phase.
     """
     options = model.options
-    rng = torch.Generator().manual_seed(0)  # every draw of training comes from seeded generators
+    run = run or TrainingRun()
+    rng = run.generator("random-drop keep", 0)  # every draw of training comes from seeded generators
     blocks = model.num_blocks
 
-    pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device)
-    resnet = copy.deepcopy(model.backbone)
+    pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device, run=run)
+    resnet = run.keep("resnet", copy.deepcopy(model.backbone))
 
-    dropped = copy.deepcopy(model.backbone)
-    mask_rng = torch.Generator().manual_seed(0)
+    dropped = run.keep("resnet_random_drop", copy.deepcopy(model.backbone))
+    mask_rng = run.generator("random-drop mask", 0)
 
     def random_drop_loss(images: Tensor, labels: Tensor):
         keep = options.scale_min + (options.scale_max - options.scale_min) * torch.rand(1, generator=rng).item()
@@ -233,18 +237,19 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
 
     train_phase(
         dropped, loader, random_drop_loss, phase=phases["joint"],
-        param_groups=[{"params": dropped.parameters()}], device=device, desc="baseline: random-drop finetune",
+        param_groups=[{"params": dropped.parameters()}], device=device, desc="baseline: random-drop finetune", run=run,
     )
 
     anneal_epochs = phases["joint"].epochs if options.anneal_epochs is None else options.anneal_epochs
-    steps = {"done": 0, "total": max(1, anneal_epochs * len(loader))}  # fixed-S annealing runs over these steps
-    scale_rng = torch.Generator().manual_seed(0)
-    gate_rng = torch.Generator().manual_seed(1)
+    annealing_steps = max(1, anneal_epochs * len(loader))  # fixed-S annealing runs over these steps
+    done = run.tensor("joint steps", torch.zeros((), dtype=torch.long))
+    scale_rng = run.generator("scale", 0)
+    gate_rng = run.generator("gates", 1)
     free = dataclasses.replace(options, fixed_scale=None)  # the gates learn first over the whole range
 
     def gated_loss(images: Tensor, labels: Tensor, *, joint: bool):
-        progress = steps["done"] / steps["total"]
-        steps["done"] += joint
+        progress = done.item() / annealing_steps
+        done.add_(int(joint))
         scale = sample_scale(options if joint else free, progress, scale_rng, len(images)).to(images.device)
         logits, gates = model(images, scale, generator=gate_rng)
         ce = F.cross_entropy(logits, labels)
@@ -254,11 +259,11 @@ def fit(model: URNet, loader: DataLoader, *, phases: dict, device: torch.device)
     train_phase(
         model, loader, lambda x, y: gated_loss(x, y, joint=False), phase=phases["gates"],
         param_groups=[{"params": model.gates.parameters()}], device=device, desc="train gates",
-        before_epoch=lambda _: model.backbone.eval(),
+        before_epoch=lambda _: model.backbone.eval(), run=run,
     )
     train_phase(
         model, loader, lambda x, y: gated_loss(x, y, joint=True), phase=phases["joint"],
-        param_groups=[{"params": model.parameters()}], device=device, desc="joint finetune",
+        param_groups=[{"params": model.parameters()}], device=device, desc="joint finetune", run=run,
     )
     return {"resnet": resnet, "resnet_random_drop": dropped}
 

@@ -1,0 +1,72 @@
+"""A training run killed mid-epoch and resumed ends with the same bits as one never interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.checkpoint import WEIGHTS_FILE
+from trainer.resume import STATE_FILE
+
+# 256 images in batches of 64: four steps an epoch, so a save every 3 steps lands mid-epoch.
+ARGS = ["--subset", "256", "--checkpoint-every", "3", "--device", "cpu"]
+EPOCHS = {"drnet-digits": 3, "blockdrop-digits": 3, "urnet-digits": 4, "resizable-digits": 3}
+
+
+def trainer(*args: str, **options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainer", *args], stdout=subprocess.DEVNULL, **options)
+
+
+def saved_step(directory: Path) -> tuple[int, int, int] | None:
+    state = directory / STATE_FILE
+    if not state.is_file():
+        return None
+    saved = torch.load(state, weights_only=True)
+    return saved["phase"], saved["epoch"], saved["step"]
+
+
+def weights(directory: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {path.name: torch.load(path, weights_only=True) for path in sorted(directory.glob("*.pt")) if path.name != STATE_FILE}
+
+
+@pytest.mark.parametrize("recipe", sorted(EPOCHS))
+def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(recipe, tmp_path):
+    command = ["--recipe", recipe, "--epochs", str(EPOCHS[recipe]), *ARGS]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert trainer(*command, "--out", str(whole)).wait() == 0
+
+    process = trainer(*command, "--out", str(killed))
+    deadline = time.monotonic() + 300
+    while saved_step(killed) is None:  # the first save: step 3 of the first epoch's 4
+        assert process.poll() is None, "the run ended before its first save"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "config.json").exists(), "the run finished before it was killed"
+    phase, epoch, step = saved_step(killed)
+    assert 0 < step < 4, f"saved at phase {phase}, epoch {epoch}, step {step}: not mid-epoch"
+
+    assert trainer("--resume", str(killed)).wait() == 0
+    expected, actual = weights(whole), weights(killed)
+    assert expected.keys() == actual.keys() and WEIGHTS_FILE in expected
+    for file, state in expected.items():
+        for key, value in state.items():
+            assert torch.equal(value, actual[file][key]), f"{file}: {key} differs after resuming"
+    assert not (killed / STATE_FILE).exists(), "a finished run leaves no training state behind"
+    assert json.loads((killed / "config.json").read_text())["training"]["resumed"] is True
+
+
+def test_resuming_without_a_saved_run_says_what_is_missing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "--resume", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "run.json" in result.stderr

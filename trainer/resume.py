@@ -1,0 +1,165 @@
+"""Training that survives a kill: `python -m trainer --resume DIR` continues bit for bit where a run stopped.
+
+A `TrainingRun` is handed to a family's `fit`. Every `train_phase` call is
+one numbered phase; every N steps, and at the end of each phase, the run
+writes `run-state.pt` atomically:
+
+- the model and every companion network the fit registered (`keep`);
+- the phase's optimizer and learning-rate schedule;
+- the phase, epoch and step;
+- the phase's loader generator at the start of the epoch (to rebuild its
+  sample order);
+- the global torch and Python RNG states, and every generator registered
+  (`generator`, `track`: the training loader's among them), plus any
+  counters the fit keeps (`tensor`).
+
+On resume, finished phases are skipped (their results are in the restored
+networks). The interrupted phase rebuilds the epoch's order, fetches and drops
+the batches already trained on, so that data workers draw what they drew
+before, then restores every RNG state as it was at the save. From there every
+step is the one the uninterrupted run took.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from runtime.files import atomic_write
+
+__all__ = ["STATE_FILE", "Start", "TrainingRun"]
+
+STATE_FILE = "run-state.pt"
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a phase begins: from scratch, mid-way with its saved optimizer, or not at all (done before the save)."""
+
+    epoch: int = 0
+    step: int = 0
+    saved: dict | None = None  # the saved state when resuming this phase
+    done: bool = False
+
+
+class TrainingRun:
+    def __init__(self, directory: Path | None = None, *, every_steps: int = 500, resume: bool = False) -> None:
+        """`directory` None: a run that keeps nothing, for fits that need no checkpoints (tests, helpers)."""
+        if every_steps < 1:
+            raise ValueError(f"checkpoint interval must be at least 1 step, got {every_steps}")
+        self.path = None if directory is None else Path(directory) / STATE_FILE
+        self.every_steps = every_steps
+        self.modules: dict[str, nn.Module] = {}
+        self.generators: dict[str, torch.Generator] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.phase = -1  # the phase train_phase is in; each call advances it
+        self.epoch_start_loader_state: torch.Tensor | None = None
+        self.saved: dict | None = None
+        if resume:
+            if self.path is None:
+                raise ValueError("resuming needs the directory of the interrupted run")
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no saved training state to resume from")
+            # weights_only: tensors, numbers and strings only, never arbitrary objects.
+            self.saved = torch.load(self.path, weights_only=True)
+
+    # --- what a fit registers ---------------------------------------------------------------------------
+
+    def keep(self, name: str, module: nn.Module) -> nn.Module:
+        """Register `module` (the model, a frozen copy, a baseline); on resume it comes back as saved.
+
+        It is loaded at once, so that what a fit computes from it on the way
+        back to the saved step sees trained weights, and again at that step,
+        undoing whatever that catching-up changed.
+        """
+        self.modules[name] = module
+        self._load(name)
+        return module
+
+    def _load(self, name: str) -> None:
+        if self.saved is not None and name in self.saved["modules"]:
+            self.modules[name].load_state_dict(self.saved["modules"][name])
+
+    def generator(self, name: str, seed: int) -> torch.Generator:
+        """A seeded generator whose state is saved and restored with the run."""
+        return self.track(name, torch.Generator().manual_seed(seed))
+
+    def track(self, name: str, generator: torch.Generator) -> torch.Generator:
+        """Save and restore an existing generator, e.g. the training loader's, which outlives any one phase."""
+        self.generators[name] = generator
+        return generator
+
+    def tensor(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """A counter, or data the fit computed between phases: restored in place with the RNG states."""
+        self.tensors[name] = value
+        return value
+
+    # --- what train_phase calls -------------------------------------------------------------------------
+
+    def begin_phase(self) -> Start:
+        """Number the next phase and say where it begins."""
+        self.phase += 1
+        if self.saved is None or self.phase > self.saved["phase"]:
+            return Start()
+        if self.phase < self.saved["phase"]:
+            return Start(done=True)
+        if self.saved["finished"]:
+            self.resumed()
+            return Start(done=True)
+        return Start(self.saved["epoch"], self.saved["step"], self.saved)
+
+    def begin_epoch(self, loader: DataLoader, resuming: bool) -> None:
+        """Before the epoch's batches are drawn: on resume, the epoch's sample order comes back."""
+        if resuming:
+            loader.generator.set_state(self.saved["epoch_start_loader_state"])
+        self.epoch_start_loader_state = loader.generator.get_state()
+
+    def resumed(self) -> None:
+        """The run is back where it was saved (mid-phase: its batches fetched again): from here, RNG as it was."""
+        self._restore()
+        self.saved = None
+
+    def step_done(self, epoch: int, step: int, steps_per_epoch: int, epochs: int, optimizer, scheduler) -> None:
+        finished = epoch + 1 == epochs and step == steps_per_epoch
+        if self.path is not None and (finished or step % self.every_steps == 0):
+            self._save(epoch, step, finished, optimizer, scheduler)
+
+    # --- files ------------------------------------------------------------------------------------------
+
+    def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
+        state = {
+            "phase": self.phase, "epoch": epoch, "step": step, "finished": finished,
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch_start_loader_state": self.epoch_start_loader_state,
+            "random": {
+                "torch": torch.get_rng_state(),
+                "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+                "generators": {name: g.get_state() for name, g in self.generators.items()},
+                "tensors": {name: t.clone() for name, t in self.tensors.items()},
+            },
+        }
+        atomic_write(self.path, lambda path: torch.save(state, path))
+
+    def _restore(self) -> None:
+        for name in self.modules:
+            self._load(name)
+        saved = self.saved["random"]
+        torch.set_rng_state(saved["torch"])
+        *internal, version, gauss = saved["python"]
+        random.setstate((version, tuple(internal), gauss))
+        for name, generator in self.generators.items():
+            generator.set_state(saved["generators"][name])
+        for name, value in self.tensors.items():
+            value.copy_(saved["tensors"][name])
+
+    def finish(self) -> None:
+        """The run is complete and checkpointed: its state is no longer needed."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
