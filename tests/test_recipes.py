@@ -28,11 +28,12 @@ def test_digits_epochs_add_up(total):
 
 def test_with_epochs_keeps_the_proportions_and_the_rest():
     recipe = get_recipe("drnet-cifar10")
-    scaled = recipe.with_epochs(20)
-    assert {n: p.epochs for n, p in scaled.phases.items()} == {"pretrain": 16, "finetune": 4}
+    scaled = recipe.with_epochs(17)
+    assert {n: p.epochs for n, p in scaled.phases.items()} == {"pretrain": 7, "finetune": 10}  # 70 : 100
     assert {n: p.lr for n, p in scaled.phases.items()} == {n: p.lr for n, p in recipe.phases.items()}
+    assert {n: p.milestones for n, p in scaled.phases.items()} == {n: p.milestones for n, p in recipe.phases.items()}
     assert scaled.options == recipe.options and scaled.depth == recipe.depth
-    assert sum(p.epochs for p in recipe.phases.values()) == 200, "the original recipe is unchanged"
+    assert sum(p.epochs for p in recipe.phases.values()) == 170, "the original recipe is unchanged"
 
 
 def test_fewer_epochs_than_phases_is_refused():

@@ -26,6 +26,7 @@ SCHEDULES = {
     "cosine": lambda phase, i, total: 0.5 * (1 + math.cos(math.pi * i / total)),
     "linear": lambda phase, i, total: 1 - i / total,
     "step": lambda phase, i, total: 0.1 ** sum(i >= m * total for m in phase.milestones),
+    "constant": lambda phase, i, total: 1.0,
 }
 
 
@@ -35,7 +36,7 @@ class Phase:
     lr: float
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adam
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine, linear (to zero), or step (lr / 10 at each milestone)
+    schedule: str = "cosine"  # cosine, linear (to zero), step (lr / 10 at each milestone), or constant
     milestones: tuple[float, ...] = ()  # step: fractions of the phase, e.g. 30/100, 60/100, 80/100, 90/100
 
     def __post_init__(self) -> None:
