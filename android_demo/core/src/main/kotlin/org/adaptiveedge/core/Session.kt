@@ -38,22 +38,21 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
     fun run(
         images: Images, scale: DoubleArray? = null, path: String? = null, static: Boolean = false,
         budgetMacs: Double? = null, budgetMs: Double? = null,
-    ): RunResult {
-        checkRequest(path, static, budgetMacs, budgetMs)
-        val start = System.nanoTime()
-        val batch = Preprocess.prepare(images, manifest.preprocessing)
-        return dispatch(batch, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
-    }
+    ): RunResult = run({ Preprocess.prepare(images, manifest.preprocessing) }, scale, path, static, budgetMacs, budgetMs)
 
     /** Run an already normalized float32 NCHW batch. */
     fun run(
         batch: Tensor, scale: DoubleArray? = null, path: String? = null, static: Boolean = false,
         budgetMacs: Double? = null, budgetMs: Double? = null,
+    ): RunResult = run({ Preprocess.prepare(batch, manifest.preprocessing) }, scale, path, static, budgetMacs, budgetMs)
+
+    private fun run(
+        prepare: () -> Tensor, scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?,
     ): RunResult {
         checkRequest(path, static, budgetMacs, budgetMs)
         val start = System.nanoTime()
-        val checked = Preprocess.prepare(batch, manifest.preprocessing)
-        return dispatch(checked, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
+        val batch = prepare()
+        return dispatch(batch, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
     }
 
     /** What `Session.run` refuses before touching the images, in the Python runtime's order and words. */
