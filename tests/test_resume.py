@@ -15,7 +15,7 @@ import torch
 from trainer.checkpoint import WEIGHTS_FILE
 from trainer.resume import STATE_FILE
 
-# 256 images in batches of 64: four steps an epoch, so a save every 3 steps lands mid-epoch.
+# 256 images in batches of 64: four steps an epoch, so saves every 3 steps of a phase land mid-epoch.
 ARGS = ["--subset", "256", "--checkpoint-every", "3", "--device", "cpu"]
 EPOCHS = {"drnet-digits": 3, "blockdrop-digits": 3, "urnet-digits": 4, "resizable-digits": 3}
 # Where to kill: a mid-epoch save (phase, epoch) in a phase whose steps draw random numbers that a
@@ -48,8 +48,8 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(recipe, tmp_pat
 
     process = trainer(*command, "--out", str(killed))
     deadline = time.monotonic() + 300
-    while (saved := saved_step(killed)) is None or saved != (*KILL_AT[recipe], 3):
-        assert process.poll() is None, f"the run ended before its save at {KILL_AT[recipe]}, step 3 (last seen: {saved})"
+    while (saved := saved_step(killed)) is None or saved[:2] != KILL_AT[recipe] or not 0 < saved[2] < 4:
+        assert process.poll() is None, f"the run ended before a mid-epoch save at {KILL_AT[recipe]} (last seen: {saved})"
         assert time.monotonic() < deadline
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
@@ -72,3 +72,21 @@ def test_resuming_without_a_saved_run_says_what_is_missing(tmp_path):
     )
     assert result.returncode == 2
     assert "run.json" in result.stderr
+
+
+def test_saves_count_the_steps_of_the_phase_not_of_the_epoch(tmp_path):
+    """An interval longer than an epoch still saves mid-phase (CIFAR: 390 steps an epoch, every 500)."""
+    from trainer.resume import TrainingRun
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    run = TrainingRun(tmp_path, every_steps=5)
+    run.begin_phase()
+    saves = []
+    for epoch in range(4):
+        for step in range(1, 4):
+            run.step_done(epoch, step, 3, 4, optimizer, scheduler)
+            if (state := saved_step(tmp_path)) is not None and state not in saves:
+                saves.append(state)
+    assert saves == [(0, 1, 2), (0, 3, 1), (0, 3, 3)]  # steps 5 and 10 of the phase, then its end

@@ -115,6 +115,8 @@ class TrainingRun:
 
     def begin_epoch(self, loader: DataLoader, resuming: bool) -> None:
         """Before the epoch's batches are drawn: on resume, the epoch's sample order comes back."""
+        if loader.generator is None:
+            raise ValueError("a resumable phase needs a loader with its own generator: DataLoader(..., generator=...)")
         if resuming:
             loader.generator.set_state(self.saved["epoch_start_loader_state"])
         self.epoch_start_loader_state = loader.generator.get_state()
@@ -125,8 +127,9 @@ class TrainingRun:
         self.saved = None
 
     def step_done(self, epoch: int, step: int, steps_per_epoch: int, epochs: int, optimizer, scheduler) -> None:
+        """After `step` (1-based) of `epoch`: save every `every_steps` steps of the phase, and at its end."""
         finished = epoch + 1 == epochs and step == steps_per_epoch
-        if self.path is not None and (finished or step % self.every_steps == 0):
+        if self.path is not None and (finished or (epoch * steps_per_epoch + step) % self.every_steps == 0):
             self._save(epoch, step, finished, optimizer, scheduler)
 
     # --- files ------------------------------------------------------------------------------------------
