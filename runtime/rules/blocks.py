@@ -2,8 +2,8 @@
 
 A skipped block still takes its shortcut: the identity, or a downsampling
 block's shortcut (parameter-free pool-and-pad with zero MACs, or a projection).
-A path is named by one character per block, `1` if it
-ran and `0` if it was skipped.
+A path is named by one character per block, `1` if it ran and `0` if it was
+skipped.
 """
 
 from __future__ import annotations
