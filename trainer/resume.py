@@ -9,7 +9,7 @@ writes `run-state.pt` atomically:
 - the phase, epoch and step;
 - the phase's loader generator at the start of the epoch (to rebuild its
   sample order);
-- the global torch and Python RNG states, and every generator registered
+- the global torch (CPU and CUDA) and Python RNG states, and every generator registered
   (`generator`, `track`: the training loader's among them), plus any
   counters the fit keeps (`tensor`).
 
@@ -135,6 +135,7 @@ class TrainingRun:
     # --- files ------------------------------------------------------------------------------------------
 
     def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
+        version, internal, gauss = random.getstate()
         state = {
             "phase": self.phase, "epoch": epoch, "step": step, "finished": finished,
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
@@ -143,7 +144,8 @@ class TrainingRun:
             "epoch_start_loader_state": self.epoch_start_loader_state,
             "random": {
                 "torch": torch.get_rng_state(),
-                "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": [*internal, version, gauss],
                 "generators": {name: g.get_state() for name, g in self.generators.items()},
                 "tensors": {name: t.clone() for name, t in self.tensors.items()},
             },
@@ -155,6 +157,8 @@ class TrainingRun:
             self._load(name)
         saved = self.saved["random"]
         torch.set_rng_state(saved["torch"])
+        if saved["cuda"]:
+            torch.cuda.set_rng_state_all(saved["cuda"])
         *internal, version, gauss = saved["python"]
         random.setstate((version, tuple(internal), gauss))
         for name, generator in self.generators.items():
