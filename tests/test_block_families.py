@@ -281,6 +281,20 @@ def test_table_1_protocol_measures_the_baselines_on_the_pretrained_resnet(block_
     model, _ = load_checkpoint(block_checkpoints["blockdrop"])
     pretrained, finetuned_backbone = extras["pretrained"].state_dict(), model.backbone.state_dict()
     assert any(not torch.equal(pretrained[key], finetuned_backbone[key]) for key in pretrained), "joint finetuning moved the ResNet"
+    # The rows measure the pretrained network, not BlockDrop's fine-tuned backbone.
+    from trainer.data import load_split
+
+    test_set, _ = load_split("digits", "test")
+    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
+    with torch.no_grad():
+        full = (extras["pretrained"](images).argmax(1) == labels).float().mean().item()
+        mask = blockdrop.baseline_masks("FirstK", k, extras["pretrained"], len(images), torch.Generator())
+        first_k, _ = run_blocks(extras["pretrained"], images, lambda b, _: mask[:, b])
+    assert metrics["baselines"]["full ResNet, pretrained"]["accuracy"] == pytest.approx(full)
+    assert metrics["baselines"][f"FirstK (K={k}), pretrained"]["accuracy"] == pytest.approx(
+        (first_k.argmax(1) == labels).float().mean().item()
+    )
 
 
 def test_urnet_paper_mode_binary_gates_pass_no_gradient_and_sigmoid_gates_do():

@@ -19,6 +19,7 @@ __all__ = ["Phase", "train_phase", "pretrain_backbone"]
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
 OPTIMIZERS = {
     "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
+    "momentum": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, weight_decay=wd),  # the papers' plain SGD
     "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
 }
 # Per-iteration learning-rate multipliers, as a function of (phase, iteration, total iterations).
@@ -34,7 +35,7 @@ SCHEDULES = {
 class Phase:
     epochs: int
     lr: float
-    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adam
+    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), momentum (plain momentum 0.9, as the papers), or adam
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine, linear (to zero), step (lr / 10 at each milestone), or constant
     milestones: tuple[float, ...] = ()  # step: fractions of the phase, e.g. 30/100, 60/100, 80/100, 90/100

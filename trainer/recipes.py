@@ -77,11 +77,15 @@ RECIPES = _recipes(
         family="drnet",
         dataset="cifar10",
         depth=20,
-        # Sec. 4 (Experimental Settings): SGD, weight decay 1e-4; pretraining 70 epochs at 0.1, / 10 every
+        # Sec. 4 (Experimental Settings): SGD with momentum 0.9, weight decay 1e-4, batch 256; pretraining 70 epochs at 0.1, / 10 every
         # 20; finetuning 100 epochs, / 10 every 30; the predictor at 0.1x. The paper's 3-epoch warmup is not done.
         phases={
-            "pretrain": Phase(epochs=70, lr=0.1, weight_decay=1e-4, schedule="step", milestones=(20 / 70, 40 / 70, 60 / 70)),
-            "finetune": Phase(epochs=100, lr=0.1, weight_decay=1e-4, schedule="step", milestones=(0.3, 0.6, 0.9)),
+            "pretrain": Phase(
+                epochs=70, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(20 / 70, 40 / 70, 60 / 70)
+            ),
+            "finetune": Phase(
+                epochs=100, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.3, 0.6, 0.9)
+            ),
         },
         options=DRNetOptions(resolutions=(32, 24, 16), macs_target=0.6),  # eta 0.2: Table 1 / Sec. 4.3
         batch_size=256,
@@ -101,7 +105,8 @@ RECIPES = _recipes(
         },
         options=BlockDropOptions(gamma=2.0, policy_width=8, policy_resolution=16),
         batch_size=64,
-        description="scikit-learn digits, ResNet-14 (6 blocks), policy on a 16x16 input; CPU, minutes",
+        description="scikit-learn digits, ResNet-14 (6 blocks); CPU, minutes. Deviations for a few-epoch demo: "
+        "gamma 2 (paper 10), a width-8 policy on a 16x16 input (paper: width 16 at 32x32), short Adam phases",
     ),
     *(
         Recipe(
@@ -113,14 +118,16 @@ RECIPES = _recipes(
             # Appendix (CIFAR): a pretrained ResNet (He et al.: SGD 0.1, / 10 at 50% and 75%, weight decay
             # 1e-4); curriculum 5000 epochs, Adam 1e-4; joint finetuning 1600 epochs at 1e-4, then 400 at 1e-5.
             phases={
-                "pretrain": Phase(epochs=164, lr=0.1, weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)),
+                "pretrain": Phase(
+                    epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
+                ),
                 "curriculum": Phase(epochs=5000, lr=1e-4, optimizer="adam", weight_decay=0.0, schedule="constant"),
                 "finetune": Phase(epochs=2000, lr=1e-4, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.8,)),
             },
             options=BlockDropOptions(gamma=10.0),
             batch_size=256,
             description=f"CIFAR-10, ResNet-{depth}, the paper's settings (gamma 10, alpha 0.8, its epochs and rates). "
-            "Deviation: batch 256 in the curriculum too (paper 2048)",
+            "Deviations: batch 256 in the curriculum (paper 2048) and in pretraining (He et al. 128)",
         )
         for depth in (32, 110)
     ),
@@ -151,7 +158,9 @@ RECIPES = _recipes(
         # Implementation details: the CGMs alone for 100 epochs, then jointly for 400, the learning rate
         # going from 1e-3 to 1e-5. The optimizer is not stated: Adam, and the steps at 50% and 75%, are ours.
         phases={
-            "pretrain": Phase(epochs=164, lr=0.1, weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)),
+            "pretrain": Phase(
+                epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
+            ),
             "gates": Phase(epochs=100, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="constant"),
             "joint": Phase(epochs=400, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.5, 0.75)),
         },

@@ -33,30 +33,23 @@ class SessionTest {
         assertEquals(List(9) { s.manifest.referenceMacs }, result.macs.toList())
     }
 
+    /** The message a request is refused with. */
+    private fun refusal(request: () -> Unit): String? = assertThrows(IllegalArgumentException::class.java) { request() }.message
+
     @Test
     fun requestsTheBundleCannotTakeAreRefused() {
         val drnet = session("drnet")
-        assertEquals(
-            "this drnet bundle takes no budget; drop budget_macs / budget_ms",
-            assertThrows(IllegalArgumentException::class.java) { drnet.run(images(1), budgetMacs = 1e6) }.message,
-        )
-        assertEquals(
-            "pass either path= or static=True, not both",
-            assertThrows(IllegalArgumentException::class.java) { drnet.run(images(1), path = "res16", static = true) }.message,
-        )
+        assertEquals("this drnet bundle takes no budget; drop budget_macs / budget_ms", refusal { drnet.run(images(1), budgetMacs = 1e6) })
+        assertEquals("pass either path= or static=True, not both", refusal { drnet.run(images(1), path = "res16", static = true) })
         val resizable = session("resizable")
         assertEquals(
-            "budget_ms: latency is measured per device; pass device= to runtime.load",
-            assertThrows(IllegalArgumentException::class.java) { resizable.run(images(1), budgetMs = 5.0) }.message,
+            "budget_ms: latency is measured per device; pass device= to runtime.load", refusal { resizable.run(images(1), budgetMs = 5.0) },
         )
-        assertEquals(
-            "budget_macs must be a positive number, got -1.0",
-            assertThrows(IllegalArgumentException::class.java) { resizable.run(images(1), budgetMacs = -1.0) }.message,
-        )
+        assertEquals("budget_macs must be a positive number, got -1.0", refusal { resizable.run(images(1), budgetMacs = -1.0) })
         val urnet = session("urnet")
         assertEquals(
             "scale must be one number or one per image (2), got shape (3,)",
-            assertThrows(IllegalArgumentException::class.java) { urnet.run(images(2), scale = doubleArrayOf(0.1, 0.2, 0.3)) }.message,
+            refusal { urnet.run(images(2), scale = doubleArrayOf(0.1, 0.2, 0.3)) },
         )
     }
 }
