@@ -1,4 +1,4 @@
-"""python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR]
+"""python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR] [--init WEIGHTS]
 python -m trainer --resume DIR      (continue an interrupted run exactly where it was saved)"""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from trainer.evaluate import format_metrics
+from trainer.families import get_family
 from runtime.files import atomic_write
 from trainer.recipes import RECIPES, get_recipe
 from trainer.train import train
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
                         help="save the training state every STEPS steps, and at the end of each phase (default: %(default)s)")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS",
+                        help="start from a plain backbone (.safetensors from a resnet-<dataset>-<depth> recipe, "
+                        "e.g. benchmarks/weights/); the phases it stands in for are skipped")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR exactly")
     args = parser.parse_args(argv)
     if args.resume is not None:
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_recipes:
         for recipe in RECIPES.values():
             epochs = "+".join(f"{p.epochs}" for p in recipe.phases.values())
-            print(f"{recipe.name:32} {recipe.family:9} {recipe.architecture:22} epochs {epochs:10} {recipe.description}")
+            kind = recipe.family or "backbone"
+            print(f"{recipe.name:32} {kind:9} {recipe.architecture:22} epochs {epochs:10} {recipe.description}")
         return 0
     if not args.recipe:
         parser.error("--recipe is required (see --list-recipes)")
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: no CUDA device is visible")
     try:
         recipe = get_recipe(args.recipe)
+        if args.init is not None and recipe.family is not None:  # before --epochs shares the epochs among phases
+            recipe = recipe.without(get_family(recipe.family).init_skips)
         if args.epochs is not None:
             recipe = recipe.with_epochs(args.epochs)
     except ValueError as error:
@@ -59,18 +66,33 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("runs") / recipe.name)
     if not args.resume:
         command = {key: getattr(args, key) for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every")}
-        command["data_root"] = str(args.data_root) if args.data_root else None
+        for key in ("data_root", "init"):
+            command[key] = str(getattr(args, key)) if getattr(args, key) else None
         atomic_write(out / RUN_FILE, lambda path: Path(path).write_text(json.dumps(command, indent=2)))
     try:
-        config = train(
+        result = train(
             recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+            checkpoint_every=args.checkpoint_every, resume=bool(args.resume), init=args.init,
+            command=command_line(args, out),
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
-    print(format_metrics(f"{recipe.name} -> {out}", config["metrics"]))
+    if recipe.family is None:
+        print(f"{recipe.name} -> {out}: top-1 {result['test_accuracy']:.2%} on {result['test_images']} test images")
+    else:
+        print(format_metrics(f"{recipe.name} -> {out}", result["metrics"]))
     return 0
+
+
+def command_line(args: argparse.Namespace, out: Path) -> str:
+    """The command that starts this run afresh: what a backbone's record says made it."""
+    words = ["python -m trainer", f"--recipe {args.recipe}", f"--out {out}", f"--seed {args.seed}"]
+    for flag, value in (("--epochs", args.epochs), ("--subset", args.subset), ("--data-root", args.data_root),
+                        ("--init", args.init)):
+        if value is not None:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
 
 
 if __name__ == "__main__":

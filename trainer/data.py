@@ -3,6 +3,11 @@
 Every dataset yields normalized float CHW tensors with integer labels, and
 describes its preprocessing in a `DataInfo`, which travels into the checkpoint
 config and from there into the bundle manifest.
+
+Images are decoded once and held in memory as uint8; normalization and the
+training augmentation (padded random crop, horizontal flip) run on whole
+batches of tensors. On a 2-core CPU, decoding JPEGs and per-image PIL
+transforms in data workers would otherwise take the cores the model trains on.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset, TensorDataset
-from torchvision import datasets, transforms
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
 
-__all__ = ["DataInfo", "DATASETS", "load_split", "digits_canvas", "raw_images"]
+__all__ = ["DataInfo", "DATASETS", "ImageTensors", "load_split", "digits_canvas", "raw_images"]
 
 DATASETS = ("digits", "cifar10")
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_CROP_PADDING = 4  # He et al. (2016), Sec. 4.2: 4 pixels padded on each side, a random 32x32 crop, a random flip
 
 DIGITS_SEED = 0
 DIGITS_CANVAS = 32
@@ -102,23 +109,71 @@ def _digits_info() -> DataInfo:
     return DataInfo("digits", tuple(str(d) for d in range(10)), (mean,) * 3, (std,) * 3, DIGITS_CANVAS)
 
 
-def _normalize_uint8(images: np.ndarray, info: DataInfo) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+class ImageTensors(Dataset):
+    """uint8 HWC images in memory, served as normalized float CHW tensors, augmented a batch at a time.
+
+    The DataLoader fetches a batch through `__getitems__`, so one crop-and-flip
+    draw covers the batch. Draws come from torch's global generator, which a
+    resumed run restores (trainer/resume.py).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, info: DataInfo, *, augment: bool = False) -> None:
+        self.images = torch.tensor(images).permute(0, 3, 1, 2).contiguous()  # N, C, H, W uint8
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(info.std).view(1, -1, 1, 1)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, Tensor]]:
+        images = self.images[indices]
+        if self.augment:
+            images = random_crop_and_flip(images, CIFAR10_CROP_PADDING)
+        # Divide, subtract, divide: torchvision's ToTensor and Normalize, and the runtime's preprocessing.
+        normalized = (images.float() / 255 - self.mean) / self.std
+        return list(zip(normalized.unbind(), self.labels[indices].unbind()))
 
 
-def _cifar10(split: str, root: Path, transform) -> Dataset:
-    """CIFAR-10 from an ImageFolder tree (root/{train,test}/<class>/) or torchvision's batches."""
+def random_crop_and_flip(images: Tensor, padding: int) -> Tensor:
+    """Each image zero-padded by `padding`, cropped back to its size at a random offset, and flipped with p 0.5."""
+    count, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (count, 1))
+    left = torch.randint(0, 2 * padding + 1, (count, 1))
+    flip = torch.rand(count, 1) < 0.5
+    columns = torch.arange(width)
+    columns = left + torch.where(flip, columns.flip(0), columns)  # a flip reads the crop's columns backwards
+    rows = top + torch.arange(height)
+    picked = padded[torch.arange(count)[:, None, None], :, rows[:, :, None], columns[:, None, :]]  # N, H, W, C
+    return picked.permute(0, 3, 1, 2).contiguous()
+
+
+@functools.cache
+def _decoded_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """CIFAR-10 from an ImageFolder tree (root/{train,test}/<class>/) or torchvision's batches, as uint8 NHWC.
+
+    Read-only: it is cached for the process, and callers index copies out of it.
+    """
     if (root / split).is_dir():
-        return datasets.ImageFolder(str(root / split), transform=transform)
-    if (root / "cifar-10-batches-py").is_dir():
-        return datasets.CIFAR10(str(root), train=split == "train", transform=transform, download=False)
-    raise FileNotFoundError(
-        f"no CIFAR-10 under {root}: expected {root / split}/<class>/*.jpg (ImageFolder) "
-        f"or {root / 'cifar-10-batches-py'} (torchvision batches)"
-    )
+        folder = datasets.ImageFolder(str(root / split))
+        images = np.stack([np.asarray(folder.loader(path).convert("RGB")) for path, _ in folder.samples])
+        labels, classes = np.asarray(folder.targets, dtype=np.int64), folder.classes
+    elif (root / "cifar-10-batches-py").is_dir():
+        batches = datasets.CIFAR10(str(root), train=split == "train", download=False)
+        images, labels, classes = batches.data, np.asarray(batches.targets, dtype=np.int64), batches.classes
+    else:
+        raise FileNotFoundError(
+            f"no CIFAR-10 under {root}: expected {root / split}/<class>/*.jpg (ImageFolder) "
+            f"or {root / 'cifar-10-batches-py'} (torchvision batches)"
+        )
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels, tuple(classes)
 
 
 def load_split(
@@ -136,14 +191,13 @@ def load_split(
     if dataset == "digits":
         info = _digits_info()
         images, labels = digits_canvas(split)
-        data: Dataset = TensorDataset(_normalize_uint8(images, info), torch.from_numpy(labels))
+        data: Dataset = ImageTensors(images, labels, info)  # digits train unaugmented: the canvas draw varies them
     elif dataset == "cifar10":
         if data_root is None:
             raise ValueError("dataset 'cifar10' needs --data-root DIR (ImageFolder tree or torchvision batches)")
-        steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
-        steps += [transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
-        data = _cifar10(split, Path(data_root), transforms.Compose(steps))
-        info = DataInfo("cifar10", tuple(data.classes), CIFAR10_MEAN, CIFAR10_STD, 32)
+        images, labels, classes = _decoded_cifar10(split, Path(data_root))
+        info = DataInfo("cifar10", classes, CIFAR10_MEAN, CIFAR10_STD, 32)
+        data = ImageTensors(images, labels, info, augment=augment)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if subset is not None and subset < len(data):
@@ -159,12 +213,10 @@ def raw_images(dataset: str, split: str, *, data_root: str | Path | None = None,
     elif dataset == "cifar10":
         if data_root is None:
             raise ValueError("dataset 'cifar10' needs a data root")
-        data = _cifar10(split, Path(data_root), transform=None)
-        count = len(data) if limit is None else min(limit, len(data))
-        picks = np.random.default_rng(DIGITS_SEED).permutation(len(data))[:count]
-        pairs = [data[int(i)] for i in picks]
-        images = np.stack([np.asarray(image.convert("RGB")) for image, _ in pairs])
-        labels = np.asarray([label for _, label in pairs], dtype=np.int64)
+        images, labels, _ = _decoded_cifar10(split, Path(data_root))
+        count = len(labels) if limit is None else min(limit, len(labels))
+        picks = np.random.default_rng(DIGITS_SEED).permutation(len(labels))[:count]
+        images, labels = images[picks], labels[picks]
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if limit is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -22,9 +23,22 @@ OPTIMIZERS = {
     "momentum": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, weight_decay=wd),  # the papers' plain SGD
     "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
 }
+
+
+def _cosine(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def _one_cycle(i: int, total: int, warmup: float = 0.3, initial: float = 1 / 25, final: float = 1 / 25e4) -> float:
+    """Smith and Topin's one-cycle, as torch's OneCycleLR defaults: cosine up to the peak over 30%, then down."""
+    ramp = warmup * total
+    return _cosine(initial, 1.0, i / ramp) if i < ramp else _cosine(1.0, final, (i - ramp) / (total - ramp))
+
+
 # Per-iteration learning-rate multipliers, as a function of (phase, iteration, total iterations).
 SCHEDULES = {
-    "cosine": lambda phase, i, total: 0.5 * (1 + math.cos(math.pi * i / total)),
+    "cosine": lambda phase, i, total: _cosine(1.0, 0.0, i / total),
+    "one-cycle": lambda phase, i, total: _one_cycle(i, total),
     "linear": lambda phase, i, total: 1 - i / total,
     "step": lambda phase, i, total: 0.1 ** sum(i >= m * total for m in phase.milestones),
     "constant": lambda phase, i, total: 1.0,
@@ -37,8 +51,9 @@ class Phase:
     lr: float
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), momentum (plain momentum 0.9, as the papers), or adam
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine, linear (to zero), step (lr / 10 at each milestone), or constant
+    schedule: str = "cosine"  # cosine, one-cycle, linear (to zero), step (lr / 10 at each milestone), or constant
     milestones: tuple[float, ...] = ()  # step: fractions of the phase, e.g. 30/100, 60/100, 80/100, 90/100
+    label_smoothing: float = 0.0  # of pretrain_backbone's cross-entropy (the plain ResNet recipes)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -47,6 +62,8 @@ class Phase:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {sorted(SCHEDULES)}")
         if (self.schedule == "step") != bool(self.milestones):
             raise ValueError("milestones go with the step schedule, and the step schedule needs them")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def train_phase(
@@ -67,6 +84,10 @@ def train_phase(
     `before_epoch(epoch)` runs after `model.train()`, e.g. to freeze parts or
     advance a curriculum. With a `run`, the phase checkpoints itself and,
     when the run resumes, skips or continues as saved (trainer/resume.py).
+
+    Batches go to the model in channels_last, the layout oneDNN's CPU and
+    cuDNN's tensor-core convolutions run fastest in (benchmarks/training_speed.py);
+    `train` converts the model the same way. Each epoch ends with its throughput.
     """
     start = run.begin_phase() if run else Start()
     if phase.epochs <= 0 or start.done:
@@ -95,8 +116,10 @@ def train_phase(
             batches, desc=f"{desc} {epoch + 1}/{phase.epochs}", total=len(loader), initial=skipped,
             leave=False, dynamic_ncols=True, disable=None,
         )
+        started, images_seen = time.perf_counter(), 0
         for step, (images, labels) in enumerate(progress, start=skipped + 1):
-            loss, logs = loss_fn(images.to(device), labels.to(device))
+            images_seen += len(images)
+            loss, logs = loss_fn(images.to(device, memory_format=torch.channels_last), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -104,6 +127,9 @@ def train_phase(
             progress.set_postfix({name: f"{value:.3f}" for name, value in logs.items()})
             if run:
                 run.step_done(epoch, step, len(loader), phase.epochs, optimizer, scheduler)
+        progress.close()
+        seconds = time.perf_counter() - started
+        tqdm.write(f"{desc} {epoch + 1}/{phase.epochs}: {images_seen / seconds:.0f} images/s, {seconds:.0f} s", nolock=True)
 
 
 def pretrain_backbone(
@@ -112,7 +138,7 @@ def pretrain_backbone(
     """Plain cross-entropy training of the static network, the block families' starting point."""
 
     def loss_fn(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        loss = torch.nn.functional.cross_entropy(backbone(images), labels)
+        loss = torch.nn.functional.cross_entropy(backbone(images), labels, label_smoothing=phase.label_smoothing)
         return loss, {"ce": loss.item()}
 
     train_phase(backbone, loader, loss_fn, phase=phase, param_groups=[{"params": backbone.parameters()}],

@@ -18,7 +18,7 @@ __all__ = ["Phase", "Recipe", "RECIPES", "get_recipe"]
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    family: str
+    family: str | None  # None: a plain backbone, the starting point of the family recipes (trainer/pretrained.py)
     dataset: str
     depth: int
     phases: dict[str, Phase]
@@ -32,6 +32,11 @@ class Recipe:
     @property
     def architecture(self) -> str:
         return f"ResNet-{self.depth}" if self.backbone == "cifar-resnet" else self.backbone
+
+    def without(self, skipped: tuple[str, ...]) -> Recipe:
+        """The same recipe with the `skipped` phases switched off (zero epochs)."""
+        phases = {n: dataclasses.replace(p, epochs=0) if n in skipped else p for n, p in self.phases.items()}
+        return dataclasses.replace(self, phases=phases)
 
     def with_epochs(self, total: int) -> Recipe:
         """The same recipe with `total` epochs, shared among phases in the recipe's proportions.
@@ -61,6 +66,22 @@ def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
 
 
 RECIPES = _recipes(
+    *(
+        Recipe(
+            name=f"resnet-cifar10-{depth}",
+            family=None,
+            shortcut="zero-pad",  # He et al.'s option A, which the block families default to
+            dataset="cifar10",
+            depth=depth,
+            # He et al. train 164 epochs, SGD 0.1, / 10 at 50% and 75%. Deviation, to fit a 2-core CPU:
+            # one-cycle to 0.2 over 50 epochs, Nesterov, weight decay 5e-4, label smoothing 0.1.
+            phases={"train": Phase(epochs=50, lr=0.2, schedule="one-cycle", label_smoothing=0.1)},
+            options=None,
+            description=f"the plain ResNet-{depth} (option A shortcuts) that family recipes start from with --init; "
+            "deviation from He et al.'s 164-epoch step schedule: 50 epochs one-cycle with label smoothing 0.1",
+        )
+        for depth in (20, 32, 56, 110)
+    ),
     Recipe(
         name="drnet-digits",
         family="drnet",

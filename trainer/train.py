@@ -12,7 +12,12 @@ from torch.utils.data import DataLoader
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo, load_split
 from trainer.evaluate import evaluate_model
+from trainer.backbone import backbone_from_config
 from trainer.families import get_family
+from trainer.loop import pretrain_backbone
+from trainer.pretrained import (
+    BackboneRecord, check_architecture, initialize_backbone, load_backbone, save_backbone, test_accuracy,
+)
 from trainer.recipes import Recipe
 from trainer.resume import TrainingRun
 
@@ -22,12 +27,14 @@ __all__ = ["train", "training_loader"]
 def training_loader(
     dataset: str, batch_size: int, *, data_root=None, subset: int | None = None, seed: int = 0
 ) -> tuple[DataLoader, DataInfo]:
-    """The shuffled, augmented training split every family trains on."""
+    """The shuffled, augmented training split every family trains on.
+
+    No data workers: the images are in memory and augmented a batch at a time
+    (trainer.data), so both cores go to the model.
+    """
     train_set, info = load_split(dataset, "train", data_root=data_root, augment=True, subset=subset)
     loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=True,
-        num_workers=0 if dataset == "digits" else 2,
-        generator=torch.Generator().manual_seed(seed),
+        train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
     )
     return loader, info
 
@@ -43,33 +50,60 @@ def train(
     test_subset: int | None = None,
     checkpoint_every: int = 500,
     resume: bool = False,
+    init: str | Path | None = None,
+    command: str = "",
 ) -> dict:
     """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`.
 
     Training state is saved to `out` every `checkpoint_every` steps and at the
     end of each phase; `resume` continues from it exactly (trainer/resume.py),
-    given the same arguments.
+    given the same arguments. `init` names a plain backbone's weights
+    (trainer/pretrained.py) to start from; the phases it stands in for are
+    skipped. A plain backbone recipe writes `<out>/<recipe>.safetensors` and
+    its record, and returns the record; `command` is written into it.
     """
     if recipe.backbone != "cifar-resnet":
         raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
+    if recipe.family is None and init is not None:
+        raise ValueError(f"recipe {recipe.name} trains a backbone from scratch; --init is for the family recipes")
     torch.manual_seed(seed)
-    family = get_family(recipe.family)
     loader, info = training_loader(recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed)
     model_config = {
         "depth": recipe.depth,
         "width": recipe.width,
         "shortcut": recipe.shortcut,
         "num_classes": len(info.classes),
-        "options": dataclasses.asdict(recipe.options),
     }
-    model = family.build(model_config).to(device)
+    training = {
+        "phases": {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()},
+        "batch_size": recipe.batch_size,
+        "train_images": len(loader.dataset),
+        "seed": seed,
+        "device": device,
+        "resumed": resume,
+    }
     run = TrainingRun(out, every_steps=checkpoint_every, resume=resume)
     run.track("training loader", loader.generator)
+    if recipe.family is None:
+        return _train_backbone(recipe, out, loader, info, model_config, training, run, device, data_root, command)
+
+    family = get_family(recipe.family)
+    model_config["options"] = dataclasses.asdict(recipe.options)
+    model = family.build(model_config)
+    if init is not None:
+        state, record = load_backbone(init)
+        check_architecture(record, model_config, init)
+        initialize_backbone(model.backbone, state, init)
+        recipe = recipe.without(family.init_skips)
+        training["phases"] = {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()}
+        training["init"] = {"weights": str(init), "sha256": record.sha256, "recipe": record.recipe,
+                            "test_accuracy": record.test_accuracy, "skipped_phases": list(family.init_skips)}
+    model = model.to(device, memory_format=torch.channels_last)
     run.keep("model", model)
 
     started = time.perf_counter()
     extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
-    wall_time = time.perf_counter() - started
+    training["wall_time_s"] = round(time.perf_counter() - started, 1)  # of this process: a resumed run counts from the resume
 
     config = {
         "family": recipe.family,
@@ -77,15 +111,7 @@ def train(
         "model": model_config,
         "data": info.to_dict(),
         "data_root": str(data_root) if data_root else None,
-        "training": {
-            "phases": {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()},
-            "batch_size": recipe.batch_size,
-            "train_images": len(loader.dataset),
-            "seed": seed,
-            "device": device,
-            "wall_time_s": round(wall_time, 1),  # of this process: a resumed run counts from the resume
-            "resumed": resume,
-        },
+        "training": training,
     }
     model.eval()
     config["metrics"] = evaluate_model(
@@ -94,3 +120,25 @@ def train(
     save_checkpoint(out, model.cpu(), config, extras={name: m.cpu() for name, m in extras.items()})
     run.finish()
     return config
+
+
+def _train_backbone(
+    recipe: Recipe, out, loader, info: DataInfo, model_config: dict, training: dict, run: TrainingRun,
+    device: str, data_root, command: str,
+) -> dict:
+    """A plain backbone recipe: one phase of cross-entropy, then its weights and record."""
+    (phase,) = recipe.phases.values()
+    backbone = backbone_from_config(model_config).to(device, memory_format=torch.channels_last)
+    run.keep("model", backbone)
+    started = time.perf_counter()
+    pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
+    training["wall_time_s"] = round(time.perf_counter() - started, 1)
+    test_set, _ = load_split(recipe.dataset, "test", data_root=data_root)
+    accuracy = test_accuracy(backbone, DataLoader(test_set, batch_size=500), torch.device(device))
+    record = BackboneRecord(
+        recipe=recipe.name, architecture=model_config, data=info.to_dict(), test_accuracy=round(accuracy, 4),
+        test_images=len(test_set), command=command, training=training,
+    )
+    record = save_backbone(Path(out) / f"{recipe.name}.safetensors", backbone.cpu(), record)
+    run.finish()
+    return dataclasses.asdict(record)

@@ -26,6 +26,9 @@ class Family:
     evaluate: Callable  # (model, loader, *, device, extras) -> metrics dict
     phases: tuple[str, ...]
     split: str  # exporter module: split(model, resolution, *, calibration, cache_paths) -> Split
+    # Phases that train the plain backbone from scratch, which a pretrained one (--init) stands in for.
+    # DRNet's multi-resolution pretraining and Resizable's supernet phase start from it instead.
+    init_skips: tuple[str, ...] = ()
     build_extra: Callable | None = None  # (model config, name) -> companion network
     plot: Callable | None = None  # (metrics, directory) -> [written PNG paths]
 
@@ -38,10 +41,11 @@ FAMILIES = {
     "blockdrop": Family(
         "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
         ("pretrain", "curriculum", "finetune"), split="exporter.splits.blockdrop", build_extra=blockdrop.build_extra,
+        init_skips=("pretrain",),
     ),
     "urnet": Family(
         "urnet", urnet.URNet, urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
-        split="exporter.splits.urnet", build_extra=urnet.build_extra,
+        split="exporter.splits.urnet", build_extra=urnet.build_extra, init_skips=("pretrain",),
     ),
     "resizable": Family(
         "resizable", resizable.ResizableNetwork, resizable.ResizableOptions, resizable.build, resizable.fit,
