@@ -158,3 +158,63 @@ def test_cifar10_root_without_the_split_is_named(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         load_split("cifar10", "test", data_root=tmp_path)
     assert str(tmp_path / "test") in str(error.value)
+
+
+def _candidates(image: torch.Tensor, padding: int) -> list[torch.Tensor]:
+    """Every crop of the zero-padded image, flipped or not: what one augmentation draw may give."""
+    padded = torch.nn.functional.pad(image, (padding,) * 4)
+    side = image.shape[-1]
+    crops = [padded[:, t : t + side, l : l + side] for t in range(2 * padding + 1) for l in range(2 * padding + 1)]
+    return crops + [crop.flip(-1) for crop in crops]
+
+
+def test_random_crop_and_flip_draws_a_padded_crop_per_image():
+    torch.manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is recognizable
+    augmented = data_module.random_crop_and_flip(images, 2)
+    assert augmented.shape == images.shape and augmented.dtype == torch.uint8
+    flipped = shifted = 0
+    for original, result in zip(images, augmented):
+        matches = [i for i, c in enumerate(_candidates(original, 2)) if torch.equal(c, result)]
+        assert matches, "each output is one crop of its own padded image, maybe flipped"
+        flipped += matches[0] >= 25
+        shifted += matches[0] % 25 != 12  # 12: the centred crop
+    assert 16 < flipped < 48, "about half the images are flipped"
+    assert shifted > 48, "offsets are drawn per image"
+
+
+def test_augmentation_follows_the_global_seed():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    torch.manual_seed(5)
+    first = data_module.random_crop_and_flip(images, 4)
+    torch.manual_seed(5)
+    assert torch.equal(first, data_module.random_crop_and_flip(images, 4))
+
+
+def test_image_tensors_normalize_as_torchvision():
+    from PIL import Image
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    info = DataInfo("cifar10", tuple("abcdefghij"), data_module.CIFAR10_MEAN, data_module.CIFAR10_STD, 32)
+    dataset = data_module.ImageTensors(images, np.arange(5), info)
+    reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
+    for index in range(5):
+        x, y = dataset[index]
+        assert torch.equal(x, reference(Image.fromarray(images[index]))) and int(y) == index
+    batch = dataset.__getitems__([4, 1])
+    assert torch.equal(batch[0][0], dataset[4][0]) and int(batch[1][1]) == 1
+
+
+def test_training_batches_are_augmented_and_evaluation_batches_are_not():
+    rng = np.random.default_rng(1)
+    images = rng.integers(1, 256, (32, 8, 8, 3), dtype=np.uint8)
+    info = DataInfo("cifar10", tuple("abcdefghij"), (0.5,) * 3, (0.25,) * 3, 8)
+    plain = data_module.ImageTensors(images, np.zeros(32), info)
+    augmented = data_module.ImageTensors(images, np.zeros(32), info, augment=True)
+    indices = list(range(32))
+    plain_batch = torch.stack([x for x, _ in plain.__getitems__(indices)])
+    augmented_batch = torch.stack([x for x, _ in augmented.__getitems__(indices)])
+    assert torch.equal(plain_batch, torch.stack([x for x, _ in plain.__getitems__(indices)]))
+    assert not torch.equal(plain_batch, augmented_batch)

@@ -11,7 +11,7 @@ def test_recipes_are_registered_by_name():
     for name, recipe in RECIPES.items():
         assert recipe.name == name
         assert get_recipe(name) is recipe
-        assert name.startswith(f"{recipe.family}-{recipe.dataset}")
+        assert name.startswith(f"{recipe.family or 'resnet'}-{recipe.dataset}")  # resnet: a plain backbone
 
 
 def test_unknown_recipe_is_named():

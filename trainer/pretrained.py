@@ -28,7 +28,7 @@ from runtime.files import atomic_write, sha256_of
 
 __all__ = [
     "BackboneRecord", "save_backbone", "load_backbone", "initialize_backbone", "check_architecture", "record_path",
-    "test_accuracy",
+    "top1_accuracy",
 ]
 
 RECORD_VERSION = 1
@@ -126,7 +126,7 @@ def _names(names: list[str], shown: int = 4) -> str:
 
 
 @torch.no_grad()
-def test_accuracy(backbone: nn.Module, loader, device: torch.device) -> float:
+def top1_accuracy(backbone: nn.Module, loader, device: torch.device) -> float:
     backbone.eval()
     correct = sum((backbone(x.to(device)).argmax(1) == y.to(device)).sum().item() for x, y in loader)
     return correct / len(loader.dataset)

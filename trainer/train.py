@@ -16,7 +16,7 @@ from trainer.backbone import backbone_from_config
 from trainer.families import get_family
 from trainer.loop import pretrain_backbone
 from trainer.pretrained import (
-    BackboneRecord, check_architecture, initialize_backbone, load_backbone, save_backbone, test_accuracy,
+    BackboneRecord, check_architecture, initialize_backbone, load_backbone, save_backbone, top1_accuracy,
 )
 from trainer.recipes import Recipe
 from trainer.resume import TrainingRun
@@ -134,7 +134,7 @@ def _train_backbone(
     pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
     training["wall_time_s"] = round(time.perf_counter() - started, 1)
     test_set, _ = load_split(recipe.dataset, "test", data_root=data_root)
-    accuracy = test_accuracy(backbone, DataLoader(test_set, batch_size=500), torch.device(device))
+    accuracy = top1_accuracy(backbone, DataLoader(test_set, batch_size=500), torch.device(device))
     record = BackboneRecord(
         recipe=recipe.name, architecture=model_config, data=info.to_dict(), test_accuracy=round(accuracy, 4),
         test_images=len(test_set), command=command, training=training,
