@@ -11,17 +11,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CIFAR10_ROOT
+from safetensors.torch import load_file
 
-from trainer.checkpoint import WEIGHTS_FILE
+from trainer.recipes import get_recipe
 from trainer.resume import STATE_FILE
 
 # 256 images in batches of 64: four steps an epoch, so saves every 3 steps of a phase land mid-epoch.
 ARGS = ["--subset", "256", "--checkpoint-every", "3", "--device", "cpu"]
-EPOCHS = {"drnet-digits": 3, "blockdrop-digits": 3, "urnet-digits": 4, "resizable-digits": 3}
+EPOCHS = {"drnet-digits": 3, "blockdrop-digits": 3, "urnet-digits": 4, "resizable-digits": 3, "resnet-cifar10-20": 3}
 # Where to kill: a mid-epoch save (phase, epoch) in a phase whose steps draw random numbers that a
 # resume must replay: DRNet's Gumbel noise, BlockDrop's sampled policies, URNet's random-drop
-# baseline, and the Resizable supernet's sub-networks in its second epoch.
-KILL_AT = {"drnet-digits": (1, 0), "blockdrop-digits": (1, 0), "urnet-digits": (1, 0), "resizable-digits": (0, 1)}
+# baseline, the Resizable supernet's sub-networks, and the backbone's crops and flips in their second epoch.
+KILL_AT = {
+    "drnet-digits": (1, 0), "blockdrop-digits": (1, 0), "urnet-digits": (1, 0), "resizable-digits": (0, 1),
+    "resnet-cifar10-20": (0, 1),
+}
+# The plain backbone trains on CIFAR-10 in batches of 128: 512 images keep four steps an epoch.
+EXTRA_ARGS = {"resnet-cifar10-20": ["--subset", "512", "--data-root", str(CIFAR10_ROOT)]}
 
 
 def trainer(*args: str, **options) -> subprocess.Popen:
@@ -37,12 +44,16 @@ def saved_step(directory: Path) -> tuple[int, int, int] | None:
 
 
 def weights(directory: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {path.name: torch.load(path, weights_only=True) for path in sorted(directory.glob("*.pt")) if path.name != STATE_FILE}
+    """Every weights file a finished run wrote: a family's checkpoint and companions, or a backbone's safetensors."""
+    files = {path.name: torch.load(path, weights_only=True) for path in directory.glob("*.pt") if path.name != STATE_FILE}
+    return {**files, **{path.name: load_file(path) for path in directory.glob("*.safetensors")}}
 
 
 @pytest.mark.parametrize("recipe", sorted(EPOCHS))
 def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(recipe, tmp_path):
-    command = ["--recipe", recipe, "--epochs", str(EPOCHS[recipe]), *ARGS]
+    if recipe in EXTRA_ARGS and not CIFAR10_ROOT.is_dir():
+        pytest.skip(f"real CIFAR-10 not found at {CIFAR10_ROOT}")
+    command = ["--recipe", recipe, "--epochs", str(EPOCHS[recipe]), *ARGS, *EXTRA_ARGS.get(recipe, [])]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert trainer(*command, "--out", str(whole)).wait() == 0
 
@@ -54,16 +65,17 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(recipe, tmp_pat
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (killed / "config.json").exists(), "the run finished before it was killed"
+    assert [p.name for p in killed.glob("*.json")] == ["run.json"], "the run finished before it was killed"
 
     assert trainer("--resume", str(killed)).wait() == 0
     expected, actual = weights(whole), weights(killed)
-    assert expected.keys() == actual.keys() and WEIGHTS_FILE in expected
+    assert expected.keys() == actual.keys() and expected
     for file, state in expected.items():
         for key, value in state.items():
             assert torch.equal(value, actual[file][key]), f"{file}: {key} differs after resuming"
     assert not (killed / STATE_FILE).exists(), "a finished run leaves no training state behind"
-    assert json.loads((killed / "config.json").read_text())["training"]["resumed"] is True
+    record = killed / ("config.json" if get_recipe(recipe).family else f"{recipe}.json")  # a backbone's record
+    assert json.loads(record.read_text())["training"]["resumed"] is True
 
 
 def test_resuming_without_a_saved_run_says_what_is_missing(tmp_path):
