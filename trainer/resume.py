@@ -23,6 +23,7 @@ step is the one the uninterrupted run took.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class TrainingRun:
         self.phase = -1  # the phase train_phase is in; each call advances it
         self.epoch_start_loader_state: torch.Tensor | None = None
         self.saved: dict | None = None
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0  # training time of the processes this run resumes
         if resume:
             if self.path is None:
                 raise ValueError("resuming needs the directory of the interrupted run")
@@ -67,6 +70,7 @@ class TrainingRun:
                 raise FileNotFoundError(f"{self.path}: no saved training state to resume from")
             # weights_only: tensors, numbers and strings only, never arbitrary objects.
             self.saved = torch.load(self.path, weights_only=True)
+            self.elapsed_before = float(self.saved.get("elapsed_s", 0.0))
 
     # --- what a fit registers ---------------------------------------------------------------------------
 
@@ -132,12 +136,16 @@ class TrainingRun:
         if self.path is not None and (finished or (epoch * steps_per_epoch + step) % self.every_steps == 0):
             self._save(epoch, step, finished, optimizer, scheduler)
 
+    def elapsed(self) -> float:
+        """Seconds this run has trained, over every process it took (up to the last save before a kill)."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
     # --- files ------------------------------------------------------------------------------------------
 
     def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
         version, internal, gauss = random.getstate()
         state = {
-            "phase": self.phase, "epoch": epoch, "step": step, "finished": finished,
+            "phase": self.phase, "epoch": epoch, "step": step, "finished": finished, "elapsed_s": self.elapsed(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
@@ -101,9 +100,8 @@ def train(
     model = model.to(device, memory_format=torch.channels_last)
     run.keep("model", model)
 
-    started = time.perf_counter()
     extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
-    training["wall_time_s"] = round(time.perf_counter() - started, 1)  # of this process: a resumed run counts from the resume
+    training["wall_time_s"] = round(run.elapsed(), 1)  # every process's share, when the run resumed
 
     config = {
         "family": recipe.family,
@@ -130,9 +128,8 @@ def _train_backbone(
     (phase,) = recipe.phases.values()
     backbone = backbone_from_config(model_config).to(device, memory_format=torch.channels_last)
     run.keep("model", backbone)
-    started = time.perf_counter()
     pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
-    training["wall_time_s"] = round(time.perf_counter() - started, 1)
+    training["wall_time_s"] = round(run.elapsed(), 1)
     test_set, _ = load_split(recipe.dataset, "test", data_root=data_root)
     accuracy = top1_accuracy(backbone, DataLoader(test_set, batch_size=500), torch.device(device))
     record = BackboneRecord(

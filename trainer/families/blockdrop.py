@@ -309,6 +309,7 @@ def evaluate(model: BlockDrop, loader: DataLoader, *, device: torch.device, extr
     return {
         "images": len(y),
         "num_blocks": model.num_blocks,
+        "policy_macs": model.policy_macs,
         "model": {
             "accuracy": correct.float().mean().item(),
             "mean_macs": macs.mean().item(),
