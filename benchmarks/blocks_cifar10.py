@@ -16,28 +16,21 @@ MACs are conv+linear multiply-accumulates per image, policy and gates included.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
 
-from runtime.files import atomic_write  # noqa: E402
-from trainer.checkpoint import read_config  # noqa: E402
+from benchmarks.evidence import DEFAULT_INIT, RESULTS, Run, claim, trained, write_results  # noqa: E402
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.plots import plot_metrics  # noqa: E402
 from trainer.pretrained import load_backbone  # noqa: E402
-from trainer.recipes import Recipe, get_recipe  # noqa: E402
-from trainer.resume import STATE_FILE  # noqa: E402
-from trainer.train import train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CHANCE = 0.1  # CIFAR-10
 
 # The papers' CIFAR-10 figures, for the side-by-side tables.
@@ -56,34 +49,6 @@ PAPER_BLOCKDROP = (  # BlockDrop Table 1, CIFAR-10: (row, top-1 %, K) before and
     ("ResNet-110: BlockDrop", "75.4 (20.1 blocks)", "93.6 (16.9 blocks)"),
     ("ResNet-110: full ResNet", "93.2 (54)", "93.2 (54)"),
 )
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained model of the evidence: a recipe, its epochs at this budget, and what differs from the paper."""
-
-    name: str
-    recipe: str
-    epochs: dict[str, int]  # per phase; BlockDrop's curriculum: "blocks" gives one epoch per residual block
-    lr: dict[str, float] = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-    deviations: tuple[str, ...] = ()
-    default: bool = True  # run unless --runs names others
-
-    def recipe_for(self, depth: int, epoch_scale: float) -> Recipe:
-        """The recipe at this budget, on a backbone of `depth` (the pretrained one's)."""
-        recipe = get_recipe(self.recipe)
-        blocks = 3 * ((depth - 2) // 6)
-        epochs = {name: blocks if count == "blocks" else count for name, count in self.epochs.items()}
-        phases = {
-            name: dataclasses.replace(
-                phase, epochs=max(1, round(epochs[name] * epoch_scale)) if name in epochs else 0,
-                lr=self.lr.get(name, phase.lr),
-            )
-            for name, phase in recipe.phases.items()
-        }
-        options = dataclasses.replace(recipe.options, **self.options)
-        return dataclasses.replace(recipe, name=f"{self.name}-cifar10", depth=depth, phases=phases, options=options)
 
 
 URNET_BUDGET = (
@@ -124,19 +89,10 @@ RUNS = {
 }
 
 
-def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: int | None) -> tuple[dict, str]:
-    """The run's checkpoint config (with its metrics) and how it came about: trained, resumed, or read back."""
-    if (out / "config.json").is_file() and not (out / STATE_FILE).is_file():
-        return read_config(out), "read back"
-    resume = (out / STATE_FILE).is_file()
-    config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=resume)
-    return config, "resumed" if resume else "trained"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--init", type=Path, default=ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors")
+    parser.add_argument("--init", type=Path, default=DEFAULT_INIT)
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=[r.name for r in RUNS.values() if r.default])
     parser.add_argument("--subset", type=int, help="train on a fixed random subset (default: all 50,000 images)")
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
@@ -171,23 +127,10 @@ def main() -> int:
             "figures": [str(f.relative_to(ROOT)) for f in figures],
         }
         print(format_metrics(recipe.name, config["metrics"]), flush=True)
-        write(command, results)  # after every run: a session may end at any time
+        claims = check_claims(results)  # written after every run: a session may end at any time
+        write_results("blocks_cifar10", command, results, claims, report(command, results, claims))
     return 0
 
-
-def write(command: str, results: dict) -> None:
-    claims = check_claims(results)
-    payload = json.dumps({"command": command, "results": results, "claims": claims}, indent=2)
-    atomic_write(RESULTS / "blocks_cifar10.json", lambda path: Path(path).write_text(payload))
-    text = report(command, results, claims)
-    atomic_write(RESULTS / "blocks_cifar10.md", lambda path: Path(path).write_text(text))
-    for claim in claims:
-        print(f"{claim['verdict']}: {claim['claim']} ({claim['evidence']})")
-
-
-def claim(text: str, holds: bool | None, evidence: str) -> dict:
-    return {"claim": text, "verdict": {True: "holds", False: "does not hold", None: "not measured"}[holds],
-            "evidence": evidence}
 
 
 def urnet_claims(name: str, metrics: dict) -> list[dict]:

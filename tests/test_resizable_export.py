@@ -149,10 +149,16 @@ def test_a_latency_budget_needs_latencies_measured_on_this_device(all_configurat
 
 
 def fake_profile(manifest) -> dict:
-    """A runtime.profile report of the all-configurations bundle, latencies made up and unordered by MACs."""
+    """A runtime.profile report of the all-configurations bundle, latencies made up and unordered by MACs.
+
+    The full configuration (path 0) is made the slowest, so that however training
+    turned out it cannot be both the most accurate and the fastest, which would
+    leave a one-point frontier and nothing for a budget to choose.
+    """
     graphs = manifest.graphs
+    count = len(manifest.dispatch.paths)
     paths = {
-        p.name: {"macs": graphs[p.graph].macs, "median_ms": 1.0 + (7 * i % len(manifest.dispatch.paths)) / 10}
+        p.name: {"macs": graphs[p.graph].macs, "median_ms": 1.0 + ((7 * i + count - 1) % count) / 10}
         for i, p in enumerate(manifest.dispatch.paths)
     }
     return {

@@ -96,6 +96,7 @@ RECIPES = _recipes(
     Recipe(
         name="drnet-cifar10",
         family="drnet",
+        shortcut="zero-pad",  # He et al.'s CIFAR ResNet (option A), as the committed backbones (--init)
         dataset="cifar10",
         depth=20,
         # Sec. 4 (Experimental Settings): SGD with momentum 0.9, weight decay 1e-4, batch 256; pretraining 70 epochs at 0.1, / 10 every
@@ -150,7 +151,7 @@ RECIPES = _recipes(
             description=f"CIFAR-10, ResNet-{depth}, the paper's settings (gamma 10, alpha 0.8, its epochs and rates). "
             "Deviations: batch 256 in the curriculum (paper 2048) and in pretraining (He et al. 128)",
         )
-        for depth in (32, 110)
+        for depth in (20, 32, 56, 110)  # the paper's 32 and 110; 20 and 56 match the committed backbones
     ),
     Recipe(
         name="urnet-digits",
@@ -170,24 +171,27 @@ RECIPES = _recipes(
         description="scikit-learn digits, ResNet-14 (6 blocks); CPU, about two minutes. Deviations: direct-scale CGM, "
         "p 0.5 (paper 0.1), beta 10 (paper 2), S per sample (paper: per iteration)",
     ),
-    Recipe(
-        name="urnet-cifar10-resnet110",
-        family="urnet",
-        shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
-        dataset="cifar10",
-        depth=110,
-        # Implementation details: the CGMs alone for 100 epochs, then jointly for 400, the learning rate
-        # going from 1e-3 to 1e-5. The optimizer is not stated: Adam, and the steps at 50% and 75%, are ours.
-        phases={
-            "pretrain": Phase(
-                epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
-            ),
-            "gates": Phase(epochs=100, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="constant"),
-            "joint": Phase(epochs=400, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.5, 0.75)),
-        },
-        options=URNetOptions(reduction=2),  # the paper's CGM, p 0.1, beta 2, one S ~ U(0.2, 1) per iteration (Table 1)
-        description="CIFAR-10, ResNet-110 (54 blocks), the paper's settings: CGM reduction 2, p 0.1, beta 2, "
-        "S ~ U(0.2, 1) per iteration, 100 + 400 epochs from 1e-3 to 1e-5",
+    *(
+        Recipe(
+            name=f"urnet-cifar10-resnet{depth}",
+            family="urnet",
+            shortcut="zero-pad",  # parameter-free, as the official BlockDrop code
+            dataset="cifar10",
+            depth=depth,
+            # Implementation details: the CGMs alone for 100 epochs, then jointly for 400, the learning rate
+            # going from 1e-3 to 1e-5. The optimizer is not stated: Adam, and the steps at 50% and 75%, are ours.
+            phases={
+                "pretrain": Phase(
+                    epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
+                ),
+                "gates": Phase(epochs=100, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="constant"),
+                "joint": Phase(epochs=400, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.5, 0.75)),
+            },
+            options=URNetOptions(reduction=2),  # the paper's CGM, p 0.1, beta 2, one S ~ U(0.2, 1) per iteration (Table 1)
+            description=f"CIFAR-10, ResNet-{depth} ({3 * ((depth - 2) // 6)} blocks; the paper's is ResNet-110), the "
+            "paper's settings: CGM reduction 2, p 0.1, beta 2, S ~ U(0.2, 1) per iteration, 100 + 400 epochs from 1e-3 to 1e-5",
+        )
+        for depth in (20, 56, 110)  # the paper's 110; 20 and 56 match the committed backbones
     ),
     Recipe(
         name="resizable-digits",
@@ -207,6 +211,7 @@ RECIPES = _recipes(
         Recipe(
             name=f"resizable-cifar10-resnet{depth}",
             family="resizable",
+            shortcut="zero-pad",  # He et al.'s CIFAR ResNet (option A), as the committed backbones (--init)
             dataset="cifar10",
             depth=depth,
             # The paper has no CIFAR setting. A.1 trains resizable networks for twice the
@@ -225,6 +230,7 @@ RECIPES = _recipes(
     Recipe(
         name="resizable-cifar10-resnet20-aug",
         family="resizable",
+        shortcut="zero-pad",
         dataset="cifar10",
         depth=20,
         # Resizable-Aug (Sec. 3.4): the baseline's 160 epochs in all; the switch point is

@@ -1,0 +1,76 @@
+"""What the CIFAR-10 evidence scripts share: named runs from a pretrained backbone, resumable, and checked claims.
+
+A run is a family recipe at a stated budget, trained from a committed backbone
+(`--init`, the papers' protocol). Its checkpoint directory makes it resumable
+over sessions: a finished run is read back, an interrupted one resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.files import atomic_write
+from trainer.checkpoint import read_config
+from trainer.recipes import Recipe, get_recipe
+from trainer.resume import STATE_FILE
+from trainer.train import train
+
+__all__ = ["Run", "trained", "claim", "write_results", "DEFAULT_INIT", "RESULTS"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained model of the evidence: a recipe, its epochs at this budget, and what differs from the paper."""
+
+    name: str
+    recipe: str
+    epochs: dict[str, int | str]  # per phase; "blocks": one epoch per residual block (BlockDrop's curriculum)
+    lr: dict[str, float] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    deviations: tuple[str, ...] = ()
+    default: bool = True  # run unless --runs names others
+
+    def recipe_for(self, depth: int, epoch_scale: float = 1.0) -> Recipe:
+        """The recipe at this budget, on a backbone of `depth` (the pretrained one's). Unlisted phases are off."""
+        recipe = get_recipe(self.recipe)
+        blocks = 3 * ((depth - 2) // 6)
+        epochs = {name: blocks if count == "blocks" else count for name, count in self.epochs.items()}
+        phases = {
+            name: dataclasses.replace(
+                phase, epochs=max(1, round(epochs[name] * epoch_scale)) if name in epochs else 0,
+                lr=self.lr.get(name, phase.lr),
+            )
+            for name, phase in recipe.phases.items()
+        }
+        options = dataclasses.replace(recipe.options, **self.options)
+        return dataclasses.replace(recipe, name=f"{self.name}-cifar10", depth=depth, phases=phases, options=options)
+
+
+def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: int | None) -> tuple[dict, str]:
+    """The run's checkpoint config (with its metrics) and how it came about: trained, resumed, or read back."""
+    if (out / "config.json").is_file() and not (out / STATE_FILE).is_file():
+        return read_config(out), "read back"
+    resume = (out / STATE_FILE).is_file()
+    config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=resume)
+    return config, "resumed" if resume else "trained"
+
+
+def claim(text: str, holds: bool | None, evidence: str) -> dict:
+    return {"claim": text, "verdict": {True: "holds", False: "does not hold", None: "not measured"}[holds],
+            "evidence": evidence}
+
+
+def write_results(stem: str, command: str, results: dict, claims: list[dict], text: str) -> None:
+    """benchmarks/results/<stem>.{json,md}, each written atomically, and the verdicts printed."""
+    payload = json.dumps({"command": command, "results": results, "claims": claims}, indent=2)
+    atomic_write(RESULTS / f"{stem}.json", lambda path: Path(path).write_text(payload))
+    atomic_write(RESULTS / f"{stem}.md", lambda path: Path(path).write_text(text))
+    for verdict in claims:
+        print(f"{verdict['verdict']}: {verdict['claim']} ({verdict['evidence']})")
