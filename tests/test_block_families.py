@@ -258,6 +258,16 @@ def test_option_a_shortcut_pools_then_pads_with_zero_channels():
         cifar_resnet(20, num_classes=10, shortcut="c")
 
 
+def test_option_a_refuses_an_odd_map_by_name():
+    """Pooling rounds an odd side down where the strided conv rounds it up: a clear error, not a shape mismatch."""
+    from trainer.backbone import cifar_resnet
+
+    network = cifar_resnet(8, num_classes=10, shortcut="zero-pad").eval()
+    assert network(torch.randn(1, 3, 20, 20)).shape == (1, 10)
+    with pytest.raises(ValueError, match="halves a 9x9 map: option A backbones need inputs whose sides are multiples of 4"):
+        network(torch.randn(1, 3, 18, 18))
+
+
 @pytest.mark.parametrize("mean, k", [(3.0, 3), (3.01, 4), (2.5, 3), (5.999, 6)])
 def test_table_1_rounds_k_up(mean, k):
     assert blockdrop.blocks_kept(mean) == k

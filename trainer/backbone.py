@@ -42,6 +42,12 @@ class ZeroPadShortcut(nn.Module):
         self.stride, self.extra_channels = stride, planes - in_planes
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % self.stride or x.shape[-2] % self.stride:
+            # The strided conv beside it rounds up, the pooling down: name the cause instead of a shape mismatch.
+            raise ValueError(
+                f"the zero-pad shortcut halves a {x.shape[-2]}x{x.shape[-1]} map: option A backbones need inputs "
+                "whose sides are multiples of 4 (two downsamplings)"
+            )
         if self.stride > 1:
             x = F.avg_pool2d(x, self.stride)
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
