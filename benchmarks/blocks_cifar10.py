@@ -15,7 +15,6 @@ MACs are conv+linear multiply-accumulates per image, policy and gates included.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
 
-from benchmarks.evidence import DEFAULT_INIT, RESULTS, Run, claim, trained, write_results  # noqa: E402
+from benchmarks.evidence import RESULTS, Run, arguments, claim, summary, trained, write_results  # noqa: E402
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.plots import plot_metrics  # noqa: E402
 from trainer.pretrained import load_backbone  # noqa: E402
@@ -90,13 +89,8 @@ RUNS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--init", type=Path, default=DEFAULT_INIT)
+    parser = arguments(__doc__.splitlines()[0], "blocks_cifar10")
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=[r.name for r in RUNS.values() if r.default])
-    parser.add_argument("--subset", type=int, help="train on a fixed random subset (default: all 50,000 images)")
-    parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "blocks_cifar10")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
@@ -113,17 +107,8 @@ def main() -> int:
         config, how = trained(recipe, args.out / name, init=args.init, data_root=args.data_root, subset=args.subset)
         figures = plot_metrics(config["metrics"], RESULTS / f"blocks_cifar10_{name}")
         results[name] = {
-            "command": command,
-            "family": recipe.family,
-            "phases": config["training"]["phases"],
-            "options": config["model"]["options"],
-            "deviations": list(run.deviations),
-            "init": config["training"]["init"],
-            "train_images": config["training"]["train_images"],
-            "how": how,
-            "wall_time_s": config["training"]["wall_time_s"],
+            **summary(run, config, how, command),
             "this_invocation_s": round(time.perf_counter() - started),
-            "metrics": config["metrics"],
             "figures": [str(f.relative_to(ROOT)) for f in figures],
         }
         print(format_metrics(recipe.name, config["metrics"]), flush=True)

@@ -22,7 +22,6 @@ multiply-accumulates per image, the predictor included.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 from torch.utils.data import DataLoader  # noqa: E402
 
-from benchmarks.evidence import DEFAULT_INIT, Run, claim, trained, write_results  # noqa: E402
+from benchmarks.evidence import Run, arguments, claim, summary, trained, write_results  # noqa: E402
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_split  # noqa: E402
@@ -144,12 +143,7 @@ def report(command: str, result: dict, claims: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--init", type=Path, default=DEFAULT_INIT)
-    parser.add_argument("--subset", type=int, help="train on a fixed random subset (default: all 50,000 images)")
-    parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "drnet_cifar10")
+    parser = arguments(__doc__.splitlines()[0], "drnet_cifar10")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
@@ -160,12 +154,7 @@ def main() -> int:
     config, how = trained(recipe, out, init=args.init, data_root=args.data_root, subset=args.subset)
     metrics = config["metrics"]
     static = static_at_equal_macs(out, metrics["model"]["mean_macs"], args.data_root)
-    result = {
-        "command": command, "phases": config["training"]["phases"], "options": config["model"]["options"],
-        "deviations": list(RUN.deviations), "init": config["training"]["init"],
-        "train_images": config["training"]["train_images"], "how": how,
-        "wall_time_s": config["training"]["wall_time_s"], "metrics": metrics, "static_equal_macs": static,
-    }
+    result = {**summary(RUN, config, how, command), "static_equal_macs": static}
     claims = check_claims(metrics, static)
     print(format_metrics(recipe.name, metrics), flush=True)
     write_results("drnet_cifar10", command, {"drnet": result}, claims, report(command, result, claims))

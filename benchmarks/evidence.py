@@ -7,6 +7,7 @@ over sessions: a finished run is read back, an interrupted one resumes exactly.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
 from trainer.train import train
 
-__all__ = ["Run", "trained", "claim", "write_results", "DEFAULT_INIT", "RESULTS"]
+__all__ = ["Run", "arguments", "trained", "summary", "claim", "write_results", "DEFAULT_INIT", "RESULTS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,6 +54,17 @@ class Run:
         return dataclasses.replace(recipe, name=f"{self.name}-cifar10", depth=depth, phases=phases, options=options)
 
 
+def arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The options every evidence script takes; `out` names its directory under runs/."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    parser.add_argument("--init", type=Path, default=DEFAULT_INIT, help="the pretrained backbone (default: %(default)s)")
+    parser.add_argument("--subset", type=int, help="train on a fixed random subset (default: all 50,000 images)")
+    parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / out)
+    return parser
+
+
 def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: int | None) -> tuple[dict, str]:
     """The run's checkpoint config (with its metrics) and how it came about: trained, resumed, or read back."""
     if (out / "config.json").is_file() and not (out / STATE_FILE).is_file():
@@ -60,6 +72,17 @@ def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: i
     resume = (out / STATE_FILE).is_file()
     config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=resume)
     return config, "resumed" if resume else "trained"
+
+
+def summary(run: Run, config: dict, how: str, command: str) -> dict:
+    """What the results keep of a run: its settings, deviations, starting point, cost and metrics."""
+    training = config["training"]
+    return {
+        "command": command, "family": config["family"], "phases": training["phases"],
+        "options": config["model"]["options"], "deviations": list(run.deviations), "init": training["init"],
+        "train_images": training["train_images"], "how": how, "wall_time_s": training["wall_time_s"],
+        "metrics": config["metrics"],
+    }
 
 
 def claim(text: str, holds: bool | None, evidence: str) -> dict:

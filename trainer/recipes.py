@@ -61,6 +61,11 @@ class Recipe:
         return dataclasses.replace(self, phases=phases)
 
 
+# He et al. (2016), Sec. 4.2: the CIFAR ResNet's training, 64k iterations of batch 128 (164 epochs), SGD 0.1
+# divided by 10 at 50% and 75%, weight decay 1e-4. BlockDrop and URNet start from a ResNet trained so.
+HE_ET_AL_CIFAR = Phase(epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75))
+
+
 def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
     return {r.name: r for r in recipes}
 
@@ -140,9 +145,7 @@ RECIPES = _recipes(
             # Appendix (CIFAR): a pretrained ResNet (He et al.: SGD 0.1, / 10 at 50% and 75%, weight decay
             # 1e-4); curriculum 5000 epochs, Adam 1e-4; joint finetuning 1600 epochs at 1e-4, then 400 at 1e-5.
             phases={
-                "pretrain": Phase(
-                    epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
-                ),
+                "pretrain": HE_ET_AL_CIFAR,
                 "curriculum": Phase(epochs=5000, lr=1e-4, optimizer="adam", weight_decay=0.0, schedule="constant"),
                 "finetune": Phase(epochs=2000, lr=1e-4, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.8,)),
             },
@@ -181,9 +184,7 @@ RECIPES = _recipes(
             # Implementation details: the CGMs alone for 100 epochs, then jointly for 400, the learning rate
             # going from 1e-3 to 1e-5. The optimizer is not stated: Adam, and the steps at 50% and 75%, are ours.
             phases={
-                "pretrain": Phase(
-                    epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75)
-                ),
+                "pretrain": HE_ET_AL_CIFAR,
                 "gates": Phase(epochs=100, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="constant"),
                 "joint": Phase(epochs=400, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.5, 0.75)),
             },
