@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.switchable_bn import SwitchableBatchNorm2d
+from trainer.torchvision_backbones import PREFIX, torchvision_backbone
 
 __all__ = ["BasicBlock", "CifarResNet", "ZeroPadShortcut", "cifar_resnet", "backbone_from_config", "DEPTHS", "SHORTCUTS"]
 
@@ -138,9 +139,17 @@ def cifar_resnet(
     return CifarResNet(depth, num_classes, width=width, norm_layer=norm_layer, shortcut=shortcut)
 
 
-def backbone_from_config(model: dict, **options) -> CifarResNet:
-    """The backbone a checkpoint's model config describes; configs from before `shortcut` existed used projections."""
+def backbone_from_config(model: dict, *, bn_sets: int = 1) -> nn.Module:
+    """The backbone a model config describes: a CIFAR ResNet, or a torchvision network ("torchvision:<name>").
+
+    Configs from before `shortcut` existed used projections, and those from before `backbone` the CIFAR ResNet.
+    """
+    name = model.get("backbone", "cifar-resnet")
+    if name.startswith(PREFIX):
+        return torchvision_backbone(name.removeprefix(PREFIX), num_classes=model["num_classes"], bn_sets=bn_sets)
+    if name != "cifar-resnet":
+        raise ValueError(f"unknown backbone {name!r}: 'cifar-resnet' or '{PREFIX}<name>'")
     return cifar_resnet(
         model["depth"], num_classes=model["num_classes"], width=model["width"],
-        shortcut=model.get("shortcut", "projection"), **options,
+        shortcut=model.get("shortcut", "projection"), bn_sets=bn_sets,
     )

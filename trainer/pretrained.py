@@ -67,9 +67,20 @@ def save_backbone(weights: str | Path, backbone: nn.Module, record: BackboneReco
     return record
 
 
-def load_backbone(weights: str | Path) -> tuple[dict[str, Tensor], BackboneRecord]:
-    """The state dict and its record, once the weights' sha256 matches the record's."""
+def load_backbone(weights: str | Path) -> tuple[dict[str, Tensor], BackboneRecord | None]:
+    """The state dict and its record, once the weights' sha256 matches the record's.
+
+    A `.pth` or `.pt` file is a torchvision state dict (e.g. ImageNet weights
+    saved from torchvision.models): read with `weights_only=True`, no record.
+    """
     weights = Path(weights)
+    if weights.suffix in (".pth", ".pt"):
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: missing")
+        try:
+            return torch.load(weights, map_location="cpu", weights_only=True), None
+        except Exception as error:  # a pickle that needs code to load, or a damaged file
+            raise ValueError(f"{weights}: not a state dict of tensors ({error})") from None
     record_file = record_path(weights)
     for path in (weights, record_file):
         if not path.is_file():

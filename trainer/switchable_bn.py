@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-__all__ = ["SwitchableBatchNorm2d", "use_bn_set", "freeze_bn_set", "freeze_active_bn_sets"]
+__all__ = ["SwitchableBatchNorm2d", "make_switchable", "use_bn_set", "freeze_bn_set", "freeze_active_bn_sets"]
 
 
 class SwitchableBatchNorm2d(nn.Module):
@@ -26,6 +26,21 @@ class SwitchableBatchNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.sets[self.active](x)
+
+
+def make_switchable(model: nn.Module, num_sets: int) -> nn.Module:
+    """Replace every BatchNorm2d of `model` in place by a switchable one whose sets all start as copies of it.
+
+    For networks built by others (torchvision's): their pretrained statistics
+    and affine weights become every set's starting point.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.BatchNorm2d:
+                switchable = SwitchableBatchNorm2d(child.num_features, num_sets)
+                switchable.sets = nn.ModuleList(copy.deepcopy(child) for _ in range(num_sets))
+                setattr(module, name, switchable)
+    return model
 
 
 def _switchables(model: nn.Module) -> list[SwitchableBatchNorm2d]:

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from runtime.files import sha256_of
+from trainer.backbone import backbone_from_config
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo, load_split
 from trainer.evaluate import evaluate_model
-from trainer.backbone import backbone_from_config
 from trainer.families import get_family
 from trainer.loop import pretrain_backbone
 from trainer.pretrained import (
@@ -61,13 +62,16 @@ def train(
     skipped. A plain backbone recipe writes `<out>/<recipe>.safetensors` and
     its record, and returns the record; `command` is written into it.
     """
-    if recipe.backbone != "cifar-resnet":
-        raise ValueError(f"recipe {recipe.name} needs the {recipe.backbone} backbone, which is not built yet")
+    backbones = get_family(recipe.family).backbones if recipe.family else ("cifar-resnet",)
+    if recipe.backbone not in backbones:
+        raise ValueError(f"recipe {recipe.name}: the {recipe.backbone} backbone is not supported yet; "
+                         f"{recipe.family or 'a plain backbone recipe'} runs on {', '.join(backbones)}")
     if recipe.family is None and init is not None:
         raise ValueError(f"recipe {recipe.name} trains a backbone from scratch; --init is for the family recipes")
     torch.manual_seed(seed)
     loader, info = training_loader(recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed)
     model_config = {
+        "backbone": recipe.backbone,
         "depth": recipe.depth,
         "width": recipe.width,
         "shortcut": recipe.shortcut,
@@ -91,12 +95,14 @@ def train(
     model = family.build(model_config)
     if init is not None:
         state, record = load_backbone(init)
-        check_architecture(record, model_config, init)
+        if record is not None:
+            check_architecture(record, model_config, init)
         initialize_backbone(model.backbone, state, init)
         recipe = recipe.without(family.init_skips)
         training["phases"] = {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()}
-        training["init"] = {"weights": str(init), "sha256": record.sha256, "recipe": record.recipe,
-                            "test_accuracy": record.test_accuracy, "skipped_phases": list(family.init_skips)}
+        training["init"] = {"weights": str(init), "sha256": sha256_of(Path(init)), "skipped_phases": list(family.init_skips)}
+        if record is not None:
+            training["init"].update(recipe=record.recipe, test_accuracy=record.test_accuracy)
     model = model.to(device, memory_format=torch.channels_last)
     run.keep("model", model)
 

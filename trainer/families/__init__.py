@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trainer.families import blockdrop, drnet, resizable, urnet
+from trainer.torchvision_backbones import PREFIX, TORCHVISION_BACKBONES
 
 __all__ = ["Family", "FAMILIES", "get_family"]
 
@@ -29,6 +30,8 @@ class Family:
     # Phases that train the plain backbone from scratch, which a pretrained one (--init) stands in for.
     # DRNet's multi-resolution pretraining and Resizable's supernet phase start from it instead.
     init_skips: tuple[str, ...] = ()
+    # The backbones its model and split are written for: "cifar-resnet", or "torchvision:<name>".
+    backbones: tuple[str, ...] = ("cifar-resnet",)
     build_extra: Callable | None = None  # (model config, name) -> companion network
     plot: Callable | None = None  # (metrics, directory) -> [written PNG paths]
 
@@ -36,7 +39,7 @@ class Family:
 FAMILIES = {
     "drnet": Family(
         "drnet", drnet.DRNet, drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune"),
-        split="exporter.splits.drnet",
+        split="exporter.splits.drnet", backbones=("cifar-resnet", *(PREFIX + name for name in TORCHVISION_BACKBONES)),
     ),
     "blockdrop": Family(
         "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,

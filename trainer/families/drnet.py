@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
+from trainer.backbone import backbone_from_config, cifar_resnet
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
 from trainer.resume import TrainingRun
 from trainer.switchable_bn import use_bn_set
+from trainer.torchvision_backbones import PREFIX, resnet10
 
 __all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix"]
 
@@ -27,7 +28,7 @@ __all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "r
 @dataclass(frozen=True)
 class DRNetOptions:
     resolutions: tuple[int, ...] = (32, 24, 16)
-    predictor_depth: int = 8
+    predictor_depth: int = 8  # the CIFAR ResNet predictor; on torchvision backbones it is the paper's ResNet-10
     predictor_width: int = 8
     predictor_resolution: int = 16
     macs_target: float = 0.5  # alpha, as a fraction of the full-resolution backbone's MACs
@@ -42,7 +43,7 @@ def flops_loss(expected_macs: Tensor, target: float, c_max: float, c_min: float)
 
 
 class DRNet(nn.Module):
-    def __init__(self, backbone: CifarResNet, predictor: CifarResNet, options: DRNetOptions) -> None:
+    def __init__(self, backbone: nn.Module, predictor: nn.Module, options: DRNetOptions) -> None:
         super().__init__()
         self.backbone = backbone
         self.predictor = predictor
@@ -112,9 +113,12 @@ class DRNet(nn.Module):
 def build(model: dict) -> DRNet:
     options = DRNetOptions(**{**model["options"], "resolutions": tuple(model["options"]["resolutions"])})
     backbone = backbone_from_config(model, bn_sets=len(options.resolutions))
-    predictor = cifar_resnet(
-        options.predictor_depth, num_classes=len(options.resolutions), width=options.predictor_width
-    )
+    if model.get("backbone", "cifar-resnet").startswith(PREFIX):
+        predictor = resnet10(num_classes=len(options.resolutions))  # the paper's ImageNet predictor (Sec. 4.1)
+    else:
+        predictor = cifar_resnet(
+            options.predictor_depth, num_classes=len(options.resolutions), width=options.predictor_width
+        )
     return DRNet(backbone, predictor, options)
 
 

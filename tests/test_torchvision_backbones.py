@@ -1,0 +1,94 @@
+"""torchvision backbones: MACs as the references, BN sets converted in place, local weights into every set, DRNet on them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torchvision import models
+
+import exporter
+from trainer.backbone import backbone_from_config
+from trainer.macs import count_macs
+from trainer.pretrained import initialize_backbone, load_backbone
+from trainer.recipes import get_recipe
+from trainer.switchable_bn import SwitchableBatchNorm2d, use_bn_set
+from trainer.torchvision_backbones import resnet10, torchvision_backbone
+from trainer.train import train
+
+
+def gmacs(network: torch.nn.Module, side: int = 224) -> float:
+    return count_macs(network.eval(), torch.zeros(1, 3, side, side)) / 1e9
+
+
+@pytest.mark.parametrize("name, reference", [("resnet50", 4.09), ("resnet101", 7.80), ("mobilenet_v2", 0.3008)])
+def test_macs_match_the_published_references(name, reference):
+    """Conv + linear multiply-accumulates at 224 (torchvision's model cards: 4.09, 7.80 and 0.30 GMACs)."""
+    assert gmacs(torchvision_backbone(name, num_classes=1000)) == pytest.approx(reference, abs=0.005)
+
+
+def test_the_drnet_predictor_costs_what_the_paper_says():
+    """Sec. 4.1: a 4-stage, one-block-per-stage ResNet at 128 px, about 300 M FLOPs (7% of ResNet-50)."""
+    predictor = gmacs(resnet10(num_classes=3), 128)
+    assert predictor == pytest.approx(0.30, abs=0.02)
+    assert predictor / gmacs(torchvision_backbone("resnet50", num_classes=1000)) == pytest.approx(0.07, abs=0.01)
+
+
+def test_every_batchnorm_becomes_a_switchable_set_starting_from_it():
+    torch.manual_seed(0)
+    plain = models.mobilenet_v2(num_classes=10)
+    for bn in (m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+    switchable = torchvision_backbone("mobilenet_v2", num_classes=10, bn_sets=3)
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in switchable.modules() if not _in_a_set(switchable, m))
+    count = sum(isinstance(m, SwitchableBatchNorm2d) for m in switchable.modules())
+    assert count == sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    initialize_backbone(switchable, plain.state_dict(), "plain")
+    x = torch.randn(2, 3, 64, 64)
+    expected = plain.eval()(x)
+    for index in range(3):
+        with use_bn_set(switchable.eval(), index):
+            torch.testing.assert_close(switchable(x), expected)
+
+
+def _in_a_set(network, module) -> bool:
+    return any(module is s for m in network.modules() if isinstance(m, SwitchableBatchNorm2d) for s in m.sets)
+
+
+def test_torchvision_weights_load_from_a_local_file_without_code(tmp_path):
+    torch.manual_seed(1)
+    weights = tmp_path / "resnet50.pth"
+    torch.save(models.resnet50(num_classes=10).state_dict(), weights)
+    state, record = load_backbone(weights)
+    assert record is None
+    drnet_backbone = backbone_from_config({"backbone": "torchvision:resnet50", "num_classes": 10}, bn_sets=3)
+    initialize_backbone(drnet_backbone, state, weights)
+    assert torch.equal(drnet_backbone.state_dict()["layer1.0.bn1.sets.2.running_var"], state["layer1.0.bn1.running_var"])
+
+    pickled = tmp_path / "object.pth"
+    torch.save({"model": models.resnet50(num_classes=10)}, pickled)  # a whole module: loading it would run code
+    with pytest.raises(ValueError, match="object.pth: not a state dict of tensors"):
+        load_backbone(pickled)
+
+
+@pytest.mark.parametrize("backbone", ["torchvision:resnet50", "torchvision:mobilenet_v2"])
+def test_drnet_on_a_torchvision_backbone_exports_with_parity(backbone, tmp_path):
+    """DRNet on digits at 32/24/16 px: an epoch of 64 images per phase, then every graph matches eager on ONNX.
+
+    A small learning rate keeps a 1000-class-sized network's logits in a range where 1e-4 means something.
+    """
+    recipe = get_recipe("drnet-digits")
+    phases = {name: dataclasses.replace(phase, epochs=1, lr=1e-3) for name, phase in recipe.phases.items()}
+    recipe = dataclasses.replace(recipe, backbone=backbone, phases=phases)
+    config = train(recipe, tmp_path / "ckpt", subset=64, test_subset=32)
+    assert config["model"]["backbone"] == backbone
+    report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", samples=16)
+    assert report.parity.path_mismatches == 0 and report.parity.max_abs_diff <= report.parity.tolerance
+    assert [p.name for p in report.manifest.dispatch.paths] == ["res32", "res24", "res16"]
+
+
+def test_families_not_yet_on_torchvision_refuse_by_name(tmp_path):
+    recipe = dataclasses.replace(get_recipe("urnet-digits"), backbone="torchvision:resnet101")
+    with pytest.raises(ValueError, match="the torchvision:resnet101 backbone is not supported yet; urnet runs on cifar-resnet"):
+        train(recipe, tmp_path / "run", subset=64)
