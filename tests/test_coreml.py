@@ -105,15 +105,31 @@ def test_every_graph_is_a_function_with_its_tensors(coreml_bundle, bundle_packag
     functions = {f.name: f for f in spec.description.functions}
     assert set(functions) == set(manifest.graphs) == set(spec.mlProgram.functions)
     for name, graph in manifest.graphs.items():
-        # Inputs: per-sample shapes after a batch axis ranging over 1..max_batch, whose default is 1.
+        # Inputs: per-sample shapes after a batch axis whose default is 1.
         inputs = [(t.name, tuple(t.type.multiArrayType.shape), t.type.multiArrayType.dataType) for t in functions[name].input]
         assert inputs == [(s.name, (1, *s.shape), FLOAT32) for s in graph.inputs], name
-        for declared in functions[name].input:
-            ranges = declared.type.multiArrayType.shapeRange.sizeRanges
-            assert ((ranges[0].lowerBound, ranges[0].upperBound) if ranges else (1, 1)) == (1, manifest.max_batch)
+        # DRNet's functions take one image each: fixed shapes only, one per enumerated batch size, so that
+        # each can run on the Neural Engine (a RangeDim runs there at its default shape only).
+        (image,) = functions[name].input
+        array = image.type.multiArrayType
+        assert not array.shapeRange.sizeRanges, name
+        sizes = coreml_backend.enumerated_batches(manifest.max_batch)
+        assert len(sizes) > 1 and [tuple(s.shape) for s in array.enumeratedShapes.shapes] == [
+            (b, *graph.inputs[0].shape) for b in sizes
+        ], name
         # Outputs: their shapes follow the batch, so the spec leaves them open.
         outputs = [(t.name, t.type.multiArrayType.dataType) for t in functions[name].output]
         assert outputs == [(s.name, FLOAT32) for s in graph.outputs], name
+
+
+@pytest.mark.parametrize("max_batch, sizes", [(1, (1,)), (4, (1, 2, 4)), (6, (1, 2, 4, 6)), (32, (1, 2, 4, 8, 16, 32))])
+def test_enumerated_batches(max_batch, sizes):
+    assert coreml_backend.enumerated_batches(max_batch) == sizes
+
+
+@pytest.mark.parametrize("count, parts", [(7, [4, 2, 1]), (6, [6]), (5, [4, 1]), (1, [1])])
+def test_a_batch_splits_into_compiled_sizes(count, parts):
+    assert coreml_backend.split_batch(count, coreml_backend.enumerated_batches(6 if count == 6 else 4)) == parts
 
 
 def test_conv_weights_are_stored_once(bundle_package, full_fp16):

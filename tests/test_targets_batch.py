@@ -205,7 +205,8 @@ def test_tensorrt_check_accepts_a_symbolic_batch_only():
 # --- Core ML -------------------------------------------------------------------------------------
 
 
-def test_coreml_inputs_range_over_the_batch(tmp_path):
+def test_coreml_inputs_enumerate_or_range_over_the_batch(tmp_path):
+    """One input: enumerated batch sizes (each Neural Engine eligible); several: a range, as Core ML allows."""
     ct = pytest.importorskip("coremltools")
     from exporter.targets import coreml as coreml_target
 
@@ -215,8 +216,15 @@ def test_coreml_inputs_range_over_the_batch(tmp_path):
     spec = ct.utils.load_spec(str(tmp_path / "unzipped" / coreml_target.PACKAGE))
     functions = {f.name: f for f in spec.description.functions}
     assert set(functions) == set(written.placement) == {"net", "gated"}
+    sizes = coreml_target.enumerated_batches(MAX_BATCH)
+    assert [len(g.example_inputs) for g in graphs()] == [1, 2], "one graph of each kind"
     for graph in graphs():
         for declared, example in zip(functions[graph.name].input, graph.example_inputs, strict=True):
-            ranges = [(r.lowerBound, r.upperBound) for r in declared.type.multiArrayType.shapeRange.sizeRanges]
-            assert ranges == [(1, MAX_BATCH), *((d, d) for d in example.shape[1:])], (graph.name, declared.name)
-            assert tuple(declared.type.multiArrayType.shape) == tuple(example.shape)  # the default batch is 1
+            array = declared.type.multiArrayType
+            ranges = [(r.lowerBound, r.upperBound) for r in array.shapeRange.sizeRanges]
+            enumerated = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
+            if len(graph.example_inputs) == 1:
+                assert not ranges and enumerated == [(b, *example.shape[1:]) for b in sizes], graph.name
+            else:
+                assert not enumerated and ranges == [(1, MAX_BATCH), *((d, d) for d in example.shape[1:])], graph.name
+            assert tuple(array.shape) == tuple(example.shape)  # the default batch is 1

@@ -13,8 +13,13 @@ sorted, fixed timestamps, and the package's item identifiers derived from
 their paths rather than random, so that exporting the same model twice gives
 the same bytes. Unzipped, it is `model.mlpackage/`.
 
-Every input's first axis is the batch, a `ct.RangeDim` from 1 to `max_batch`
-(default 1), exported from torch with the matching dynamic dim.
+Every input's first axis is the batch, exported from torch as a dynamic dim
+from 1 to `max_batch`. A single-input function (the predictor, every DRNet and
+Resizable path) enumerates its batch sizes (runtime.backends.coreml.enumerated_batches),
+so each compiled shape can run on the Neural Engine; the runtime splits other
+batch sizes into those. Functions with several inputs take a `ct.RangeDim`
+(default 1), since Core ML enumerates shapes for one input only: the Neural
+Engine runs them at batch 1.
 
     from exporter.targets import coreml
     written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"), max_batch=8)
@@ -42,6 +47,7 @@ from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
 from exporter.targets import Written
 from exporter.targets.batch import batched_example
+from runtime.backends.coreml import enumerated_batches
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
 
@@ -110,8 +116,9 @@ def _convert(graph: ExportGraph, precision: str, max_batch: int) -> ct.models.ML
     pipeline.remove_passes(CONV_FUSIONS)
     # Tensors cross the bundle boundary as float32 whatever the compute precision;
     # left implicit, an fp16 program would take and return fp16.
+    enumerate_batches = len(graph.example_inputs) == 1
     inputs = [
-        ct.TensorType(name=name, shape=_batched_shape(x, max_batch), dtype=np.float32)
+        ct.TensorType(name=name, shape=_batched_shape(x, max_batch, enumerate_batches), dtype=np.float32)
         for name, x in zip(graph.input_names, graph.example_inputs)
     ]
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in graph.output_names]
@@ -128,11 +135,16 @@ def _convert(graph: ExportGraph, precision: str, max_batch: int) -> ct.models.ML
         )
 
 
-def _batched_shape(example: Tensor, max_batch: int) -> ct.Shape | tuple[int, ...]:
-    """`example`'s shape with its batch axis ranging over 1..max_batch; static at `max_batch` 1."""
+def _batched_shape(
+    example: Tensor, max_batch: int, enumerate_batches: bool
+) -> ct.Shape | ct.EnumeratedShapes | tuple[int, ...]:
+    """`example`'s shape with its batch axis over 1..max_batch: enumerated sizes, or a range; static at 1."""
+    rest = tuple(example.shape[1:])
     if max_batch == 1:
-        return tuple(example.shape)
-    return ct.Shape((ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1), *example.shape[1:]))
+        return (1, *rest)
+    if enumerate_batches:
+        return ct.EnumeratedShapes(shapes=[(b, *rest) for b in enumerated_batches(max_batch)], default=(1, *rest))
+    return ct.Shape((ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1), *rest))
 
 
 def stable_identifiers(package: Path) -> None:

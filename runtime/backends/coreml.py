@@ -21,7 +21,7 @@ from runtime.devices import Device
 from runtime.files import atomic_directory
 from runtime.manifest import BundleError, Graph, Manifest
 
-__all__ = ["CoreMLBackend", "default_cache", "unpack", "create"]
+__all__ = ["CoreMLBackend", "default_cache", "unpack", "create", "enumerated_batches", "split_batch"]
 
 ARCHIVE_SUFFIX = ".zip"
 
@@ -45,6 +45,31 @@ def unpack(archive: Path, sha256: str, cache: Path) -> Path:
     return package
 
 
+def enumerated_batches(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes a single-input function is compiled for: powers of two below `max_batch`, and `max_batch`.
+
+    Enumerated shapes, unlike a range, keep every one of them eligible for the
+    Neural Engine; a range runs there only at its default shape. The exporter
+    and this backend both derive the sizes from the manifest's `max_batch`.
+    """
+    sizes = {max_batch}
+    size = 1
+    while size < max_batch:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+def split_batch(count: int, sizes: Sequence[int]) -> list[int]:
+    """`count` as a sum of allowed `sizes`, largest first (`sizes` holds 1, so greedy always ends)."""
+    parts = []
+    for size in sorted(sizes, reverse=True):
+        while count >= size:
+            parts.append(size)
+            count -= size
+    return parts
+
+
 class CoreMLBackend:
     name = "coreml"
 
@@ -65,10 +90,20 @@ class CoreMLBackend:
         )
         inputs = [spec.name for spec in graph.inputs]
         outputs = [spec.name for spec in graph.outputs]
+        sizes = enumerated_batches(manifest.max_batch) if len(inputs) == 1 else None  # else a batch range
 
-        def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        def predict(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
             predicted = model.predict(dict(zip(inputs, arrays)))
             return [predicted[name] for name in outputs]
+
+        def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            if sizes is None or len(arrays[0]) in sizes:
+                return predict(arrays)
+            parts, start = [], 0
+            for size in split_batch(len(arrays[0]), sizes):
+                parts.append(predict([a[start : start + size] for a in arrays]))
+                start += size
+            return [np.concatenate(chunks) for chunks in zip(*parts)]
 
         return run
 
