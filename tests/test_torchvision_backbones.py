@@ -89,6 +89,45 @@ def test_drnet_on_a_torchvision_backbone_exports_with_parity(backbone, tmp_path)
 
 
 def test_families_not_yet_on_torchvision_refuse_by_name(tmp_path):
-    recipe = dataclasses.replace(get_recipe("urnet-digits"), backbone="torchvision:resnet101")
-    with pytest.raises(ValueError, match="the torchvision:resnet101 backbone is not supported yet; urnet runs on cifar-resnet"):
+    recipe = dataclasses.replace(get_recipe("resizable-digits"), backbone="torchvision:resnet50")
+    with pytest.raises(ValueError, match="the torchvision:resnet50 backbone is not supported yet; resizable runs on cifar-resnet"):
         train(recipe, tmp_path / "run", subset=64)
+
+
+def test_the_block_layout_is_the_same_network_with_torchvision_names_mapped():
+    torch.manual_seed(2)
+    network = models.resnet50(num_classes=10).eval()
+    laid_out = backbone_from_config({"backbone": "torchvision:resnet50", "num_classes": 10}, block_layout=True)
+    laid_out.load_state_dict(laid_out.from_torchvision_names(network.state_dict()))  # strict: every name maps
+    assert [len(stage) for stage in laid_out.stages] == [3, 4, 6, 3]
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(laid_out.eval()(x), network(x), rtol=0, atol=0)
+    projection = laid_out.blocks[laid_out.stages[1][0]]
+    torch.testing.assert_close(projection.shortcut(torch.ones(1, 256, 8, 8)).shape, torch.Size([1, 512, 4, 4]))
+    with pytest.raises(ValueError, match="mobilenet_v2 has no residual blocks to run or skip"):
+        backbone_from_config({"backbone": "torchvision:mobilenet_v2", "num_classes": 10}, block_layout=True)
+
+
+def test_the_block_families_cost_what_the_papers_say_on_resnet101():
+    """BlockDrop's policy (ResNet-10 at 112 px) is 3.0% of ResNet-101; URNet's CGMs (r = 16) about 0.08%."""
+    from trainer.families import blockdrop, urnet
+
+    config = {"backbone": "torchvision:resnet101", "depth": 101, "num_classes": 1000}
+    bd = blockdrop.build({**config, "options": dataclasses.asdict(get_recipe("blockdrop-imagenet-resnet101").options)})
+    assert bd.num_blocks == 33 and bd.costs.full / 1e9 == pytest.approx(7.80, abs=0.01)
+    assert bd.policy_macs / bd.costs.full == pytest.approx(0.030, abs=0.003)
+    ur = urnet.build({**config, "options": dataclasses.asdict(get_recipe("urnet-imagenet-resnet101").options)})
+    assert ur.gate_macs / ur.costs.full < 0.001
+
+
+@pytest.mark.parametrize("recipe_name", ["blockdrop-digits", "urnet-digits"])
+def test_block_families_on_a_torchvision_resnet_export_with_parity(recipe_name, tmp_path):
+    """BlockDrop and URNet on ResNet-50 (16 bottleneck blocks) at 32 px: trained briefly, every path matches eager."""
+    recipe = get_recipe(recipe_name)
+    phases = {name: dataclasses.replace(phase, epochs=1, lr=1e-3) for name, phase in recipe.phases.items()}
+    recipe = dataclasses.replace(recipe, backbone="torchvision:resnet50", depth=50, phases=phases)
+    torch.manual_seed(0)
+    config = train(recipe, tmp_path / "ckpt", subset=64, test_subset=32)
+    assert config["metrics"]["num_blocks"] == 16
+    report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", samples=16)
+    assert report.parity.path_mismatches == 0 and report.parity.max_abs_diff <= report.parity.tolerance

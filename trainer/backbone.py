@@ -12,9 +12,10 @@ from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.resnet import ResNet
 
 from trainer.switchable_bn import SwitchableBatchNorm2d
-from trainer.torchvision_backbones import PREFIX, torchvision_backbone
+from trainer.torchvision_backbones import PREFIX, ResNetBlocks, torchvision_backbone
 
 __all__ = ["BasicBlock", "CifarResNet", "ZeroPadShortcut", "cifar_resnet", "backbone_from_config", "DEPTHS", "SHORTCUTS"]
 
@@ -139,14 +140,21 @@ def cifar_resnet(
     return CifarResNet(depth, num_classes, width=width, norm_layer=norm_layer, shortcut=shortcut)
 
 
-def backbone_from_config(model: dict, *, bn_sets: int = 1) -> nn.Module:
+def backbone_from_config(model: dict, *, bn_sets: int = 1, block_layout: bool = False) -> nn.Module:
     """The backbone a model config describes: a CIFAR ResNet, or a torchvision network ("torchvision:<name>").
 
-    Configs from before `shortcut` existed used projections, and those from before `backbone` the CIFAR ResNet.
+    `block_layout`: a torchvision ResNet as stem, flat blocks and head (ResNetBlocks), for the families
+    that skip blocks; the CIFAR ResNet is laid out so already. Configs from before `shortcut` existed
+    used projections, and those from before `backbone` the CIFAR ResNet.
     """
     name = model.get("backbone", "cifar-resnet")
     if name.startswith(PREFIX):
-        return torchvision_backbone(name.removeprefix(PREFIX), num_classes=model["num_classes"], bn_sets=bn_sets)
+        network = torchvision_backbone(name.removeprefix(PREFIX), num_classes=model["num_classes"], bn_sets=bn_sets)
+        if not block_layout:
+            return network
+        if not isinstance(network, ResNet):
+            raise ValueError(f"{name} has no residual blocks to run or skip; the block families take a ResNet")
+        return ResNetBlocks(network)
     if name != "cifar-resnet":
         raise ValueError(f"unknown backbone {name!r}: 'cifar-resnet' or '{PREFIX}<name>'")
     return cifar_resnet(

@@ -97,6 +97,8 @@ def train(
         state, record = load_backbone(init)
         if record is not None:
             check_architecture(record, model_config, init)
+        elif hasattr(model.backbone, "from_torchvision_names"):  # torchvision's names, laid out as blocks
+            state = model.backbone.from_torchvision_names(state)
         initialize_backbone(model.backbone, state, init)
         recipe = recipe.without(family.init_skips)
         training["phases"] = {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()}

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from trainer.families import blockdrop, drnet, resizable, urnet
 from trainer.torchvision_backbones import PREFIX, TORCHVISION_BACKBONES
 
+TORCHVISION_RESNETS = tuple(PREFIX + name for name in TORCHVISION_BACKBONES if name.startswith("resnet"))
+
 __all__ = ["Family", "FAMILIES", "get_family"]
 
 
@@ -44,11 +46,12 @@ FAMILIES = {
     "blockdrop": Family(
         "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,
         ("pretrain", "curriculum", "finetune"), split="exporter.splits.blockdrop", build_extra=blockdrop.build_extra,
-        init_skips=("pretrain",),
+        init_skips=("pretrain",), backbones=("cifar-resnet", *TORCHVISION_RESNETS),
     ),
     "urnet": Family(
         "urnet", urnet.URNet, urnet.URNetOptions, urnet.build, urnet.fit, urnet.evaluate, ("pretrain", "gates", "joint"),
         split="exporter.splits.urnet", build_extra=urnet.build_extra, init_skips=("pretrain",),
+        backbones=("cifar-resnet", *TORCHVISION_RESNETS),
     ),
     "resizable": Family(
         "resizable", resizable.ResizableNetwork, resizable.ResizableOptions, resizable.build, resizable.fit,

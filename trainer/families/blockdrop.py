@@ -21,6 +21,7 @@ from torch.distributions import Bernoulli
 from torch.utils.data import DataLoader
 
 from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
+from trainer.torchvision_backbones import PREFIX, resnet10
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.loop import pretrain_backbone, train_phase
@@ -120,15 +121,18 @@ class BlockDrop(nn.Module):
 
 
 def build(model: dict) -> BlockDrop:
-    return BlockDrop(backbone_from_config(model), build_extra(model, "curriculum_policy"), BlockDropOptions(**model["options"]))
+    return BlockDrop(build_extra(model, "pretrained"), build_extra(model, "curriculum_policy"), BlockDropOptions(**model["options"]))
 
 
-def build_extra(model: dict, name: str) -> CifarResNet:
+def build_extra(model: dict, name: str) -> nn.Module:
     """Table 1's companions: the pretrained ResNet, the policy after the curriculum alone, each baseline fine-tuned."""
-    if name == "curriculum_policy":
-        options = BlockDropOptions(**model["options"])
-        return cifar_resnet(options.policy_depth, num_classes=(model["depth"] - 2) // 2, width=options.policy_width)
-    return backbone_from_config(model)
+    backbone = backbone_from_config(model, block_layout=True)
+    if name != "curriculum_policy":
+        return backbone
+    options = BlockDropOptions(**model["options"])
+    if model.get("backbone", "cifar-resnet").startswith(PREFIX):
+        return resnet10(num_classes=len(backbone.blocks))  # the paper's ImageNet policy, on a downsampled input
+    return cifar_resnet(options.policy_depth, num_classes=len(backbone.blocks), width=options.policy_width)
 
 
 def blocks_kept(mean_blocks: float) -> int:

@@ -199,9 +199,9 @@ def build(model: dict) -> URNet:
     return URNet(build_extra(model, "backbone"), options)
 
 
-def build_extra(model: dict, name: str) -> CifarResNet:
+def build_extra(model: dict, name: str) -> nn.Module:
     """The baselines are plain ResNets of the same architecture."""
-    return backbone_from_config(model)
+    return backbone_from_config(model, block_layout=True)
 
 
 def random_drop_mask(samples: int, blocks: int, keep: float, generator: torch.Generator) -> Tensor:
