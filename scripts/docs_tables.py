@@ -43,8 +43,9 @@ def tables() -> dict[str, str]:
              for r in RULES.values()],
         ),
         "families": _table(
-            ("family", "trainer module", "split", "training phases"),
-            [(f"`{f.name}`", f"`trainer/families/{f.name}.py`", f"`{f.split.replace('.', '/')}.py`", ", ".join(f.phases))
+            ("family", "trainer module", "split", "training phases", "backbones", "--init skips"),
+            [(f"`{f.name}`", f"`trainer/families/{f.name}.py`", f"`{f.split.replace('.', '/')}.py`", ", ".join(f.phases),
+              ", ".join(f"`{b}`" for b in f.backbones), ", ".join(f.init_skips) or "nothing")
              for f in FAMILIES.values()],
         ),
         "backends": _table(
