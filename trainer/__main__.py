@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, metavar="WEIGHTS",
                         help="start from a plain backbone (.safetensors from a resnet-<dataset>-<depth> recipe, "
                         "e.g. benchmarks/weights/); the phases it stands in for are skipped")
+    parser.add_argument("--compile", action="store_true", help="run the backbone through torch.compile")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR exactly")
     args = parser.parse_args(argv)
     if args.resume is not None:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or Path("runs") / recipe.name)
     if not args.resume:
-        command = {key: getattr(args, key) for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every")}
+        command = {key: getattr(args, key) for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every", "compile")}
         for key in ("data_root", "init"):
             command[key] = str(getattr(args, key)) if getattr(args, key) else None
         atomic_write(out / RUN_FILE, lambda path: Path(path).write_text(json.dumps(command, indent=2)))
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(
             recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed,
             checkpoint_every=args.checkpoint_every, resume=bool(args.resume), init=args.init,
-            command=command_line(args, out),
+            command=command_line(args, out), torch_compile=args.compile,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
@@ -92,7 +93,7 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
                         ("--init", args.init)):
         if value is not None:
             words.append(f"{flag} {value}")
-    return " ".join(words)
+    return " ".join(words + (["--compile"] if args.compile else []))
 
 
 if __name__ == "__main__":

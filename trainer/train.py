@@ -21,22 +21,34 @@ from trainer.pretrained import (
 from trainer.recipes import Recipe
 from trainer.resume import TrainingRun
 
-__all__ = ["train", "training_loader"]
+__all__ = ["train", "training_loader", "compile_backbone"]
 
 
 def training_loader(
-    dataset: str, batch_size: int, *, data_root=None, subset: int | None = None, seed: int = 0
+    dataset: str, batch_size: int, *, data_root=None, subset: int | None = None, seed: int = 0,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, DataInfo]:
     """The shuffled, augmented training split every family trains on.
 
     No data workers: the images are in memory and augmented a batch at a time
-    (trainer.data), so both cores go to the model.
+    (trainer.data), so both cores go to the model. `pin_memory` for CUDA.
     """
     train_set, info = load_split(dataset, "train", data_root=data_root, augment=True, subset=subset)
     loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
+        train_set, batch_size=batch_size, shuffle=True, drop_last=True, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, info
+
+
+def compile_backbone(backbone: torch.nn.Module) -> None:
+    """torch.compile where the time goes: the backbone, and each of its blocks, which the block families call one by one.
+
+    In place (nn.Module.compile), so state-dict names stay those of the plain module.
+    """
+    backbone.compile()
+    for block in getattr(backbone, "blocks", ()):
+        block.compile()
 
 
 def train(
@@ -52,6 +64,7 @@ def train(
     resume: bool = False,
     init: str | Path | None = None,
     command: str = "",
+    torch_compile: bool = False,
 ) -> dict:
     """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`.
 
@@ -61,6 +74,7 @@ def train(
     (trainer/pretrained.py) to start from; the phases it stands in for are
     skipped. A plain backbone recipe writes `<out>/<recipe>.safetensors` and
     its record, and returns the record; `command` is written into it.
+    `torch_compile` runs the backbone through torch.compile (compile_backbone).
     """
     backbones = get_family(recipe.family).backbones if recipe.family else ("cifar-resnet",)
     if recipe.backbone not in backbones:
@@ -69,7 +83,9 @@ def train(
     if recipe.family is None and init is not None:
         raise ValueError(f"recipe {recipe.name} trains a backbone from scratch; --init is for the family recipes")
     torch.manual_seed(seed)
-    loader, info = training_loader(recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed)
+    loader, info = training_loader(
+        recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed, pin_memory=device == "cuda"
+    )
     model_config = {
         "backbone": recipe.backbone,
         "depth": recipe.depth,
@@ -83,12 +99,13 @@ def train(
         "train_images": len(loader.dataset),
         "seed": seed,
         "device": device,
+        "compiled": torch_compile,
         "resumed": resume,
     }
     run = TrainingRun(out, every_steps=checkpoint_every, resume=resume)
     run.track("training loader", loader.generator)
     if recipe.family is None:
-        return _train_backbone(recipe, out, loader, info, model_config, training, run, device, data_root, command)
+        return _train_backbone(recipe, out, loader, info, model_config, training, run, device, data_root, command, torch_compile)
 
     family = get_family(recipe.family)
     model_config["options"] = dataclasses.asdict(recipe.options)
@@ -106,6 +123,8 @@ def train(
         if record is not None:
             training["init"].update(recipe=record.recipe, test_accuracy=record.test_accuracy)
     model = model.to(device, memory_format=torch.channels_last)
+    if torch_compile:
+        compile_backbone(model.backbone)
     run.keep("model", model)
 
     extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
@@ -130,11 +149,13 @@ def train(
 
 def _train_backbone(
     recipe: Recipe, out, loader, info: DataInfo, model_config: dict, training: dict, run: TrainingRun,
-    device: str, data_root, command: str,
+    device: str, data_root, command: str, torch_compile: bool,
 ) -> dict:
     """A plain backbone recipe: one phase of cross-entropy, then its weights and record."""
     (phase,) = recipe.phases.values()
     backbone = backbone_from_config(model_config).to(device, memory_format=torch.channels_last)
+    if torch_compile:
+        compile_backbone(backbone)
     run.keep("model", backbone)
     pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
     training["wall_time_s"] = round(run.elapsed(), 1)
