@@ -14,6 +14,8 @@ from trainer.dynamic import DynamicOutput
 
 __all__ = ["Parity", "ParityError", "check_parity", "verification_samples"]
 
+# Logits may differ by this much times max(1, the largest |eager logit|): a plain 1e-4 for logits up to
+# 1, scaled for networks whose logits are larger (float32 rounding grows with the values summed).
 TOLERANCE = 1e-4
 
 
@@ -26,13 +28,19 @@ class Parity:
     samples: int
     path_mismatches: int
     max_abs_diff: float
-    tolerance: float
+    tolerance: float  # relative: the allowed difference is tolerance * logit_scale
     backend: str
+    logit_scale: float = 1.0  # max(1, the largest |eager logit|)
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.max_abs_diff <= self.tolerance * self.logit_scale
 
     def summary(self) -> str:
         return (
             f"{self.samples} samples on {self.backend}: {self.samples - self.path_mismatches}/{self.samples} "
-            f"same path, max |logit diff| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
+            f"same path, max |logit diff| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e} x "
+            f"max(1, |logit|) = {self.tolerance * self.logit_scale:.1e})"
         )
 
 
@@ -70,6 +78,7 @@ def check_parity(
         manifest = session.manifest
         runs += [(path_reference(samples, name), {"path": name}) for name in manifest.dispatch.probe_paths(manifest.graphs)]
     mismatches, max_diff, checked = 0, 0.0, 0
+    scale = max([1.0, *(float(expected.logits.abs().max()) for expected, _ in runs)])
     for expected, options in runs:
         result = session.run(samples.numpy().astype(np.float32), **options)
         same = np.array([a == b for a, b in zip(expected.paths, result.paths)])
@@ -84,7 +93,7 @@ def check_parity(
                 f"{bundle}: sample {i} (path {result.paths[i]}, {options}) costs {result.macs[i]} MACs "
                 f"by the manifest but {int(expected.macs[i])} in eager"
             )
-    parity = Parity(checked, mismatches, max_diff, tolerance, session.backend.describe())
-    if parity.path_mismatches or parity.max_abs_diff > tolerance:
+    parity = Parity(checked, mismatches, max_diff, tolerance, session.backend.describe(), scale)
+    if parity.path_mismatches or not parity.within_tolerance:
         raise ParityError(f"{bundle}: bundle disagrees with PyTorch eager: {parity.summary()}")
     return parity

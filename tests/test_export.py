@@ -249,6 +249,15 @@ def test_parity_error_reports_the_tolerance_in_force(trained, onnx_bundle, digit
     assert "tolerance -1e+00" in str(error.value)
 
 
+def test_the_tolerance_scales_with_the_largest_logit():
+    """1e-4 for logits up to 1; float32 rounding grows with larger logits (an ImageNet-size ResNet's), and so does the bound."""
+    from exporter.verify import Parity
+
+    small, large = (Parity(16, 0, 1.5e-4, 1e-4, "onnxruntime", scale) for scale in (1.0, 50.0))
+    assert not small.within_tolerance and large.within_tolerance
+    assert "tolerance 1e-04 x max(1, |logit|) = 5.0e-03" in large.summary()
+
+
 def test_check_parity_raises_on_a_different_model(trained, onnx_bundle, digits_test):
     """check_parity compares against the model it is given: a perturbed model must not pass."""
     model, config = trained

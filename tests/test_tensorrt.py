@@ -77,7 +77,7 @@ def test_export_verifies_parity_through_onnxruntime(exported):
     assert report.parity is not None, "a tensorrt bundle must be verified on this machine"
     assert "onnxruntime" in report.parity.backend
     assert report.parity.path_mismatches == 0
-    assert report.parity.max_abs_diff <= report.parity.tolerance
+    assert report.parity.within_tolerance
 
 
 def test_graphs_are_prepared_for_tensorrt(trt_bundle):

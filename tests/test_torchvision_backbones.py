@@ -84,14 +84,28 @@ def test_drnet_on_a_torchvision_backbone_exports_with_parity(backbone, tmp_path)
     config = train(recipe, tmp_path / "ckpt", subset=64, test_subset=32)
     assert config["model"]["backbone"] == backbone
     report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", samples=16)
-    assert report.parity.path_mismatches == 0 and report.parity.max_abs_diff <= report.parity.tolerance
+    assert report.parity.path_mismatches == 0 and report.parity.within_tolerance
     assert [p.name for p in report.manifest.dispatch.paths] == ["res32", "res24", "res16"]
 
 
-def test_families_not_yet_on_torchvision_refuse_by_name(tmp_path):
-    recipe = dataclasses.replace(get_recipe("resizable-digits"), backbone="torchvision:resnet50")
-    with pytest.raises(ValueError, match="the torchvision:resnet50 backbone is not supported yet; resizable runs on cifar-resnet"):
+def test_a_backbone_a_family_cannot_run_is_refused_by_name(tmp_path):
+    recipe = dataclasses.replace(get_recipe("urnet-digits"), backbone="torchvision:mobilenet_v2")
+    with pytest.raises(ValueError, match="the torchvision:mobilenet_v2 backbone is not supported yet; urnet runs on "
+                                         "cifar-resnet, torchvision:resnet50, torchvision:resnet101"):
         train(recipe, tmp_path / "run", subset=64)
+
+
+def test_resizable_on_resnet50_resizes_each_stage_at_its_first_plain_block(tmp_path):
+    """torchvision's four stages: layer1 resizes at its first block (stride 1), the others at their second."""
+    from trainer.families import resizable
+
+    options = resizable.ResizableOptions(factors=(1.0, 0.5), resolution=64)
+    model = resizable.build({"backbone": "torchvision:resnet50", "depth": 50, "num_classes": 10,
+                             "options": dataclasses.asdict(options)})
+    assert len(model.configurations) == 16 and model.backbone.stages[0] == range(0, 3)
+    assert model.sides((1.0, 0.5, 1.0, 0.5)) == {0: 16, 4: 4, 8: 4, 14: 1}  # nominal 16, 8, 4, 2 after the stem
+    assert model.bn_sets((1.0, 0.5, 1.0, 0.5))[:5] == [0, 0, 0, 0, 1]  # layer2's strided block: layer1's set
+    assert model.macs[model.configurations.index((1.0,) * 4)] == max(model.macs)
 
 
 def test_the_block_layout_is_the_same_network_with_torchvision_names_mapped():
@@ -130,4 +144,22 @@ def test_block_families_on_a_torchvision_resnet_export_with_parity(recipe_name, 
     config = train(recipe, tmp_path / "ckpt", subset=64, test_subset=32)
     assert config["metrics"]["num_blocks"] == 16
     report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", samples=16)
-    assert report.parity.path_mismatches == 0 and report.parity.max_abs_diff <= report.parity.tolerance
+    assert report.parity.path_mismatches == 0 and report.parity.within_tolerance
+
+
+def test_resizable_on_resnet50_exports_with_parity(tmp_path):
+    """Two factors, four stages, a subset of configurations: trained briefly, tabled, every exported path matches eager."""
+    from runtime.lookup_table import TABLE_FILE, write_table
+    from trainer.resizable import table_from_checkpoint
+
+    recipe = get_recipe("resizable-digits")
+    phases = {n: dataclasses.replace(p, epochs=min(p.epochs, 1), lr=1e-3) for n, p in recipe.phases.items()}
+    subset = ((1.0, 1.0, 1.0, 1.0), (0.5, 0.5, 0.5, 0.5), (1.0, 0.5, 1.0, 0.5))
+    options = dataclasses.replace(recipe.options, factors=(1.0, 0.5), configurations=subset, learner_images=256,
+                                  calibration_images=128)
+    recipe = dataclasses.replace(recipe, backbone="torchvision:resnet50", depth=50, phases=phases, options=options)
+    train(recipe, tmp_path / "ckpt", subset=128, test_subset=32)
+    write_table(tmp_path / "ckpt" / TABLE_FILE, table_from_checkpoint(tmp_path / "ckpt"))
+    report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", configurations="all", samples=16)
+    assert report.parity.path_mismatches == 0 and report.parity.within_tolerance
+    assert {p.name for p in report.manifest.dispatch.paths} == {"rs100-100-100-100", "rs050-050-050-050", "rs100-050-100-050"}

@@ -56,6 +56,7 @@ FAMILIES = {
     "resizable": Family(
         "resizable", resizable.ResizableNetwork, resizable.ResizableOptions, resizable.build, resizable.fit,
         resizable.evaluate, ("supernet", "target", "learner"), split="exporter.splits.resizable",
+        backbones=("cifar-resnet", *TORCHVISION_RESNETS),
     ),
 }
 

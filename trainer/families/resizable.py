@@ -15,20 +15,19 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainer.backbone import CifarResNet, conv1x1, conv3x3
+from trainer.backbone import backbone_from_config, conv1x1, conv3x3
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
 from trainer.resume import TrainingRun
-from trainer.switchable_bn import SwitchableBatchNorm2d, freeze_active_bn_sets, use_bn_set
+from trainer.switchable_bn import freeze_active_bn_sets, make_switchable, use_bn_set
 
 __all__ = [
     "Configuration", "ResizableOptions", "ResizableNetwork", "ResizeLearner", "SpatialSubnetwork",
@@ -85,7 +84,7 @@ def learner_targets(correct: Tensor, true_probability: Tensor, macs: Tensor) -> 
 class SpatialSubnetwork(nn.Module):
     """One configuration as a plain static network: fixed resize sides, ordinary BN."""
 
-    def __init__(self, backbone: CifarResNet, sides: dict[int, int]) -> None:
+    def __init__(self, backbone: nn.Module, sides: dict[int, int]) -> None:
         super().__init__()
         self.stem, self.blocks, self.head = backbone.stem, backbone.blocks, backbone.head
         self.sides = sides  # block index -> side its input is resized to
@@ -146,15 +145,30 @@ class CalibratedStatistics(nn.Module):
             norm.running_var.copy_(var)
 
 
+@torch.no_grad()
+def _probe(backbone: nn.Module, resolution: int) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Each block's input side at `resolution`, and whether the block shrinks it (a strided block)."""
+    x = torch.zeros(1, backbone.in_channels, resolution, resolution)
+    sides, strided = [], []
+    with eval_mode(backbone):
+        x = backbone.stem(x)
+        for block in backbone.blocks:
+            sides.append(x.shape[-1])
+            x = block(x)
+            strided.append(x.shape[-1] < sides[-1])
+    return tuple(sides), tuple(strided)
+
+
 def _norms(module: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 class ResizableNetwork(nn.Module):
-    def __init__(self, backbone: CifarResNet, options: ResizableOptions) -> None:
+    def __init__(self, backbone: nn.Module, options: ResizableOptions) -> None:
         super().__init__()
-        if any(len(stage) < 2 for stage in backbone.stages):
-            raise ValueError("a Resizable network needs a non-strided block in every stage: depth 14 or more")
+        self.block_sides, self.strided = _probe(backbone, options.resolution)
+        if any(all(self.strided[i] for i in stage) for stage in backbone.stages):
+            raise ValueError("a Resizable network needs a non-strided block in every stage (CIFAR ResNets: depth 14 or more)")
         if not options.factors or any(not 0 < f <= 1 for f in options.factors) or len(set(options.factors)) != len(options.factors):
             raise ValueError(f"factors must be distinct numbers in (0, 1], got {options.factors}")
         self.backbone = backbone
@@ -192,17 +206,15 @@ class ResizableNetwork(nn.Module):
     def sides(self, configuration: Configuration) -> dict[int, int]:
         """Where each stage resizes, and to what: its factor of the stage's nominal side.
 
-        The first non-strided block of a stage takes the resized map: block 0 of
-        the first stage, the second block of the later ones (their first block
-        has stride 2). Factors refer to the nominal side, the one the plain
-        network has there, so a stage's size does not depend on earlier factors.
+        The first non-strided block of a stage takes the resized map (block 0 of
+        a CIFAR ResNet's first stage, the second block of the later ones, whose
+        first block has stride 2). Factors refer to the nominal side, the one
+        the plain network has there, so a stage's size does not depend on earlier factors.
         """
-        sides, nominal = {}, self.options.resolution
+        sides = {}
         for stage, factor in zip(self.backbone.stages, configuration):
-            if stage.start > 0:
-                nominal = math.ceil(nominal / 2)  # the stride-2 3x3 conv, padding 1
-            first_plain = stage.start if stage.start == 0 else stage.start + 1
-            sides[first_plain] = max(1, round(factor * nominal))
+            first_plain = next(i for i in stage if not self.strided[i])
+            sides[first_plain] = max(1, round(factor * self.block_sides[first_plain]))
         return sides
 
     def bn_sets(self, configuration: Configuration) -> list[int]:
@@ -217,7 +229,7 @@ class ResizableNetwork(nn.Module):
         sets = []
         for s, stage in enumerate(self.backbone.stages):
             for index in stage:
-                strided = s > 0 and index == stage.start
+                strided = s > 0 and self.strided[index]
                 sets.append(self.factors.index(configuration[s - 1 if strided else s]))
         return sets
 
@@ -297,11 +309,9 @@ def build(model: dict) -> ResizableNetwork:
         "target": tuple(raw["target"]) if raw.get("target") else None,
         "configurations": tuple(tuple(c) for c in raw["configurations"]) if raw.get("configurations") else None,
     })
-    backbone = CifarResNet(
-        model["depth"], model["num_classes"], width=model["width"],
-        norm_layer=partial(SwitchableBatchNorm2d, num_sets=len(options.factors)), stem_norm_layer=nn.BatchNorm2d,
-        shortcut=model.get("shortcut", "projection"),
-    )
+    # Scale-aware BN in every block; the stem runs before any resize and keeps one plain BN.
+    backbone = backbone_from_config(model, block_layout=True)
+    make_switchable(backbone.blocks, len(options.factors))
     return ResizableNetwork(backbone, options)
 
 
