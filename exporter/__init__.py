@@ -17,7 +17,7 @@ import torch
 from exporter.graphs import UnsplittableModel, tensor_specs
 from exporter.splits import split_model
 from exporter.targets import default_device, write_artifacts
-from exporter.verify import Parity, ParityError, check_parity, verification_samples
+from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
 from runtime.bundle import artifact_table, write_bundle, write_manifest
 from runtime.devices import load_devices
 from runtime.lookup_table import TABLE_FILE, read_table
@@ -45,6 +45,7 @@ def export(
     force: bool = False,
     verify: bool = True,
     samples: int = 64,
+    tolerance: float = TOLERANCE,
     calibration: torch.Tensor | None = None,
     cache_paths: int = 8,
     device: str | None = None,
@@ -57,6 +58,7 @@ def export(
 
     With `verify`, the written bundle runs through the runtime on `samples`
     images before it is moved into place; a parity failure leaves no bundle.
+    Logits may differ by `tolerance` x max(1, the largest |logit|).
     `calibration` (normalized NCHW images) drives the block families' plan:
     fused segments, left-out blocks and the `cache_paths` most frequent paths;
     they also calibrate int8 TensorRT engines.
@@ -126,7 +128,7 @@ def export(
         if verify_backend:
             result["parity"] = check_parity(
                 staging, split.reference, verification_samples(config, samples),
-                scales=split.scales, path_reference=split.path_reference, backend=verify_backend,
+                scales=split.scales, path_reference=split.path_reference, backend=verify_backend, tolerance=tolerance,
             )
 
     write_bundle(out, fill, force=force)

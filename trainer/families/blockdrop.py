@@ -121,18 +121,25 @@ class BlockDrop(nn.Module):
 
 
 def build(model: dict) -> BlockDrop:
-    return BlockDrop(build_extra(model, "pretrained"), build_extra(model, "curriculum_policy"), BlockDropOptions(**model["options"]))
+    backbone = backbone_from_config(model, block_layout=True)
+    return BlockDrop(backbone, _policy(model, len(backbone.blocks)), BlockDropOptions(**model["options"]))
 
 
 def build_extra(model: dict, name: str) -> nn.Module:
     """Table 1's companions: the pretrained ResNet, the policy after the curriculum alone, each baseline fine-tuned."""
-    backbone = backbone_from_config(model, block_layout=True)
-    if name != "curriculum_policy":
-        return backbone
-    options = BlockDropOptions(**model["options"])
+    if name == "curriculum_policy":
+        with torch.random.fork_rng():  # counting the blocks must not move the generator the policy is drawn from
+            blocks = len(backbone_from_config(model, block_layout=True).blocks)
+        return _policy(model, blocks)
+    return backbone_from_config(model, block_layout=True)
+
+
+def _policy(model: dict, blocks: int) -> nn.Module:
+    """One keep logit per block: the paper's ResNet-8 on CIFAR, its ResNet-10 on a downsampled ImageNet input."""
     if model.get("backbone", "cifar-resnet").startswith(PREFIX):
-        return resnet10(num_classes=len(backbone.blocks))  # the paper's ImageNet policy, on a downsampled input
-    return cifar_resnet(options.policy_depth, num_classes=len(backbone.blocks), width=options.policy_width)
+        return resnet10(num_classes=blocks)
+    options = BlockDropOptions(**model["options"])
+    return cifar_resnet(options.policy_depth, num_classes=blocks, width=options.policy_width)
 
 
 def blocks_kept(mean_blocks: float) -> int:
