@@ -64,6 +64,10 @@ class Recipe:
 # He et al. (2016), Sec. 4.2: the CIFAR ResNet's training, 64k iterations of batch 128 (164 epochs), SGD 0.1
 # divided by 10 at 50% and 75%, weight decay 1e-4. BlockDrop and URNet start from a ResNet trained so.
 HE_ET_AL_CIFAR = Phase(epochs=164, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75))
+# torchvision's reference ImageNet ResNet training: 90 epochs, SGD 0.1 divided by 10 every 30, weight decay 1e-4.
+# The block families' ImageNet recipes start from such a ResNet (--init a torchvision state dict) or train one.
+TORCHVISION_IMAGENET = Phase(epochs=90, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step",
+                             milestones=(1 / 3, 2 / 3))
 
 
 def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
@@ -196,8 +200,7 @@ RECIPES = _recipes(
         # joint finetuning 10 epochs at 1e-5, batch 320; gamma 5 (Table 4, the 20% speed-up); the ResNet-10
         # policy on a 112x112 input (Sec. 4.1).
         phases={
-            "pretrain": Phase(epochs=90, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step",
-                              milestones=(1 / 3, 2 / 3)),
+            "pretrain": TORCHVISION_IMAGENET,
             "curriculum": Phase(epochs=45, lr=1e-4, optimizer="adam", weight_decay=0.0, schedule="constant"),
             "finetune": Phase(epochs=10, lr=1e-5, optimizer="adam", weight_decay=0.0, schedule="constant"),
         },
@@ -254,8 +257,7 @@ RECIPES = _recipes(
         # from 1e-3 to 1e-5 (Adam and the steps are ours, as on CIFAR); beta 4 (Table 2's run). The pretrain
         # phase is torchvision's reference recipe, for when no pretrained ResNet-101 is given with --init.
         phases={
-            "pretrain": Phase(epochs=90, lr=0.1, optimizer="momentum", weight_decay=1e-4, schedule="step",
-                              milestones=(1 / 3, 2 / 3)),
+            "pretrain": TORCHVISION_IMAGENET,
             "gates": Phase(epochs=5, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="constant"),
             "joint": Phase(epochs=15, lr=1e-3, optimizer="adam", weight_decay=0.0, schedule="step", milestones=(0.5, 0.75)),
         },
