@@ -35,13 +35,13 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.evidence import Run, arguments, claim, summary, trained, write_results  # noqa: E402
+from exporter.splits.drnet import Resized  # noqa: E402
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_split  # noqa: E402
-from trainer.dynamic import resize  # noqa: E402
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.macs import count_macs  # noqa: E402
-from trainer.pretrained import load_backbone  # noqa: E402
+from trainer.pretrained import load_backbone, top1_accuracy  # noqa: E402
 from trainer.switchable_bn import freeze_bn_set  # noqa: E402
 
 RUN = Run(
@@ -76,15 +76,14 @@ def static_at_equal_macs(checkpoint: Path, mean_macs: float, data_root: Path) ->
     sides = range(smallest, largest + 1, 4)  # option A shortcuts halve the map twice: sides are multiples of 4
     side = min(sides, key=lambda r: abs(macs_at(r) - mean_macs))
     nearest = min(range(len(model.resolutions)), key=lambda i: abs(model.resolutions[i] - side))
-    network = freeze_bn_set(model.backbone, nearest)
+    network = Resized(freeze_bn_set(model.backbone, nearest), side)  # takes the 32 px image, as a DRNet path
     train_set, _ = load_split("cifar10", "train", data_root=data_root, subset=DEFAULT_IMAGES)
-    calibrate_batchnorm(network, (resize(x, side) for x, _ in DataLoader(train_set, batch_size=200)))
+    calibrate_batchnorm(network, (x for x, _ in DataLoader(train_set, batch_size=200)))
     test_set, _ = load_split("cifar10", "test", data_root=data_root)
-    network.eval()
-    hits = [(network(resize(x, side)).argmax(1) == y) for x, y in DataLoader(test_set, batch_size=500)]
     return {
         "resolution": side, "bn_set_from": model.resolutions[nearest], "calibration_images": DEFAULT_IMAGES,
-        "accuracy": torch.cat(hits).float().mean().item(), "mean_macs": macs_at(side),
+        "accuracy": top1_accuracy(network, DataLoader(test_set, batch_size=500), torch.device("cpu")),
+        "mean_macs": macs_at(side),
     }
 
 
