@@ -1,15 +1,18 @@
 """python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR] [--init WEIGHTS]
-python -m trainer --resume DIR      (continue an interrupted run exactly where it was saved)"""
+python -m trainer --resume DIR      (continue an interrupted run exactly where it was saved)
+torchrun --nproc-per-node=8 [--nnodes=N ...] -m trainer --recipe NAME ...   (one process per GPU)"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from trainer.distributed import ranks, start
 from trainer.evaluate import format_metrics
 from trainer.families import get_family
 from runtime.files import atomic_write
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from a plain backbone (.safetensors from a resnet-<dataset>-<depth> recipe, "
                         "e.g. benchmarks/weights/); the phases it stands in for are skipped")
     parser.add_argument("--compile", action="store_true", help="run the backbone through torch.compile")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="data-loading processes per GPU process (ImageNet; default: the cores, up to 8)")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR exactly")
     args = parser.parse_args(argv)
     if args.resume is not None:
@@ -65,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"recipe {recipe.name} trains on {recipe.dataset}: pass --data-root DIR")
 
     out = Path(args.out or Path("runs") / recipe.name)
-    if not args.resume:
-        command = {key: getattr(args, key) for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every", "compile")}
+    place = start(args.device)
+    if not args.resume and place.main:
+        command = {key: getattr(args, key)
+                   for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every", "compile", "workers")}
         for key in ("data_root", "init"):
             command[key] = str(getattr(args, key)) if getattr(args, key) else None
         atomic_write(out / RUN_FILE, lambda path: Path(path).write_text(json.dumps(command, indent=2)))
@@ -74,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         result = train(
             recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed,
             checkpoint_every=args.checkpoint_every, resume=bool(args.resume), init=args.init,
-            command=command_line(args, out), torch_compile=args.compile,
+            command=command_line(args, out), torch_compile=args.compile, workers=args.workers,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
+    if not place.main:
+        return 0
     if recipe.family is None:
         print(f"{recipe.name} -> {out}: top-1 {result['test_accuracy']:.2%} on {result['test_images']} test images")
     else:
@@ -88,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def command_line(args: argparse.Namespace, out: Path) -> str:
     """The command that starts this run afresh: what a backbone's record says made it."""
-    words = ["python -m trainer", f"--recipe {args.recipe}", f"--out {out}", f"--seed {args.seed}"]
+    place = ranks()
+    launcher = "python"
+    if place.distributed:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", place.world_size))
+        launcher = f"torchrun --nnodes={place.world_size // per_node} --nproc-per-node={per_node}"
+    words = [f"{launcher} -m trainer", f"--recipe {args.recipe}", f"--out {out}", f"--seed {args.seed}"]
     for flag, value in (("--epochs", args.epochs), ("--subset", args.subset), ("--data-root", args.data_root),
-                        ("--init", args.init)):
+                        ("--init", args.init), ("--workers", args.workers)):
         if value is not None:
             words.append(f"{flag} {value}")
     return " ".join(words + (["--compile"] if args.compile else []))

@@ -1,13 +1,15 @@
-"""Datasets: scikit-learn's digits placed on a canvas (offline default) and CIFAR-10.
+"""Datasets: scikit-learn's digits placed on a canvas (offline default), CIFAR-10 and ImageNet.
 
 Every dataset yields normalized float CHW tensors with integer labels, and
 describes its preprocessing in a `DataInfo`, which travels into the checkpoint
 config and from there into the bundle manifest.
 
-Images are decoded once and held in memory as uint8; normalization and the
-training augmentation (padded random crop, horizontal flip) run on whole
-batches of tensors. On a 2-core CPU, decoding JPEGs and per-image PIL
-transforms in data workers would otherwise take the cores the model trains on.
+Digits and CIFAR-10 are decoded once and held in memory as uint8;
+normalization and the training augmentation (padded random crop, horizontal
+flip) run on whole batches of tensors. On a 2-core CPU, decoding JPEGs and
+per-image PIL transforms in data workers would otherwise take the cores the
+model trains on. ImageNet does not fit in memory: it is read from its
+ImageFolder tree by data workers, with torchvision's standard transforms.
 """
 
 from __future__ import annotations
@@ -21,15 +23,23 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
-from torchvision import datasets
+from torchvision import datasets, transforms
 
-__all__ = ["DataInfo", "DATASETS", "ImageTensors", "load_split", "digits_canvas", "raw_images"]
+__all__ = ["DataInfo", "DATASETS", "ImageTensors", "imagenet_folder", "load_split", "digits_canvas", "raw_images"]
 
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "cifar10", "imagenet")
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_CROP_PADDING = 4  # He et al. (2016), Sec. 4.2: 4 pixels padded on each side, a random 32x32 crop, a random flip
+
+# torchvision's ImageNet recipe: RandomResizedCrop(224) and a flip to train; resize the short side
+# to 256 and take the central 224 to evaluate (the 0.875 crop of He et al. and every paper here).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_RESOLUTION = 224
+IMAGENET_RESIZE = 256
+IMAGENET_SPLITS = {"train": "train", "test": "val"}  # the ImageNet layout's folder for each split
 
 DIGITS_SEED = 0
 DIGITS_CANVAS = 32
@@ -176,6 +186,20 @@ def _decoded_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray, tu
     return images, labels, tuple(classes)
 
 
+def imagenet_folder(split: str, root: Path, *, augment: bool = False) -> tuple[Dataset, DataInfo]:
+    """An ImageFolder tree in the ImageNet layout, root/{train,val}/<class>/<image>, with the standard transforms."""
+    folder = root / IMAGENET_SPLITS[split]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no ImageNet {split} split under {root}: expected {folder}/<class>/<image>")
+    if augment:
+        steps = [transforms.RandomResizedCrop(IMAGENET_RESOLUTION), transforms.RandomHorizontalFlip()]
+    else:
+        steps = [transforms.Resize(IMAGENET_RESIZE), transforms.CenterCrop(IMAGENET_RESOLUTION)]
+    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    data = datasets.ImageFolder(str(folder), transform=transform)
+    return data, DataInfo("imagenet", tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD, IMAGENET_RESOLUTION)
+
+
 def load_split(
     dataset: str,
     split: str,
@@ -198,6 +222,10 @@ def load_split(
         images, labels, classes = _decoded_cifar10(split, Path(data_root))
         info = DataInfo("cifar10", classes, CIFAR10_MEAN, CIFAR10_STD, 32)
         data = ImageTensors(images, labels, info, augment=augment)
+    elif dataset == "imagenet":
+        if data_root is None:
+            raise ValueError("dataset 'imagenet' needs --data-root DIR (an ImageFolder tree: train/ and val/)")
+        data, info = imagenet_folder(split, Path(data_root), augment=augment)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if subset is not None and subset < len(data):

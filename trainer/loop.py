@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from trainer.distributed import mean_over_ranks, ranks
 from trainer.resume import Start, TrainingRun
 
 __all__ = ["Phase", "train_phase", "pretrain_backbone"]
@@ -66,6 +69,37 @@ class Phase:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
+class _Step(nn.Module):
+    """A phase's loss as one module, so that DDP sees one forward per step, whatever networks the loss calls."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.loss_fn(images, labels)
+
+
+@contextlib.contextmanager
+def _only_trained(model: nn.Module, groups: list[dict]) -> Iterator[None]:
+    """For the phase, parameters outside the optimizer's groups need no gradient.
+
+    Backward then skips their weight gradients (the frozen ResNet while
+    BlockDrop's policy or URNet's gates learn), and DDP neither waits for nor
+    averages them.
+    """
+    trained = {id(p) for group in groups for p in group["params"]}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trained]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
 def train_phase(
     model: nn.Module,
     loader: DataLoader,
@@ -77,7 +111,8 @@ def train_phase(
     desc: str,
     before_epoch: Callable[[int], None] | None = None,
     run: TrainingRun | None = None,
-) -> None:
+    skips_parameters: bool = False,
+) -> list[dict[str, float]]:
     """`phase.epochs` epochs of `phase.optimizer`, the learning rate following `phase.schedule` per iteration.
 
     Each param group's "lr" is a multiple of the phase's rate (default 1).
@@ -85,26 +120,56 @@ def train_phase(
     advance a curriculum. With a `run`, the phase checkpoints itself and,
     when the run resumes, skips or continues as saved (trainer/resume.py).
 
+    Under torchrun (trainer/distributed.py) the loss runs inside DDP, which
+    averages the gradients of the ranks. `skips_parameters` says that some
+    trained parameters may get no gradient in a step: blocks a policy or a
+    gate skips for a rank's whole batch, the BN set of a resolution or scale
+    that no image of the batch took. DDP must then look for them after every
+    forward (`find_unused_parameters`), a walk of the autograd graph that the
+    other phases do not pay for; without it, DDP would wait for their
+    gradients forever.
+
     Batches go to the model in channels_last, which trains 1.25-1.3x faster
     than NCHW on this 2-core CPU (benchmarks/training_speed.py) and is the layout
     NVIDIA recommends for tensor-core convolutions (not measured here); `train`
-    converts the model the same way. Each epoch ends with its throughput.
+    converts the model the same way. Each epoch ends with its throughput and
+    the mean of each logged value, over every rank; they are also returned,
+    one dict per epoch this process trained.
     """
     start = run.begin_phase() if run else Start()
     if phase.epochs <= 0 or start.done:
-        return
-    groups = [{**g, "lr": phase.lr * g.get("lr", 1.0)} for g in param_groups]
+        return []
+    groups = [{**g, "params": list(g["params"]), "lr": phase.lr * g.get("lr", 1.0)} for g in param_groups]
+    with _only_trained(model, groups):
+        return _train_epochs(model, loader, loss_fn, phase, groups, device, desc, before_epoch, run, start,
+                             skips_parameters)
+
+
+def _train_epochs(
+    model: nn.Module, loader: DataLoader, loss_fn: LossFn, phase: Phase, groups: list[dict], device: torch.device,
+    desc: str, before_epoch, run: TrainingRun | None, start: Start, skips_parameters: bool,
+) -> list[dict[str, float]]:
     optimizer = OPTIMIZERS[phase.optimizer](groups, phase.weight_decay)
     total, schedule = phase.epochs * len(loader), SCHEDULES[phase.schedule]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: schedule(phase, i, total))
     if start.saved:
         optimizer.load_state_dict(start.saved["optimizer"])
         scheduler.load_state_dict(start.saved["scheduler"])
+    place = ranks()
+    step_fn: nn.Module = _Step(model, loss_fn)
+    if place.distributed:
+        step_fn = DistributedDataParallel(
+            step_fn, device_ids=[place.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=skips_parameters,
+        )
+    history = []
     for epoch in range(start.epoch, phase.epochs):
         model.train()
         if before_epoch:
             before_epoch(epoch)
         resuming = start.saved is not None and epoch == start.epoch
+        if isinstance(loader.sampler, DistributedSampler):  # each phase's epochs in their own order
+            loader.sampler.set_epoch((run.phase if run else 0) * 10_000 + epoch)
         if run:
             run.begin_epoch(loader, resuming)
         batches = iter(loader)
@@ -115,14 +180,14 @@ def train_phase(
             run.resumed()
         progress = tqdm(
             batches, desc=f"{desc} {epoch + 1}/{phase.epochs}", total=len(loader), initial=skipped,
-            leave=False, dynamic_ncols=True, disable=None,
+            leave=False, dynamic_ncols=True, disable=None if place.main else True,
         )
-        started, images_seen = time.perf_counter(), 0
+        started, images_seen, sums = time.perf_counter(), 0, {}
         for step, (images, labels) in enumerate(progress, start=skipped + 1):
             images_seen += len(images)
             # bf16 autocast on CUDA: tensor cores, and no loss scaling needed, unlike fp16.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, logs = loss_fn(
+                loss, logs = step_fn(
                     images.to(device, memory_format=torch.channels_last, non_blocking=True),
                     labels.to(device, non_blocking=True),
                 )
@@ -131,11 +196,33 @@ def train_phase(
             optimizer.step()
             scheduler.step()
             progress.set_postfix({name: f"{value:.3f}" for name, value in logs.items()})
+            for name, value in {**logs, "steps": 1.0}.items():
+                sums[name] = sums.get(name, 0.0) + value
             if run:
                 run.step_done(epoch, step, len(loader), phase.epochs, optimizer, scheduler)
         progress.close()
-        seconds = time.perf_counter() - started
-        tqdm.write(f"{desc} {epoch + 1}/{phase.epochs}: {images_seen / seconds:.0f} images/s, {seconds:.0f} s", nolock=True)
+        history.append(_epoch_summary(desc, epoch, phase.epochs, time.perf_counter() - started, images_seen, sums,
+                                      device))
+    return history
+
+
+def _epoch_summary(
+    desc: str, epoch: int, epochs: int, seconds: float, images: int, sums: dict[str, float], device: torch.device,
+) -> dict[str, float]:
+    """The epoch's throughput over all ranks and its mean logs over all ranks, printed once by the main rank.
+
+    `sums` holds each logged value summed over this rank's steps, and the count of "steps".
+    """
+    steps = max(sums.pop("steps", 0.0), 1.0)  # none when a resumed epoch had no batches left
+    names = sorted(sums)
+    *means, seconds = mean_over_ranks([sums[n] / steps for n in names] + [seconds], device)
+    place = ranks()
+    summary = {"images_per_s": images * place.world_size / seconds, "seconds": seconds, **dict(zip(names, means))}
+    if place.main:
+        logged = "".join(f", {name} {value:.4g}" for name, value in zip(names, means))
+        tqdm.write(f"{desc} {epoch + 1}/{epochs}: {summary['images_per_s']:.0f} images/s, {seconds:.0f} s{logged}",
+                   nolock=True)
+    return summary
 
 
 def pretrain_backbone(

@@ -18,6 +18,11 @@ networks). The interrupted phase rebuilds the epoch's order, fetches and drops
 the batches already trained on, so that data workers draw what they drew
 before, then restores every RNG state as it was at the save. From there every
 step is the one the uninterrupted run took.
+
+Under torchrun the main rank writes the file, with every rank's RNG states
+and loader generator (each rank draws its own crops and policies), and a run
+resumes only with as many processes as saved it. A distributed sampler's
+order needs no state: it follows the seed and the epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from runtime.files import atomic_write
+from trainer.distributed import gather_objects, ranks
 
 __all__ = ["STATE_FILE", "Start", "TrainingRun"]
 
@@ -71,6 +77,10 @@ class TrainingRun:
             # weights_only: tensors, numbers and strings only, never arbitrary objects.
             self.saved = torch.load(self.path, weights_only=True)
             self.elapsed_before = float(self.saved.get("elapsed_s", 0.0))
+            saved_ranks = self.saved.get("world_size", 1)
+            if saved_ranks != ranks().world_size:
+                raise ValueError(f"{self.path}: the run was saved by {saved_ranks} process(es); resume it with "
+                                 f"as many (torchrun --nproc-per-node ... --nnodes ...), not {ranks().world_size}")
 
     # --- what a fit registers ---------------------------------------------------------------------------
 
@@ -122,7 +132,8 @@ class TrainingRun:
         if loader.generator is None:
             raise ValueError("a resumable phase needs a loader with its own generator: DataLoader(..., generator=...)")
         if resuming:
-            loader.generator.set_state(self.saved["epoch_start_loader_state"])
+            saved = self._saved_random()
+            loader.generator.set_state(saved["loader"] if "loader" in saved else self.saved["epoch_start_loader_state"])
         self.epoch_start_loader_state = loader.generator.get_state()
 
     def resumed(self) -> None:
@@ -142,28 +153,42 @@ class TrainingRun:
 
     # --- files ------------------------------------------------------------------------------------------
 
-    def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
+    def _random_state(self) -> dict:
         version, internal, gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": [*internal, version, gauss],
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            "tensors": {name: t.clone() for name, t in self.tensors.items()},
+            "loader": self.epoch_start_loader_state,
+        }
+
+    def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
+        """The main rank writes; every rank's RNG states (its own draws: crops, policies) go into the file."""
+        random_states = gather_objects(self._random_state())
+        if not ranks().main:
+            return
         state = {
             "phase": self.phase, "epoch": epoch, "step": step, "finished": finished, "elapsed_s": self.elapsed(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "epoch_start_loader_state": self.epoch_start_loader_state,
-            "random": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": [*internal, version, gauss],
-                "generators": {name: g.get_state() for name, g in self.generators.items()},
-                "tensors": {name: t.clone() for name, t in self.tensors.items()},
-            },
+            "random": random_states[0],
+            "world_size": len(random_states),
+            "rank_random": random_states,
         }
         atomic_write(self.path, lambda path: torch.save(state, path))
+
+    def _saved_random(self) -> dict:
+        """This rank's saved RNG states."""
+        place = ranks()
+        return self.saved["rank_random"][place.rank] if place.distributed else self.saved["random"]
 
     def _restore(self) -> None:
         for name in self.modules:
             self._load(name)
-        saved = self.saved["random"]
+        saved = self._saved_random()
         torch.set_rng_state(saved["torch"])
         if saved["cuda"]:
             torch.cuda.set_rng_state_all(saved["cuda"])
@@ -176,5 +201,5 @@ class TrainingRun:
 
     def finish(self) -> None:
         """The run is complete and checkpointed: its state is no longer needed."""
-        if self.path is not None:
+        if self.path is not None and ranks().main:
             self.path.unlink(missing_ok=True)

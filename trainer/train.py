@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from runtime.files import sha256_of
 from trainer.backbone import backbone_from_config
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo, load_split
+from trainer.distributed import ranks
 from trainer.evaluate import evaluate_model
 from trainer.families import get_family
 from trainer.loop import pretrain_backbone
@@ -26,17 +28,29 @@ __all__ = ["train", "training_loader", "compile_backbone"]
 
 def training_loader(
     dataset: str, batch_size: int, *, data_root=None, subset: int | None = None, seed: int = 0,
-    pin_memory: bool = False,
+    pin_memory: bool = False, workers: int | None = None,
 ) -> tuple[DataLoader, DataInfo]:
-    """The shuffled, augmented training split every family trains on.
+    """The shuffled, augmented training split every family trains on: this rank's share of each global batch.
 
-    No data workers: the images are in memory and augmented a batch at a time
-    (trainer.data), so both cores go to the model. `pin_memory` for CUDA.
+    Digits and CIFAR-10 need no data workers: they are in memory and augmented
+    a batch at a time (trainer.data), so both cores go to the model. ImageNet
+    is decoded by `workers` processes (default: one per core, up to 8, shared
+    among the node's ranks). `pin_memory` for CUDA. Under torchrun, a
+    `DistributedSampler` deals each rank batch_size / world_size images per
+    step; each rank's generator (seeded `seed + rank`) seeds its workers.
     """
+    place = ranks()
+    if batch_size % place.world_size:
+        raise ValueError(f"the global batch of {batch_size} does not split evenly over {place.world_size} processes")
     train_set, info = load_split(dataset, "train", data_root=data_root, augment=True, subset=subset)
+    if workers is None:
+        in_memory = dataset != "imagenet"
+        workers = 0 if in_memory else min(8, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    sampler = DistributedSampler(train_set, seed=seed, drop_last=True) if place.distributed else None
     loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=True, pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
+        train_set, batch_size=batch_size // place.world_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=True, pin_memory=pin_memory, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed + place.rank),
     )
     return loader, info
 
@@ -65,6 +79,7 @@ def train(
     init: str | Path | None = None,
     command: str = "",
     torch_compile: bool = False,
+    workers: int | None = None,
 ) -> dict:
     """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`.
 
@@ -75,6 +90,10 @@ def train(
     skipped. A plain backbone recipe writes `<out>/<recipe>.safetensors` and
     its record, and returns the record; `command` is written into it.
     `torch_compile` runs the backbone through torch.compile (compile_backbone).
+    `workers` data-loading processes, for ImageNet (training_loader).
+
+    Under torchrun (trainer/distributed.py) every rank trains; the main rank
+    alone evaluates and writes, and the others return an empty dict.
     """
     backbones = get_family(recipe.family).backbones if recipe.family else ("cifar-resnet",)
     if recipe.backbone not in backbones:
@@ -83,8 +102,10 @@ def train(
     if recipe.family is None and init is not None:
         raise ValueError(f"recipe {recipe.name} trains a backbone from scratch; --init is for the family recipes")
     torch.manual_seed(seed)
+    place = ranks()
     loader, info = training_loader(
-        recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed, pin_memory=device == "cuda"
+        recipe.dataset, recipe.batch_size, data_root=data_root, subset=subset, seed=seed,
+        pin_memory=device == "cuda", workers=workers,
     )
     model_config = {
         "backbone": recipe.backbone,
@@ -97,6 +118,7 @@ def train(
         "phases": {name: dataclasses.asdict(phase) for name, phase in recipe.phases.items()},
         "batch_size": recipe.batch_size,
         "train_images": len(loader.dataset),
+        "processes": place.world_size,
         "seed": seed,
         "device": device,
         "compiled": torch_compile,
@@ -126,9 +148,12 @@ def train(
     if torch_compile:
         compile_backbone(model.backbone)
     run.keep("model", model)
+    _draw_per_rank(seed)
 
     extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
     training["wall_time_s"] = round(run.elapsed(), 1)  # every process's share, when the run resumed
+    if not place.main:
+        return {}
 
     config = {
         "family": recipe.family,
@@ -147,6 +172,13 @@ def train(
     return config
 
 
+def _draw_per_rank(seed: int) -> None:
+    """Once every rank has built the same networks from `seed`: each draws its own crops and policies from here."""
+    place = ranks()
+    if place.distributed:
+        torch.manual_seed(seed + place.rank)
+
+
 def _train_backbone(
     recipe: Recipe, out, loader, info: DataInfo, model_config: dict, training: dict, run: TrainingRun,
     device: str, data_root, command: str, torch_compile: bool,
@@ -157,8 +189,11 @@ def _train_backbone(
     if torch_compile:
         compile_backbone(backbone)
     run.keep("model", backbone)
+    _draw_per_rank(training["seed"])
     pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
     training["wall_time_s"] = round(run.elapsed(), 1)
+    if not ranks().main:
+        return {}
     test_set, _ = load_split(recipe.dataset, "test", data_root=data_root)
     accuracy = top1_accuracy(backbone, DataLoader(test_set, batch_size=500), torch.device(device))
     record = BackboneRecord(

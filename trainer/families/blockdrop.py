@@ -24,6 +24,7 @@ from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.torchvision_backbones import PREFIX, resnet10
 from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
+from trainer.distributed import mean_over_ranks
 from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
 from trainer.resume import TrainingRun
@@ -196,6 +197,8 @@ def fit(
     curriculum_policy = run.keep("curriculum_policy", copy.deepcopy(model.policy))
 
     learned.fill_(1)
+    # Masked execution (blend_blocks) runs every block for the whole batch, so under DDP every
+    # parameter gets a gradient each step, dropped blocks included: no `skips_parameters`.
     train_phase(
         model, loader,
         lambda images, labels: _policy_step(model, images, labels, learned, options.gamma, joint=True),
@@ -215,10 +218,11 @@ def fit(
 
 @torch.no_grad()
 def _mean_blocks(model: BlockDrop, loader: DataLoader, device: torch.device) -> float:
-    """The learned policy's mean blocks per image on the training images."""
+    """The learned policy's mean blocks per image on the training images (of every rank: all take the same K)."""
     model.eval()
     used = [(model.keep_probabilities(images.to(device)) >= 0.5).sum(1).float() for images, _ in loader]
-    return torch.cat(used).mean().item()
+    (mean,) = mean_over_ranks([torch.cat(used).mean().item()], device)
+    return mean
 
 
 def _finetune_baseline(

@@ -154,6 +154,7 @@ def fit(
             {"params": model.predictor.parameters(), "lr": options.predictor_lr_scale},
         ],
         device=device, desc="finetune with predictor", run=run,
+        skips_parameters=True,  # the BN set of a resolution that no image of a rank's batch chose
     )
     return {}
 

@@ -369,8 +369,9 @@ def fit(
             loss = F.cross_entropy(model(images, options.target), labels)
             return loss, {"ce": loss.item()}
 
+        # One configuration: the BN sets of the scales it does not use get no gradient.
         train_phase(model, loader, target_loss, phase=phases["target"], param_groups=backbone_params, device=device,
-                    desc=f"target {configuration_name(options.target)}", run=run)
+                    desc=f"target {configuration_name(options.target)}", run=run, skips_parameters=True)
 
     model.eval()
     calibration, _ = _images(loader, options.calibration_images)

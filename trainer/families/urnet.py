@@ -260,10 +260,12 @@ def fit(
         model, loader, lambda x, y: gated_loss(x, y, joint=False), phase=phases["gates"],
         param_groups=[{"params": model.gates.parameters()}], device=device, desc="train gates",
         before_epoch=lambda _: model.backbone.eval(), run=run,
+        skips_parameters=True,  # in the paper's mode, an iteration of binary gates passes the CGMs no gradient
     )
     train_phase(
         model, loader, lambda x, y: gated_loss(x, y, joint=True), phase=phases["joint"],
         param_groups=[{"params": model.parameters()}], device=device, desc="joint finetune", run=run,
+        skips_parameters=True,
     )
     return {"resnet": resnet, "resnet_random_drop": dropped}
 
