@@ -109,7 +109,7 @@ def export(
             target=target,
             classes=tuple(data["classes"]),
             max_batch=max_batch,
-            preprocessing=Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"])),
+            preprocessing=Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"]), crop=data.get("crop")),
             graphs=graphs,
             dispatch=split.dispatch,
             artifacts=artifact_table(staging),

@@ -23,7 +23,7 @@ def load_calibration(spec: str, config: dict) -> torch.Tensor:
     of the dataset the checkpoint was trained on.
     """
     data = config["data"]
-    pre = Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"]))
+    pre = Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"]), crop=data.get("crop"))
     if spec.endswith(".npy"):
         path = Path(spec)
         if not path.is_file():

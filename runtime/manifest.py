@@ -38,8 +38,8 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
 MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 DTYPES = ("float32",)
@@ -73,12 +73,18 @@ class Graph:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """uint8 RGB images become float32 NCHW: resize to `resolution`, scale to [0, 1], then (x - mean) / std."""
+    """uint8 RGB images become float32 NCHW: crop, resize to `resolution`, scale to [0, 1], then (x - mean) / std.
+
+    `crop` (from version 5): first keep the central square of side `crop` x the
+    short side, as ImageNet models are evaluated (resize to 256, central 224:
+    0.875). None: the whole image is resized, whatever its aspect.
+    """
 
     resolution: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: str = "bilinear"
+    crop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ class Manifest:
         data["dispatch"] = {"rule": self.dispatch.rule, **data["dispatch"]}
         if self.build is None:
             del data["build"]
+        if self.preprocessing.crop is None:
+            del data["preprocessing"]["crop"]
         return json.dumps(data, indent=2)
 
 
@@ -259,15 +267,19 @@ def _parse(data: Any, source: Path) -> Manifest:
         raise r.fail("classes", "must list at least one class")
     classes = tuple(r.text(c, f"classes[{i}]") for i, c in enumerate(classes))
 
-    pre = r.fields(top["preprocessing"], "preprocessing", {"resolution", "mean", "std", "resize"})
+    pre = r.fields(top["preprocessing"], "preprocessing", {"resolution", "mean", "std", "resize"},
+                   frozenset({"crop"}) if version >= 5 else frozenset())
     preprocessing = Preprocessing(
         resolution=r.count(pre["resolution"], "preprocessing.resolution", 1),
         mean=r.floats(pre["mean"], "preprocessing.mean", 3),
         std=r.floats(pre["std"], "preprocessing.std", 3),
         resize=r.choice(pre["resize"], ("bilinear",), "preprocessing.resize"),
+        crop=r.number(pre["crop"], "preprocessing.crop") if "crop" in pre else None,
     )
     if any(s <= 0 for s in preprocessing.std):
         raise r.fail("preprocessing.std", f"must be positive, got {list(preprocessing.std)}")
+    if preprocessing.crop is not None and not 0 < preprocessing.crop <= 1:
+        raise r.fail("preprocessing.crop", f"must be in (0, 1], got {preprocessing.crop}")
 
     artifacts = {}
     for file, entry in r.typed(top["artifacts"], dict, "artifacts").items():

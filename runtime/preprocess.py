@@ -8,7 +8,18 @@ import numpy as np
 
 from runtime.manifest import Preprocessing
 
-__all__ = ["prepare", "resize_bilinear"]
+__all__ = ["prepare", "center_crop", "resize_bilinear"]
+
+
+def center_crop(images: np.ndarray, fraction: float) -> np.ndarray:
+    """The central square of side round(fraction x the short side) of uint8 NHWC images (at least 1 pixel).
+
+    Offsets round down: (height - side) // 2 from the top, likewise from the left.
+    """
+    height, width = images.shape[1:3]
+    side = max(1, int(fraction * min(height, width) + 0.5))
+    top, left = (height - side) // 2, (width - side) // 2
+    return images[:, top : top + side, left : left + side]
 
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
@@ -38,7 +49,7 @@ def prepare(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Validate `images` and return normalized float32 NCHW at the bundle's resolution, the whole batch at once.
 
     Accepts float32 NCHW, already normalized, at that resolution; or uint8 NHWC
-    RGB of any size, which is resized and normalized as the manifest says.
+    RGB of any size, which is cropped, resized and normalized as the manifest says.
     """
     if not isinstance(images, np.ndarray):
         raise ValueError(f"images must be a numpy array, got {type(images).__name__}")
@@ -64,6 +75,8 @@ def prepare(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
             raise ValueError(f"uint8 images must be NHWC with {channels} channels, got shape {images.shape}")
         if min(images.shape[1:3]) < 1:
             raise ValueError(f"uint8 images have an empty side: {images.shape}")
+        if pre.crop is not None:
+            images = center_crop(images, pre.crop)
         x = images.astype(np.float32) / 255
         if images.shape[1:3] != (pre.resolution, pre.resolution):
             x = resize_bilinear(x, pre.resolution)

@@ -131,16 +131,16 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 5, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 6, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
 def test_format_version_message_names_the_versions_read(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=5))
-    message = refused(bundle, "unknown format_version 5")
-    assert "reads [1, 2, 3, 4]" in message
+    edit_manifest(bundle, lambda m: m.update(format_version=6))
+    message = refused(bundle, "unknown format_version 6")
+    assert "reads [1, 2, 3, 4, 5]" in message
 
 
 def test_a_rule_newer_than_the_bundle_version_is_refused(bundle):
@@ -183,6 +183,18 @@ def test_wrong_field_type(bundle):
 def test_non_positive_std(bundle):
     edit_manifest(bundle, lambda m: m["preprocessing"].update(std=[0.2, 0.0, 0.2]))
     refused(bundle, rf"{bundle / MANIFEST_FILE}: preprocessing\.std: must be positive")
+
+
+@pytest.mark.parametrize("crop", [0, 1.5, -0.5])
+def test_a_crop_outside_0_1_is_refused(bundle, crop):
+    edit_manifest(bundle, lambda m: m["preprocessing"].update(crop=crop))
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: preprocessing\.crop: must be in \(0, 1\]")
+
+
+def test_a_version_4_manifest_cannot_ask_for_a_crop(bundle):
+    """An older reader would ignore nothing: version 5 introduced the field."""
+    edit_manifest(bundle, lambda m: (m.update(format_version=4), m["preprocessing"].update(crop=0.875)))
+    refused(bundle, rf"preprocessing: unknown field\(s\) \['crop'\]")
 
 
 def test_dispatch_selector_naming_a_missing_graph(bundle):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.manifest import Preprocessing
-from runtime.preprocess import prepare, resize_bilinear
+from runtime.preprocess import center_crop, prepare, resize_bilinear
 
 
 def torch_resize(nhwc: np.ndarray, size: int) -> np.ndarray:
@@ -91,6 +91,27 @@ def test_prepare_uses_per_channel_statistics():
     for c, value in enumerate((255, 128, 0)):
         expected = (value / 255 - PRE.mean[c]) / PRE.std[c]
         np.testing.assert_allclose(out[0, c], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("height, width, side, top, left", [(256, 341, 224, 16, 58), (300, 200, 175, 62, 12), (7, 5, 4, 1, 0)])
+def test_center_crop_keeps_the_central_square(height, width, side, top, left):
+    images = np.arange(height * width * 3, dtype=np.int64).reshape(1, height, width, 3)
+    cropped = center_crop(images, 0.875)
+    assert cropped.shape == (1, side, side, 3)
+    assert np.array_equal(cropped, images[:, top : top + side, left : left + side])
+
+
+def test_a_crop_is_torchvisions_imagenet_evaluation_up_to_the_resize():
+    """Resize(256) + CenterCrop(224) on the 256-pixel short side is exactly the 0.875 crop."""
+    from torchvision.transforms import functional as TF
+
+    images = (np.random.default_rng(0).random((1, 256, 320, 3)) * 255).astype(np.uint8)
+    pre = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop=0.875)
+    expected = TF.normalize(TF.center_crop(torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255, [224, 224]),
+                            pre.mean, pre.std)
+    np.testing.assert_allclose(prepare(images, pre)[0], expected.numpy(), rtol=0, atol=1e-5)
+    uncropped = prepare(images, Preprocessing(224, pre.mean, pre.std))
+    assert np.abs(uncropped[0] - expected.numpy()).max() > 1, "without crop the image is squeezed, not cropped"
 
 
 def test_prepare_passes_normalized_float_through():

@@ -55,6 +55,7 @@ class DataInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resolution: int
+    crop: float | None = None  # evaluation's central crop, as a fraction of the short side (runtime.manifest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +68,7 @@ class DataInfo:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             resolution=int(data["resolution"]),
+            crop=data.get("crop"),
         )
 
 
@@ -197,7 +199,8 @@ def imagenet_folder(split: str, root: Path, *, augment: bool = False) -> tuple[D
         steps = [transforms.Resize(IMAGENET_RESIZE), transforms.CenterCrop(IMAGENET_RESOLUTION)]
     transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     data = datasets.ImageFolder(str(folder), transform=transform)
-    return data, DataInfo("imagenet", tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD, IMAGENET_RESOLUTION)
+    crop = IMAGENET_RESOLUTION / IMAGENET_RESIZE  # the runtime's equivalent of Resize(256) + CenterCrop(224)
+    return data, DataInfo("imagenet", tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD, IMAGENET_RESOLUTION, crop)
 
 
 def load_split(

@@ -214,21 +214,27 @@ def cases(family: str, session: Session, images: dict[str, np.ndarray]) -> list[
 
 
 def preprocessing_golden(manifest: dict) -> dict:
-    """Whole preprocessed tensors for images of awkward sizes: the resize and normalization, value for value."""
+    """Whole preprocessed tensors for images of awkward sizes: the crop, resize and normalization, value for value.
+
+    Cases run under the bundle's preprocessing, and again with ImageNet's 0.875 central crop.
+    """
     from runtime.manifest import Preprocessing
     from runtime.preprocess import prepare
 
-    pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["preprocessing"].items()})
+    plain = manifest["preprocessing"]
     rng = np.random.default_rng(0)
     cases = []
-    for height, width in ((pre.resolution, pre.resolution), (5, 7), (pre.resolution + 1, pre.resolution - 1), (48, 64)):
-        images = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
-        out = np.ascontiguousarray(prepare(images, pre), dtype="<f4")
-        cases.append({
-            "images": {"shape": list(images.shape), "base64": base64.b64encode(images.tobytes()).decode("ascii")},
-            "preprocessed": {"shape": list(out.shape), "base64": base64.b64encode(out.tobytes()).decode("ascii")},
-        })
-    return {"preprocessing": manifest["preprocessing"], "cases": cases}
+    for settings in (plain, {**plain, "crop": 0.875}):
+        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+        for height, width in ((pre.resolution, pre.resolution), (5, 7), (pre.resolution + 1, pre.resolution - 1), (48, 64)):
+            images = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
+            out = np.ascontiguousarray(prepare(images, pre), dtype="<f4")
+            cases.append({
+                "preprocessing": settings,
+                "images": {"shape": list(images.shape), "base64": base64.b64encode(images.tobytes()).decode("ascii")},
+                "preprocessed": {"shape": list(out.shape), "base64": base64.b64encode(out.tobytes()).decode("ascii")},
+            })
+    return {"preprocessing": plain, "cases": cases}
 
 
 def family_goldens(out: Path, work: Path) -> dict[str, Path]:
@@ -290,6 +296,10 @@ MANIFEST_DAMAGE = [
     ("mean a string", "drnet", [(["preprocessing", "mean", 1], "0.5")]),
     ("std zero", "drnet", [(["preprocessing", "std", 1], 0)]),
     ("unknown resize", "drnet", [(["preprocessing", "resize"], "nearest")]),
+    ("crop above 1", "drnet", [(["preprocessing", "crop"], 1.5)]),
+    ("crop zero", "drnet", [(["preprocessing", "crop"], 0)]),
+    ("crop a string", "drnet", [(["preprocessing", "crop"], "0.875")]),
+    ("crop in a version 4 manifest", "drnet", [(["format_version"], 4), (["preprocessing", "crop"], 0.875)]),
     ("artifact outside the bundle", "drnet", [(["artifacts", "../program.pte"], {"sha256": "0" * 64, "bytes": 1})]),
     ("artifact sha256 uppercase", "drnet", [(["artifacts", "@artifact", "sha256"], "AB" * 32)]),
     ("artifact bytes negative", "drnet", [(["artifacts", "@artifact", "bytes"], -1)]),

@@ -9,8 +9,8 @@ import org.adaptiveedge.core.rules.Section
  * docs/bundle.md is the contract, and the golden vectors in
  * `android_demo/golden` hold both readers to the same messages.
  */
-const val FORMAT_VERSION = 4
-val READABLE_VERSIONS = listOf(1, 2, 3, 4)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+const val FORMAT_VERSION = 5
+val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 const val MANIFEST_FILE = "manifest.json"
 const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/targets.py, in its order
@@ -30,7 +30,14 @@ data class Graph(
 )
 
 /** uint8 RGB images become float32 NCHW: resize to [resolution], scale to [0, 1], then (x - mean) / std. */
-data class Preprocessing(val resolution: Int, val mean: List<Double>, val std: List<Double>, val resize: String = "bilinear")
+/** `crop` (version 5): keep the central square of side crop x the short side first, as ImageNet models are evaluated. */
+data class Preprocessing(
+    val resolution: Int,
+    val mean: List<Double>,
+    val std: List<Double>,
+    val resize: String = "bilinear",
+    val crop: Double? = null,
+)
 
 data class Artifact(val sha256: String, val bytes: Long)
 
@@ -93,15 +100,22 @@ data class Manifest(
             if (classList.isEmpty()) throw r.fail("classes", "must list at least one class")
             val classes = classList.mapIndexed { i, c -> r.text(c, "classes[$i]") }
 
-            val pre = r.fields(top["preprocessing"], "preprocessing", setOf("resolution", "mean", "std", "resize"))
+            val pre = r.fields(
+                top["preprocessing"], "preprocessing", setOf("resolution", "mean", "std", "resize"),
+                if (version >= 5) setOf("crop") else emptySet(),
+            )
             val preprocessing = Preprocessing(
                 resolution = r.count(pre["resolution"], "preprocessing.resolution", 1),
                 mean = r.floats(pre["mean"], "preprocessing.mean", 3),
                 std = r.floats(pre["std"], "preprocessing.std", 3),
                 resize = r.choice(pre["resize"], listOf("bilinear"), "preprocessing.resize"),
+                crop = if ("crop" in pre) r.number(pre["crop"], "preprocessing.crop") else null,
             )
             if (preprocessing.std.any { it <= 0 }) {
                 throw r.fail("preprocessing.std", "must be positive, got ${Python.repr(preprocessing.std)}")
+            }
+            preprocessing.crop?.let { crop ->
+                if (!(crop > 0 && crop <= 1)) throw r.fail("preprocessing.crop", "must be in (0, 1], got ${Python.repr(crop)}")
             }
 
             val artifacts = LinkedHashMap<String, Artifact>()

@@ -1,5 +1,7 @@
 package org.adaptiveedge.core
 
+import kotlin.math.floor
+
 /** A batch of uint8 RGB images, NHWC, as a camera frame or a decoded bitmap provides them. */
 class Images(val count: Int, val height: Int, val width: Int, val channels: Int, val pixels: ByteArray) {
     init {
@@ -14,12 +16,14 @@ class Images(val count: Int, val height: Int, val width: Int, val channels: Int,
 /**
  * Turns images into the float32 NCHW batch the graphs expect, with the same
  * float32 arithmetic as `runtime.preprocess.prepare` (so a phone's tensors
- * equal the host's): scale to [0, 1], bilinear resize with half-pixel centres
- * and no antialias, then (x - mean) / std per channel.
+ * equal the host's): the manifest's central crop if any, scale to [0, 1],
+ * bilinear resize with half-pixel centres and no antialias, then
+ * (x - mean) / std per channel.
  */
 object Preprocess {
-    fun prepare(images: Images, pre: Preprocessing): Tensor {
+    fun prepare(uncropped: Images, pre: Preprocessing): Tensor {
         val channels = pre.mean.size
+        val images = pre.crop?.let { centerCrop(uncropped, it) } ?: uncropped
         if (images.count == 0) throw IllegalArgumentException("images is an empty batch")
         if (images.channels != channels) {
             throw IllegalArgumentException("uint8 images must be NHWC with $channels channels, got shape ${images.shape}")
@@ -44,6 +48,20 @@ object Preprocess {
             }
         }
         return Tensor(intArrayOf(images.count, channels, side, side), out)
+    }
+
+    /** The central square of side round(fraction x the short side): `runtime.preprocess.center_crop`. */
+    fun centerCrop(images: Images, fraction: Double): Images {
+        val side = maxOf(1, floor(fraction * minOf(images.height, images.width) + 0.5).toInt())
+        val top = (images.height - side) / 2
+        val left = (images.width - side) / 2
+        val row = side * images.channels
+        val pixels = ByteArray(images.count * side * row)
+        for (n in 0 until images.count) for (y in 0 until side) {
+            val from = ((n * images.height + top + y) * images.width + left) * images.channels
+            System.arraycopy(images.pixels, from, pixels, (n * side + y) * row, row)
+        }
+        return Images(images.count, side, side, images.channels, pixels)
     }
 
     /** Images of different sizes, each prepared alone, as one batch. */

@@ -11,21 +11,24 @@ import kotlin.math.abs
 class PreprocessTest {
     private val golden = Golden.json("preprocessing.json")
 
-    private val pre = (golden["preprocessing"] as Map<String, Any?>).let { p ->
-        Preprocessing(
-            (p["resolution"] as Long).toInt(),
-            (p["mean"] as List<*>).map { (it as Number).toDouble() },
-            (p["std"] as List<*>).map { (it as Number).toDouble() },
-            p["resize"] as String,
-        )
-    }
+    private fun preprocessing(p: Map<String, Any?>) = Preprocessing(
+        (p["resolution"] as Long).toInt(),
+        (p["mean"] as List<*>).map { (it as Number).toDouble() },
+        (p["std"] as List<*>).map { (it as Number).toDouble() },
+        p["resize"] as String,
+        (p["crop"] as Number?)?.toDouble(),
+    )
+
+    private val pre = preprocessing(golden["preprocessing"] as Map<String, Any?>)
 
     @Test
-    fun resizeAndNormalizeMatchPythonWithin1e5() {
-        for (case in golden["cases"] as List<Map<String, Any?>>) {
+    fun cropResizeAndNormalizeMatchPythonWithin1e5() {
+        val cases = golden["cases"] as List<Map<String, Any?>>
+        assert(cases.any { (it["preprocessing"] as Map<*, *>).containsKey("crop") }) { "no case crops" }
+        for (case in cases) {
             val images = Golden.images(case["images"] as Map<String, Any?>)
             val expected = Golden.tensor(case["preprocessed"] as Map<String, Any?>)
-            val actual = Preprocess.prepare(images, pre)
+            val actual = Preprocess.prepare(images, preprocessing(case["preprocessing"] as Map<String, Any?>))
             assertArrayEquals(expected.shape, actual.shape)
             val worst = expected.data.indices.maxOf { abs(expected.data[it] - actual.data[it]) }
             assert(worst <= 1e-5f) { "${images.shape}: largest difference $worst" }
