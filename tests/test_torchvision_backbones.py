@@ -10,6 +10,7 @@ from torchvision import models
 
 import exporter
 from trainer.backbone import backbone_from_config
+from trainer.families import get_family
 from trainer.macs import count_macs
 from trainer.pretrained import initialize_backbone, load_backbone
 from trainer.recipes import get_recipe
@@ -33,6 +34,16 @@ def test_the_drnet_predictor_costs_what_the_paper_says():
     predictor = gmacs(resnet10(num_classes=3), 128)
     assert predictor == pytest.approx(0.30, abs=0.02)
     assert predictor / gmacs(torchvision_backbone("resnet50", num_classes=1000)) == pytest.approx(0.07, abs=0.01)
+
+
+def test_the_mobilenetv2_predictor_is_a_small_share_of_mobilenetv2():
+    """Sec. 4.4 swaps the predictor's residual blocks for inverted residual ones "to reduce the FLOPs":
+    ResNet-10 at 128 px would cost as much as MobileNetV2 itself (0.30 G)."""
+    model = get_family("drnet").build({
+        "backbone": "torchvision:mobilenet_v2", "depth": 0, "width": 0, "shortcut": "projection", "num_classes": 1000,
+        "options": dataclasses.asdict(get_recipe("drnet-imagenet-mobilenetv2").options),
+    })
+    assert model.predictor_macs / model.backbone_macs[0] == pytest.approx(0.054, abs=0.005)
 
 
 def test_every_batchnorm_becomes_a_switchable_set_starting_from_it():

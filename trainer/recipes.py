@@ -149,8 +149,9 @@ RECIPES = _recipes(
              "Deviation: no 3-epoch warmup"),
             ("mobilenetv2", "mobilenet_v2", 0, (224, 196, 168), 4e-5,
              "ImageNet, MobileNetV2 at [1, 0.875, 0.75] x 224 (Sec. 4.4). Deviations: the paper trains it as "
-             "MobileNetV2's own paper (unspelled), here DRNet's schedule with MobileNetV2's wd 4e-5; a ResNet-10 "
-             "predictor (paper: inverted residual blocks); no warmup"),
+             "MobileNetV2's own paper (unspelled), here DRNet's schedule with MobileNetV2's wd 4e-5; the predictor's "
+             "inverted residual blocks are one per MobileNetV2 stage at half width (the paper's text breaks off); "
+             "no warmup"),
         )
     ),
     Recipe(

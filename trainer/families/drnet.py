@@ -20,7 +20,7 @@ from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
 from trainer.resume import TrainingRun
 from trainer.switchable_bn import use_bn_set
-from trainer.torchvision_backbones import PREFIX, resnet10
+from trainer.torchvision_backbones import PREFIX, inverted_residual_predictor, resnet10
 
 __all__ = ["DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix"]
 
@@ -113,7 +113,9 @@ class DRNet(nn.Module):
 def build(model: dict) -> DRNet:
     options = DRNetOptions(**{**model["options"], "resolutions": tuple(model["options"]["resolutions"])})
     backbone = backbone_from_config(model, bn_sets=len(options.resolutions))
-    if model.get("backbone", "cifar-resnet").startswith(PREFIX):
+    if model.get("backbone") == PREFIX + "mobilenet_v2":
+        predictor = inverted_residual_predictor(num_classes=len(options.resolutions))  # Sec. 4.4
+    elif model.get("backbone", "cifar-resnet").startswith(PREFIX):
         predictor = resnet10(num_classes=len(options.resolutions))  # the paper's ImageNet predictor (Sec. 4.1)
     else:
         predictor = cifar_resnet(
