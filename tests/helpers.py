@@ -65,3 +65,16 @@ def run_without_torch(body: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", script, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
+
+
+def saved_step(directory: Path) -> tuple[int, int, int] | None:
+    """(phase, epoch, step) of the training state a run in `directory` last saved, if any."""
+    import torch
+
+    from trainer.resume import STATE_FILE
+
+    state = directory / STATE_FILE
+    if not state.is_file():
+        return None
+    saved = torch.load(state, weights_only=True)
+    return saved["phase"], saved["epoch"], saved["step"]

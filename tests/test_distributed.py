@@ -23,11 +23,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import saved_step
 from torch.utils.data import DistributedSampler
 
 from trainer.backbone import cifar_resnet
 from trainer.data import load_split
-from trainer.families import blockdrop, get_family
+from trainer.families import FAMILIES, blockdrop, get_family
 from trainer.loop import OPTIMIZERS, SCHEDULES, Phase, pretrain_backbone, train_phase
 from trainer.recipes import get_recipe
 from trainer.resume import STATE_FILE
@@ -190,7 +191,7 @@ def finished(process: subprocess.Popen) -> str:
     return output
 
 
-@pytest.mark.parametrize("recipe", ["drnet-digits", "blockdrop-digits", "urnet-digits", "resizable-digits"])
+@pytest.mark.parametrize("recipe", [f"{family}-digits" for family in FAMILIES])
 def test_every_family_trains_under_torchrun_and_only_the_main_rank_writes(recipe, tmp_path):
     """DDP refuses a step whose parameters got no gradient unless the phase says so (skips_parameters):
     training every family's every phase on two ranks checks those declarations."""
@@ -210,14 +211,6 @@ def kill_with_workers(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _saved_at(directory: Path) -> tuple[int, int, int] | None:
-    state = directory / STATE_FILE
-    if not state.is_file():
-        return None
-    saved = torch.load(state, weights_only=True)
-    return saved["phase"], saved["epoch"], saved["step"]
-
-
 def test_a_distributed_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path):
     """BlockDrop: each rank samples its own policies, so the save must hold every rank's RNG state."""
     args = ["--recipe", "blockdrop-digits", "--epochs", "3", "--subset", str(SUBSET), "--checkpoint-every", "3"]
@@ -226,7 +219,7 @@ def test_a_distributed_run_killed_mid_epoch_resumes_to_identical_weights(tmp_pat
 
     process = torchrun(*args, "--out", str(killed))
     deadline = time.monotonic() + 300
-    while (saved := _saved_at(killed)) is None or saved[:2] != (1, 0) or not 0 < saved[2] < 4:
+    while (saved := saved_step(killed)) is None or saved[:2] != (1, 0) or not 0 < saved[2] < 4:
         assert process.poll() is None, f"the run ended before a mid-epoch save in phase 1 (last seen: {saved})"
         assert time.monotonic() < deadline
         time.sleep(0.005)

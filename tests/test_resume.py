@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CIFAR10_ROOT
+from helpers import CIFAR10_ROOT, saved_step
 from safetensors.torch import load_file
 
 from trainer.recipes import get_recipe
@@ -33,14 +33,6 @@ EXTRA_ARGS = {"resnet-cifar10-20": ["--subset", "512", "--data-root", str(CIFAR1
 
 def trainer(*args: str, **options) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "trainer", *args], stdout=subprocess.DEVNULL, **options)
-
-
-def saved_step(directory: Path) -> tuple[int, int, int] | None:
-    state = directory / STATE_FILE
-    if not state.is_file():
-        return None
-    saved = torch.load(state, weights_only=True)
-    return saved["phase"], saved["epoch"], saved["step"]
 
 
 def weights(directory: Path) -> dict[str, dict[str, torch.Tensor]]:
