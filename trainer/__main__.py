@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.distributed import ranks, start
+from trainer.distributed import ranks, start, stop
 from trainer.evaluate import format_metrics
 from trainer.families import get_family
 from runtime.files import atomic_write
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        stop()
     if not place.main:
         return 0
     if recipe.family is None:

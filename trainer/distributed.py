@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Ranks", "start", "ranks", "mean_over_ranks", "gather_objects", "barrier"]
+__all__ = ["Ranks", "start", "stop", "ranks", "mean_over_ranks", "gather_objects"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ def gather_objects(value: object) -> list[object]:
     return gathered
 
 
-def barrier() -> None:
+def stop() -> None:
+    """Leave the process group once training is over (the main rank may still evaluate and write alone)."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.destroy_process_group()
