@@ -1,6 +1,8 @@
 """Measure a bundle's real latency on this device against its MACs and the device's budgets.
 
 python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
+python -m runtime.profile table --bundle BUNDLE --device NAME [--batches 1 4 8] [--images FILE.npy] --out TABLE.json
+    (the device's latency table: every graph and operating point, docs/latency_table.md)
 
 Every speedup is a ratio against the static full model (the manifest's
 reference graph) timed in the same run, both through Session.run. MACs are conv+linear multiply-
@@ -21,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
+from runtime.latency_table import LatencyTable, write_latency_table
 from runtime.lookup_table import latency_key
+from runtime.operating_points import REMEASURES, measure_table
 from runtime.preprocess import prepare
 from runtime.session import Session, load
 from runtime.timing import Timing, measure
@@ -207,7 +211,84 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_table(table: LatencyTable) -> str:
+    lines = [
+        f"{table.bundle} ({table.family}) on {table.device}: {table.backend_detail}",
+        f"median of {table.runs} interleaved runs after {table.warmup} warm-up, a new input per call; "
+        f"rows with MAD/median above {table.noise_threshold:g} re-measured",
+        "",
+        f"{'graph':16} {'MMACs':>8} " + " ".join(f"{'b' + str(b) + ' ms':>9}" for b in next(iter(table.graphs.values())).batches),
+    ]
+    for g in table.graphs.values():
+        lines.append(f"{g.name:16} {g.macs / 1e6:8.3f} " + " ".join(
+            f"{t.median_ms:8.3f}{'!' if t.noisy else ' '}" for t in g.batches.values()))
+    lines += ["", f"{'point':16} {'MMACs':>8} {'calls':>6} {'median':>8} {'p99':>8} {'predicted':>9} {'error':>7}"]
+    for point in table.points:
+        t = point.latency
+        lines.append(
+            f"{point.name:16} {point.macs / 1e6:8.3f} {sum(point.calls.values()):6.1f} {t.median_ms:8.3f} "
+            f"{t.p99_ms:8.3f} {point.predicted_ms:9.3f} {point.error:+7.1%}{' noisy' if t.noisy else ''}"
+        )
+    lines += ["", f"preprocessing {table.preprocess.median_ms:.3f} ms, session overhead {table.session_overhead_ms:.3f} "
+              f"ms per run (static full model {table.static.median_ms:.3f} ms through Session.run); predictions within "
+              f"10%: {table.within_tolerance:.0%} of {len(table.points)} points"]
+    if table.fit:
+        f = table.fit
+        lines.append(f"fit: latency = {f.ms_per_gmac:.3f} ms/GMAC x MACs + {f.ms_per_call:.4f} ms x calls + "
+                     f"{f.constant_ms:.3f} ms, R^2 {f.r2:.3f} over {f.points} graphs and points")
+    if table.pipeline:
+        p = table.pipeline
+        lines.append(f"pipeline over {p['images']} images: {p['total']['median_ms']:.3f} ms median, p99 "
+                     f"{p['total']['p99_ms']:.3f}; preprocessing {p['preprocess_share']:.1%}, selector "
+                     f"{p['selector_share']:.1%}")
+    if table.noisy_rows:
+        lines.append(f"NOISY after {REMEASURES} re-measurements: {', '.join(table.noisy_rows)}")
+    return "\n".join(lines)
+
+
+def table_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.profile table",
+        description="Measure the device's latency table of a bundle: every graph across batch sizes, every operating "
+        "point (paths, configurations, URNet's S sweep) through Session.run, with median, p90, p99 and MAD; "
+        "noisy rows re-measured and flagged; each point's latency predicted from its graph calls, and a fit "
+        "latency ~ MACs + calls. Format: docs/latency_table.md.",
+    )
+    parser.add_argument("--bundle", required=True, type=Path, help="the bundle directory")
+    parser.add_argument("--device", required=True, help="a device name from devices.yaml (pins its threads)")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    parser.add_argument("--backend", help="override the backend (must be one the device lists)")
+    parser.add_argument("--runs", type=int, default=100, help="timed calls per row (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default: %(default)s)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1],
+                        help="batch sizes to time each graph at; must include 1 (default: 1)")
+    parser.add_argument("--images", type=Path,
+                        help=".npy uint8 NHWC images: they feed the points, and the pipeline row times them")
+    parser.add_argument("--noise", type=float, default=0.1,
+                        help="MAD/median above which a row is re-measured, then flagged (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "runtime.profile", "table", *argv])
+    try:
+        device = get_device(args.device, args.devices)
+        session = load(args.bundle, args.backend, device=device)
+        if session.backend.name not in device.backends:
+            raise ValueError(f"device {device.name} runs {list(device.backends)}, not {session.backend.name}")
+        images = np.load(args.images, allow_pickle=False) if args.images else None
+        table = measure_table(session, device, runs=args.runs, warmup=args.warmup, batches=args.batches,
+                              images=images, noise_threshold=args.noise, command=command)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        print(f"runtime.profile table: error: {error}", file=sys.stderr)
+        return 2
+    write_latency_table(args.out, table)
+    print(format_table(table))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:
+        return table_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, type=Path)
     parser.add_argument("--device", required=True, help="a device name from devices.yaml")
@@ -228,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         print(f"runtime.profile: error: {error}", file=sys.stderr)
         return 2
-    report["command"] = shlex.join(["python", "-m", "runtime.profile", *(argv if argv is not None else sys.argv[1:])])
+    report["command"] = shlex.join(["python", "-m", "runtime.profile", *argv])
     print(format_report(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,24 @@ class Timing:
     median_ms: float
     p90_ms: float
     runs: int
+    p99_ms: float = 0.0
+    mad_ms: float = 0.0  # median absolute deviation: the spread a few outliers cannot inflate
+
+    @property
+    def spread(self) -> float:
+        """MAD over the median: how noisy the machine was while this was timed."""
+        return self.mad_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+    @classmethod
+    def of(cls, seconds: np.ndarray) -> Timing:
+        ms = np.asarray(seconds) * 1e3
+        median = float(np.median(ms))
+        return cls(median, float(np.percentile(ms, 90)), len(ms), float(np.percentile(ms, 99)),
+                   float(np.median(np.abs(ms - median))))
 
 
 def measure(fns: Mapping[Hashable, Callable[[], object]], *, runs: int = 50, warmup: int = 10) -> dict[Hashable, Timing]:
-    """Median and 90th-percentile wall time of each callable, after `warmup` untimed rounds.
+    """Median, 90th and 99th percentile and MAD of each callable's wall time, after `warmup` untimed rounds.
 
     The callables run interleaved, one call each per round, so that drift on a
     noisy machine hits all of them alike and their ratios stay meaningful.
@@ -35,6 +49,4 @@ def measure(fns: Mapping[Hashable, Callable[[], object]], *, runs: int = 50, war
             start = time.perf_counter()
             fn()
             samples[name][i] = time.perf_counter() - start
-    return {
-        name: Timing(float(np.median(s) * 1e3), float(np.percentile(s, 90) * 1e3), runs) for name, s in samples.items()
-    }
+    return {name: Timing.of(s) for name, s in samples.items()}

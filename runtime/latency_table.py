@@ -1,0 +1,230 @@
+"""A device's latency table for one bundle: every graph and operating point, measured on that device.
+
+`python -m runtime.profile table` writes it (runtime/operating_points.py);
+the runtime reads it. The format is JSON, documented in
+docs/latency_table.md and validated field by field on read, with errors that
+name the file and the field. Torch-free, like the rest of the format layer.
+
+Two checks travel with the measurements:
+
+- **prediction:** each operating point's latency predicted as the sum of the
+  graph calls it makes (batch 1, measured alone), plus preprocessing, plus the
+  session's own cost per run (calibrated once: the static full model through
+  `Session.run` minus its graph alone and preprocessing), against its latency
+  measured whole through `Session.run`. Summing per-layer or per-graph means
+  is what latency tables such as Once-for-All's assume; the error says how
+  far that holds through the runtime's dispatch.
+- **fit:** latency ~ a * GMACs + b * graph calls + c over every graph at
+  batch 1 and every operating point, with its R^2: how much of the latency
+  MACs and calls explain on this device.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.files import atomic_write
+from runtime.manifest import FieldReader
+
+__all__ = [
+    "TABLE_FORMAT", "TABLE_VERSION", "Latency", "GraphRow", "PointRow", "Fit", "LatencyTable",
+    "fit_latency", "read_latency_table", "write_latency_table",
+]
+
+TABLE_FORMAT = "adaptive-edge-latency-table"
+TABLE_VERSION = 1
+PREDICTION_TOLERANCE = 0.10  # a prediction within 10% of the measured latency counts as right
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One measured row: statistics over `runs` timed calls, each on a new input."""
+
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mad_ms: float
+    runs: int
+    noisy: bool = False  # its MAD / median stayed above the table's threshold after re-measuring
+    remeasured: int = 0  # how many times it was measured again for being noisy
+
+
+@dataclass(frozen=True)
+class GraphRow:
+    name: str
+    macs: int  # per sample
+    batches: Mapping[int, Latency]  # batch size -> latency of one call on that batch
+
+
+@dataclass(frozen=True)
+class PointRow:
+    """One operating point: a path every image takes, or URNet's compute scale S."""
+
+    name: str
+    kind: str  # "path" or "scale"
+    value: float | None  # S for a scale point
+    macs: float  # mean per image, selector included
+    calls: Mapping[str, float]  # graph -> mean calls per image
+    latency: Latency  # measured whole, through Session.run, batch 1
+    predicted_ms: float  # preprocessing + session overhead + the sum of its graph calls' batch-1 medians
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction against the measured median."""
+        return (self.predicted_ms - self.latency.median_ms) / self.latency.median_ms
+
+
+@dataclass(frozen=True)
+class Fit:
+    ms_per_gmac: float
+    ms_per_call: float
+    constant_ms: float
+    r2: float
+    points: int
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    bundle: str
+    manifest_sha256: str  # the bundle the table describes: a table of another bundle is refused
+    family: str
+    device: str
+    backend: str
+    backend_detail: str  # what actually ran: library version, providers, threads
+    threads: int | None
+    created: str  # UTC ISO 8601
+    command: str
+    warmup: int
+    runs: int
+    noise_threshold: float  # MAD / median above which a row is re-measured, then flagged
+    preprocess: Latency  # a uint8 image to the normalized batch, batch 1
+    static: Latency  # Session.run(static=True): the static full model through the public API
+    session_overhead_ms: float  # static - preprocess - the reference graph alone: the runtime's own cost per run
+    graphs: Mapping[str, GraphRow]
+    points: Sequence[PointRow]
+    fit: Fit | None  # None with fewer operating points than parameters
+    pipeline: Mapping[str, Any] | None = None  # over a given image set: total, preprocessing and selector shares
+
+    @property
+    def within_tolerance(self) -> float:
+        """The share of operating points predicted within PREDICTION_TOLERANCE."""
+        return float(np.mean([abs(p.error) <= PREDICTION_TOLERANCE for p in self.points])) if self.points else 0.0
+
+    @property
+    def noisy_rows(self) -> list[str]:
+        rows = [f"graph {g.name} batch {b}" for g in self.graphs.values() for b, t in g.batches.items() if t.noisy]
+        rows += [f"point {p.name}" for p in self.points if p.latency.noisy]
+        return rows + [name for name, t in (("preprocess", self.preprocess), ("static", self.static)) if t.noisy]
+
+
+def fit_latency(graphs: Mapping[str, GraphRow], points: Sequence[PointRow]) -> Fit | None:
+    """Least squares of latency_ms = a * GMACs + b * calls + c over every graph at batch 1 (one call) and every
+    operating point, and its R^2; None with no more samples than parameters."""
+    samples = [(g.macs, 1.0, g.batches[1].median_ms) for g in graphs.values()]
+    samples += [(p.macs, sum(p.calls.values()), p.latency.median_ms) for p in points]
+    if len(samples) <= 3:
+        return None
+    design = np.array([[macs / 1e9, calls, 1.0] for macs, calls, _ in samples])
+    measured = np.array([ms for *_, ms in samples])
+    coefficients, *_ = np.linalg.lstsq(design, measured, rcond=None)
+    residual = measured - design @ coefficients
+    total = float(((measured - measured.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / total if total > 0 else 1.0
+    a, b, c = (float(v) for v in coefficients)
+    return Fit(a, b, c, r2, len(samples))
+
+
+def write_latency_table(path: str | Path, table: LatencyTable) -> None:
+    data = {"format": TABLE_FORMAT, "version": TABLE_VERSION, **asdict(table)}
+    for row in data["graphs"].values():
+        row["batches"] = {str(batch): latency for batch, latency in row["batches"].items()}
+    atomic_write(Path(path), lambda temporary: Path(temporary).write_text(json.dumps(data, indent=1) + "\n"))
+
+
+def read_latency_table(path: str | Path) -> LatencyTable:
+    """Read and validate a table; BundleError naming the file and the field on any problem."""
+    path = Path(path)
+    r = FieldReader(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise r.fail("table", "no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise r.fail("table", f"not valid JSON: {error}") from None
+    top = r.fields(data, "table", {
+        "format", "version", "bundle", "manifest_sha256", "family", "device", "backend", "backend_detail", "threads",
+        "created", "command", "warmup", "runs", "noise_threshold", "preprocess", "static", "session_overhead_ms",
+        "graphs", "points", "fit", "pipeline",
+    })
+    if top["format"] != TABLE_FORMAT:
+        raise r.fail("format", f"{top['format']!r} is not {TABLE_FORMAT!r}")
+    if top["version"] != TABLE_VERSION:
+        raise r.fail("version", f"unknown version {top['version']!r}; this runtime reads [{TABLE_VERSION}]")
+    graphs = {}
+    for name, row in r.typed(top["graphs"], dict, "graphs").items():
+        where = f"graphs[{name!r}]"
+        g = r.fields(row, where, {"name", "macs", "batches"})
+        batches = {}
+        for batch, latency in r.typed(g["batches"], dict, f"{where}.batches").items():
+            if not batch.isdigit() or int(batch) < 1:
+                raise r.fail(f"{where}.batches", f"batch sizes are positive integers, got {batch!r}")
+            batches[int(batch)] = _latency(r, latency, f"{where}.batches[{batch!r}]")
+        if 1 not in batches:
+            raise r.fail(f"{where}.batches", "needs batch 1, which predictions use")
+        graphs[name] = GraphRow(r.text(g["name"], f"{where}.name"), r.count(g["macs"], f"{where}.macs"), batches)
+    points = []
+    for i, row in enumerate(r.typed(top["points"], list, "points")):
+        where = f"points[{i}]"
+        p = r.fields(row, where, {"name", "kind", "value", "macs", "calls", "latency", "predicted_ms"})
+        calls = r.typed(p["calls"], dict, f"{where}.calls")
+        for graph, count in calls.items():
+            r.choice(graph, graphs, f"{where}.calls")
+            _nonnegative(r, count, f"{where}.calls[{graph!r}]")
+        points.append(PointRow(
+            r.text(p["name"], f"{where}.name"), r.choice(p["kind"], ("path", "scale"), f"{where}.kind"),
+            None if p["value"] is None else r.number(p["value"], f"{where}.value"),
+            _nonnegative(r, p["macs"], f"{where}.macs"), {g: float(c) for g, c in calls.items()},
+            _latency(r, p["latency"], f"{where}.latency"), _nonnegative(r, p["predicted_ms"], f"{where}.predicted_ms"),
+        ))
+    fit = None
+    if top["fit"] is not None:
+        f = r.fields(top["fit"], "fit", {"ms_per_gmac", "ms_per_call", "constant_ms", "r2", "points"})
+        fit = Fit(*(r.number(f[k], f"fit.{k}") for k in ("ms_per_gmac", "ms_per_call", "constant_ms", "r2")),
+                  r.count(f["points"], "fit.points", 4))
+    return LatencyTable(
+        bundle=r.text(top["bundle"], "bundle"), manifest_sha256=r.text(top["manifest_sha256"], "manifest_sha256"),
+        family=r.text(top["family"], "family"), device=r.text(top["device"], "device"),
+        backend=r.text(top["backend"], "backend"), backend_detail=r.text(top["backend_detail"], "backend_detail"),
+        threads=None if top["threads"] is None else r.count(top["threads"], "threads", 1),
+        created=r.text(top["created"], "created"), command=r.text(top["command"], "command"),
+        warmup=r.count(top["warmup"], "warmup"), runs=r.count(top["runs"], "runs", 1),
+        noise_threshold=_nonnegative(r, top["noise_threshold"], "noise_threshold"),
+        preprocess=_latency(r, top["preprocess"], "preprocess"), static=_latency(r, top["static"], "static"),
+        session_overhead_ms=r.number(top["session_overhead_ms"], "session_overhead_ms"),
+        graphs=graphs, points=points, fit=fit,
+        pipeline=None if top["pipeline"] is None else r.typed(top["pipeline"], dict, "pipeline"),
+    )
+
+
+def _nonnegative(r: FieldReader, value: Any, where: str) -> float:
+    number = r.number(value, where)
+    if not number >= 0:  # NaN fails too
+        raise r.fail(where, f"must be a non-negative number, got {value!r}")
+    return number
+
+
+def _latency(r: FieldReader, data: Any, where: str) -> Latency:
+    t = r.fields(data, where, {"median_ms", "p90_ms", "p99_ms", "mad_ms", "runs", "noisy", "remeasured"})
+    median, p90, p99, mad = (_nonnegative(r, t[k], f"{where}.{k}") for k in ("median_ms", "p90_ms", "p99_ms", "mad_ms"))
+    if not median <= p90 <= p99:
+        raise r.fail(where, f"needs median <= p90 <= p99, got {median}, {p90}, {p99}")
+    if not isinstance(t["noisy"], bool):
+        raise r.fail(f"{where}.noisy", f"expected true or false, got {t['noisy']!r}")
+    return Latency(median, p90, p99, mad, r.count(t["runs"], f"{where}.runs", 1), t["noisy"],
+                   r.count(t["remeasured"], f"{where}.remeasured"))

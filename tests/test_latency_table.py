@@ -1,0 +1,106 @@
+"""The device's latency table: measured over every operating point, written and read back, refused when damaged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.devices import get_device
+from runtime.latency_table import GraphRow, Latency, PointRow, fit_latency, read_latency_table, write_latency_table
+from runtime.manifest import BundleError
+from runtime.operating_points import REMEASURES, SCALES, _measure_quietly, measure_table
+from runtime.profile import main as profile_main
+
+RUNS = dict(runs=5, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def drnet_table(onnx_bundle, tmp_path_factory):
+    path = tmp_path_factory.mktemp("table") / "table.json"
+    assert profile_main(["table", "--bundle", str(onnx_bundle), "--device", "host-cpu", "--runs", "5", "--warmup", "1",
+                         "--batches", "1", "4", "--out", str(path)]) == 0
+    return path
+
+
+def test_the_table_covers_every_graph_and_path_and_reads_back(drnet_table, onnx_bundle):
+    table = read_latency_table(drnet_table)
+    manifest = runtime.load(onnx_bundle).manifest
+    assert set(table.graphs) == set(manifest.graphs)
+    assert all(set(g.batches) == {1, 4} for g in table.graphs.values())
+    assert [p.name for p in table.points] == [p.name for p in manifest.dispatch.paths]
+    assert table.device == "host-cpu" and table.backend == "onnxruntime" and table.threads == 1
+    assert "threads=1" in table.backend_detail
+    assert table.command.startswith("python -m runtime.profile table")
+    for point in table.points:  # DRNet: the predictor, then the chosen resolution's graph
+        graph = next(p.graph for p in manifest.dispatch.paths if p.name == point.name)
+        assert point.calls == {manifest.dispatch.selector: 1.0, graph: 1.0}
+        summed = table.preprocess.median_ms + table.session_overhead_ms + sum(
+            table.graphs[g].batches[1].median_ms * n for g, n in point.calls.items())
+        assert point.predicted_ms == pytest.approx(summed)
+    assert table.fit is not None and table.fit.points == len(table.graphs) + len(table.points)
+    rewritten = drnet_table.with_name("again.json")
+    write_latency_table(rewritten, table)
+    assert read_latency_table(rewritten) == table
+
+
+def test_urnet_points_are_the_s_sweep_and_feed_the_pipeline(block_bundles, digits_test):
+    session = runtime.load(block_bundles["urnet", "onnx"], device=get_device("host-cpu"))
+    images = digits_test[0]
+    table = measure_table(session, get_device("host-cpu"), images=images[:8], **RUNS)
+    assert [(p.kind, p.value) for p in table.points] == [("scale", s) for s in SCALES]
+    blocks = [sum(n for g, n in p.calls.items() if "run" in g) for p in table.points]
+    assert blocks == sorted(blocks), f"more blocks run as S grows: {blocks}"
+    assert table.pipeline["images"] == 8 and 0 < table.pipeline["preprocess_share"] < 1
+
+
+def test_a_noisy_row_is_measured_again_then_flagged():
+    rng = np.random.default_rng(0)
+    rows = _measure_quietly(
+        {"steady": lambda: time.sleep(0.002), "noisy": lambda: time.sleep(float(rng.uniform(0.0002, 0.006)))},
+        runs=15, warmup=1, threshold=0.2,  # uniform: MAD / median near 0.45
+    )
+    assert not rows["steady"].noisy and rows["steady"].remeasured == 0
+    assert rows["noisy"].noisy and rows["noisy"].remeasured == REMEASURES
+
+
+def test_the_fit_recovers_a_linear_device():
+    """latency = 2 ms/GMAC + 0.05 ms per call + 0.1 ms, exactly: the fit finds it with R^2 1."""
+    def latency(ms: float) -> Latency:
+        return Latency(ms, ms, ms, 0.0, 5)
+
+    graphs = {f"g{i}": GraphRow(f"g{i}", macs, {1: latency(2 * macs / 1e9 + 0.05 + 0.1)})
+              for i, macs in enumerate((1e8, 3e8, 7e8))}
+    points = [PointRow(f"p{calls}", "path", None, macs, {"g0": calls}, latency(2 * macs / 1e9 + 0.05 * calls + 0.1), 0.0)
+              for macs, calls in ((2e8, 2), (5e8, 3), (9e8, 5))]
+    fit = fit_latency(graphs, points)
+    assert (fit.ms_per_gmac, fit.ms_per_call, fit.constant_ms) == pytest.approx((2.0, 0.05, 0.1))
+    assert fit.r2 == pytest.approx(1.0) and fit.points == 6
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda t: t.pop("static"), r"table: missing field\(s\) \['static'\]"),
+    (lambda t: t.update(version=2), "version: unknown version 2"),
+    (lambda t: t["preprocess"].update(noisy="yes"), r"preprocess\.noisy: expected true or false"),
+    (lambda t: t["preprocess"].update(p99_ms=-1.0), r"preprocess\.p99_ms: must be a non-negative number"),
+    (lambda t: t["points"][0]["calls"].update(nowhere=1.0), r"points\[0\]\.calls: 'nowhere' is not one of"),
+    (lambda t: next(iter(t["graphs"].values()))["batches"].pop("1"), r"batches: needs batch 1"),
+])
+def test_a_damaged_table_is_refused_naming_the_file_and_field(drnet_table, tmp_path, damage, field):
+    data = json.loads(drnet_table.read_text())
+    damage(data)
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=field) as error:
+        read_latency_table(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_point_prediction_error_is_relative_to_the_measurement():
+    point = PointRow("p", "path", None, 1.0, {}, Latency(2.0, 2.0, 2.0, 0.0, 1), 2.2)
+    assert point.error == pytest.approx(0.1)
+    assert dataclasses.replace(point, predicted_ms=1.0).error == pytest.approx(-0.5)
