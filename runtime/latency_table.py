@@ -104,6 +104,7 @@ class LatencyTable:
     runs: int
     noise_threshold: float  # MAD / median above which a row is re-measured, then flagged
     preprocess: Latency  # a uint8 image to the normalized batch, batch 1
+    reference: str  # the static full model's graph
     static: Latency  # Session.run(static=True): the static full model through the public API
     session_overhead_ms: float  # static - preprocess - the reference graph alone: the runtime's own cost per run
     graphs: Mapping[str, GraphRow]
@@ -159,7 +160,7 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         raise r.fail("table", f"not valid JSON: {error}") from None
     top = r.fields(data, "table", {
         "format", "version", "bundle", "manifest_sha256", "family", "device", "backend", "backend_detail", "threads",
-        "created", "command", "warmup", "runs", "noise_threshold", "preprocess", "static", "session_overhead_ms",
+        "created", "command", "warmup", "runs", "noise_threshold", "preprocess", "reference", "static", "session_overhead_ms",
         "graphs", "points", "fit", "pipeline",
     })
     if top["format"] != TABLE_FORMAT:
@@ -205,7 +206,8 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         created=r.text(top["created"], "created"), command=r.text(top["command"], "command"),
         warmup=r.count(top["warmup"], "warmup"), runs=r.count(top["runs"], "runs", 1),
         noise_threshold=_nonnegative(r, top["noise_threshold"], "noise_threshold"),
-        preprocess=_latency(r, top["preprocess"], "preprocess"), static=_latency(r, top["static"], "static"),
+        preprocess=_latency(r, top["preprocess"], "preprocess"), reference=r.choice(top["reference"], graphs, "reference"),
+        static=_latency(r, top["static"], "static"),
         session_overhead_ms=r.number(top["session_overhead_ms"], "session_overhead_ms"),
         graphs=graphs, points=points, fit=fit,
         pipeline=None if top["pipeline"] is None else r.typed(top["pipeline"], dict, "pipeline"),

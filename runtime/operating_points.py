@@ -160,7 +160,8 @@ def measure_table(
         bundle=str(session.bundle), manifest_sha256=sha256_of(session.bundle / MANIFEST_FILE),
         family=manifest.family, device=device.name, backend=session.backend.name, backend_detail=detail,
         threads=device.threads, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command,
-        warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess, static=static,
+        warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess,
+        reference=manifest.dispatch.reference, static=static,
         session_overhead_ms=overhead, graphs=graphs, points=rows, fit=fit_latency(graphs, rows),
         pipeline=None if images is None else _pipeline(session, singles, runs=max(3, runs // 10)),
     )

@@ -3,6 +3,8 @@
 python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
 python -m runtime.profile table --bundle BUNDLE --device NAME [--batches 1 4 8] [--images FILE.npy] --out TABLE.json
     (the device's latency table: every graph and operating point, docs/latency_table.md)
+python -m runtime.profile compare A.json B.json ... [--plot latency.png]
+    (reports and tables from several devices and backends, the Android app's included, in one table)
 
 Every speedup is a ratio against the static full model (the manifest's
 reference graph) timed in the same run, both through Session.run. MACs are conv+linear multiply-
@@ -22,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.compare import compare_table, plot_latency_against_macs, read_measurement
 from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.latency_table import LatencyTable, write_latency_table
 from runtime.lookup_table import latency_key
+from runtime.manifest import BundleError
 from runtime.operating_points import REMEASURES, measure_table
 from runtime.preprocess import prepare
 from runtime.session import Session, load
@@ -285,10 +289,34 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
+def compare_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.profile compare",
+        description="Line up the paths and operating points of several profile reports or latency tables "
+        "(any devices and backends, the Android app's report included): median latency at batch 1, and the speedup "
+        "against the static full model measured in the same run.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, help="profile reports (--out) or latency tables (table --out)")
+    parser.add_argument("--plot", type=Path, help="also draw latency against MACs into this PNG")
+    args = parser.parse_args(argv)
+    try:
+        measured = [read_measurement(path) for path in args.files]
+        print(compare_table(measured))
+        if args.plot:
+            plot_latency_against_macs(measured, args.plot)
+            print(f"plot: {args.plot}")
+    except (BundleError, ImportError) as error:
+        print(f"runtime.profile compare: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["table"]:
         return table_main(argv[1:])
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, type=Path)
     parser.add_argument("--device", required=True, help="a device name from devices.yaml")

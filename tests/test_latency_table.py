@@ -104,3 +104,26 @@ def test_a_point_prediction_error_is_relative_to_the_measurement():
     point = PointRow("p", "path", None, 1.0, {}, Latency(2.0, 2.0, 2.0, 0.0, 1), 2.2)
     assert point.error == pytest.approx(0.1)
     assert dataclasses.replace(point, predicted_ms=1.0).error == pytest.approx(-0.5)
+
+
+def test_compare_lines_up_a_table_and_a_report_and_draws_them(drnet_table, onnx_bundle, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    assert profile_main(["--bundle", str(onnx_bundle), "--device", "host-cpu", "--runs", "5", "--warmup", "1",
+                         "--out", str(report)]) in (0, 1)  # 1: a budget failed, which compare does not care about
+    capsys.readouterr()
+    plot = tmp_path / "latency.png"
+    assert profile_main(["compare", str(drnet_table), str(report), "--plot", str(plot)]) == 0
+    printed = capsys.readouterr().out
+    table = read_latency_table(drnet_table)
+    for point in table.points:
+        row = next(line for line in printed.splitlines() if line.startswith(point.name))
+        assert row.count(" ms ") == 2, f"{point.name}: one cell per file: {row}"
+    assert printed.count("host-cpu/onnxruntime") >= 2
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_refuses_a_file_that_is_no_measurement(tmp_path, capsys):
+    stray = tmp_path / "manifest.json"
+    stray.write_text(json.dumps({"format_version": 5}))
+    assert profile_main(["compare", str(stray)]) == 2
+    assert f"{stray}: neither a latency table" in capsys.readouterr().err
