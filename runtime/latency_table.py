@@ -203,7 +203,7 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         family=r.text(top["family"], "family"), device=r.text(top["device"], "device"),
         backend=r.text(top["backend"], "backend"), backend_detail=r.text(top["backend_detail"], "backend_detail"),
         threads=None if top["threads"] is None else r.count(top["threads"], "threads", 1),
-        created=r.text(top["created"], "created"), command=r.text(top["command"], "command"),
+        created=r.text(top["created"], "created"), command=r.typed(top["command"], str, "command"),
         warmup=r.count(top["warmup"], "warmup"), runs=r.count(top["runs"], "runs", 1),
         noise_threshold=_nonnegative(r, top["noise_threshold"], "noise_threshold"),
         preprocess=_latency(r, top["preprocess"], "preprocess"), reference=r.choice(top["reference"], graphs, "reference"),

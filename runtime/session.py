@@ -16,8 +16,11 @@ import numpy as np
 from runtime.backends import Backend, GraphRunner, create_backend
 from runtime.bundle import open_bundle
 from runtime.devices import Device
+from runtime.budgets import allowance
+from runtime.files import sha256_of
+from runtime.latency_table import LatencyTable, read_latency_table
 from runtime.lookup_table import latency_key
-from runtime.manifest import Manifest
+from runtime.manifest import MANIFEST_FILE, Manifest
 from runtime.preprocess import prepare
 from runtime.rules import Request
 from runtime.targets import TARGETS
@@ -54,11 +57,15 @@ class GraphCalls:
 
 
 class Session:
-    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend, device: str | None = None) -> None:
+    def __init__(
+        self, bundle: Path, manifest: Manifest, backend: Backend, device: str | None = None,
+        table: LatencyTable | None = None,
+    ) -> None:
         self.bundle = bundle
         self.manifest = manifest
         self.backend = backend
         self.device = device or manifest.producer.get("device")  # where latency budgets are looked up
+        self.table = table  # this device's latency table: what budgets in ms are measured against
         self.graphs = {name: backend.load(bundle, manifest, graph) for name, graph in manifest.graphs.items()}
         self.dispatcher = manifest.rule.dispatcher(manifest)
 
@@ -71,10 +78,6 @@ class Session:
         """Whether `run` takes a compute scale S (URNet's gated bundles)."""
         return self.manifest.rule.takes_scale
 
-    @property
-    def takes_budget(self) -> bool:
-        """Whether `run` takes budget_macs / budget_ms (Resizable bundles)."""
-        return self.manifest.rule.takes_budget
 
     def run(
         self, images: np.ndarray, *, scale: float | Sequence[float] | None = None, path: str | None = None,
@@ -84,21 +87,30 @@ class Session:
 
         `scale` is URNet's S in [0, 1], the share of blocks to run: one number,
         or one per image (default 1). `budget_macs` / `budget_ms` bound each
-        image's cost in a Resizable bundle; milliseconds are those measured on
-        this session's device and backend. `path` makes every image take that
-        path (the selector still runs and is counted); `static` runs the static
-        full model alone, the baseline of every speedup.
+        image's cost, selector included; milliseconds are those measured on
+        this session's device and backend: a Resizable bundle's own, or the
+        device's latency table (runtime/budgets.py: URNet runs the largest S
+        that fits, DRNet and BlockDrop the paths that fit). `path` makes every
+        image take that path (the selector still runs and is counted);
+        `static` runs the static full model alone, the baseline of every speedup.
         """
         if static and path is not None:
             raise ValueError("pass either path= or static=True, not both")
         budget = {"budget_macs": budget_macs, "budget_ms": budget_ms}
-        if not self.takes_budget and any(v is not None for v in budget.values()):
-            raise ValueError(f"this {self.manifest.family} bundle takes no budget; drop budget_macs / budget_ms")
         for name, value in budget.items():
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if budget_ms is not None and not self.device:
             raise ValueError("budget_ms: latency is measured per device; pass device= to runtime.load")
+        budgeted = budget_macs is not None or budget_ms is not None
+        allowed = None
+        if budgeted and not self.manifest.rule.takes_budget and not static:
+            if path is not None:
+                raise ValueError("pass either path= or a budget, not both")
+            if scale is not None:
+                raise ValueError("pass either scale= or a budget, not both: the budget picks S")
+            chosen = allowance(self.manifest, self.table, budget_macs=budget_macs, budget_ms=budget_ms)
+            scale, allowed = chosen.scale, chosen.paths
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
@@ -111,7 +123,9 @@ class Session:
             macs = np.full(len(batch), self.manifest.graphs[reference].macs, dtype=np.int64)
             return RunResult(logits, [reference] * len(batch), macs, timings)
         key = latency_key(self.device, self.backend.name) if self.device else None
-        request = Request(scale=scales, path=path, budget_macs=budget_macs, budget_ms=budget_ms, latency_key=key)
+        request = Request(
+            scale=scales, path=path, budget_macs=budget_macs, budget_ms=budget_ms, latency_key=key, allowed=allowed,
+        )
         decision = self.dispatcher(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
 
@@ -129,11 +143,14 @@ class Session:
 
 
 def load(
-    bundle: str | Path, backend: str | None = None, *, threads: int | None = None, device: Device | None = None
+    bundle: str | Path, backend: str | None = None, *, threads: int | None = None, device: Device | None = None,
+    table: str | Path | None = None,
 ) -> Session:
     """Open a bundle and prepare every graph on `backend` (default: the one its target implies).
 
     `device`, a devices.yaml entry, sets threads and (onnxruntime) execution providers.
+    `table`, the device's latency table of this bundle (python -m runtime.profile
+    table), lets `run` take budgets in milliseconds.
 
     >>> session = runtime.load("bundles/drnet-onnx")            # doctest: +SKIP
     >>> result = session.run(uint8_images_nhwc)                  # doctest: +SKIP
@@ -146,4 +163,16 @@ def load(
         threads = device.threads
     name = backend or TARGETS[manifest.target].backend
     chosen = create_backend(name, manifest.target, threads=threads, device=device)
-    return Session(bundle, manifest, chosen, device.name if device else None)
+    latency = None if table is None else _matching_table(Path(table), bundle, chosen.name, device)
+    return Session(bundle, manifest, chosen, device.name if device else None, latency)
+
+
+def _matching_table(path: Path, bundle: Path, backend: str, device: Device | None) -> LatencyTable:
+    """The latency table at `path`, refused unless it measured this very bundle on this device and backend."""
+    table = read_latency_table(path)
+    if table.manifest_sha256 != sha256_of(bundle / MANIFEST_FILE):
+        raise ValueError(f"{path}: measured another bundle ({table.bundle}); its manifest's sha256 differs")
+    if device is None or (table.device, table.backend) != (device.name, backend):
+        here = f"{device.name}/{backend}" if device else f"an unnamed device/{backend} (pass device=)"
+        raise ValueError(f"{path}: measured on {table.device}/{table.backend}, not on {here}")
+    return table

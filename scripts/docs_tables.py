@@ -36,9 +36,9 @@ def tables() -> dict[str, str]:
              for t in TARGETS.values()],
         ),
         "rules": _table(
-            ("rule", "module", "since version", "Session.run takes", "dispatch"),
-            [(f"`{r.name}`", f"`runtime/rules/{r.name}.py`", str(r.since),
-              ", ".join(n for n, on in (("scale", r.takes_scale), ("budget_macs, budget_ms", r.takes_budget)) if on) or "-",
+            ("rule", "module", "since version", "Session.run takes", "budgets answered by", "dispatch"),
+            [(f"`{r.name}`", f"`runtime/rules/{r.name}.py`", str(r.since), "scale" if r.takes_scale else "-",
+              "the bundle's own costs" if r.takes_budget else "the device's latency table (`runtime/budgets.py`)",
               r.summary)
              for r in RULES.values()],
         ),

@@ -93,6 +93,8 @@ class ArgmaxDispatcher:
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
         scores, force = call(self.selector, batch)[0], request.path
         if force is None:
+            if request.allowed is not None:  # a budget: the best-scored path among those within it
+                scores = np.where([name in request.allowed for name in self.names], scores, -np.inf)
             choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
         elif force in self.index:
             choice = np.full(len(batch), self.index[force])

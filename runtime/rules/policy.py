@@ -167,9 +167,12 @@ class PolicyDispatcher:
         return self.plans[path]
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
-        keep, force = call(self.d.selector, batch)[0] >= 0.5, request.path
+        probabilities, force = call(self.d.selector, batch)[0], request.path
+        keep = probabilities >= 0.5
         if force is None:
             keep &= ~self.left_out
+            if request.allowed is not None:
+                keep = self._within(keep, probabilities, request.allowed)
         else:
             forced = parse_path(force, len(self.d.blocks))
             if force not in self.cached and (forced & self.left_out).any():  # a cached path runs whole, in one graph
@@ -196,6 +199,21 @@ class PolicyDispatcher:
             logits[rows] = self._walk(call, batch[rows], keep[rows], [paths[i] for i in rows])
         macs = np.fromiter((self.plan(p)[1] for p in paths), dtype=np.int64, count=len(paths))
         return Decision(logits, paths, macs)
+
+    @staticmethod
+    def _within(keep: np.ndarray, probabilities: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
+        """Images whose policy path is not allowed take the allowed path their policy rates most likely."""
+        paths = path_strings(keep)
+        outside = np.array([path not in allowed for path in paths])
+        if not outside.any():
+            return keep
+        options = sorted(allowed)
+        masks = np.stack([parse_path(path, keep.shape[1]) for path in options])  # (P, K) bool
+        p = np.clip(probabilities[outside], 1e-7, 1 - 1e-7)
+        likelihood = np.log(p) @ masks.T + np.log1p(-p) @ (~masks).T  # (images outside, P)
+        keep = keep.copy()
+        keep[outside] = masks[likelihood.argmax(axis=1)]
+        return keep
 
     def _walk(self, call: GraphCall, images: np.ndarray, keep: np.ndarray, paths: list[str]) -> np.ndarray:
         """Logits of samples whose paths are not cached: stem, blocks, head, each graph once per subset."""

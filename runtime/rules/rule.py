@@ -35,6 +35,7 @@ class Request:
     budget_macs: float | None = None  # per-image ceiling, selector included, for rules that take a budget
     budget_ms: float | None = None  # per-image ceiling on latency measured at `latency_key`
     latency_key: str | None = None  # "device/backend" where the session runs
+    allowed: frozenset[str] | None = None  # paths within the caller's budget (runtime/budgets.py); None: all
 
 
 class Section(Protocol):
@@ -66,7 +67,7 @@ class Rule:
     parse: Callable[[FieldReader, dict, Mapping[str, Graph], int], Section]  # (reader, data, graphs, classes)
     dispatcher: Callable[[Manifest], Dispatcher]
     takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
-    takes_budget: bool = False  # Session.run takes budget_macs / budget_ms
+    takes_budget: bool = False  # answers budget_macs / budget_ms from its own section; else runtime/budgets.py
     since: int = 1  # the first format_version that has this rule
     # Rewrites a version 1 or 2 section, in place, into version 3's terms; None where nothing changed.
     upgrade: Callable[[FieldReader, dict], None] | None = None
