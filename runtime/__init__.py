@@ -6,7 +6,8 @@
     result.logits, result.paths, result.macs, result.timings
 """
 
+from runtime.controller import AdaptiveController
 from runtime.manifest import BundleError, Manifest
 from runtime.session import RunResult, Session, load
 
-__all__ = ["load", "Session", "RunResult", "Manifest", "BundleError"]
+__all__ = ["load", "Session", "RunResult", "Manifest", "BundleError", "AdaptiveController"]
