@@ -78,11 +78,20 @@ def micro_batches(epochs: int) -> list[list[list[int]]]:
     return steps
 
 
-def reference(model: torch.nn.Module, loss_fn, params, seed: int) -> tuple[dict, list[float]]:
+def reference(model: torch.nn.Module, loss_fn, params, seed: int) -> tuple[dict, dict]:
     """One process: each step averages the gradients of the ranks' micro-batches, each with that rank's RNG.
 
-    Returns the final state and the mean of each step's logs.
+    Returns the final state and the mean of each step's logs. One thread, as each rank: the same arithmetic.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _reference(model, loss_fn, params, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reference(model: torch.nn.Module, loss_fn, params, seed: int) -> tuple[dict, dict]:
     data, _ = load_split("digits", "train", subset=SUBSET)
     optimizer = OPTIMIZERS[PHASE.optimizer]([{"params": params, "lr": PHASE.lr}], PHASE.weight_decay)
     steps = micro_batches(PHASE.epochs)
