@@ -45,6 +45,11 @@ class OnnxRuntimeBackend:
         if threads:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1
+        # A bundle is several sessions, each with its own intra-op pool, whose idle threads spin by default and
+        # take the cores from the next graph and from preprocessing: DRNet on ResNet-50 at 2 threads here ran its
+        # static model through Session.run in 41 ms against 27 ms for the graph alone, and its dynamic mix slower
+        # than static (48 ms); without spinning, 24 / 24 / 20 ms (benchmarks/results/resolution.md).
+        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
         self.providers = providers
 
