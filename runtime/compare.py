@@ -5,8 +5,7 @@
 the Android app writes on a phone (a report in the same schema), and lines up
 every path or operating point across them: latency, and speedup against the
 static full model measured in the same run on that device. `--plot` draws
-latency against MACs, one series per device and backend (matplotlib, needed
-only for the plot).
+latency against MACs, one series per device and backend (runtime/plots.py).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 from runtime.latency_table import TABLE_FORMAT, read_latency_table
 from runtime.manifest import BundleError
 
-__all__ = ["Measured", "read_measurement", "compare_table", "plot_latency_against_macs"]
+__all__ = ["Measured", "read_measurement", "compare_table"]
 
 
 @dataclass(frozen=True)
@@ -80,24 +79,3 @@ def compare_table(measured: Sequence[Measured]) -> str:
     sources = "\n".join(f"  {m.label}: {m.source}" for m in measured)
     return "\n".join([f"families: {', '.join(families)}; batch 1, medians; speedup against the static full model "
                       "measured in the same run", *lines, "sources:", sources])
-
-
-def plot_latency_against_macs(measured: Sequence[Measured], out: str | Path) -> None:
-    """Latency against MACs per device and backend, the static full model marked: how far latency follows MACs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for m in measured:
-        macs, ms = zip(*m.rows.values())
-        line, = axes.plot([x / 1e6 for x in macs], ms, "o", label=m.label)
-        axes.plot([m.static_macs / 1e6], [m.static_ms], "*", markersize=12, color=line.get_color())
-    axes.set_xlabel("MMACs per image (conv + linear)")
-    axes.set_ylabel("median latency, batch 1 (ms)")
-    axes.set_title("paths and operating points; * the static full model")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)

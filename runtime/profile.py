@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.compare import compare_table, plot_latency_against_macs, read_measurement
+from runtime.compare import compare_table, read_measurement
 from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.latency_table import LatencyTable, write_latency_table
 from runtime.lookup_table import latency_key
@@ -271,6 +271,8 @@ def table_main(argv: list[str]) -> int:
     parser.add_argument("--noise", type=float, default=0.1,
                         help="MAD/median above which a row is re-measured, then flagged (default: %(default)s)")
     parser.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    parser.add_argument("--plots", type=Path, metavar="DIR",
+                        help="also draw points.png (each point's latency and prediction) and fit.png into DIR")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "runtime.profile", "table", *argv])
     try:
@@ -286,6 +288,14 @@ def table_main(argv: list[str]) -> int:
         return 2
     write_latency_table(args.out, table)
     print(format_table(table))
+    if args.plots:
+        try:
+            from runtime.plots import plot_table
+
+            print("plots: " + ", ".join(str(path) for path in plot_table(table, args.plots)))
+        except ImportError as error:
+            print(f"runtime.profile table: error: plots need matplotlib: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -303,6 +313,8 @@ def compare_main(argv: list[str]) -> int:
         measured = [read_measurement(path) for path in args.files]
         print(compare_table(measured))
         if args.plot:
+            from runtime.plots import plot_latency_against_macs
+
             plot_latency_against_macs(measured, args.plot)
             print(f"plot: {args.plot}")
     except (BundleError, ImportError) as error:

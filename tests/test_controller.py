@@ -17,6 +17,7 @@ from runtime.controller import AdaptiveController, replay
 from runtime.devices import get_device
 from runtime.latency_table import GraphRow, Latency, LatencyTable, PointRow, write_latency_table
 from runtime.operating_points import measure_table
+from runtime.plots import plot_controller_trace
 from runtime.session import RunResult
 
 POINTS = {"small": (2.0, 0.70), "medium": (4.0, 0.80), "full": (8.0, 0.90)}  # name: (ms, accuracy)
@@ -54,13 +55,15 @@ def stream(full_rate: float, phases: list[tuple[float, int]], seed: int = 0) -> 
     return np.cumsum(gaps)
 
 
-def test_p95_returns_under_the_objective_after_each_rate_step_and_nothing_is_lost():
+def test_p95_returns_under_the_objective_after_each_rate_step_and_nothing_is_lost(tmp_path):
     controller = AdaptiveController(SleepingSession(), OBJECTIVE_MS)
     phases = [(0.5, 150), (2.0, 300), (0.5, 200)]
     arrivals = stream(1e3 / POINTS["full"][0], phases)
     served = replay(controller, [None] * len(arrivals), list(arrivals))
 
     assert [s.request for s in served] == list(range(len(arrivals))), "every request answered, in order"
+    trace = plot_controller_trace(served, OBJECTIVE_MS, tmp_path / "trace.png")
+    assert trace.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(a.finish <= b.start + 1e-12 for a, b in zip(served, served[1:])), "one at a time, first come first served"
     bounds = np.cumsum([0] + [count for _, count in phases])
     for (factor, _), begin, end in zip(phases, bounds, bounds[1:]):

@@ -23,8 +23,13 @@ RUNS = dict(runs=5, warmup=1)
 def drnet_table(onnx_bundle, tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "table.json"
     assert profile_main(["table", "--bundle", str(onnx_bundle), "--device", "host-cpu", "--runs", "5", "--warmup", "1",
-                         "--batches", "1", "4", "--out", str(path)]) == 0
+                         "--batches", "1", "4", "--out", str(path), "--plots", str(path.parent / "plots")]) == 0
     return path
+
+
+def test_the_table_command_draws_its_points_and_fit(drnet_table):
+    for name in ("points.png", "fit.png"):
+        assert (drnet_table.parent / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_table_covers_every_graph_and_path_and_reads_back(drnet_table, onnx_bundle):
