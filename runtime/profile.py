@@ -3,6 +3,8 @@
 python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
 python -m runtime.profile table --bundle BUNDLE --device NAME [--batches 1 4 8] [--images FILE.npy] --out TABLE.json
     (the device's latency table: every graph and operating point, docs/latency_table.md)
+python -m runtime.profile ops --bundle BUNDLE --device NAME [--runs N] [--top K]
+    (onnxruntime's per-op breakdown of each operating point)
 python -m runtime.profile compare A.json B.json ... [--plot latency.png]
     (reports and tables from several devices and backends, the Android app's included, in one table)
 
@@ -323,8 +325,39 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
+def ops_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.profile ops",
+        description="Per operating point, onnxruntime's per-node kernel times summed by op type: the top ops, and the "
+        "share of kernel time on each execution provider (ONNX bundles).",
+    )
+    parser.add_argument("--bundle", required=True, type=Path, help="an ONNX or TensorRT bundle (run by onnxruntime)")
+    parser.add_argument("--device", required=True, help="a device name from devices.yaml (threads, providers)")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=20, help="profiled runs per point, after one warm-up (default: %(default)s)")
+    parser.add_argument("--top", type=int, default=5, help="ops listed per point (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the breakdown as JSON")
+    args = parser.parse_args(argv)
+    try:
+        from runtime.op_profile import op_breakdown
+
+        report = op_breakdown(args.bundle, get_device(args.device, args.devices), runs=args.runs, top=args.top)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, BundleError) as error:
+        print(f"runtime.profile ops: error: {error}", file=sys.stderr)
+        return 2
+    for point, row in report.items():
+        ops = ", ".join(f"{o['op']} {o['ms_per_image']:.3f} ms ({o['share']:.0%})" for o in row["top_ops"])
+        providers = ", ".join(f"{p} {share:.0%}" for p, share in row["providers"].items())
+        print(f"{point:16} {row['kernel_ms_per_image']:.3f} ms of kernels: {ops}; on {providers}")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ops"]:
+        return ops_main(argv[1:])
     if argv[:1] == ["table"]:
         return table_main(argv[1:])
     if argv[:1] == ["compare"]:

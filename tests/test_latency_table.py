@@ -132,3 +132,16 @@ def test_compare_refuses_a_file_that_is_no_measurement(tmp_path, capsys):
     stray.write_text(json.dumps({"format_version": 5}))
     assert profile_main(["compare", str(stray)]) == 2
     assert f"{stray}: neither a latency table" in capsys.readouterr().err
+
+
+def test_the_op_breakdown_names_each_points_top_ops_and_providers(onnx_bundle, tmp_path, capsys):
+    out = tmp_path / "ops.json"
+    assert profile_main(["ops", "--bundle", str(onnx_bundle), "--device", "host-cpu", "--runs", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    manifest = runtime.load(onnx_bundle).manifest
+    assert list(report) == [p.name for p in manifest.dispatch.paths]
+    for point, row in report.items():
+        assert row["top_ops"][0]["op"] == "Conv", f"{point}: convolutions dominate a CNN"
+        assert sum(o["share"] for o in row["top_ops"]) <= 1 + 1e-9
+        assert row["providers"] == {"CPUExecutionProvider": 1.0}
+    assert "Conv" in capsys.readouterr().out

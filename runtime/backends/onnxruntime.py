@@ -52,6 +52,7 @@ class OnnxRuntimeBackend:
         self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
         self.providers = providers
+        self.sessions: dict[str, ort.InferenceSession] = {}  # graph name -> its session, for the op profiler
 
     def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         path = bundle / graph.artifact
@@ -69,6 +70,7 @@ class OnnxRuntimeBackend:
             [(value.name, tuple(value.shape)) for value in session.get_inputs()],
             [(value.name, tuple(value.shape)) for value in session.get_outputs()],
         )
+        self.sessions[graph.name] = session
         names = [spec.name for spec in graph.inputs]
         run_session = session.run
 
