@@ -217,6 +217,14 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _where(parser: argparse.ArgumentParser) -> None:
+    """The options every measuring subcommand takes: which bundle, on which device."""
+    parser.add_argument("--bundle", required=True, type=Path, help="the bundle directory")
+    parser.add_argument("--device", required=True,
+                        help="a device name from devices.yaml: its threads and providers are used")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+
+
 def format_table(table: LatencyTable) -> str:
     lines = [
         f"{table.bundle} ({table.family}) on {table.device}: {table.backend_detail}",
@@ -260,9 +268,7 @@ def table_main(argv: list[str]) -> int:
         "noisy rows re-measured and flagged; each point's latency predicted from its graph calls, and a fit "
         "latency ~ MACs + calls. Format: docs/latency_table.md.",
     )
-    parser.add_argument("--bundle", required=True, type=Path, help="the bundle directory")
-    parser.add_argument("--device", required=True, help="a device name from devices.yaml (pins its threads)")
-    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    _where(parser)
     parser.add_argument("--backend", help="override the backend (must be one the device lists)")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per row (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default: %(default)s)")
@@ -331,9 +337,7 @@ def ops_main(argv: list[str]) -> int:
         description="Per operating point, onnxruntime's per-node kernel times summed by op type: the top ops, and the "
         "share of kernel time on each execution provider (ONNX bundles).",
     )
-    parser.add_argument("--bundle", required=True, type=Path, help="an ONNX or TensorRT bundle (run by onnxruntime)")
-    parser.add_argument("--device", required=True, help="a device name from devices.yaml (threads, providers)")
-    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    _where(parser)
     parser.add_argument("--runs", type=int, default=20, help="profiled runs per point, after one warm-up (default: %(default)s)")
     parser.add_argument("--top", type=int, default=5, help="ops listed per point (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the breakdown as JSON")
@@ -363,9 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["compare"]:
         return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, type=Path)
-    parser.add_argument("--device", required=True, help="a device name from devices.yaml")
-    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    _where(parser)
     parser.add_argument("--backend", help="override the backend (must be one the device lists)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
