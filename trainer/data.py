@@ -248,6 +248,8 @@ def raw_images(dataset: str, split: str, *, data_root: str | Path | None = None,
         count = len(labels) if limit is None else min(limit, len(labels))
         picks = np.random.default_rng(DIGITS_SEED).permutation(len(labels))[:count]
         images, labels = images[picks], labels[picks]
+    elif dataset == "imagenet":  # images of every size: one array cannot hold them
+        raise ValueError("raw ImageNet images differ in size; read them from the ImageFolder tree one by one")
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if limit is not None:
