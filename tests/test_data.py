@@ -134,8 +134,8 @@ def test_raw_images_are_the_canvas_before_preprocessing():
 
 @pytest.mark.parametrize("call", [load_split, raw_images])
 def test_unknown_dataset_is_named(call):
-    with pytest.raises(ValueError, match="'imagenet'"):
-        call("imagenet", "test")
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        call("mnist", "test")
 
 
 def test_cifar10_without_a_data_root_is_refused():
