@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import Backend, GraphRunner, create_backend
+from runtime.budgets import allowance
 from runtime.bundle import open_bundle
 from runtime.devices import Device
-from runtime.budgets import allowance
 from runtime.files import sha256_of
 from runtime.latency_table import LatencyTable, read_latency_table
 from runtime.lookup_table import latency_key
@@ -77,7 +77,6 @@ class Session:
     def takes_scale(self) -> bool:
         """Whether `run` takes a compute scale S (URNet's gated bundles)."""
         return self.manifest.rule.takes_scale
-
 
     def run(
         self, images: np.ndarray, *, scale: float | Sequence[float] | None = None, path: str | None = None,
