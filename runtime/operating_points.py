@@ -28,7 +28,7 @@ from runtime.preprocess import prepare
 from runtime.session import Session
 from runtime.timing import Timing, measure
 
-__all__ = ["SCALES", "operating_points", "measure_table"]
+__all__ = ["SCALES", "POOL", "operating_points", "graph_inputs", "measure_table"]
 
 SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # URNet's S sweep, as its paper's Table 1
 POOL = 16  # distinct inputs per callable, cycled, so that no call replays the one before
@@ -62,7 +62,8 @@ def _counting_calls(session: Session) -> Iterator[Counter]:
         session.graphs.update(original)
 
 
-def _graph_inputs(graph, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+def graph_inputs(graph, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random inputs for `graph` at `batch`; a compute scale is drawn in [0, 1]."""
     return [
         rng.uniform(size=(batch, *spec.shape)).astype(np.float32) if spec.name == "scale"
         else rng.standard_normal((batch, *spec.shape)).astype(np.float32)
@@ -126,7 +127,7 @@ def measure_table(
 
     def graph_call(name: str, batch: int) -> Callable[[], object]:
         run = session.graphs[name]
-        inputs = itertools.cycle([_graph_inputs(manifest.graphs[name], batch, rng) for _ in range(POOL)]).__next__
+        inputs = itertools.cycle([graph_inputs(manifest.graphs[name], batch, rng) for _ in range(POOL)]).__next__
         return lambda: run(inputs())
 
     def point_call(options: dict) -> Callable[[], object]:

@@ -31,15 +31,12 @@ from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.latency_table import LatencyTable, write_latency_table
 from runtime.lookup_table import latency_key
 from runtime.manifest import BundleError
-from runtime.operating_points import REMEASURES, measure_table
+from runtime.operating_points import POOL, REMEASURES, graph_inputs, measure_table
 from runtime.preprocess import prepare
 from runtime.session import Session, load
 from runtime.timing import Timing, measure
 
 __all__ = ["profile", "format_report", "main"]
-
-POOL = 16  # distinct inputs cycled through, so that no call replays the one before
-
 
 def _timing(t: Timing) -> dict:
     return {"median_ms": t.median_ms, "p90_ms": t.p90_ms}
@@ -48,18 +45,6 @@ def _timing(t: Timing) -> dict:
 def _cycle(items: list) -> Callable[[], object]:
     """Each call returns the next item, so that no call sees the input of the one before."""
     return itertools.cycle(items).__next__
-
-
-def _random_inputs(graph, rng: np.random.Generator, count: int) -> list[list[np.ndarray]]:
-    """`count` distinct batch-1 inputs for `graph`; a compute scale is drawn in [0, 1]."""
-    return [
-        [
-            rng.uniform(size=(1, *spec.shape)).astype(np.float32) if spec.name == "scale"
-            else rng.standard_normal((1, *spec.shape)).astype(np.float32)
-            for spec in graph.inputs
-        ]
-        for _ in range(count)
-    ]
 
 
 def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 10, images: np.ndarray | None = None) -> dict:
@@ -78,7 +63,7 @@ def profile(session: Session, device: Device, *, runs: int = 100, warmup: int = 
     paths = dispatch.probe_paths(graphs)
 
     def graph_call(name):
-        run, inputs = session.graphs[name], _cycle(_random_inputs(graphs[name], rng, POOL))
+        run, inputs = session.graphs[name], _cycle([graph_inputs(graphs[name], 1, rng) for _ in range(POOL)])
         return lambda: run(inputs())
 
     def path_call(path):

@@ -43,10 +43,13 @@ def drnet(onnx_bundle, tmp_path_factory):
 def test_urnet_runs_the_largest_s_within_a_latency_budget(urnet, digits_test):
     images = digits_test[0][:16]
     points = {p.value: p.latency.median_ms for p in urnet.table.points}
+    runs = {s: urnet.run(images, scale=s) for s in points}
+    assert len({tuple(r.paths) for r in runs.values()}) > 1, "S changes which blocks run: a wrong S would show"
     for budget in sorted(points.values()):
         expected = max(s for s, ms in points.items() if ms <= budget)
         result = urnet.run(images, budget_ms=budget)
-        np.testing.assert_array_equal(result.logits, urnet.run(images, scale=expected).logits)
+        assert result.paths == runs[expected].paths
+        np.testing.assert_array_equal(result.logits, runs[expected].logits)
 
 
 def test_urnet_budget_in_macs_uses_the_measured_macs_of_each_s(urnet, digits_test):

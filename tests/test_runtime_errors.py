@@ -192,9 +192,9 @@ def test_a_crop_outside_0_1_is_refused(bundle, crop):
 
 
 def test_a_version_4_manifest_cannot_ask_for_a_crop(bundle):
-    """An older reader would ignore nothing: version 5 introduced the field."""
+    """Version 5 introduced the field: a version 4 manifest that names it is refused, not misread."""
     edit_manifest(bundle, lambda m: (m.update(format_version=4), m["preprocessing"].update(crop=0.875)))
-    refused(bundle, rf"preprocessing: unknown field\(s\) \['crop'\]")
+    refused(bundle, r"preprocessing: unknown field\(s\) \['crop'\]")
 
 
 def test_dispatch_selector_naming_a_missing_graph(bundle):
