@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from exporter.accuracy import labelled_samples, measure_accuracy
 from exporter.graphs import UnsplittableModel, tensor_specs
 from exporter.splits import split_model
 from exporter.targets import default_device, write_artifacts
@@ -28,6 +30,7 @@ from trainer.checkpoint import load_checkpoint
 __all__ = ["export", "ExportReport", "ParityError", "UnsplittableModel"]
 
 DEFAULT_MAX_BATCH = 32
+ACCURACY_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ def export(
     configurations: str = "frontier",
     table: str | Path | None = None,
     selector: bool = True,
+    accuracy_images: int = ACCURACY_IMAGES,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
@@ -70,6 +74,9 @@ def export(
     `table` (default: lookup_table.json beside the checkpoint) and export
     `configurations`: "frontier", "all" or NAME,NAME,...; `selector=False`
     leaves out their optional per-image selector.
+    Each operating point's top-1 on the first `accuracy_images` test images
+    goes into the manifest, for budgets to rank points by (0, or a dataset
+    not on this machine: none).
     """
     spec = get_target(target)
     out = Path(out)
@@ -91,6 +98,7 @@ def export(
         configurations=configurations, table=lookup, selector=selector,
     )
     verify_backend = spec.verify_backend if verify else None
+    labelled = labelled_samples(config, accuracy_images) if accuracy_images else None
     result: dict = {}
 
     def fill(staging: Path) -> None:
@@ -124,12 +132,16 @@ def export(
             build=written.build,
         )
         write_manifest(staging, manifest)
-        result["manifest"] = manifest
         if verify_backend:
             result["parity"] = check_parity(
                 staging, split.reference, verification_samples(config, samples),
                 scales=split.scales, path_reference=split.path_reference, backend=verify_backend, tolerance=tolerance,
             )
+        if labelled is not None:
+            accuracy = measure_accuracy(staging, manifest, split, labelled, spec.verify_backend)
+            manifest = dataclasses.replace(manifest, accuracy=accuracy)
+            write_manifest(staging, manifest)
+        result["manifest"] = manifest
 
     write_bundle(out, fill, force=force)
     return ExportReport(out, result["manifest"], result.get("parity"))

@@ -1,6 +1,6 @@
 """python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
                      [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]
-                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector]"""
+                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector] [--accuracy-images N]"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter import ParityError, UnsplittableModel, export
+from exporter import ACCURACY_IMAGES, ParityError, UnsplittableModel, export
 from exporter.calibration import load_calibration
 from exporter.verify import TOLERANCE
 from runtime.targets import TARGETS
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, help="Resizable: the lookup table (default: CHECKPOINT/lookup_table.json)")
     parser.add_argument("--no-selector", dest="selector", action="store_false",
                         help="Resizable: leave out the ResizeLearner; budgets pick from the table")
+    parser.add_argument("--accuracy-images", type=int, default=ACCURACY_IMAGES, metavar="N",
+                        help="measure each operating point's top-1 on the first N test images, for budgets to rank "
+                        "points by; 0: do not (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
             configurations=args.configurations, table=args.table, selector=args.selector,
+            accuracy_images=args.accuracy_images,
         )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         f"batches of 1 to {manifest.max_batch}, {size / 1024:.0f} KiB"
     )
     print(manifest.dispatch.describe(manifest.graphs))
+    if manifest.accuracy:
+        top1 = ", ".join(f"{p.name} {p.top1:.2%}" for p in manifest.accuracy.points)
+        print(f"  top-1 ({manifest.accuracy.source}): {top1}")
     if report.parity:
         print(f"  parity: {report.parity.summary()}")
     else:

@@ -4,12 +4,16 @@ Resizable bundles carry their own accuracies and costs (the `budget` rule).
 For the others, the device's latency table (runtime/latency_table.py)
 supplies each operating point's measured latency, and the manifest its MACs:
 
-- URNet: the largest S whose point fits (a larger S runs more blocks: it is
-  the more accurate point); MACs come from the table too, as they depend on
-  the gates;
+- URNet: the most accurate S whose point fits; MACs come from the table
+  too, as they depend on the gates;
 - DRNet: the resolutions whose paths fit; the predictor chooses among them;
 - BlockDrop: the cached paths that fit; an image whose policy asks for
   another path takes the allowed path its policy rates most likely.
+
+Accuracy is each point's top-1 that the exporter measured (Manifest.accuracy).
+Among the paths that fit, one that another fitting path beats on both cost and
+accuracy is left out: the selector then chooses among the frontier. Without
+accuracies, URNet takes the largest S (more blocks) and every fitting path stays.
 
 Latency is the table's median at batch 1, selector and preprocessing
 included. A budget below the cheapest point raises BudgetError naming that
@@ -48,7 +52,8 @@ def allowance(
         fitting = [s for s, cost in points.items() if _fits(cost, budget_macs, budget_ms)]
         if not fitting:
             raise _below_cheapest(points, budget_macs, budget_ms, table, "S")
-        return Allowance(scale=max(fitting))
+        top1 = {p.value: p.top1 for p in manifest.accuracy.points} if manifest.accuracy else {}
+        return Allowance(scale=max(fitting, key=lambda s: (top1.get(s, 0.0), s)))
     candidates = _candidate_paths(manifest)
     latency = {p.name: p.latency.median_ms for p in table.points if p.kind == "path"} if table else {}
     if budget_ms is not None:
@@ -56,10 +61,23 @@ def allowance(
         if unmeasured:
             raise ValueError(f"the latency table {table.bundle} has no row for paths {unmeasured}; measure it again")
     points = {name: (macs, latency.get(name)) for name, macs in candidates.items()}
-    fitting = frozenset(name for name, cost in points.items() if _fits(cost, budget_macs, budget_ms))
+    fitting = {name: cost for name, cost in points.items() if _fits(cost, budget_macs, budget_ms)}
     if not fitting:
         raise _below_cheapest(points, budget_macs, budget_ms, table, "path")
-    return Allowance(paths=fitting)
+    top1 = {p.name: p.top1 for p in manifest.accuracy.points} if manifest.accuracy else {}
+    spend = {name: cost[1] if budget_ms is not None else cost[0] for name, cost in fitting.items()}
+    return Allowance(paths=frozenset(name for name in fitting if not _beaten(name, spend, top1)))
+
+
+def _beaten(name: str, spend: dict[str, float], top1: dict[str, float]) -> bool:
+    """Whether another path costs no more and is no less accurate, and is better on one of the two."""
+    if name not in top1:
+        return False
+    return any(
+        spend[other] <= spend[name] and top1[other] >= top1[name]
+        and (spend[other] < spend[name] or top1[other] > top1[name])
+        for other in spend if other != name and other in top1
+    )
 
 
 def _candidate_paths(manifest: Manifest) -> dict[str, float]:

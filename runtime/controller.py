@@ -16,16 +16,18 @@ exceeds the objective and relaxes once it is back under.
 from __future__ import annotations
 
 import bisect
+import os
+import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.session import RunResult, Session
 
-__all__ = ["AdaptiveController", "Served", "replay"]
+__all__ = ["AdaptiveController", "Served", "Soak", "replay", "serve_stream", "soak"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,16 @@ class AdaptiveController:
         """Serve one image with `queued` requests waiting behind it: (result, budget_ms, service seconds)."""
         budget = self.budget_for(queued)
         start = time.perf_counter()
-        result = self.session.run(image, budget_ms=budget)
+        result = self.serve(image, budget)
         seconds = time.perf_counter() - start
         # What the table expected: the path's own row (DRNet, BlockDrop), or the level's point (URNet's S).
         tabled = max(self.tabled.get(result.paths[0], budget), 1e-6)
         self.correction += self.smoothing * (seconds * 1e3 / tabled - self.correction)
         return result, budget, seconds
+
+    def serve(self, image: np.ndarray, budget_ms: float) -> RunResult:
+        """Run one image within `budget_ms`; the input-adaptive choice is the session's (runtime/budgets.py)."""
+        return self.session.run(image, budget_ms=budget_ms)
 
     def observe(self, latency_ms: float) -> None:
         """A request finished, `latency_ms` after it arrived: tighten the plan while the p95 is over the objective."""
@@ -103,9 +109,16 @@ def replay(controller: AdaptiveController, images: Sequence[np.ndarray], arrival
     machine; only the waiting is simulated, so a stream of minutes replays in
     the time its compute takes.
     """
+    return list(serve_stream(controller, images, arrivals))
+
+
+def serve_stream(
+    controller: AdaptiveController, images: Sequence[np.ndarray], arrivals: Sequence[float]
+) -> Iterator[Served]:
+    """`replay`, one request at a time: a long stream need not be held in memory."""
     if len(images) != len(arrivals) or any(b < a for a, b in zip(arrivals, arrivals[1:])):
         raise ValueError("need one ascending arrival time per image")
-    served, free = [], 0.0
+    free = 0.0
     for index, (image, arrival) in enumerate(zip(images, arrivals)):
         start = max(arrival, free)
         queued = max(0, bisect.bisect_right(arrivals, start) - index - 1)  # arrived before it could start
@@ -113,5 +126,54 @@ def replay(controller: AdaptiveController, images: Sequence[np.ndarray], arrival
         free = start + seconds
         request = Served(index, arrival, start, free, budget, result.paths[0], result.logits[0])
         controller.observe(request.latency_ms)
-        served.append(request)
-    return served
+        yield request
+
+
+@dataclass(frozen=True)
+class Soak:
+    """A long stream through the controller: resident memory along it, and how its latency held."""
+
+    requests: int
+    warmup: int  # requests after which memory is taken as settled
+    resident_mb: list[tuple[int, float]]  # (requests served, resident MB), sampled along the stream
+    within_objective: float  # share of requests after warm-up within the objective
+
+    @property
+    def growth(self) -> float:
+        """Largest resident size after warm-up over the size at warm-up's end, minus 1."""
+        settled = [mb for served, mb in self.resident_mb if served >= self.warmup]
+        return max(settled) / settled[0] - 1
+
+
+def soak(
+    controller: AdaptiveController, images: Sequence[np.ndarray], arrivals: Sequence[float], *,
+    warmup: int = 1000, every: int = 250,
+) -> Soak:
+    """Serve the whole stream, sampling resident memory every `every` requests: does anything leak?
+
+    Any error is raised: a soak passes only if every request is answered, in order.
+    """
+    if not 0 < warmup < len(arrivals):
+        raise ValueError(f"warmup must lie between 0 and the stream's {len(arrivals)} requests, got {warmup}")
+    samples, within, expected = [], 0, 0
+    for request in serve_stream(controller, images, arrivals):
+        if request.request != expected:
+            raise RuntimeError(f"request {expected} was answered as {request.request}: out of order")
+        expected += 1
+        if expected > warmup:
+            within += request.latency_ms <= controller.objective_ms
+        if expected % every == 0 or expected == warmup:
+            samples.append((expected, _resident_mb()))
+    return Soak(expected, warmup, samples, within / (expected - warmup))
+
+
+def _resident_mb() -> float:
+    """This process's resident set now (Linux /proc), else its peak so far (getrusage), in MB."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except FileNotFoundError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)

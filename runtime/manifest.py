@@ -33,13 +33,19 @@ __all__ = [
     "Artifact",
     "EngineProfile",
     "BuildPlan",
+    "PointAccuracy",
+    "Accuracy",
+    "Calibration",
+    "SelectorPrecision",
+    "QuantizedCheck",
+    "Quantization",
     "Manifest",
     "FieldReader",
     "read_manifest",
 ]
 
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
 MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 DTYPES = ("float32",)
@@ -69,6 +75,7 @@ class Graph:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     macs: int  # per sample
+    precision: str = "fp32"  # from version 6, written unless fp32: what its weights and activations run in
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,68 @@ class BuildPlan:
 
 
 @dataclass(frozen=True)
+class PointAccuracy:
+    name: str  # a path every image is made to take, or "S=<scale>"
+    kind: str  # "path" | "scale"
+    value: float | None  # URNet's S for a scale point
+    top1: float  # in [0, 1]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 of each operating point, measured by the exporter on held-out labelled images (from version 6).
+
+    Budgets rank the points that fit by it (runtime/budgets.py)."""
+
+    source: str  # which images, and what ran them: the bundle on a backend, or the eager model
+    images: int
+    points: tuple[PointAccuracy, ...]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where int8 activation ranges came from: each graph calibrated on the inputs routed to it."""
+
+    source: str  # e.g. "cifar10 train, first 512 images"
+    images: int
+    sha256: str  # of the calibration images as float32 NCHW bytes
+    routed: dict[str, int]  # graph -> samples the dispatch sent it
+    forced: dict[str, int]  # graph -> samples added by forcing paths, where routing left it short
+
+
+@dataclass(frozen=True)
+class SelectorPrecision:
+    """The selector runs int8 only if, quantized, it sends enough images down the same path."""
+
+    precision: str  # what the bundle's selector runs in
+    agreement: float  # share of held-out images the int8 selector routes as fp32 does
+    threshold: float  # the agreement int8 needed
+
+
+@dataclass(frozen=True)
+class QuantizedCheck:
+    """The quantized bundle against the fp32 one, on held-out images the calibration did not use."""
+
+    images: int
+    path_agreement: float
+    top1_agreement: float
+    top1_fp32: float | None  # None without labels
+    top1: float | None
+    max_abs_diff: float  # largest |logit difference| against eager, on images that took eager's path
+    tolerance: float  # the allowed difference, times max(1, the largest |logit|)
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """What the exporter changed below fp32 (from version 6), and how it checked the result."""
+
+    precision: str  # fp16 | int8
+    calibration: Calibration | None  # int8 only
+    selector: SelectorPrecision | None  # bundles with a selector, int8 only
+    check: QuantizedCheck | None  # None where no backend runs the target here
+
+
+@dataclass(frozen=True)
 class Manifest:
     format_version: int
     family: str
@@ -132,6 +201,8 @@ class Manifest:
     producer: dict[str, str]
     macs_convention: str = MACS_CONVENTION
     build: BuildPlan | None = None  # targets compiled on the device: tensorrt, coreml
+    accuracy: Accuracy | None = None  # from version 6
+    quantization: Quantization | None = None  # from version 6
 
     @property
     def rule(self) -> Rule:
@@ -140,10 +211,14 @@ class Manifest:
     def to_json(self) -> str:
         data = asdict(self)
         data["dispatch"] = {"rule": self.dispatch.rule, **data["dispatch"]}
-        if self.build is None:
-            del data["build"]
+        for optional in ("build", "accuracy", "quantization"):
+            if data[optional] is None:
+                del data[optional]
         if self.preprocessing.crop is None:
             del data["preprocessing"]["crop"]
+        for graph in data["graphs"].values():
+            if graph["precision"] == "fp32":  # the default: fp32 bundles read as they did before version 6
+                del graph["precision"]
         return json.dumps(data, indent=2)
 
 
@@ -259,7 +334,7 @@ def _parse(data: Any, source: Path) -> Manifest:
         data, "manifest",
         {"format_version", "family", "target", "classes", "max_batch", "preprocessing", "graphs", "dispatch",
          "artifacts", "producer", "macs_convention"},
-        frozenset({"build"}),
+        frozenset({"build", "accuracy", "quantization"}) if version >= 6 else frozenset({"build"}),
     )
 
     classes = r.typed(top["classes"], list, "classes")
@@ -297,7 +372,8 @@ def _parse(data: Any, source: Path) -> Manifest:
         raise r.fail("graphs", "must hold at least one graph")
     for name, entry in graph_items.items():
         where = f"graphs[{name!r}]"
-        entry = r.fields(entry, where, {"name", "artifact", "entry", "inputs", "outputs", "macs"})
+        entry = r.fields(entry, where, {"name", "artifact", "entry", "inputs", "outputs", "macs"},
+                         frozenset({"precision"}) if version >= 6 else frozenset())
         if entry["name"] != name:
             raise r.fail(f"{where}.name", f"{entry['name']!r} differs from its key")
         method, artifact = entry["entry"], r.text(entry["artifact"], f"{where}.artifact")
@@ -310,6 +386,7 @@ def _parse(data: Any, source: Path) -> Manifest:
             inputs=r.tensors(entry["inputs"], f"{where}.inputs"),
             outputs=r.tensors(entry["outputs"], f"{where}.outputs"),
             macs=r.count(entry["macs"], f"{where}.macs"),
+            precision=r.choice(entry.get("precision", "fp32"), PRECISIONS, f"{where}.precision"),
         )
 
     d = r.typed(top["dispatch"], dict, "dispatch")
@@ -338,7 +415,75 @@ def _parse(data: Any, source: Path) -> Manifest:
         producer={str(k): str(v) for k, v in producer.items()},
         macs_convention=r.text(top["macs_convention"], "macs_convention"),
         build=None if build is None else _parse_build(r, build, artifacts),
+        accuracy=_parse_accuracy(r, top["accuracy"]) if "accuracy" in top else None,
+        quantization=_parse_quantization(r, top["quantization"]) if "quantization" in top else None,
     )
+
+
+def _share(r: FieldReader, value: Any, where: str) -> float:
+    share = r.number(value, where)
+    if not 0 <= share <= 1:
+        raise r.fail(where, f"must be in [0, 1], got {share}")
+    return share
+
+
+def _parse_accuracy(r: FieldReader, data: Any) -> Accuracy:
+    data = r.fields(data, "accuracy", {"source", "images", "points"})
+    points = []
+    for i, entry in enumerate(r.typed(data["points"], list, "accuracy.points")):
+        where = f"accuracy.points[{i}]"
+        entry = r.fields(entry, where, {"name", "kind", "value", "top1"})
+        kind = r.choice(entry["kind"], ("path", "scale"), f"{where}.kind")
+        value = entry["value"]
+        if kind == "scale":
+            value = _share(r, value, f"{where}.value")
+        elif value is not None:
+            raise r.fail(f"{where}.value", f"a path point has no value, got {value!r}")
+        points.append(PointAccuracy(r.text(entry["name"], f"{where}.name"), kind, value,
+                                    _share(r, entry["top1"], f"{where}.top1")))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise r.fail("accuracy.points", f"point names repeat: {names}")
+    return Accuracy(r.text(data["source"], "accuracy.source"), r.count(data["images"], "accuracy.images", 1),
+                    tuple(points))
+
+
+def _parse_quantization(r: FieldReader, data: Any) -> Quantization:
+    data = r.fields(data, "quantization", {"precision", "calibration", "selector", "check"})
+    precision = r.choice(data["precision"], PRECISIONS[1:], "quantization.precision")
+    calibration = None
+    if data["calibration"] is not None:
+        c = r.fields(data["calibration"], "quantization.calibration", {"source", "images", "sha256", "routed", "forced"})
+        digest = r.typed(c["sha256"], str, "quantization.calibration.sha256")
+        if not _SHA256.fullmatch(digest):
+            raise r.fail("quantization.calibration.sha256", f"not a lowercase hex sha256: {digest!r}")
+        counts = {}
+        for side in ("routed", "forced"):
+            where = f"quantization.calibration.{side}"
+            counts[side] = {r.graph(g, f"{where}[{g!r}]"): r.count(n, f"{where}[{g!r}]")
+                            for g, n in r.typed(c[side], dict, where).items()}
+        calibration = Calibration(r.text(c["source"], "quantization.calibration.source"),
+                                  r.count(c["images"], "quantization.calibration.images", 1), digest, **counts)
+    if precision == "int8" and calibration is None:
+        raise r.fail("quantization.calibration", "int8 graphs need their calibration recorded")
+    selector = None
+    if data["selector"] is not None:
+        s = r.fields(data["selector"], "quantization.selector", {"precision", "agreement", "threshold"})
+        selector = SelectorPrecision(r.choice(s["precision"], PRECISIONS, "quantization.selector.precision"),
+                                     _share(r, s["agreement"], "quantization.selector.agreement"),
+                                     _share(r, s["threshold"], "quantization.selector.threshold"))
+    check = None
+    if data["check"] is not None:
+        where = "quantization.check"
+        c = r.fields(data["check"], where, {"images", "path_agreement", "top1_agreement", "top1_fp32", "top1",
+                                            "max_abs_diff", "tolerance"})
+        optional = {k: None if c[k] is None else _share(r, c[k], f"{where}.{k}") for k in ("top1_fp32", "top1")}
+        check = QuantizedCheck(r.count(c["images"], f"{where}.images", 1),
+                               _share(r, c["path_agreement"], f"{where}.path_agreement"),
+                               _share(r, c["top1_agreement"], f"{where}.top1_agreement"), **optional,
+                               max_abs_diff=r.number(c["max_abs_diff"], f"{where}.max_abs_diff"),
+                               tolerance=r.number(c["tolerance"], f"{where}.tolerance"))
+    return Quantization(precision, calibration, selector, check)
 
 
 def _parse_build(r: FieldReader, data: Any, artifacts: dict[str, Artifact]) -> BuildPlan:

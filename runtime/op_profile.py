@@ -36,7 +36,7 @@ def op_breakdown(bundle: str | Path, device: Device, *, runs: int = 20, top: int
     report = {}
     with tempfile.TemporaryDirectory() as scratch:
         probe = Session(bundle, manifest, OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS)))
-        for index, (name, _, _, options) in enumerate(operating_points(probe)):
+        for index, (name, _, _, options) in enumerate(operating_points(probe.manifest)):
             backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS))
             backend.options.enable_profiling = True
             backend.options.profile_file_prefix = str(Path(scratch) / f"point{index}")

@@ -23,23 +23,23 @@ import numpy as np
 from runtime.devices import Device
 from runtime.files import sha256_of
 from runtime.latency_table import GraphRow, Latency, LatencyTable, PointRow, fit_latency
-from runtime.manifest import MANIFEST_FILE
+from runtime.manifest import MANIFEST_FILE, Manifest
 from runtime.preprocess import prepare
 from runtime.session import Session
 from runtime.timing import Timing, measure
 
-__all__ = ["SCALES", "POOL", "operating_points", "graph_inputs", "measure_table"]
+__all__ = ["SCALES", "POOL", "operating_points", "graph_inputs", "measure_table", "predict_run"]
 
 SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # URNet's S sweep, as its paper's Table 1
 POOL = 16  # distinct inputs per callable, cycled, so that no call replays the one before
 REMEASURES = 2  # how many times a noisy row is measured again before it is flagged
 
 
-def operating_points(session: Session) -> list[tuple[str, str, float | None, dict]]:
+def operating_points(manifest: Manifest) -> list[tuple[str, str, float | None, dict]]:
     """(name, kind, value, Session.run options) for every point of the bundle."""
-    if session.takes_scale:
+    if manifest.rule.takes_scale:
         return [(f"S={s:g}", "scale", s, {"scale": s}) for s in SCALES]
-    paths = session.manifest.dispatch.probe_paths(session.manifest.graphs)
+    paths = manifest.dispatch.probe_paths(manifest.graphs)
     return [(path, "path", None, {"path": path}) for path in paths]
 
 
@@ -77,16 +77,17 @@ def _latency(timing: Timing, remeasured: int, threshold: float) -> Latency:
 
 
 def _measure_quietly(
-    fns: dict[Hashable, Callable[[], object]], *, runs: int, warmup: int, threshold: float
+    fns: dict[Hashable, Callable[[], object]], *, runs: int, warmup: int, threshold: float,
+    progress: Callable[[], object] | None,
 ) -> dict[Hashable, Latency]:
     """measure(), then the rows noisier than `threshold` (MAD / median) again, up to REMEASURES times."""
-    times = measure(fns, runs=runs, warmup=warmup)
+    times = measure(fns, runs=runs, warmup=warmup, progress=progress)
     attempts = dict.fromkeys(fns, 0)
     for attempt in range(1, REMEASURES + 1):
         noisy = {key: fns[key] for key, t in times.items() if t.spread > threshold}
         if not noisy:
             break
-        times.update(measure(noisy, runs=runs, warmup=warmup))
+        times.update(measure(noisy, runs=runs, warmup=warmup, progress=progress))
         attempts.update(dict.fromkeys(noisy, attempt))
     return {key: _latency(t, attempts[key], threshold) for key, t in times.items()}
 
@@ -102,12 +103,14 @@ def _check_threads(session: Session, device: Device) -> str:
 def measure_table(
     session: Session, device: Device, *, runs: int = 100, warmup: int = 10, batches: Sequence[int] = (1,),
     images: np.ndarray | None = None, noise_threshold: float = 0.1, command: str = "",
+    progress: Callable[[], object] | None = None,
 ) -> LatencyTable:
     """The latency table of `session`'s bundle on `device`.
 
     `images`, uint8 NHWC, feed the operating points and the pipeline (its
     real selector decisions); without them, random uint8 images at the
     bundle's resolution feed the points, and there is no pipeline row.
+    `progress` is called after every round of interleaved calls (runtime.timing.measure).
     """
     manifest, rng = session.manifest, np.random.default_rng(0)
     detail = _check_threads(session, device)
@@ -123,7 +126,7 @@ def measure_table(
         pool = images
     singles = [pool[i : i + 1] for i in range(len(pool))]
     next_single = itertools.cycle(singles).__next__
-    points = operating_points(session)
+    points = operating_points(manifest)
 
     def graph_call(name: str, batch: int) -> Callable[[], object]:
         run = session.graphs[name]
@@ -139,7 +142,7 @@ def measure_table(
     }
     fns.update({("graph", name, b): graph_call(name, b) for name in manifest.graphs for b in batches})
     fns.update({("point", name): point_call(options) for name, _, _, options in points})
-    measured = _measure_quietly(fns, runs=runs, warmup=warmup, threshold=noise_threshold)
+    measured = _measure_quietly(fns, runs=runs, warmup=warmup, threshold=noise_threshold, progress=progress)
 
     graphs = {
         name: GraphRow(name, graph.macs, {b: measured[("graph", name, b)] for b in batches})
@@ -154,7 +157,7 @@ def measure_table(
             for single in singles:
                 macs.append(float(session.run(single, **options).macs[0]))
         calls = {graph: count / len(singles) for graph, count in sorted(counts.items())}
-        predicted = preprocess.median_ms + overhead + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items())
+        predicted = _predicted_ms(preprocess.median_ms, overhead, graphs, calls)
         rows.append(PointRow(name, kind, value, float(np.mean(macs)), calls, measured[("point", name)], predicted))
 
     return LatencyTable(
@@ -166,6 +169,18 @@ def measure_table(
         session_overhead_ms=overhead, graphs=graphs, points=rows, fit=fit_latency(graphs, rows),
         pipeline=None if images is None else _pipeline(session, singles, runs=max(3, runs // 10)),
     )
+
+
+def predict_run(session: Session, table: LatencyTable, image: np.ndarray, **options) -> float:
+    """The table's prediction, in ms, for `session.run(image, **options)` on one image: the graph calls it
+    makes (counted on one run), each at its batch-1 median, plus preprocessing and the session's own cost."""
+    with _counting_calls(session) as counts:
+        session.run(image, **options)
+    return _predicted_ms(table.preprocess.median_ms, table.session_overhead_ms, table.graphs, counts)
+
+
+def _predicted_ms(preprocess_ms: float, overhead_ms: float, graphs: dict[str, GraphRow], calls: dict) -> float:
+    return preprocess_ms + overhead_ms + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items())
 
 
 def _pipeline(session: Session, singles: list[np.ndarray], *, runs: int) -> dict:

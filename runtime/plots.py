@@ -1,4 +1,5 @@
-"""Pictures of measurements: a latency table's paths and fit, several devices against MACs, a controller's trace.
+"""Pictures of measurements: a latency table's paths and fit, several devices against MACs, the accuracy-latency
+frontier of operating points, a controller's trace.
 
 Host-side: matplotlib is imported when a picture is drawn, so that a device
 running bundles needs none of it.
@@ -13,7 +14,7 @@ import numpy as np
 
 from runtime.latency_table import LatencyTable
 
-__all__ = ["plot_table", "plot_latency_against_macs", "plot_controller_trace"]
+__all__ = ["plot_table", "plot_latency_against_macs", "plot_frontier", "plot_controller_trace"]
 
 
 def _pyplot():
@@ -81,6 +82,24 @@ def plot_latency_against_macs(measured: Sequence, path: str | Path) -> Path:
     axes.set_ylabel("median latency, batch 1 (ms)")
     axes.set_title("paths and operating points; * the static full model")
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_frontier(curves: dict[str, Sequence[tuple[str, float, float]]], path: str | Path) -> Path:
+    """Top-1 against median latency, one curve per bundle or backend: `curves[label]` lists (point, ms, top-1).
+    The points that no other point beats on both axes are joined: that is the frontier a budget picks from."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        ms, accuracy = np.array([p[1] for p in points]), np.array([p[2] for p in points])
+        dots = axes.scatter(ms, accuracy, label=label)
+        frontier = [i for i in np.argsort(ms) if not ((ms < ms[i]) & (accuracy >= accuracy[i])).any()]
+        axes.plot(ms[frontier], accuracy[frontier], color=dots.get_facecolor()[0])
+        for name, x, y in points:
+            axes.annotate(name, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    axes.set_xlabel("median latency, batch 1 (ms)")
+    axes.set_ylabel("top-1")
+    axes.legend(fontsize=8)
     return _save(figure, path)
 
 

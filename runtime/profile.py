@@ -16,12 +16,13 @@ accumulates per image, selector included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,23 @@ def format_table(table: LatencyTable) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _rounds_bar(total: int) -> Iterator[Callable[[], object] | None]:
+    """A tqdm bar over measurement rounds (re-measured rows extend it), or None where tqdm is not installed:
+    a device needs numpy and one backend, nothing more."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield None
+        return
+    with tqdm(total=total, desc="rounds", unit="round", leave=False, disable=None) as bar:
+        def advance() -> None:
+            if bar.n >= bar.total:
+                bar.total += total
+            bar.update()
+        yield advance
+
+
 def table_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.profile table",
@@ -274,8 +292,9 @@ def table_main(argv: list[str]) -> int:
         if session.backend.name not in device.backends:
             raise ValueError(f"device {device.name} runs {list(device.backends)}, not {session.backend.name}")
         images = np.load(args.images, allow_pickle=False) if args.images else None
-        table = measure_table(session, device, runs=args.runs, warmup=args.warmup, batches=args.batches,
-                              images=images, noise_threshold=args.noise, command=command)
+        with _rounds_bar(args.warmup + args.runs) as bar:
+            table = measure_table(session, device, runs=args.runs, warmup=args.warmup, batches=args.batches,
+                                  images=images, noise_threshold=args.noise, command=command, progress=bar)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         print(f"runtime.profile table: error: {error}", file=sys.stderr)
         return 2

@@ -32,21 +32,29 @@ class Timing:
                    float(np.median(np.abs(ms - median))))
 
 
-def measure(fns: Mapping[Hashable, Callable[[], object]], *, runs: int = 50, warmup: int = 10) -> dict[Hashable, Timing]:
+def measure(
+    fns: Mapping[Hashable, Callable[[], object]], *, runs: int = 50, warmup: int = 10,
+    progress: Callable[[], object] | None = None,
+) -> dict[Hashable, Timing]:
     """Median, 90th and 99th percentile and MAD of each callable's wall time, after `warmup` untimed rounds.
 
     The callables run interleaved, one call each per round, so that drift on a
     noisy machine hits all of them alike and their ratios stay meaningful.
+    `progress` is called after every round, warm-up included (a progress bar's update).
     """
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+        if progress:
+            progress()
     samples = {name: np.empty(runs) for name in fns}
     for i in range(runs):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             samples[name][i] = time.perf_counter() - start
+        if progress:
+            progress()
     return {name: Timing.of(s) for name, s in samples.items()}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.budgets import BudgetError
+from runtime.budgets import BudgetError, allowance
 from runtime.devices import get_device
 from runtime.latency_table import write_latency_table
 from runtime.operating_points import measure_table
@@ -40,13 +40,19 @@ def drnet(onnx_bundle, tmp_path_factory):
     return runtime.load(onnx_bundle, device=HOST, table=table_for(onnx_bundle, tmp_path_factory))
 
 
-def test_urnet_runs_the_largest_s_within_a_latency_budget(urnet, digits_test):
+def most_accurate(session, scales):
+    """The exporter's top-1 ranks the points; ties go to the larger S."""
+    top1 = {p.value: p.top1 for p in session.manifest.accuracy.points}
+    return max(scales, key=lambda s: (top1[s], s))
+
+
+def test_urnet_runs_the_most_accurate_s_within_a_latency_budget(urnet, digits_test):
     images = digits_test[0][:16]
     points = {p.value: p.latency.median_ms for p in urnet.table.points}
     runs = {s: urnet.run(images, scale=s) for s in points}
     assert len({tuple(r.paths) for r in runs.values()}) > 1, "S changes which blocks run: a wrong S would show"
     for budget in sorted(points.values()):
-        expected = max(s for s, ms in points.items() if ms <= budget)
+        expected = most_accurate(urnet, [s for s, ms in points.items() if ms <= budget])
         result = urnet.run(images, budget_ms=budget)
         assert result.paths == runs[expected].paths
         np.testing.assert_array_equal(result.logits, runs[expected].logits)
@@ -55,9 +61,31 @@ def test_urnet_runs_the_largest_s_within_a_latency_budget(urnet, digits_test):
 def test_urnet_budget_in_macs_uses_the_measured_macs_of_each_s(urnet, digits_test):
     points = {p.value: p.macs for p in urnet.table.points}
     budget = sorted(points.values())[len(points) // 2]
-    expected = max(s for s, macs in points.items() if macs <= budget)
+    expected = most_accurate(urnet, [s for s, macs in points.items() if macs <= budget])
     images = digits_test[0][:16]
     np.testing.assert_array_equal(urnet.run(images, budget_macs=budget).logits, urnet.run(images, scale=expected).logits)
+
+
+def test_the_exporter_measures_every_points_accuracy_and_budgets_rank_by_it(urnet, drnet, digits_test):
+    for session in (urnet, drnet):
+        accuracy = session.manifest.accuracy
+        assert accuracy.images == len(digits_test[1]) and "onnxruntime" in accuracy.source
+        for point in accuracy.points:
+            options = {"scale": point.value} if point.kind == "scale" else {"path": point.name}
+            logits = session.run(digits_test[0], **options).logits
+            assert point.top1 == pytest.approx(np.mean(logits.argmax(1) == digits_test[1]))
+    # A cheaper point that is more accurate beats a dearer one: S=0.4 made the best, the path res24 better than res32.
+    scales = {p.value for p in urnet.manifest.accuracy.points}
+    rigged = [dataclasses.replace(p, top1=0.99 if p.value == 0.4 else 0.5) for p in urnet.manifest.accuracy.points]
+    manifest = dataclasses.replace(urnet.manifest, accuracy=dataclasses.replace(urnet.manifest.accuracy, points=rigged))
+    assert allowance(manifest, urnet.table, budget_macs=1e12, budget_ms=None).scale == 0.4 < max(scales)
+    macs = drnet.manifest.dispatch.probe_paths(drnet.manifest.graphs)
+    cheap, middle, dear = sorted(macs, key=macs.get)
+    rigged = [dataclasses.replace(p, top1={cheap: 0.9, middle: 0.95, dear: 0.93}[p.name]) for p in drnet.manifest.accuracy.points]
+    manifest = dataclasses.replace(drnet.manifest, accuracy=dataclasses.replace(drnet.manifest.accuracy, points=rigged))
+    assert allowance(manifest, drnet.table, budget_macs=1e12, budget_ms=None).paths == {cheap, middle}
+    unranked = dataclasses.replace(drnet.manifest, accuracy=None)
+    assert allowance(unranked, drnet.table, budget_macs=1e12, budget_ms=None).paths == set(macs), "nothing to rank by"
 
 
 def test_a_budget_below_the_cheapest_point_names_its_cost(urnet, drnet, digits_test):
@@ -78,8 +106,10 @@ def test_drnet_chooses_among_the_resolutions_within_the_budget(drnet, digits_tes
     free = drnet.run(images)
     assert dear in free.paths, "without a budget the predictor sends some images to the dearest path"
     result = drnet.run(images, budget_macs=macs[middle])
-    assert set(result.paths) <= {cheap, middle} and (result.macs <= macs[middle]).all()
-    kept = [i for i, p in enumerate(free.paths) if p != dear]  # images the budget did not move keep their logits
+    allowed = allowance(drnet.manifest, drnet.table, budget_macs=macs[middle], budget_ms=None).paths
+    assert cheap in allowed and dear not in allowed, "the cheapest point is never beaten on cost"
+    assert set(result.paths) <= allowed and (result.macs <= macs[middle]).all()
+    kept = [i for i, p in enumerate(free.paths) if p in allowed]  # images the budget did not move keep their logits
     np.testing.assert_array_equal(result.logits[kept], free.logits[kept])
     latency = {p.name: p.latency.median_ms for p in drnet.table.points}
     budgeted = drnet.run(images, budget_ms=latency[cheap] * 1.0001)

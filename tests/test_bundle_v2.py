@@ -36,6 +36,7 @@ def as_version_2(manifest: dict) -> dict:
         dispatch.update(selector=None, head=None, segments=[], cached_paths=[], calibration=None)
     manifest["macs_convention"] = "conv+linear multiply-accumulates per image, batch 1"
     manifest.setdefault("build", None)
+    manifest.pop("accuracy", None)  # version 6
     return {**manifest, "format_version": 2}
 
 

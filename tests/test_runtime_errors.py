@@ -88,6 +88,13 @@ def edit_manifest(bundle, edit) -> None:
     write_json(bundle / MANIFEST_FILE, manifest)
 
 
+def as_version(manifest: dict, version: int) -> None:
+    """`manifest` written as an older exporter would: the version, without the fields added since."""
+    manifest["format_version"] = version
+    if version < 6:
+        manifest.pop("accuracy", None)
+
+
 def refused(bundle, match: str) -> str:
     with pytest.raises(BundleError, match=match) as error:
         runtime.load(bundle)
@@ -131,26 +138,26 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 6, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 7, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
 def test_format_version_message_names_the_versions_read(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=6))
-    message = refused(bundle, "unknown format_version 6")
-    assert "reads [1, 2, 3, 4, 5]" in message
+    edit_manifest(bundle, lambda m: m.update(format_version=7))
+    message = refused(bundle, "unknown format_version 7")
+    assert "reads [1, 2, 3, 4, 5, 6]" in message
 
 
 def test_a_rule_newer_than_the_bundle_version_is_refused(bundle):
     """A version 3 manifest cannot name the budget rule, which version 4 introduced."""
-    edit_manifest(bundle, lambda m: m.update(format_version=3, dispatch={**m["dispatch"], "rule": "budget"}))
+    edit_manifest(bundle, lambda m: (as_version(m, 3), m.update(dispatch={**m["dispatch"], "rule": "budget"})))
     refused(bundle, "dispatch.rule: 'budget' exists from format_version 4, not 3")
 
 
 def test_an_old_version_needs_batch_1_shapes(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=2))
+    edit_manifest(bundle, lambda m: as_version(m, 2))
     refused(bundle, r"graphs\['predictor'\]\.inputs\[0\]\.shape: a version 2 graph has batch 1 first")
 
 
@@ -193,8 +200,29 @@ def test_a_crop_outside_0_1_is_refused(bundle, crop):
 
 def test_a_version_4_manifest_cannot_ask_for_a_crop(bundle):
     """Version 5 introduced the field: a version 4 manifest that names it is refused, not misread."""
-    edit_manifest(bundle, lambda m: (m.update(format_version=4), m["preprocessing"].update(crop=0.875)))
+    edit_manifest(bundle, lambda m: (as_version(m, 4), m["preprocessing"].update(crop=0.875)))
     refused(bundle, r"preprocessing: unknown field\(s\) \['crop'\]")
+
+
+def test_a_version_5_manifest_cannot_carry_accuracy(bundle):
+    """Version 6 introduced per-point accuracy and graph precision; a version 5 manifest naming them is refused."""
+    edit_manifest(bundle, lambda m: m.update(format_version=5))
+    refused(bundle, r"manifest: unknown field\(s\) \['accuracy'\]")
+    edit_manifest(bundle, lambda m: (as_version(m, 5), m["graphs"]["res24"].update(precision="int8")))
+    refused(bundle, r"graphs\['res24'\]: unknown field\(s\) \['precision'\]")
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda m: m["accuracy"]["points"][0].update(top1=1.5), r"accuracy\.points\[0\]\.top1: must be in \[0, 1\]"),
+    (lambda m: m["accuracy"]["points"][0].update(value=0.5), r"accuracy\.points\[0\]\.value: a path point has no value"),
+    (lambda m: m["accuracy"]["points"].append(m["accuracy"]["points"][0]), r"accuracy\.points: point names repeat"),
+    (lambda m: m["graphs"]["res24"].update(precision="int4"), r"graphs\['res24'\]\.precision: 'int4' is not one of"),
+    (lambda m: m.update(quantization={"precision": "int8", "calibration": None, "selector": None, "check": None}),
+     r"quantization\.calibration: int8 graphs need their calibration recorded"),
+])
+def test_version_6_fields_are_validated(bundle, edit, match):
+    edit_manifest(bundle, edit)
+    refused(bundle, rf"{bundle / MANIFEST_FILE}: {match}")
 
 
 def test_dispatch_selector_naming_a_missing_graph(bundle):

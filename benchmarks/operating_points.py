@@ -1,0 +1,348 @@
+"""Operating points on this machine: how well the latency table predicts, the accuracy-latency frontier, and
+the load-adaptive controller against fixed and load-only serving, then a 10,000-request soak.
+
+python benchmarks/operating_points.py [--checkpoints DIR ...] [--backends onnx executorch] [--runs 60]
+    [--images 48] [--accuracy-images 2000] [--requests 300 600 300] [--soak 10000] [--work DIR] [--quick]
+
+Each trained checkpoint (default: every one of the evidence runs that exists,
+and the digits demo's) is exported per backend and loaded on host-cpu, one
+thread. Then, in order:
+
+1. `runtime.profile table`'s measurement (runtime.operating_points.measure_table):
+   each operating point's prediction from its graph calls, against its
+   measured median through Session.run;
+2. per image, end to end: the prediction for that image's own graph calls
+   (runtime.operating_points.predict_run) against its measured median, over
+   `--images` real test images timed in interleaved rounds;
+3. the frontier: each point's top-1 on `--accuracy-images` labelled test
+   images, against its median latency;
+4. the controller (onnxruntime only): Poisson arrivals at 0.5x, 2x and 0.5x
+   the rate the static full model sustains, objective OBJECTIVE x its
+   latency, served three ways on the same stream and images: the controller
+   (input-adaptive within its budget), load-only switching (Dynamic-OFA: the
+   budget forces one path for every image), and the fixed full model. Missed
+   deadlines are requests over the objective; effective accuracy counts
+   correct answers within it (INFaaS, Model-Switching);
+5. the soak (onnxruntime, the first checkpoint that has a controller run):
+   `--soak` requests at the full model's rate through the controller, resident
+   memory sampled along it.
+
+Service times are real; only queueing is simulated (runtime.controller.replay).
+Writes benchmarks/results/operating_points.{md,json} and figures in
+benchmarks/results/operating_points/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # Run as a script, sys.path[0] is benchmarks/, where benchmarks/runtime.py would shadow the `runtime` package.
+    sys.path[0] = str(ROOT)
+
+import runtime  # noqa: E402
+from benchmarks.runtime import machine  # noqa: E402
+from exporter import export  # noqa: E402
+from exporter.calibration import load_calibration  # noqa: E402
+from runtime.controller import AdaptiveController, Served, replay, soak  # noqa: E402
+from runtime.devices import get_device  # noqa: E402
+from runtime.files import atomic_write  # noqa: E402
+from runtime.latency_table import write_latency_table  # noqa: E402
+from runtime.operating_points import measure_table, operating_points, predict_run  # noqa: E402
+from runtime.plots import plot_controller_trace, plot_frontier, plot_table  # noqa: E402
+from runtime.session import RunResult, Session  # noqa: E402
+from runtime.targets import get_target  # noqa: E402
+from runtime.timing import measure  # noqa: E402
+from trainer.checkpoint import read_config  # noqa: E402
+from trainer.data import raw_images  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = RESULTS / "operating_points"
+DEVICE = "host-cpu"
+DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
+EVIDENCE = {  # label: checkpoint directory, as the evidence scripts write them
+    "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
+    "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
+    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
+    "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
+}
+BLOCK_FAMILIES = ("blockdrop", "urnet")  # their export plan needs calibration images
+WITHIN = 0.10  # a prediction "holds" within +-10% of the measured median (nn-Meter's criterion)
+GOALS = {"per point": 0.95, "per image": 0.90, "within objective": 0.99, "fewer missed": 1.6, "soak growth": 0.05}
+OBJECTIVE = 6.0  # the p99 objective, in multiples of the static full model's median latency
+SETTLE = 60  # requests after each rate step before the objective is held to account
+RATES = (0.5, 2.0, 0.5)  # multiples of the rate the static full model sustains
+
+
+class LoadOnly(AdaptiveController):
+    """Dynamic-OFA's switching: the budget picks one path, and every image takes it.
+
+    The selector still runs (Session.run(path=...) counts it), so this pays
+    the selector's cost that a network without one would not."""
+
+    def serve(self, image: np.ndarray, budget_ms: float) -> RunResult:
+        fitting = [path for path, ms in self.tabled.items() if ms <= budget_ms] or [min(self.tabled, key=self.tabled.get)]
+        return self.session.run(image, path=max(fitting, key=self.tabled.get))
+
+
+class FixedFull(AdaptiveController):
+    """The static full model for every request, whatever the load."""
+
+    def serve(self, image: np.ndarray, budget_ms: float) -> RunResult:
+        return self.session.run(image, static=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", type=Path,
+                        help="checkpoint directories (default: the evidence runs that exist, and the digits demo)")
+    parser.add_argument("--backends", nargs="+", default=["onnx", "executorch"], choices=["onnx", "executorch"])
+    parser.add_argument("--runs", type=int, default=60, help="timed rounds of the table (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=48, help="images timed end to end (default: %(default)s)")
+    parser.add_argument("--accuracy-images", type=int, default=2000, help="labelled images per frontier point")
+    parser.add_argument("--requests", type=int, nargs=3, default=[300, 600, 300], metavar="N",
+                        help="requests in each phase of the rate steps 0.5x, 2x, 0.5x (default: %(default)s)")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests of the soak; 0 skips it")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--work", type=Path, help="where bundles and tables go (default: a temporary directory)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds, images and requests")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.images, args.accuracy_images, args.requests, args.soak = 10, 8, 200, [100, 200, 100], 1500
+    command = shlex.join(["python", "benchmarks/operating_points.py", *(argv if argv is not None else sys.argv[1:])])
+    chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else EVIDENCE
+    missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
+    device = get_device(DEVICE)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    rows, frontiers, soaked = [], {}, None
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        for label, checkpoint in chosen.items():
+            if label in missing:
+                continue
+            config = read_config(checkpoint)
+            images, labels = raw_images(config["data"]["dataset"], "test", data_root=args.data_root,
+                                        limit=max(args.accuracy_images, args.images))
+            for target in args.backends:
+                bundle = work / f"{checkpoint.name}-{target}"
+                if not bundle.is_dir():
+                    calibration = (load_calibration("train:256", config | {"data_root": str(args.data_root)})
+                                   if config["family"] in BLOCK_FAMILIES else None)
+                    export(checkpoint, target, bundle, calibration=calibration, device=DEVICE)
+                session = runtime.load(bundle, get_target(target).backend, device=device)
+                print(f"{label} on {session.backend.name}: measuring the table", flush=True)
+                table = measure_table(session, device, runs=args.runs, images=images[:16], command=command)
+                table_file = work / f"{checkpoint.name}-{target}.table.json"
+                write_latency_table(table_file, table)
+                plot_table(table, FIGURES / f"{checkpoint.name}-{target}")
+                row = {"label": label, "checkpoint": str(checkpoint), "family": config["family"],
+                       "backend": session.backend.name, "static_ms": table.static.median_ms,
+                       "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
+                       "points": _points(session, table, images[: args.accuracy_images], labels[: args.accuracy_images]),
+                       "images": _per_image(session, table, images[: args.images], runs=max(5, args.runs // 4))}
+                frontiers[f"{label}, {session.backend.name}"] = [(p["name"], p["measured_ms"], p["top1"])
+                                                                 for p in row["points"]]
+                if session.backend.name == "onnxruntime":
+                    session = runtime.load(bundle, device=device, table=table_file)
+                    row["controller"] = _controller(session, images, labels, args.requests, checkpoint.name)
+                    if soaked is None and args.soak:
+                        print(f"{label}: soak of {args.soak} requests", flush=True)
+                        soaked = _soak(session, images, args.soak) | {"label": label}
+                rows.append(row)
+    plot_frontier(frontiers, FIGURES / "frontier.png")
+    report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
+              "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
+              "missing": missing}
+    text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
+    atomic_write(RESULTS / "operating_points.json", lambda path: path.write_text(payload))
+    atomic_write(RESULTS / "operating_points.md", lambda path: path.write_text(text))
+    print(text)
+    return 0
+
+
+def _points(session: Session, table, images: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Each operating point: measured and predicted median, MACs, and top-1 on the labelled images."""
+    rows = {row.name: row for row in table.points}
+    points = []
+    for name, _, _, options in operating_points(session.manifest):
+        row = rows[name]
+        top1 = float(np.mean(session.run(images, **options).logits.argmax(1) == labels))
+        points.append({"name": name, "macs": row.macs, "measured_ms": row.latency.median_ms,
+                       "predicted_ms": row.predicted_ms, "noisy": row.latency.noisy, "top1": top1})
+    return points
+
+
+def _per_image(session: Session, table, images: np.ndarray, *, runs: int) -> list[dict]:
+    """Per image, end to end through Session.run: its path, the table's prediction and the measured median."""
+    singles = [images[i : i + 1] for i in range(len(images))]
+    measured = measure({i: (lambda x=x: session.run(x)) for i, x in enumerate(singles)}, runs=runs, warmup=2)
+    return [{"path": session.run(x).paths[0], "predicted_ms": predict_run(session, table, x),
+             "measured_ms": measured[i].median_ms} for i, x in enumerate(singles)]
+
+
+def _arrivals(rate: float, phases: list[tuple[float, int]], seed: int = 0) -> np.ndarray:
+    """Poisson arrivals: per phase, (multiple of `rate`, requests)."""
+    rng = np.random.default_rng(seed)
+    return np.cumsum(np.concatenate([rng.exponential(1 / (factor * rate), count) for factor, count in phases]))
+
+
+def _controller(session: Session, images: np.ndarray, labels: np.ndarray, requests: list[int], name: str) -> dict:
+    """The rate steps served by the controller, load-only switching (path bundles) and the fixed full model."""
+    full_ms = session.table.static.median_ms
+    objective = OBJECTIVE * full_ms
+    phases = list(zip(RATES, requests))
+    arrivals = list(_arrivals(1e3 / full_ms, phases))
+    picks = [images[i % len(images)][None] for i in range(len(arrivals))]
+    truth = np.array([labels[i % len(labels)] for i in range(len(arrivals))])
+    policies = {"controller": AdaptiveController, "fixed full": FixedFull}
+    if not session.takes_scale:
+        policies["load only"] = LoadOnly
+    bounds = np.cumsum([0, *requests])
+    settled = np.concatenate([np.arange(b + SETTLE, e) for b, e in zip(bounds, bounds[1:])])
+    results = {}
+    for policy, kind in policies.items():
+        served = replay(kind(session, objective), picks, arrivals)
+        if policy == "controller":
+            plot_controller_trace(served, objective, FIGURES / f"{name}-controller.png")
+        results[policy] = _served_summary(served, truth, objective, settled, bounds)
+    return {"objective_ms": objective, "full_ms": full_ms, "phases": phases, "policies": results}
+
+
+def _served_summary(served: list[Served], truth: np.ndarray, objective: float, settled: np.ndarray,
+                    bounds: np.ndarray) -> dict:
+    latency = np.array([s.latency_ms for s in served])
+    correct = np.array([s.logits.argmax() for s in served]) == truth
+    on_time = latency <= objective
+    return {
+        "in_order": [s.request for s in served] == list(range(len(served))),
+        "within_after_settling": float(on_time[settled].mean()),
+        "p99_per_phase": [float(np.percentile(latency[b + SETTLE : e], 99)) for b, e in zip(bounds, bounds[1:])],
+        "missed": int((~on_time).sum()),
+        "accuracy": float(correct.mean()),
+        "effective_accuracy": float((correct & on_time).mean()),
+        "paths": {p: int(n) for p, n in zip(*np.unique([s.path for s in served], return_counts=True))},
+    }
+
+
+def _soak(session: Session, images: np.ndarray, requests: int) -> dict:
+    full_ms = session.table.static.median_ms
+    arrivals = list(_arrivals(1e3 / full_ms, [(1.0, requests)], seed=1))
+    picks = [images[i % len(images)][None] for i in range(requests)]
+    start = time.perf_counter()
+    result = soak(AdaptiveController(session, OBJECTIVE * full_ms), picks, arrivals, warmup=min(1000, requests // 5))
+    return {"requests": result.requests, "warmup": result.warmup, "growth": result.growth,
+            "within_objective": result.within_objective, "resident_mb": result.resident_mb,
+            "wall_s": time.perf_counter() - start, "errors": 0}
+
+
+def _share_within(pairs) -> float:
+    errors = [abs(predicted / measured - 1) for predicted, measured in pairs]
+    return float(np.mean([e <= WITHIN for e in errors]))
+
+
+def _verdict(holds: bool) -> str:
+    return "**holds**" if holds else "**does not hold**"
+
+
+def format_report(report: dict) -> str:
+    rows = report["rows"]
+    lines = [
+        "# Operating points on host-cpu: predictions, frontier, controller, soak", "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']['machine']}, {report['machine']['cpus']} cores; {report['machine']['versions']}.  ",
+        "One thread per backend (devices.yaml host-cpu); every timing is a median of interleaved rounds through "
+        "`Session.run`, a new image on every call. Latency predictions: runtime/operating_points.py.", "",
+        "## 1. Predictions against measurement", "",
+        f"A prediction holds within ±{report['within']:.0%} of the measured median (nn-Meter's criterion). Per point: "
+        "each operating point's graph calls at their batch-1 medians, plus preprocessing and the session's own cost "
+        "(calibrated once, on the static model). Per image: the same, for the calls that image made.", "",
+        "| bundle | backend | static ms | points within | images within | fit | noisy rows |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    all_points, all_images = [], []
+    for row in rows:
+        points = [(p["predicted_ms"], p["measured_ms"]) for p in row["points"]]
+        images = [(i["predicted_ms"], i["measured_ms"]) for i in row["images"]]
+        all_points += points
+        all_images += images
+        fit = row["fit"]
+        fit_text = f"{fit['ms_per_gmac']:.2f} ms/GMAC + {fit['ms_per_call']:.3f} ms/call, R² {fit['r2']:.3f}" if fit else "-"
+        lines.append(f"| {row['label']} | {row['backend']} | {row['static_ms']:.3f} | {_share_within(points):.0%} "
+                     f"of {len(points)} | {_share_within(images):.0%} of {len(images)} | {fit_text} | "
+                     f"{', '.join(row['noisy']) or 'none'} |")
+    if rows:
+        per_point, per_image = _share_within(all_points), _share_within(all_images)
+        lines += ["", f"- Goal ≥ {GOALS['per point']:.0%} of per-point predictions within ±10%: {per_point:.1%} of "
+                  f"{len(all_points)}, {_verdict(per_point >= GOALS['per point'])}.",
+                  f"- Goal ≥ {GOALS['per image']:.0%} of per-image end-to-end predictions within ±10%: {per_image:.1%} "
+                  f"of {len(all_images)}, {_verdict(per_image >= GOALS['per image'])}."]
+    lines += ["", "## 2. The frontier: top-1 against median latency", "",
+              "Each point forced on every image (a path, or URNet's S), its top-1 on the labelled test images. "
+              "Figure: `operating_points/frontier.png`.", "",
+              "| bundle | backend | point | MMACs | measured ms | predicted ms | top-1 |", "|---|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        for p in row["points"]:
+            lines.append(f"| {row['label']} | {row['backend']} | {p['name']} | {p['macs'] / 1e6:.1f} | "
+                         f"{p['measured_ms']:.3f} | {p['predicted_ms']:.3f} | {p['top1']:.2%} |")
+    lines += ["", "## 3. The controller under rate steps (onnxruntime)", "",
+              f"Poisson arrivals at {' → '.join(f'{r:g}×' for r in report['rates'])} the rate the static full model "
+              f"sustains; objective {report['objective_x_static']:g}× its median latency, end to end with queueing. "
+              f"'Within' counts requests from {report['settle']} after each step. Load only (Dynamic-OFA) forces the "
+              "budget's path on every image; it has no meaning for URNet, whose gates always adapt.", "",
+              "| bundle | objective ms | policy | within objective | p99 per phase (ms) | missed | top-1 | "
+              "effective top-1 |", "|---|---:|---|---:|---|---:|---:|---:|"]
+    verdicts = []
+    for row in rows:
+        control = row.get("controller")
+        if not control:
+            continue
+        policies = control["policies"]
+        for name, p in policies.items():
+            lines.append(f"| {row['label']} | {control['objective_ms']:.2f} | {name} | {p['within_after_settling']:.1%} "
+                         f"| {' / '.join(f'{x:.1f}' for x in p['p99_per_phase'])} | {p['missed']} | "
+                         f"{p['accuracy']:.2%} | {p['effective_accuracy']:.2%} |")
+        ours, full = policies["controller"], policies["fixed full"]
+        fewer = full["missed"] / max(ours["missed"], 1)
+        verdicts.append(f"- {row['label']}: within the objective after settling {ours['within_after_settling']:.1%} "
+                        f"(goal ≥ {GOALS['within objective']:.0%}), "
+                        f"{_verdict(ours['within_after_settling'] >= GOALS['within objective'])}; "
+                        f"{fewer:.1f}× fewer missed deadlines than the fixed full model "
+                        f"({ours['missed']} against {full['missed']}; goal ≥ {GOALS['fewer missed']:g}×), "
+                        f"{_verdict(fewer >= GOALS['fewer missed'])}; every request answered in order: "
+                        f"{all(p['in_order'] for p in policies.values())}.")
+        if "load only" in policies:
+            load = policies["load only"]
+            better = ours["effective_accuracy"] > load["effective_accuracy"]
+            verdicts.append(f"  Against load-only switching: effective top-1 {ours['effective_accuracy']:.2%} against "
+                            f"{load['effective_accuracy']:.2%} (top-1 {ours['accuracy']:.2%} against "
+                            f"{load['accuracy']:.2%}), {_verdict(better)}.")
+    lines += ["", *verdicts, "", "## 4. Soak", ""]
+    soaked = report["soak"]
+    if soaked:
+        mb = [m for _, m in soaked["resident_mb"]]
+        lines += [f"{soaked['requests']} requests through the controller at the full model's rate ({soaked['label']}, "
+                  f"onnxruntime) in {soaked['wall_s']:.0f} s, no errors, every request answered in order. Resident "
+                  f"memory {min(mb):.1f}–{max(mb):.1f} MB; growth after the first {soaked['warmup']} requests "
+                  f"{soaked['growth']:+.2%} (goal under {GOALS['soak growth']:.0%}), "
+                  f"{_verdict(soaked['growth'] < GOALS['soak growth'])}. Within the objective after warm-up: "
+                  f"{soaked['within_objective']:.1%}."]
+    else:
+        lines.append("Not run.")
+    if report["missing"]:
+        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` yet (its evidence run has not "
+                                               "finished)." for label, path in report["missing"].items())]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
