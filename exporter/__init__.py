@@ -16,9 +16,12 @@ from pathlib import Path
 import torch
 
 from exporter.accuracy import labelled_samples, measure_accuracy
+from exporter.calibration import DEFAULT_IMAGES, load_calibration
 from exporter.graphs import UnsplittableModel, tensor_specs
+from exporter.quantize import CalibrationImages, QuantizationError, graph_precision, write_int8
+from exporter.quantize.check import MAX_TOP1_DROP
 from exporter.splits import split_model
-from exporter.targets import default_device, write_artifacts
+from exporter.targets import Int8Inputs, default_device, write_artifacts
 from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
 from runtime.bundle import artifact_table, write_bundle, write_manifest
 from runtime.devices import load_devices
@@ -27,7 +30,7 @@ from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
 from runtime.targets import get_target
 from trainer.checkpoint import load_checkpoint
 
-__all__ = ["export", "ExportReport", "ParityError", "UnsplittableModel"]
+__all__ = ["export", "ExportReport", "ParityError", "QuantizationError", "UnsplittableModel"]
 
 DEFAULT_MAX_BATCH = 32
 ACCURACY_IMAGES = 1000
@@ -57,15 +60,23 @@ def export(
     table: str | Path | None = None,
     selector: bool = True,
     accuracy_images: int = ACCURACY_IMAGES,
+    precision: str | None = None,
+    calibration_source: str | None = None,
+    max_top1_drop: float = MAX_TOP1_DROP,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
     With `verify`, the written bundle runs through the runtime on `samples`
     images before it is moved into place; a parity failure leaves no bundle.
     Logits may differ by `tolerance` x max(1, the largest |logit|).
-    `calibration` (normalized NCHW images) drives the block families' plan:
-    fused segments, left-out blocks and the `cache_paths` most frequent paths;
-    they also calibrate int8 TensorRT engines.
+    `calibration` (normalized NCHW images, from `calibration_source`, in
+    words) drives the block families' plan: fused segments, left-out blocks
+    and the `cache_paths` most frequent paths; an int8 bundle calibrates each
+    graph on the inputs they route to it (default: the first 512 training
+    images). `precision` (fp32, fp16 or int8; default: the device's) must be
+    one the target writes; an int8 bundle that loses more than
+    `max_top1_drop` top-1 against fp32, or moves logits beyond the int8
+    tolerance, is refused (exporter/quantize).
     `device` names a devices.yaml entry whose precision, compute units and
     batch sizes the target uses (default: the first device that runs the
     target). Every graph takes batches of 1 to `max_batch` (default: the
@@ -91,6 +102,16 @@ def export(
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     model, config = load_checkpoint(checkpoint)
     data = config["data"]
+    precision = precision or (chosen.precision if chosen else spec.precisions[0])
+    if precision not in spec.precisions:
+        why = f" (device {chosen.name}'s)" if chosen and precision == chosen.precision else ""
+        raise ValueError(f"target {target} writes precision {list(spec.precisions)}, not {precision!r}{why}")
+    int8_calibration = None
+    if precision == "int8" and spec.calibrates_int8:
+        if calibration is None:
+            calibration_source = f"{data['dataset']} train, first {DEFAULT_IMAGES} images"
+            calibration = load_calibration(f"train:{DEFAULT_IMAGES}", config)
+        int8_calibration = CalibrationImages(calibration, calibration_source or "images passed to export()")
     table_path = Path(table) if table else Path(checkpoint) / TABLE_FILE
     lookup = read_table(table_path) if table or table_path.is_file() else None
     split = split_model(
@@ -101,16 +122,17 @@ def export(
     labelled = labelled_samples(config, accuracy_images) if accuracy_images else None
     result: dict = {}
 
-    def fill(staging: Path) -> None:
+    def write(directory: Path, target: str, int8: Int8Inputs) -> Manifest:
+        """`split`'s graphs for `target` at `precision`, those in `int8` as int8, and their manifest."""
         written = write_artifacts(
-            target, split.graphs, staging, device=chosen, max_batch=max_batch, calibration=calibration
+            target, split.graphs, directory, device=chosen, max_batch=max_batch, precision=precision, int8=int8
         )
-        placement = written.placement
         graphs = {}
         for graph in split.graphs:
             inputs, outputs = tensor_specs(graph)
-            artifact, entry = placement[graph.name]
-            graphs[graph.name] = Graph(graph.name, artifact, entry, inputs, outputs, graph.macs)
+            artifact, entry = written.placement[graph.name]
+            graphs[graph.name] = Graph(graph.name, artifact, entry, inputs, outputs, graph.macs,
+                                       precision=graph_precision(target, precision, graph.name in int8))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             family=config["family"],
@@ -120,7 +142,7 @@ def export(
             preprocessing=Preprocessing(data["resolution"], tuple(data["mean"]), tuple(data["std"]), crop=data.get("crop")),
             graphs=graphs,
             dispatch=split.dispatch,
-            artifacts=artifact_table(staging),
+            artifacts=artifact_table(directory),
             producer={
                 "tool": "exporter",
                 "version": version("adaptive-edge"),
@@ -131,12 +153,26 @@ def export(
             },
             build=written.build,
         )
-        write_manifest(staging, manifest)
-        if verify_backend:
-            result["parity"] = check_parity(
-                staging, split.reference, verification_samples(config, samples),
-                scales=split.scales, path_reference=split.path_reference, backend=verify_backend, tolerance=tolerance,
+        write_manifest(directory, manifest)
+        return manifest
+
+    def parity(bundle: Path, backend: str) -> Parity:
+        return check_parity(
+            bundle, split.reference, verification_samples(config, samples),
+            scales=split.scales, path_reference=split.path_reference, backend=backend, tolerance=tolerance,
+        )
+
+    def fill(staging: Path) -> None:
+        if precision == "int8":
+            held_out = (labelled[0].numpy(), labelled[1]) if labelled else (verification_samples(config, samples).numpy(), None)
+            manifest = write_int8(
+                write, staging, target=target, split=split, calibration=int8_calibration, held_out=held_out,
+                verify_backend=verify_backend, parity=parity, max_top1_drop=max_top1_drop,
             )
+        else:
+            manifest = write(staging, target, {})
+            if verify_backend:
+                result["parity"] = parity(staging, verify_backend)
         if labelled is not None:
             accuracy = measure_accuracy(staging, manifest, split, labelled, spec.verify_backend)
             manifest = dataclasses.replace(manifest, accuracy=accuracy)

@@ -1,6 +1,7 @@
 """python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
                      [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]
-                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector] [--accuracy-images N]"""
+                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector] [--accuracy-images N]
+                     [--precision fp32|fp16|int8] [--max-top1-drop D]"""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter import ACCURACY_IMAGES, ParityError, UnsplittableModel, export
+from exporter import ACCURACY_IMAGES, ParityError, QuantizationError, UnsplittableModel, export
+from exporter.quantize.check import MAX_TOP1_DROP, TOLERANCES
 from exporter.calibration import load_calibration
 from exporter.verify import TOLERANCE
+from runtime.manifest import PRECISIONS
 from runtime.targets import TARGETS
 from trainer.checkpoint import read_config
 
@@ -32,8 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
     parser.add_argument(
         "--calibration", metavar="DATA",
-        help="images that drive the block families' plan: FILE.npy, train[:N] or test[:N] of the checkpoint's dataset",
+        help="images that drive the block families' plan and calibrate int8 graphs, each on the inputs routed to it: "
+        "FILE.npy, train[:N] or test[:N] of the checkpoint's dataset (int8 default: train:512)",
     )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="; ".join(f"{t.name}: {'/'.join(t.precisions)}" for t in TARGETS.values())
+        + " (default: the device's precision, else the target's first)",
+    )
+    parser.add_argument("--max-top1-drop", type=float, default=MAX_TOP1_DROP, metavar="D",
+                        help=f"int8: refuse the bundle if it loses more top-1 than D against fp32 on held-out images; "
+                        f"logits may move {TOLERANCES['int8']:g} x max(1, |logit|) from eager (default %(default)g)")
     parser.add_argument("--cache-paths", type=int, default=8, metavar="K",
                         help="compile the K most frequent block paths as single graphs (default 8)")
     parser.add_argument("--configurations", default="frontier", metavar="WHICH",
@@ -52,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
             configurations=args.configurations, table=args.table, selector=args.selector,
-            accuracy_images=args.accuracy_images,
+            accuracy_images=args.accuracy_images, precision=args.precision, calibration_source=args.calibration,
+            max_top1_drop=args.max_top1_drop,
         )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)
         return 2
     except ParityError as error:
         print(f"exporter: parity check failed, no bundle written: {error}", file=sys.stderr)
+        return 1
+    except QuantizationError as error:
+        print(f"exporter: quantization check failed, no bundle written: {error}", file=sys.stderr)
         return 1
     manifest = report.manifest
     size = sum(a.bytes for a in manifest.artifacts.values())
@@ -67,14 +83,36 @@ def main(argv: list[str] | None = None) -> int:
         f"batches of 1 to {manifest.max_batch}, {size / 1024:.0f} KiB"
     )
     print(manifest.dispatch.describe(manifest.graphs))
+    if manifest.quantization:
+        print(f"  {describe_quantization(manifest)}")
     if manifest.accuracy:
         top1 = ", ".join(f"{p.name} {p.top1:.2%}" for p in manifest.accuracy.points)
         print(f"  top-1 ({manifest.accuracy.source}): {top1}")
     if report.parity:
         print(f"  parity: {report.parity.summary()}")
-    else:
+    elif manifest.quantization is None:
         print(f"  parity: not checked (no backend for {manifest.target} runs here)")
     return 0
+
+
+def describe_quantization(manifest) -> str:
+    q = manifest.quantization
+    precisions = ", ".join(f"{g.name} {g.precision}" for g in manifest.graphs.values())
+    lines = [f"precision {q.precision}: {precisions}"]
+    if q.calibration:
+        lines.append(f"calibrated on {q.calibration.images} images ({q.calibration.source}), each graph on its routed "
+                     f"inputs; topped up by forcing paths: {q.calibration.forced or 'none'}")
+    if q.selector:
+        lines.append(f"selector {q.selector.precision}: int8 routed {q.selector.agreement:.1%} of held-out images as "
+                     f"fp32 (needs {q.selector.threshold:.0%})")
+    if q.check:
+        c = q.check
+        top1 = f"top-1 {c.top1:.2%} against fp32 {c.top1_fp32:.2%}, " if c.top1 is not None else ""
+        lines.append(f"on {c.images} held-out images: {top1}{c.path_agreement:.1%} same path, {c.top1_agreement:.1%} "
+                     f"same top-1, logits within {c.max_abs_diff:.3g} of eager (tolerance {c.tolerance:.3g})")
+    else:
+        lines.append("not checked here: no backend for this target runs on this machine")
+    return "\n  ".join(lines)
 
 
 if __name__ == "__main__":

@@ -416,7 +416,7 @@ def _parse(data: Any, source: Path) -> Manifest:
         macs_convention=r.text(top["macs_convention"], "macs_convention"),
         build=None if build is None else _parse_build(r, build, artifacts),
         accuracy=_parse_accuracy(r, top["accuracy"]) if "accuracy" in top else None,
-        quantization=_parse_quantization(r, top["quantization"]) if "quantization" in top else None,
+        quantization=_parse_quantization(r, top["quantization"], top["target"]) if "quantization" in top else None,
     )
 
 
@@ -448,7 +448,7 @@ def _parse_accuracy(r: FieldReader, data: Any) -> Accuracy:
                     tuple(points))
 
 
-def _parse_quantization(r: FieldReader, data: Any) -> Quantization:
+def _parse_quantization(r: FieldReader, data: Any, target: str) -> Quantization:
     data = r.fields(data, "quantization", {"precision", "calibration", "selector", "check"})
     precision = r.choice(data["precision"], PRECISIONS[1:], "quantization.precision")
     calibration = None
@@ -464,8 +464,8 @@ def _parse_quantization(r: FieldReader, data: Any) -> Quantization:
                             for g, n in r.typed(c[side], dict, where).items()}
         calibration = Calibration(r.text(c["source"], "quantization.calibration.source"),
                                   r.count(c["images"], "quantization.calibration.images", 1), digest, **counts)
-    if precision == "int8" and calibration is None:
-        raise r.fail("quantization.calibration", "int8 graphs need their calibration recorded")
+    if precision == "int8" and calibration is None and TARGETS[target].calibrates_int8:
+        raise r.fail("quantization.calibration", f"int8 graphs on {target} need their calibration recorded")
     selector = None
     if data["selector"] is not None:
         s = r.fields(data["selector"], "quantization.selector", {"precision", "agreement", "threshold"})
@@ -498,8 +498,9 @@ def _parse_build(r: FieldReader, data: Any, artifacts: dict[str, Artifact]) -> B
     calibration = data.get("calibration")
     if calibration is not None:
         r.choice(calibration, artifacts, "build.calibration")
-    if precision == "int8" and calibration is None and data.get("profiles") is not None:
-        raise r.fail("build.calibration", "int8 engines need a calibration artifact")
+    int8_graphs = any(graph.precision == "int8" for graph in r.graphs.values())
+    if precision == "int8" and calibration is None and data.get("profiles") is not None and not int8_graphs:
+        raise r.fail("build.calibration", "int8 engines need a calibration artifact or at least one int8 graph")
     profiles = None
     if data.get("profiles") is not None:
         profiles = {}

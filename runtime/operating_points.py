@@ -47,19 +47,8 @@ def operating_points(manifest: Manifest) -> list[tuple[str, str, float | None, d
 def _counting_calls(session: Session) -> Iterator[Counter]:
     """Count the session's graph calls while inside."""
     counts: Counter = Counter()
-    original = dict(session.graphs)
-
-    def counted(name: str, run: Callable) -> Callable:
-        def call(inputs):
-            counts[name] += 1
-            return run(inputs)
-        return call
-
-    session.graphs.update({name: counted(name, run) for name, run in original.items()})
-    try:
+    with session.observing(lambda name, _: counts.update((name,))):
         yield counts
-    finally:
-        session.graphs.update(original)
 
 
 def graph_inputs(graph, batch: int, rng: np.random.Generator) -> list[np.ndarray]:

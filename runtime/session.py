@@ -6,8 +6,9 @@ which graphs run on which samples, and this module calls them.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,24 @@ class Session:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
+
+    @contextlib.contextmanager
+    def observing(self, observer: Callable[[str, Sequence[np.ndarray]], object]) -> Iterator[None]:
+        """Call `observer(graph name, inputs)` before every graph call made inside: the profiler counts the
+        calls of each operating point, the exporter records the inputs each graph is routed."""
+        original = dict(self.graphs)
+
+        def observed(name: str, run: GraphRunner) -> GraphRunner:
+            def call(inputs):
+                observer(name, inputs)
+                return run(inputs)
+            return call
+
+        self.graphs.update({name: observed(name, run) for name, run in original.items()})
+        try:
+            yield
+        finally:
+            self.graphs.update(original)
 
     @property
     def takes_scale(self) -> bool:

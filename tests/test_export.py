@@ -197,7 +197,7 @@ def test_force_replaces_an_existing_bundle(checkpoint_dir, onnx_bundle, tmp_path
 
 
 def failing_write(error: BaseException):
-    def write(target, graphs, directory, *, device, max_batch, calibration=None):
+    def write(target, graphs, directory, *, device, max_batch, precision, int8):
         (directory / "predictor.onnx").write_bytes(b"half an artifact")
         raise error
 

@@ -218,7 +218,7 @@ def test_a_version_5_manifest_cannot_carry_accuracy(bundle):
     (lambda m: m["accuracy"]["points"].append(m["accuracy"]["points"][0]), r"accuracy\.points: point names repeat"),
     (lambda m: m["graphs"]["res24"].update(precision="int4"), r"graphs\['res24'\]\.precision: 'int4' is not one of"),
     (lambda m: m.update(quantization={"precision": "int8", "calibration": None, "selector": None, "check": None}),
-     r"quantization\.calibration: int8 graphs need their calibration recorded"),
+     r"quantization\.calibration: int8 graphs on onnx need their calibration recorded"),
 ])
 def test_version_6_fields_are_validated(bundle, edit, match):
     edit_manifest(bundle, edit)

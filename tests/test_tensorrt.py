@@ -3,9 +3,10 @@
 Tested here: the ONNX is what TensorRT 10's parser takes (allow-listed ops,
 static shapes, opset), the build plan matches the device, the bundle runs and
 verifies through onnxruntime, the engine cache is keyed and written safely,
-int8 needs calibration, networks exported at several shapes share one
-artifact, the backend's build-cache-run logic works against stand-ins for
-TensorRT and the GPU, and the real backend refuses to run without a CUDA device.
+int8 graphs are symmetric QDQ networks (format 5's calibration images still
+build), networks exported at several shapes share one artifact, the backend's
+build-cache-run logic works against stand-ins for TensorRT and the GPU, and
+the real backend refuses to run without a CUDA device.
 Only test_engine_runs_on_this_device needs TensorRT itself.
 """
 
@@ -34,7 +35,9 @@ from torch import nn
 import exporter
 import runtime
 from exporter.graphs import ExportGraph
+from exporter.quantize.onnx_qdq import quantize_qdq
 from exporter.targets import tensorrt as trt_target
+from exporter.targets.onnx import export_onnx
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, read_cached_engine, write_cached_engine
 from runtime.files import sha256_of
@@ -168,6 +171,27 @@ REJECTED = {
         r"tensor 'x' has shape \['batch', 'width'\]; TensorRT bundles need static positive dims",
     ),
     "old opset": (lambda: model_with([helper.make_node("Det", ["x"], ["y"])], opset=13), r"opset 13 is outside 17\.\.20"),
+    "asymmetric quantization": (
+        lambda: model_with(
+            [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"], name="dequantize")],
+            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+            initializers=[helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1]),
+                          helper.make_tensor("zero", TensorProto.UINT8, [], [128])],
+        ),
+        r"node 'quantize' \(QuantizeLinear\) has zero point uint8 'zero'; TensorRT quantizes to int8 with zero point 0",
+    ),
+    "int32 bias dequantized": (
+        lambda: model_with(
+            [helper.make_node("DequantizeLinear", ["bias", "scale", "zero"], ["b"], name="dequantize"),
+             helper.make_node("Add", ["x", "b"], ["y"], name="add")],
+            outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+            initializers=[helper.make_tensor("bias", TensorProto.INT32, [2], [3, -4]),
+                          helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1]),
+                          helper.make_tensor("zero", TensorProto.INT32, [], [0])],
+        ),
+        r"node 'dequantize' \(DequantizeLinear\) has zero point int32 'zero'",
+    ),
     "antialiased resize": (
         lambda: model_with(
             [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear", antialias=1)],
@@ -206,46 +230,84 @@ def test_export_of_an_unsupported_op_fails_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- int8 --------------------------------------------------------------------------------------
+# --- int8: explicit quantization ---------------------------------------------------------------
 
 
-@pytest.fixture
-def int8_device():
-    return dataclasses.replace(get_device("jetson-orin-nano"), precision="int8", opt_batch=2)
+def calibration_batches(seed: int, shape: tuple[int, ...] = (3, 8, 8)) -> list[tuple[np.ndarray]]:
+    """Two batches for a graph whose one input has per-sample `shape`, as the exporter routes them."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, *shape)).astype(np.float32),) for n in (6, 5)]
 
 
-def test_int8_needs_calibration_images(tmp_path, int8_device):
-    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
-    with pytest.raises(ValueError, match="int8 TensorRT engines need calibration images"):
-        trt_target.write((graph,), tmp_path, device=int8_device, max_batch=MAX_BATCH)
+@pytest.fixture(scope="module")
+def int8_written(tmp_path_factory):
+    """(directory, Written, graphs) of an int8 plan: `net` quantized on its batches, `other` left float."""
+    directory = tmp_path_factory.mktemp("int8")
+    graphs = (tiny_graph("net", tiny_net(0), (1, 3, 8, 8)), tiny_graph("other", tiny_net(1), (1, 3, 8, 8)))
+    written = trt_target.write(
+        graphs, directory, max_batch=MAX_BATCH, precision="int8", int8={"net": calibration_batches(0)}
+    )
+    return directory, written, graphs
+
+
+def test_int8_plan_ships_qdq_graphs_and_no_calibration_images(int8_written):
+    directory, written, _ = int8_written
+    assert sorted(p.name for p in directory.iterdir()) == ["net.onnx", "other.onnx"]
+    assert written.placement == {"net": ("net.onnx", None), "other": ("other.onnx", None)}
+    assert (written.build.precision, written.build.calibration) == ("int8", None)
+    assert set(written.build.profiles) == {"net", "other"}
+
+
+def test_int8_graph_is_symmetric_qdq_of_supported_ops(int8_written):
+    directory, _, _ = int8_written
+    model = onnx.load(str(directory / "net.onnx"))
+    ops = [node.op_type for node in model.graph.node]
+    assert set(ops) <= trt_target.SUPPORTED_OPS, set(ops) - trt_target.SUPPORTED_OPS
+    assert "BatchNormalization" not in ops, "BN folds into the int8 conv"
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    activations = weights = 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero = initializers[node.input[2]]
+        assert zero.data_type == TensorProto.INT8 and not onnx.numpy_helper.to_array(zero).any(), node.name
+        if node.input[0] in initializers:  # a weight: int8, one scale per output channel
+            weight = initializers[node.input[0]]
+            assert weight.data_type == TensorProto.INT8, node.name
+            assert onnx.numpy_helper.to_array(initializers[node.input[1]]).shape == (weight.dims[0],), node.name
+            weights += 1
+        elif node.op_type == "QuantizeLinear":
+            activations += 1
+    assert (weights, activations) == (2, 5)  # conv and linear; the image, conv, relu, pool and logits
+    assert TensorProto.INT32 not in {tensor.data_type for tensor in model.graph.initializer}, "biases stay float"
+
+
+def test_int8_graph_computes_what_the_quantizer_wrote(int8_written):
+    """Taking the biases out of int32 changes no output; and int8 stays near the float network."""
+    directory, _, (net, _) = int8_written
+    quantized = quantize_qdq(
+        net, export_onnx(net, max_batch=MAX_BATCH), calibration_batches(0), symmetric_activations=True
+    )
+    x = calibration_batches(1)[1][0][:MAX_BATCH]
+    written = trt_target._run(onnx.load(str(directory / "net.onnx")), {"image": x})[0]
+    np.testing.assert_array_equal(written, trt_target._run(quantized, {"image": x})[0])
+    with torch.no_grad():
+        # Measured 6e-4 on logits of about 0.25.
+        np.testing.assert_allclose(written, net.module(torch.from_numpy(x)).numpy(), atol=0.01)
+
+
+def test_a_graph_left_out_of_int8_stays_float(int8_written):
+    directory, _, _ = int8_written
+    model = onnx.load(str(directory / "other.onnx"))
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {node.op_type for node in model.graph.node}
+    assert {tensor.data_type for tensor in model.graph.initializer} <= {TensorProto.FLOAT, TensorProto.INT64}
+
+
+def test_int8_plan_needs_a_graph_to_quantize(tmp_path):
+    with pytest.raises(ValueError, match="an int8 TensorRT plan needs at least one graph to quantize"):
+        trt_target.write((tiny_graph("net", tiny_net(0), (1, 3, 8, 8)),), tmp_path, max_batch=MAX_BATCH,
+                         precision="int8")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_int8_writes_the_calibration_images(tmp_path, int8_device):
-    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
-    images = torch.randn(5, 3, 8, 8)
-    written = trt_target.write((graph,), tmp_path, device=int8_device, max_batch=MAX_BATCH, calibration=images)
-    assert written.build.precision == "int8"
-    assert written.build.calibration == trt_target.CALIBRATION_FILE
-    stored = np.load(tmp_path / trt_target.CALIBRATION_FILE)
-    assert stored.dtype == np.float32
-    np.testing.assert_array_equal(stored, images.numpy())
-
-
-def test_int8_calibration_must_fit_every_graph(tmp_path, int8_device):
-    graphs = (tiny_graph("net", tiny_net(0), (1, 3, 8, 8)), tiny_graph("block", tiny_net(1), (1, 3, 4, 4)))
-    with pytest.raises(ValueError, match=r"graph 'block' takes 'image' of shape \(1, 3, 4, 4\)"):
-        trt_target.write(
-            graphs, tmp_path, device=int8_device, max_batch=MAX_BATCH, calibration=np.zeros((2, 3, 8, 8), np.float32)
-        )
-
-
-def test_int8_calibration_needs_an_opt_batch_of_images(tmp_path, int8_device):
-    """TensorRT calibrates at the profile's opt batch, so fewer images than that cannot calibrate."""
-    graph = tiny_graph("net", tiny_net(0), (1, 3, 8, 8))
-    device = dataclasses.replace(int8_device, opt_batch=4)
-    with pytest.raises(ValueError, match=r"at least opt_batch \(4\) images, got shape \(3, 3, 8, 8\)"):
-        trt_target.write((graph,), tmp_path, device=device, max_batch=MAX_BATCH, calibration=np.zeros((3, 3, 8, 8)))
 
 
 # --- one network at several shapes ---------------------------------------------------------------
@@ -278,7 +340,7 @@ def test_one_network_at_two_shapes_becomes_one_artifact(tmp_path):
 
 
 def test_one_engine_serves_both_shapes(tmp_path, trt_bundle):
-    """The device builds one engine for the shared artifact, with a profile per shape."""
+    """The device builds one engine for the shared artifact, with a profile per shape, at one precision."""
     _, graphs = two_shapes_of_one_network()
     written = trt_target.write(graphs, tmp_path, max_batch=MAX_BATCH)
     manifest = dataclasses.replace(
@@ -293,6 +355,40 @@ def test_one_engine_serves_both_shapes(tmp_path, trt_bundle):
     spec = engine_spec(tmp_path, manifest, "small+large.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
     assert spec.graphs == ("small", "large")
     assert spec.profiles == (written.build.profiles["small"], written.build.profiles["large"])
+
+    large = dataclasses.replace(manifest.graphs["large"], precision="int8")
+    mixed = dataclasses.replace(manifest, graphs={**manifest.graphs, "large": large})
+    with pytest.raises(BundleError, match=r"graphs \['small', 'large'\] share 'small\+large\.onnx' but not a precision"):
+        engine_spec(tmp_path, mixed, "small+large.onnx", tensorrt_version="10.3.0", gpu=Gpu("Orin", (8, 7)))
+
+
+SHARING = {
+    # name: (graphs as (name, shape), the graphs quantized and their calibration seed, the artifacts)
+    "one network at two shapes, each int8 on its own inputs": (
+        (("small", 8), ("large", 12)), {"small": 0, "large": 1}, {"small": "small.onnx", "large": "large.onnx"}
+    ),
+    "one network at one shape, int8 and float": (
+        (("small", 8), ("again", 8)), {"small": 0}, {"small": "small.onnx", "again": "again.onnx"}
+    ),
+    "one network at one shape, twice int8 on the same inputs": (
+        (("small", 8), ("again", 8)), {"small": 0, "again": 0},
+        {"small": "small+again.onnx", "again": "small+again.onnx"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SHARING)
+def test_qdq_graphs_share_an_artifact_only_when_identical(case, tmp_path):
+    """A QDQ graph holds scales calibrated on its own inputs: one network at two shapes is then two networks
+    to TensorRT, and an int8 graph never shares with a float one; the same QDQ network twice still does."""
+    shapes, seeds, artifacts = SHARING[case]
+    shared = tiny_net(0)
+    graphs = tuple(tiny_graph(name, shared, (1, 3, side, side)) for name, side in shapes)
+    sides = dict(shapes)
+    int8 = {name: calibration_batches(seed, (3, sides[name], sides[name])) for name, seed in seeds.items()}
+    written = trt_target.write(graphs, tmp_path, max_batch=MAX_BATCH, precision="int8", int8=int8)
+    assert {name: file for name, (file, _) in written.placement.items()} == artifacts
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(artifacts.values()))
 
 
 # --- engine cache --------------------------------------------------------------------------------
@@ -552,6 +648,7 @@ def fake_tensorrt() -> types.SimpleNamespace:
                 "flags": sorted(config.flags),
                 "workspace": config.pools.get("WORKSPACE"),
                 "profiles": [p.shapes for p in config.profiles],
+                "calibrator": config.int8_calibrator is not None,
                 "calibration_batches": batches,
             }
             trt.built.append(plan)
@@ -676,21 +773,81 @@ def test_backend_builds_caches_and_runs_engines(fake_gpu, trt_bundle, onnx_sessi
     assert all(read_cached_engine(path) for path in entries)
 
 
-def test_int8_engines_calibrate_on_the_bundles_images(fake_gpu, trt_bundle, tmp_path):
+def test_a_format_5_int8_plan_still_calibrates_on_its_images(fake_gpu, trt_bundle, tmp_path):
     trt, _ = fake_gpu
     bundle = copy_tree(trt_bundle, tmp_path / "int8")
     opt = read_manifest(bundle).build.profiles["res32"][0].opt[0]
     # TensorRT calibrates at the opt batch: two whole batches, and a remainder left out.
     np.save(bundle / "calibration.npy", np.zeros((2 * opt + 1, 3, 32, 32), np.float32))
     manifest = read_json(bundle / "manifest.json")
+    # What a format 5 exporter wrote: no graph precisions, one image file to calibrate every graph on.
+    manifest["format_version"] = 5
+    for field in ("accuracy", "quantization"):
+        manifest.pop(field, None)
+    for graph in manifest["graphs"].values():
+        graph.pop("precision", None)
     manifest["build"].update(precision="int8", calibration="calibration.npy")
     manifest["artifacts"]["calibration.npy"] = {
         "sha256": sha256_of(bundle / "calibration.npy"), "bytes": (bundle / "calibration.npy").stat().st_size
     }
     write_json(bundle / "manifest.json", manifest)
     runtime.load(bundle)
-    assert trt.built and all(plan["flags"] == ["FP16", "INT8"] for plan in trt.built)
+    assert len(trt.built) == len(manifest["graphs"])
+    assert all(plan["flags"] == ["FP16", "INT8"] and plan["calibrator"] for plan in trt.built)
     assert all(plan["calibration_batches"] == 2 for plan in trt.built)
+
+
+def int8_manifest(written, graphs, precisions: dict[str, str]) -> types.SimpleNamespace:
+    """The fields the backend reads off a manifest, for tiny graphs `written` at graph `precisions`."""
+    return types.SimpleNamespace(
+        graphs={
+            g.name: Graph(g.name, written.placement[g.name][0], None, (TensorSpec("image", (3, 8, 8)),),
+                          (TensorSpec("logits", (2,)),), 0, precisions[g.name])
+            for g in graphs
+        },
+        build=written.build,
+        max_batch=MAX_BATCH,
+    )
+
+
+def test_int8_plan_builds_int8_graphs_int8_and_the_others_fp16_without_a_calibrator(fake_gpu, int8_written):
+    trt, _ = fake_gpu
+    directory, written, graphs = int8_written
+    manifest = int8_manifest(written, graphs, {"net": "int8", "other": "fp16"})
+    backend = trt_backend.create()
+    net = backend.load(directory, manifest, manifest.graphs["net"])
+    backend.load(directory, manifest, manifest.graphs["other"])
+    assert [(plan["flags"], plan["calibrator"]) for plan in trt.built] == [(["FP16", "INT8"], False), (["FP16"], False)]
+    x = calibration_batches(2)[0][0][:3]
+    (logits,) = net([x])
+    expected = trt_target._run(onnx.load(str(directory / "net.onnx")), {"image": x})[0]
+    np.testing.assert_allclose(logits, expected, atol=1e-6)
+
+
+def test_engine_key_follows_the_graph_precision(int8_written):
+    """One artifact read as an int8 graph or as a float one is two engines."""
+    directory, written, graphs = int8_written
+    gpu = Gpu("Orin", (8, 7))
+    specs = {
+        precision: engine_spec(directory, int8_manifest(written, graphs, {"net": precision, "other": "fp16"}),
+                               "net.onnx", tensorrt_version="10.3.0", gpu=gpu)
+        for precision in ("int8", "fp16")
+    }
+    assert [(s.precision, s.calibration_sha256) for s in specs.values()] == [("int8", None), ("fp16", None)]
+    assert engine_key(specs["int8"]) != engine_key(specs["fp16"])
+
+
+def test_an_int8_plan_needs_calibration_images_or_an_int8_graph(trt_bundle, tmp_path):
+    bundle = copy_tree(trt_bundle, tmp_path / "int8")
+    manifest = read_json(bundle / "manifest.json")
+    manifest["build"]["precision"] = "int8"
+    write_json(bundle / "manifest.json", manifest)
+    needs = r"build\.calibration: int8 engines need a calibration artifact or at least one int8 graph"
+    with pytest.raises(BundleError, match=needs):
+        read_manifest(bundle)
+    manifest["graphs"]["res32"]["precision"] = "int8"
+    write_json(bundle / "manifest.json", manifest)
+    assert read_manifest(bundle).build.calibration is None
 
 
 def runner_for(tmp_path, *, max_batch: int, manifest_max_batch: int):

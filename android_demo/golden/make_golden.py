@@ -14,8 +14,8 @@ while recording every graph call. It writes, per family:
 `preprocessing.json`: whole preprocessed tensors for images of awkward sizes;
 `report_schema.json`: every field of a `runtime.profile` report and its JSON
 types, which the phone's benchmark report must match; and `damaged.json`: damaged manifests and bundles with the messages the
-Python reader refuses them with. The JVM tests (android_demo/core) replay it
-all through the Kotlin core; tests/test_golden.py replays it through the
+Python reader refuses them with, and (`accepted`) edited manifests it reads, with what it read of their version 6 fields.
+The JVM tests (android_demo/core) replay it all through the Kotlin core; tests/test_golden.py replays it through the
 Python runtime, so the committed files cannot drift from either.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -280,6 +281,15 @@ def _calibration():
 # Damaged manifests: (name, family, edits), each edit a path into the manifest and a new value, or DELETE;
 # "@batch1" prefixes every tensor shape with a batch of 1, as versions 1 and 2 wrote them.
 DELETE = "<delete>"
+
+
+def as_version(version: int) -> list[tuple[list, object]]:
+    """The edits that make a golden manifest an older exporter's: the version, without the fields added since.
+
+    Every golden bundle carries `accuracy` (version 6): digits is on this machine when the exporter measures it."""
+    return [(["format_version"], version), *([(["accuracy"], DELETE)] if version < 6 else [])]
+
+
 MANIFEST_DAMAGE = [
     ("not an object", "drnet", [([], [1, 2])]),
     ("unknown format_version", "drnet", [(["format_version"], 99)]),
@@ -299,7 +309,7 @@ MANIFEST_DAMAGE = [
     ("crop above 1", "drnet", [(["preprocessing", "crop"], 1.5)]),
     ("crop zero", "drnet", [(["preprocessing", "crop"], 0)]),
     ("crop a string", "drnet", [(["preprocessing", "crop"], "0.875")]),
-    ("crop in a version 4 manifest", "drnet", [(["format_version"], 4), (["preprocessing", "crop"], 0.875)]),
+    ("crop in a version 4 manifest", "drnet", [*as_version(4), (["preprocessing", "crop"], 0.875)]),
     ("artifact outside the bundle", "drnet", [(["artifacts", "../program.pte"], {"sha256": "0" * 64, "bytes": 1})]),
     ("artifact sha256 uppercase", "drnet", [(["artifacts", "@artifact", "sha256"], "AB" * 32)]),
     ("artifact bytes negative", "drnet", [(["artifacts", "@artifact", "bytes"], -1)]),
@@ -320,11 +330,11 @@ MANIFEST_DAMAGE = [
     ("path names repeat", "drnet", [(["dispatch", "paths", 1, "name"], "@path0")]),
     ("path resolution 0", "drnet", [(["dispatch", "paths", 0, "resolution"], 0)]),
     ("reference not a path", "drnet", [(["dispatch", "reference"], "@selector")]),
-    ("version 2 without the batch dimension", "drnet", [(["format_version"], 2)]),
+    ("version 2 without the batch dimension", "drnet", as_version(2)),
     ("version 2 reference_path unknown", "drnet", [
-        (["format_version"], 2), (["dispatch", "reference"], DELETE), (["dispatch", "reference_path"], "nope"), ("@batch1", None),
+        *as_version(2), (["dispatch", "reference"], DELETE), (["dispatch", "reference_path"], "nope"), ("@batch1", None),
     ]),
-    ("budget rule in version 3", "resizable", [(["format_version"], 3)]),
+    ("budget rule in version 3", "resizable", as_version(3)),
     ("accuracy above 1", "resizable", [(["dispatch", "paths", 0, "accuracy"], 1.5)]),
     ("latency negative", "resizable", [(["dispatch", "paths", 0, "latency_ms", "pixel-8/executorch"], -0.25)]),
     ("selector latency key empty", "resizable", [(["dispatch", "selector_latency_ms", ""], 1.0)]),
@@ -337,6 +347,78 @@ MANIFEST_DAMAGE = [
     ("gated block without skip", "urnet", [(["dispatch", "blocks", 0, "skip"], None)]),
     ("gated reference unknown", "urnet", [(["dispatch", "reference"], "nope")]),
     ("gated extra field", "urnet", [(["dispatch", "selector"], None)]),
+    # version 6: accuracy, graph precision, quantization (tests/test_runtime_errors.py's version 6 tests, and more)
+    ("accuracy in a version 5 manifest", "drnet", [(["format_version"], 5)]),
+    ("graph precision in a version 5 manifest", "drnet", [*as_version(5), (["graphs", "@graph", "precision"], "int8")]),
+    ("quantization in a version 5 manifest", "drnet", [*as_version(5), (["quantization"], "@int8-quantization")]),
+    ("point top1 above 1", "drnet", [(["accuracy", "points", 0, "top1"], 1.5)]),
+    ("path point with a value", "drnet", [(["accuracy", "points", 0, "value"], 0.5)]),
+    ("point names repeat", "drnet", [(["accuracy", "points"], "@points+points[0]")]),
+    ("graph precision int4", "drnet", [(["graphs", "@graph", "precision"], "int4")]),
+    ("int8 quantization without calibration", "drnet", [
+        (["quantization"], {"precision": "int8", "calibration": None, "selector": None, "check": None}),
+    ]),
+    ("accuracy not an object", "drnet", [(["accuracy"], [])]),
+    ("accuracy null", "drnet", [(["accuracy"], None)]),
+    ("graph precision null", "drnet", [(["graphs", "@graph", "precision"], None)]),
+    ("quantization null", "drnet", [(["quantization"], None)]),
+    ("accuracy source empty", "drnet", [(["accuracy", "source"], "")]),
+    ("accuracy images 0", "drnet", [(["accuracy", "images"], 0)]),
+    ("accuracy points not a list", "drnet", [(["accuracy", "points"], {})]),
+    ("point kind unknown", "drnet", [(["accuracy", "points", 0, "kind"], "budget")]),
+    ("point name empty", "drnet", [(["accuracy", "points", 0, "name"], "")]),
+    ("point top1 a bool", "drnet", [(["accuracy", "points", 0, "top1"], True)]),
+    ("point top1 negative", "drnet", [(["accuracy", "points", 0, "top1"], -1)]),
+    ("point unknown field", "drnet", [(["accuracy", "points", 0, "top5"], 0.99)]),
+    ("scale point value above 1", "urnet", [(["accuracy", "points", 0, "value"], 1.5)]),
+    ("scale point without a value", "urnet", [(["accuracy", "points", 0, "value"], None)]),
+    ("quantization not an object", "drnet", [(["quantization"], [])]),
+    ("quantization missing check", "drnet", [(["quantization"], "@int8-quantization"), (["quantization", "check"], DELETE)]),
+    ("quantization precision fp32", "drnet", [(["quantization"], "@int8-quantization"), (["quantization", "precision"], "fp32")]),
+    ("calibration sha256 uppercase", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "calibration", "sha256"], "AB" * 32),
+    ]),
+    ("calibration sha256 a number", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "calibration", "sha256"], 7),
+    ]),
+    ("calibration routed to an unknown graph", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "calibration", "routed", "nope"], 3),
+    ]),
+    ("calibration forced count negative", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "calibration", "forced", "@graph"], -1),
+    ]),
+    ("calibration forced not an object", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "calibration", "forced"], []),
+    ]),
+    ("calibration images 0", "drnet", [(["quantization"], "@int8-quantization"), (["quantization", "calibration", "images"], 0)]),
+    ("selector precision unknown", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "selector", "precision"], "int4"),
+    ]),
+    ("selector agreement above 1", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "selector", "agreement"], 1.25),
+    ]),
+    ("check top1 above 1", "drnet", [(["quantization"], "@int8-quantization"), (["quantization", "check", "top1"], 1.01)]),
+    ("check images 0 and top1_fp32 above 1", "drnet", [  # Python reads top1_fp32 and top1 before the rest
+        (["quantization"], "@int8-quantization"), (["quantization", "check", "images"], 0),
+        (["quantization", "check", "top1_fp32"], 2),
+    ]),
+    ("check max_abs_diff a string", "drnet", [
+        (["quantization"], "@int8-quantization"), (["quantization", "check", "max_abs_diff"], "0.1"),
+    ]),
+    ("check unknown field", "drnet", [(["quantization"], "@int8-quantization"), (["quantization", "check", "mean_abs_diff"], 0.0)]),
+]
+
+# Manifests both readers accept, with what the Python reader parsed of the version 6 fields.
+MANIFEST_ACCEPTED = [
+    ("int8 with calibration, selector and check", "drnet", [
+        (["quantization"], "@int8-quantization"), (["graphs", "@selector", "precision"], "int8"),
+        (["graphs", "@path0graph", "precision"], "int8"),
+    ]),
+    ("fp16 without labels", "drnet", [
+        (["quantization"], "@fp16-quantization"), (["graphs", "@graph", "precision"], "fp16"),
+    ]),
+    ("scale points", "urnet", []),
+    ("version 5", "drnet", as_version(5)),
 ]
 
 TEXT_DAMAGE = [
@@ -357,13 +439,38 @@ def _resolve(manifest: dict, value):
         return value
     dispatch = manifest["dispatch"]
     return {
-        "@graph": next(iter(manifest["graphs"])),
-        "@artifact": next(iter(manifest["artifacts"])),
-        "@selector": dispatch.get("selector"),
-        "@stem": dispatch.get("stem"),
-        "@path0": (dispatch.get("paths") or [{}])[0].get("name"),
-        "@paths[:-1]": (dispatch.get("paths") or [])[:-1],
-    }[value]
+        "@graph": lambda: next(iter(manifest["graphs"])),
+        "@artifact": lambda: next(iter(manifest["artifacts"])),
+        "@selector": lambda: dispatch.get("selector"),
+        "@stem": lambda: dispatch.get("stem"),
+        "@path0": lambda: (dispatch.get("paths") or [{}])[0].get("name"),
+        "@path0graph": lambda: (dispatch.get("paths") or [{}])[0].get("graph"),
+        "@paths[:-1]": lambda: (dispatch.get("paths") or [])[:-1],
+        "@points+points[0]": lambda: [*manifest["accuracy"]["points"], manifest["accuracy"]["points"][0]],
+        "@int8-quantization": lambda: int8_quantization(manifest),
+        "@fp16-quantization": lambda: {
+            "precision": "fp16", "calibration": None, "selector": None,
+            "check": {"images": 200, "path_agreement": 1, "top1_agreement": 0.995, "top1_fp32": None, "top1": None,
+                      "max_abs_diff": 0.0021, "tolerance": 0.01},
+        },
+    }[value]()
+
+
+def int8_quantization(manifest: dict) -> dict:
+    """A full int8 `quantization` record for an argmax (DRNet) manifest, as the exporter writes one."""
+    dispatch = manifest["dispatch"]
+    paths = [p["graph"] for p in dispatch["paths"]]
+    routed = {dispatch["selector"]: 256, **{graph: 256 // 2 ** (i + 1) for i, graph in enumerate(paths)}}
+    return {
+        "precision": "int8",
+        "calibration": {
+            "source": "digits train, first 256 images", "images": 256, "sha256": _sha256(b"calibration images"),
+            "routed": routed, "forced": {paths[-1]: 32},
+        },
+        "selector": {"precision": "int8", "agreement": 0.965, "threshold": 0.95},
+        "check": {"images": 200, "path_agreement": 0.96, "top1_agreement": 0.985, "top1_fp32": 0.91, "top1": 0.905,
+                  "max_abs_diff": 0.03125, "tolerance": 0.05},
+    }
 
 
 def apply_edit(manifest, edit: dict):
@@ -387,23 +494,47 @@ def apply_edit(manifest, edit: dict):
     return manifest
 
 
+def _edited(manifest: dict, edits: list) -> tuple[dict, list[dict]]:
+    """`manifest` after `edits`, and the edits with placeholders resolved, as the golden files record them."""
+    data = copy.deepcopy(manifest)
+    concrete = []
+    for path, value in edits:
+        if path == "@batch1":
+            edit = {"batch1": True}
+        else:
+            path = [_resolve(data, key) for key in path]
+            edit = {"path": path, "delete": True} if value == DELETE else {"path": path, "value": _resolve(data, value)}
+        concrete.append(copy.deepcopy(edit))
+        data = apply_edit(data, edit)
+    return data, concrete
+
+
 def damaged_manifests(manifests: dict[str, dict], work: Path) -> list[dict]:
     """Each damage as edits to its family's manifest, with placeholders resolved, and the Python reader's refusal."""
     out = []
     for name, family, edits in MANIFEST_DAMAGE:
-        data = copy.deepcopy(manifests[family])
-        concrete = []
-        for path, value in edits:
-            if path == "@batch1":
-                edit = {"batch1": True}
-            else:
-                path = [_resolve(data, key) for key in path]
-                edit = {"path": path, "delete": True} if value == DELETE else {"path": path, "value": _resolve(data, value)}
-            concrete.append(copy.deepcopy(edit))
-            data = apply_edit(data, edit)
+        data, concrete = _edited(manifests[family], edits)
         out.append({"name": name, "family": family, "edits": concrete, "message": _refusal(json.dumps(data), work)})
     for name, text in TEXT_DAMAGE:
         out.append({"name": name, "text": text, "message": _refusal(text, work)})
+    return out
+
+
+def accepted_manifests(manifests: dict[str, dict], work: Path) -> list[dict]:
+    """Each edited manifest the Python reader accepts, with the version 6 fields it parsed, for the Kotlin core to match."""
+    out = []
+    for name, family, edits in MANIFEST_ACCEPTED:
+        data, concrete = _edited(manifests[family], edits)
+        bundle = Path(tempfile.mkdtemp(dir=work))
+        (bundle / MANIFEST_FILE).write_text(json.dumps(data))
+        manifest = read_manifest(bundle)  # raises if the Python reader refuses it
+        parsed = {
+            "format_version": manifest.format_version,
+            "precision": {graph.name: graph.precision for graph in manifest.graphs.values()},
+            "accuracy": None if manifest.accuracy is None else dataclasses.asdict(manifest.accuracy),
+            "quantization": None if manifest.quantization is None else dataclasses.asdict(manifest.quantization),
+        }
+        out.append({"name": name, "family": family, "edits": concrete, "parsed": parsed})
     return out
 
 
@@ -498,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         manifests = {family: json.loads((bundle / MANIFEST_FILE).read_text()) for family, bundle in bundles.items()}
         damaged = {
             "manifests": damaged_manifests(manifests, work),
+            "accepted": accepted_manifests(manifests, work),
             "bundles": damaged_bundles(manifests["drnet"], work),
             "placeholders": {"manifest": MANIFEST_PLACEHOLDER, "bundle": BUNDLE_PLACEHOLDER},
         }

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from exporter.graphs import ExportGraph
 from runtime.devices import Device
 from runtime.manifest import BuildPlan
 from runtime.targets import get_target
 
-__all__ = ["Written", "write_artifacts", "default_device"]
+__all__ = ["Int8Inputs", "Written", "write_artifacts", "default_device"]
+
+# Graph name -> the batches of inputs it was routed (each a tuple in input order), for the graphs to run int8.
+Int8Inputs = Mapping[str, Sequence[tuple[np.ndarray, ...]]]
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,16 @@ def default_device(target: str, devices: dict[str, Device]) -> Device | None:
 
 def write_artifacts(
     target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None, max_batch: int,
-    calibration=None,
+    precision: str, int8: Int8Inputs,
 ) -> Written:
-    """Write `graphs` for `target` into `directory`, each taking batches of 1 to `max_batch`."""
+    """Write `graphs` for `target` into `directory`, each taking batches of 1 to `max_batch`.
+
+    `precision` is the bundle's; the graphs named in `int8` run int8, each
+    calibrated on its batches of inputs (a weights-only target ignores them),
+    and the others at `precision`, or fp32 where that is int8.
+    """
     spec = get_target(target)
-    extra = {"calibration": calibration} if spec.takes_calibration else {}
-    return importlib.import_module(spec.writer).write(graphs, directory, device=device, max_batch=max_batch, **extra)
+    if precision not in spec.precisions:
+        raise ValueError(f"target {target} writes precision {list(spec.precisions)}, not {precision!r}")
+    writer = importlib.import_module(spec.writer)
+    return writer.write(graphs, directory, device=device, max_batch=max_batch, precision=precision, int8=int8)

@@ -13,6 +13,11 @@ sorted, fixed timestamps, and the package's item identifiers derived from
 their paths rather than random, so that exporting the same model twice gives
 the same bytes. Unzipped, it is `model.mlpackage/`.
 
+Int8 on Core ML is 8-bit weights: each conv and linear weight of an int8
+graph becomes int8 (symmetric, one scale per output channel) behind a
+constexpr dequantize op, and the graph computes in fp16 like the others.
+Identical int8 weights in several functions are stored once, as float ones are.
+
 Every input's first axis is the batch, exported from torch as a dynamic dim
 from 1 to `max_batch`. A single-input function (the predictor, every DRNet and
 Resizable path) enumerates its batch sizes (runtime.backends.coreml.enumerated_batches),
@@ -22,7 +27,7 @@ batch sizes into those. Functions with several inputs take a `ct.RangeDim`
 Engine runs them at batch 1.
 
     from exporter.targets import coreml
-    written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"), max_batch=8)
+    written = coreml.write(split.graphs, Path("bundle"), device=get_device("iphone-15"), max_batch=8, precision="fp16")
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import coremltools as ct
+import coremltools.optimize as cto
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -45,7 +51,7 @@ from tqdm import tqdm
 
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
-from exporter.targets import Written
+from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example
 from runtime.backends.coreml import enumerated_batches
 from runtime.devices import Device
@@ -57,7 +63,15 @@ PACKAGE = "model.mlpackage"
 ARCHIVE = f"{PACKAGE}.zip"
 # Multifunction packages need the iOS 18 / macOS 15 specification.
 DEPLOYMENT_TARGET = ct.target.iOS18
-PRECISIONS = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}
+# Compute precision per graph precision: Core ML computes int8 graphs (8-bit weights) in fp16.
+PRECISIONS = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32, "int8": ct.precision.FLOAT16}
+QUANTIZE_WEIGHTS = "compression::linear_quantize_weights"  # the pass behind cto.coreml.linear_quantize_weights
+# Every conv and linear weight, as the other targets' int8 does (weight_threshold 0: coremltools'
+# default, 2048 elements, would leave the smaller convs in fp16); BN affines and biases stay fp16.
+_INT8_WEIGHT = cto.coreml.OpLinearQuantizerConfig(
+    mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+)
+INT8_WEIGHTS = cto.coreml.OptimizationConfig(op_type_configs={"conv": _INT8_WEIGHT, "linear": _INT8_WEIGHT})
 # Passes that fold a conv's following scale and shift into its weights, which
 # would make every resolution's conv weights distinct.
 CONV_FUSIONS = {
@@ -67,16 +81,6 @@ CONV_FUSIONS = {
     "common::fuse_elementwise_to_batchnorm",
 }
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can hold
-
-
-def _precision(device: Device | None) -> str:
-    precision = device.precision if device else "fp16"
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"Core ML export supports precision {sorted(PRECISIONS)}, not {precision!r} "
-            f"(device {device.name!r}): int8 weight quantization is not implemented for Core ML yet"
-        )
-    return precision
 
 
 @contextlib.contextmanager
@@ -107,6 +111,7 @@ class DistinctOutputs(nn.Module):
 
 
 def _convert(graph: ExportGraph, precision: str, max_batch: int) -> ct.models.MLModel:
+    """`graph` as a one-function ML program in `precision`: fp32, fp16, or int8 (8-bit weights, fp16 compute)."""
     module = DistinctOutputs(batchnorm_to_affine(graph.module)).eval()
     examples, dynamic_shapes = batched_example(graph, max_batch)
     if dynamic_shapes is not None:
@@ -114,6 +119,12 @@ def _convert(graph: ExportGraph, precision: str, max_batch: int) -> ct.models.ML
     program = torch.export.export(module, examples, dynamic_shapes=dynamic_shapes).run_decompositions({})
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(CONV_FUSIONS)
+    if precision == "int8":
+        # The pass that cto.coreml.linear_quantize_weights applies, run last in this pipeline: that function
+        # converts the model again through the default pipeline, whose fusions would fold the BN affines kept
+        # here into the convs (coremltools 9.0 even fails on them: fuse_elementwise_to_batchnorm's dtypes).
+        pipeline.append_pass(QUANTIZE_WEIGHTS)
+        pipeline.set_options(QUANTIZE_WEIGHTS, {"config": INT8_WEIGHTS})
     # Tensors cross the bundle boundary as float32 whatever the compute precision;
     # left implicit, an fp16 program would take and return fp16.
     enumerate_batches = len(graph.example_inputs) == 1
@@ -167,14 +178,22 @@ def zip_package(package: Path, archive: Path) -> None:
             zipped.writestr(entry, path.read_bytes())
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
-    precision = _precision(device)
+def write(
+    graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int,
+    precision: str = "fp16", int8: Int8Inputs | None = None,
+) -> Written:
+    """All graphs as the functions of one package; those named in `int8` with 8-bit weights, the others in
+    `precision`, fp16 where that is int8. The int8 graphs' calibration inputs go unused: Core ML's int8 is
+    weights only (runtime.targets), computed in fp16.
+    """
+    int8 = int8 or {}
+    float_precision = "fp16" if precision == "int8" else precision
     with tempfile.TemporaryDirectory(prefix="coreml-") as scratch:
         scratch = Path(scratch)
         functions = ct.utils.MultiFunctionDescriptor()
         for graph in tqdm(graphs, desc="coreml functions", leave=False, disable=None):
             single = scratch / f"{graph.name}.mlpackage"
-            _convert(graph, precision, max_batch).save(str(single))
+            _convert(graph, "int8" if graph.name in int8 else float_precision, max_batch).save(str(single))
             functions.add_function(str(single), src_function_name="main", target_function_name=graph.name)
         functions.default_function_name = graphs[0].name
         with _quietly():

@@ -1,4 +1,4 @@
-"""ExecuTorch target: ONE multi-method .pte, each graph a method, lowered to XNNPACK.
+"""ExecuTorch target: ONE multi-method .pte, each graph a method, lowered to XNNPACK (fp32, or int8 by PT2E).
 
 ExecuTorch stores delegate weights keyed by their sha256, so methods that
 share conv weights store them once; BN stays a per-channel affine
@@ -26,16 +26,23 @@ from tqdm import tqdm
 
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
-from exporter.targets import Written
+from exporter.quantize.pt2e import quantize_pt2e
+from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example
 from runtime.devices import Device
 
 PROGRAM_FILE = "model.pte"
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
+def write(
+    graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int,
+    precision: str = "fp32", int8: Int8Inputs | None = None,
+) -> Written:
+    """All graphs as the methods of one .pte; those named in `int8` quantized by PT2E, each on its own inputs."""
+    int8 = int8 or {}
     programs = {
-        graph.name: _export(graph, max_batch) for graph in tqdm(graphs, desc="torch.export", leave=False, disable=None)
+        graph.name: _quantized(graph, int8[graph.name], max_batch) if graph.name in int8 else _export(graph, max_batch)
+        for graph in tqdm(graphs, desc="torch.export", leave=False, disable=None)
     }
     edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
     program = edge.to_executorch()
@@ -46,3 +53,7 @@ def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | 
 def _export(graph: ExportGraph, max_batch: int) -> torch.export.ExportedProgram:
     inputs, dynamic_shapes = batched_example(graph, max_batch)
     return torch.export.export(batchnorm_to_affine(graph.module), inputs, dynamic_shapes=dynamic_shapes)
+
+
+def _quantized(graph: ExportGraph, batches, max_batch: int) -> torch.export.ExportedProgram:
+    return quantize_pt2e(graph, [tuple(torch.from_numpy(x) for x in batch) for batch in batches], max_batch=max_batch)

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
-from exporter.targets import Written
+from exporter.quantize.onnx_qdq import quantize_qdq
+from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example
 from runtime.devices import Device
 
@@ -92,10 +93,20 @@ def store_weights_once(models: Mapping[str, onnx.ModelProto], weights: Path) -> 
         weights.unlink()
 
 
-def write(graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int) -> Written:
-    """One .onnx per graph taking 1 to `max_batch` samples, their large weights in one shared weights.bin."""
+def write(
+    graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None = None, max_batch: int,
+    precision: str = "fp32", int8: Int8Inputs | None = None,
+) -> Written:
+    """One .onnx per graph taking 1 to `max_batch` samples, their large weights in one shared weights.bin.
+
+    The graphs named in `int8` become static QDQ int8, each calibrated on its
+    own routed inputs (exporter/quantize/onnx_qdq.py); their BN folds into
+    their convolutions, so they share no weights with the others.
+    """
+    int8 = int8 or {}
     models = {
-        graph.name: export_onnx(dataclasses.replace(graph, module=batchnorm_to_affine(graph.module)), max_batch=max_batch)
+        graph.name: quantize_qdq(graph, export_onnx(graph, max_batch=max_batch), int8[graph.name]) if graph.name in int8
+        else export_onnx(dataclasses.replace(graph, module=batchnorm_to_affine(graph.module)), max_batch=max_batch)
         for graph in tqdm(graphs, desc="onnx graphs", leave=False, disable=None)
     }
     store_weights_once(models, directory / WEIGHTS_FILE)

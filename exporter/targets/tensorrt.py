@@ -12,6 +12,11 @@ Every input's first axis is the batch, 1 to `max_batch`; its profile is
 min 1, opt the device's `opt_batch` (default 1), max `max_batch`, so the
 builder tunes its kernels for the batch the device usually runs.
 
+Int8 is explicit quantization: each int8 graph is a QDQ network carrying its
+own scales, calibrated on the inputs the dispatch routes to it, which TensorRT
+10 builds without a calibrator (its implicit, calibrator-driven int8 is
+deprecated, and feeds every graph the same images).
+
     from exporter import export
     report = export("runs/drnet-digits", "tensorrt", "bundles/drnet-trt")
     report.manifest.build   # BuildPlan(precision='fp16', workspace_mb=1024, ...)
@@ -27,10 +32,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxscript.optimizer
+from onnx import numpy_helper
 from tqdm import tqdm
 
 from exporter.graphs import ExportGraph
-from exporter.targets import Written
+from exporter.quantize.onnx_qdq import quantize_qdq
+from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example, check_max_batch
 from exporter.targets.onnx import export_onnx
 from runtime.devices import Device
@@ -39,7 +46,6 @@ from runtime.manifest import BuildPlan, EngineProfile
 __all__ = [
     "SUPPORTED_OPS",
     "OPSETS",
-    "CALIBRATION_FILE",
     "write",
     "prepare",
     "check_for_tensorrt",
@@ -50,7 +56,7 @@ __all__ = [
 # The ONNX operators TensorRT 10's parser supports: the "Y" rows of onnx-tensorrt's
 # support matrix, docs/operators.md at the ONNX-TensorRT 10.1 GA release (commit 96e7811,
 # https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md). Per-op restrictions
-# live in that table; the one our graphs can meet (Resize antialiasing) is checked below.
+# live in that table; those our graphs can meet (Resize antialiasing, symmetric int8 Q/DQ) are checked below.
 SUPPORTED_OPS = frozenset({
     "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
     "AveragePool", "BatchNormalization", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Concat",
@@ -77,7 +83,6 @@ OPSETS = range(17, 21)
 ONNX_DOMAINS = ("", "ai.onnx")
 DEFAULT_PRECISION = "fp16"
 DEFAULT_WORKSPACE_MB = 1024
-CALIBRATION_FILE = "calibration.npy"
 
 
 def write(
@@ -86,26 +91,28 @@ def write(
     *,
     device: Device | None = None,
     max_batch: int,
-    calibration=None,
+    precision: str = DEFAULT_PRECISION,
+    int8: Int8Inputs | None = None,
 ) -> Written:
-    """One prepared .onnx per network and the build plan for `device` (default: fp16, 1 GiB workspace).
+    """One prepared .onnx per network and the build plan for `device` (default: 1 GiB workspace).
 
-    `calibration` (normalized float32 NCHW images, an array or a CPU tensor)
-    is required for an int8 device and stored as calibration.npy for the
-    device's INT8 calibrator. TensorRT calibrates at the opt shapes of its
-    calibration profile, so the calibrator feeds whole batches of `opt_batch`
-    images and leaves out the remainder.
+    The graphs named in `int8` become QDQ networks with symmetric int8
+    activations, each calibrated on its own routed inputs; the device builds
+    them int8 and the others in `precision`, fp16 where that is int8.
     Graphs that are one network at several input shapes share one artifact
-    (see `shape_variants`).
+    (see `shape_variants`): a QDQ graph holds its own folded weights and
+    scales, so it shares one only with an identical QDQ graph.
     """
-    precision = device.precision if device else DEFAULT_PRECISION
+    int8 = int8 or {}
+    if precision == "int8" and not int8:
+        raise ValueError("an int8 TensorRT plan needs at least one graph to quantize; name them in int8=")
     workspace = device.workspace_mb if device and device.workspace_mb else DEFAULT_WORKSPACE_MB
     opt_batch = _opt_batch(device, max_batch)
-    images = _calibration_images(calibration, graphs, opt_batch) if precision == "int8" else None
     models = {}
     for graph in tqdm(graphs, desc="tensorrt graphs", leave=False, disable=None):
         inputs, _ = batched_example(graph, max_batch)
-        models[graph.name] = prepare(graph.name, export_onnx(graph, max_batch=max_batch), inputs)
+        model = _qdq(graph, int8[graph.name], max_batch) if graph.name in int8 else export_onnx(graph, max_batch=max_batch)
+        models[graph.name] = prepare(graph.name, model, inputs)
     placement = {}
     for group in shape_variants(models):
         file = f"{'+'.join(group)}.onnx"
@@ -113,15 +120,47 @@ def write(
         onnx.save(model, str(directory / file))
         onnx.checker.check_model(str(directory / file), full_check=True)
         placement.update({name: (file, None) for name in group})
-    if images is not None:
-        np.save(directory / CALIBRATION_FILE, images)
     plan = BuildPlan(
         precision=precision,
         workspace_mb=workspace,
-        calibration=CALIBRATION_FILE if images is not None else None,
         profiles={graph.name: _profiles(graph, opt_batch, max_batch) for graph in graphs},
     )
     return Written(placement, build=plan)
+
+
+def _qdq(graph: ExportGraph, calibration: Sequence[tuple[np.ndarray, ...]], max_batch: int) -> onnx.ModelProto:
+    """`graph` as the explicitly quantized network TensorRT builds int8: symmetric QDQ, float biases."""
+    model = quantize_qdq(graph, export_onnx(graph, max_batch=max_batch), calibration, symmetric_activations=True)
+    return _float_biases(model)
+
+
+def _float_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with each DequantizeLinear of an int32 bias replaced by the float bias it computes.
+
+    onnxruntime's quantizer stores conv and gemm biases as int32 behind a
+    DequantizeLinear, but TensorRT dequantizes int8, fp8 and int4 only (the
+    parser's support matrix) and adds biases in float itself. The values are
+    what onnxruntime computes, (q - zero point) * scale in float32.
+    """
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    kept, orphans = [], set()
+    for node in graph.node:
+        bias = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if bias is None or bias.data_type != onnx.TensorProto.INT32 or len(bias.dims) != 1:
+            kept.append(node)
+            continue
+        q, scale, *zero = (numpy_helper.to_array(initializers[name]) for name in node.input if name)
+        value = (q - (zero[0] if zero else 0)).astype(np.float32) * scale
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        orphans.update(node.input)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    unused = [tensor for tensor in graph.initializer if tensor.name in orphans - used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    return model
 
 
 def _opt_batch(device: Device | None, max_batch: int) -> int:
@@ -177,6 +216,7 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
                 f"graph {name!r}: tensor {value.name!r} has shape {shape if tensor.HasField('shape') else 'unknown'}; "
                 "TensorRT bundles need static positive dims, but for a symbolic batch (first) axis"
             )
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     for node in _nodes(model.graph):
         if node.domain not in ONNX_DOMAINS or node.op_type not in SUPPORTED_OPS:
             op = node.op_type if node.domain in ONNX_DOMAINS else f"{node.domain}::{node.op_type}"
@@ -189,6 +229,23 @@ def check_for_tensorrt(name: str, model: onnx.ModelProto) -> None:
             raise ValueError(
                 f"graph {name!r}: node {node.name!r} resizes with antialiasing, which TensorRT does not support"
             )
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            _check_symmetric_int8(name, node, initializers)
+
+
+def _check_symmetric_int8(name: str, node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> None:
+    """Raise ValueError unless Q/DQ `node` has an int8 zero point of 0, the only quantization TensorRT runs.
+
+    ONNX gives the quantized tensor its zero point's type, so this also
+    refuses what TensorRT cannot dequantize: uint8, or a quantized bias's int32.
+    """
+    zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero is None or zero.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(zero).any():
+        kind = "none" if zero is None else f"{onnx.TensorProto.DataType.Name(zero.data_type).lower()} {zero.name!r}"
+        raise ValueError(
+            f"graph {name!r}: node {node.name!r} ({node.op_type}) has zero point {kind}; TensorRT quantizes to "
+            "int8 with zero point 0 (an initializer) only"
+        )
 
 
 def _allowed_dim(axis: int, dim: onnx.TensorShapeProto.Dimension) -> bool:
@@ -267,31 +324,3 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
-
-
-def _calibration_images(calibration, graphs: tuple[ExportGraph, ...], opt_batch: int) -> np.ndarray:
-    """`calibration` as float32 NCHW, after checking that every graph takes such images, `opt_batch` at a time.
-
-    TensorRT's INT8 calibrator feeds the same images to every graph, so a graph
-    whose input is not the image (a block graph taking features) cannot be
-    calibrated from them.
-    """
-    if calibration is None:
-        raise ValueError(
-            "int8 TensorRT engines need calibration images: pass calibration= (normalized float32 NCHW), "
-            "or export for an fp16 device"
-        )
-    images = np.ascontiguousarray(np.asarray(calibration, dtype=np.float32))
-    if images.ndim != 4 or len(images) < opt_batch:
-        raise ValueError(
-            f"calibration must be an NCHW batch of at least opt_batch ({opt_batch}) images, got shape {images.shape}"
-        )
-    image = (1, *images.shape[1:])
-    for graph in graphs:
-        for name, x in zip(graph.input_names, graph.example_inputs):
-            if tuple(x.shape) != image:
-                raise ValueError(
-                    f"int8 calibration feeds images of shape {image} to every graph, but graph {graph.name!r} "
-                    f"takes {name!r} of shape {tuple(x.shape)}; export this model for an fp16 device"
-                )
-    return images

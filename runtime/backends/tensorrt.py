@@ -14,6 +14,11 @@ Engines take any batch from 1 to the manifest's `max_batch`: a runner holds
 device buffers for `max_batch` samples and sets the actual batch on its
 execution context at every call.
 
+An int8 plan builds each graph the manifest marks int8 (a QDQ network carrying
+its own scales) with INT8 and FP16, and every other graph in FP16. Bundles of
+format 5 instead ship calibration images, which TensorRT's entropy calibrator
+feeds to every graph.
+
 There is no fallback. Without a visible CUDA device this backend refuses to
 run; `runtime.load(bundle, backend="onnxruntime")` runs the same ONNX on the CPU.
 
@@ -75,10 +80,10 @@ class EngineSpec:
 
     artifact_sha256: str
     graphs: tuple[str, ...]  # the graphs that run on this artifact's engine
-    precision: str
+    precision: str  # the engine's: int8 for int8 graphs (and a calibrated plan's), else the plan's float precision
     workspace_mb: int | None
     profiles: tuple[tuple[EngineProfile, ...], ...]  # the engine's optimization profiles, in order
-    calibration_sha256: str | None  # int8 only: the calibration images decide the scales
+    calibration_sha256: str | None  # a calibrated int8 plan (format 5) only: the images decide the scales
     tensorrt_version: str
     gpu: Gpu
 
@@ -104,21 +109,28 @@ def engine_spec(bundle: Path, manifest: Manifest, artifact: str, *, tensorrt_ver
             raise BundleError(f"{bundle}: the build plan has no optimization profile for graph {name!r}")
         if plan.profiles[name] not in profiles:
             profiles.append(plan.profiles[name])
-    calibration = None
-    if plan.precision == "int8":
-        if plan.calibration is None:
-            raise BundleError(f"{bundle}: the int8 build plan names no calibration artifact")
-        calibration = sha256_of(bundle / plan.calibration)
+    precisions = {manifest.graphs[name].precision for name in graphs}
+    if len(precisions) > 1:
+        raise BundleError(f"{bundle}: graphs {list(graphs)} share {artifact!r} but not a precision: {sorted(precisions)}")
+    calibrated = plan.precision == "int8" and plan.calibration is not None
     return EngineSpec(
         artifact_sha256=sha256_of(bundle / artifact),
         graphs=graphs,
-        precision=plan.precision,
+        precision=_engine_precision(plan.precision, precisions.pop(), calibrated=calibrated),
         workspace_mb=plan.workspace_mb,
         profiles=tuple(profiles),
-        calibration_sha256=calibration,
+        calibration_sha256=sha256_of(bundle / plan.calibration) if calibrated else None,
         tensorrt_version=tensorrt_version,
         gpu=gpu,
     )
+
+
+def _engine_precision(plan: str, graph: str, *, calibrated: bool) -> str:
+    """What an engine computes in: int8 for an int8 graph or any graph of a calibrated int8 plan; otherwise
+    the plan's precision, fp16 where that is int8 (the float graphs of an int8 bundle)."""
+    if graph == "int8" or calibrated:
+        return "int8"
+    return "fp16" if plan == "int8" else plan
 
 
 def _build_plan(bundle: Path, manifest: Manifest) -> BuildPlan:
@@ -181,7 +193,7 @@ class TensorRTBackend:
             # TensorRT returns None for an engine it cannot deserialize: rebuild that one too.
             engine = self.runtime.deserialize_cuda_engine(cached) if cached else None
             if engine is None:
-                calibration = _build_plan(bundle, manifest).calibration
+                calibration = _build_plan(bundle, manifest).calibration if spec.calibration_sha256 else None
                 serialized = self._build(bundle / artifact, spec, bundle / calibration if calibration else None)
                 write_cached_engine(path, serialized)
                 engine = self.runtime.deserialize_cuda_engine(serialized)
@@ -215,6 +227,7 @@ class TensorRTBackend:
             profiles.append(profile)
         if spec.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+        if calibration is not None:  # a format 5 plan; a QDQ network carries its own scales
             calibrator = _calibrator(trt, self.cuda, np.load(calibration), spec.profiles[0])  # lives through the build
             config.int8_calibrator = calibrator
             config.set_calibration_profile(profiles[0])
@@ -320,9 +333,10 @@ class _DeviceBuffer:
 def _calibrator(trt, cuda, images: np.ndarray, profile: tuple[EngineProfile, ...]):
     """TensorRT's entropy calibrator over `images`, fed to the graph's single image input at the profile's opt batch.
 
+    For format 5 bundles, whose int8 plans ship calibration images (their
+    exporter wrote them only for graphs whose one input is the image).
     TensorRT calibrates at the opt shapes of the calibration profile, so the
-    images go in whole batches of that size; a remainder is left out. The
-    exporter only writes int8 plans for graphs whose one input is the image.
+    images go in whole batches of that size; a remainder is left out.
     """
     if len(profile) != 1 or tuple(profile[0].opt[1:]) != images.shape[1:] or len(images) < profile[0].opt[0]:
         raise BundleError(f"calibration images of shape {images.shape} do not fit the engine inputs {profile}")

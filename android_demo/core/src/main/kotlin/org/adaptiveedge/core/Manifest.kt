@@ -9,8 +9,8 @@ import org.adaptiveedge.core.rules.Section
  * docs/bundle.md is the contract, and the golden vectors in
  * `android_demo/golden` hold both readers to the same messages.
  */
-const val FORMAT_VERSION = 5
-val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+const val FORMAT_VERSION = 6
+val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5, 6)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 const val MANIFEST_FILE = "manifest.json"
 const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/targets.py, in its order
@@ -27,6 +27,7 @@ data class Graph(
     val inputs: List<TensorSpec>,
     val outputs: List<TensorSpec>,
     val macs: Long,  // per sample
+    val precision: String = "fp32",  // from version 6, written unless fp32: what its weights and activations run in
 )
 
 /** uint8 RGB images become float32 NCHW: resize to [resolution], scale to [0, 1], then (x - mean) / std. */
@@ -51,6 +52,47 @@ data class BuildPlan(
     val profiles: Map<String, List<EngineProfile>>?,
 )
 
+data class PointAccuracy(
+    val name: String,  // a path every image is made to take, or "S=<scale>"
+    val kind: String,  // "path" | "scale"
+    val value: Double?,  // URNet's S for a scale point
+    val top1: Double,  // in [0, 1]
+)
+
+/** Top-1 of each operating point, measured by the exporter on held-out labelled images (from version 6). */
+data class Accuracy(val source: String, val images: Int, val points: List<PointAccuracy>)
+
+/** Where int8 activation ranges came from: each graph calibrated on the inputs routed to it. */
+data class Calibration(
+    val source: String,
+    val images: Int,
+    val sha256: String,  // of the calibration images as float32 NCHW bytes
+    val routed: Map<String, Int>,  // graph -> samples the dispatch sent it
+    val forced: Map<String, Int>,  // graph -> samples added by forcing paths, where routing left it short
+)
+
+/** The selector runs int8 only if, quantized, it sends enough images down the same path. */
+data class SelectorPrecision(val precision: String, val agreement: Double, val threshold: Double)
+
+/** The quantized bundle against the fp32 one, on held-out images the calibration did not use. */
+data class QuantizedCheck(
+    val images: Int,
+    val pathAgreement: Double,
+    val top1Agreement: Double,
+    val top1Fp32: Double?,  // null without labels
+    val top1: Double?,
+    val maxAbsDiff: Double,  // largest |logit difference| against eager, on images that took eager's path
+    val tolerance: Double,  // the allowed difference, times max(1, the largest |logit|)
+)
+
+/** What the exporter changed below fp32 (from version 6), and how it checked the result. */
+data class Quantization(
+    val precision: String,  // fp16 | int8
+    val calibration: Calibration?,  // int8 only
+    val selector: SelectorPrecision?,  // bundles with a selector, int8 only
+    val check: QuantizedCheck?,  // null where no backend ran the target on the exporting machine
+)
+
 data class Manifest(
     val formatVersion: Int,
     val family: String,
@@ -64,6 +106,8 @@ data class Manifest(
     val producer: Map<String, String>,
     val macsConvention: String,
     val build: BuildPlan?,
+    val accuracy: Accuracy? = null,  // from version 6
+    val quantization: Quantization? = null,  // from version 6
 ) {
     val rule: Rule get() = RULES.getValue(dispatch.rule)
 
@@ -93,7 +137,7 @@ data class Manifest(
                 data, "manifest",
                 setOf("format_version", "family", "target", "classes", "max_batch", "preprocessing", "graphs", "dispatch",
                     "artifacts", "producer", "macs_convention"),
-                setOf("build"),
+                if (version >= 6) setOf("build", "accuracy", "quantization") else setOf("build"),
             )
 
             val classList = r.list(top["classes"], "classes")
@@ -134,7 +178,10 @@ data class Manifest(
             if (graphItems.isEmpty()) throw r.fail("graphs", "must hold at least one graph")
             for ((name, value) in graphItems) {
                 val where = "graphs[${Python.repr(name)}]"
-                val entry = r.fields(value, where, setOf("name", "artifact", "entry", "inputs", "outputs", "macs"))
+                val entry = r.fields(
+                    value, where, setOf("name", "artifact", "entry", "inputs", "outputs", "macs"),
+                    if (version >= 6) setOf("precision") else emptySet(),
+                )
                 if (entry["name"] != name) throw r.fail("$where.name", "${Python.repr(entry["name"])} differs from its key")
                 val method = entry["entry"]
                 val artifact = r.text(entry["artifact"], "$where.artifact")
@@ -146,6 +193,7 @@ data class Manifest(
                     inputs = r.tensors(entry["inputs"], "$where.inputs"),
                     outputs = r.tensors(entry["outputs"], "$where.outputs"),
                     macs = r.longCount(entry["macs"], "$where.macs"),
+                    precision = r.choice(if ("precision" in entry) entry["precision"] else "fp32", PRECISIONS, "$where.precision"),
                 )
             }
 
@@ -181,6 +229,8 @@ data class Manifest(
                 producer = producer.mapValues { (_, v) -> if (v is String) v else Python.repr(v) },
                 macsConvention = r.text(top["macs_convention"], "macs_convention"),
                 build = if (build == null) null else parseBuild(r, build, artifacts),
+                accuracy = if ("accuracy" in top) parseAccuracy(r, top["accuracy"]) else null,
+                quantization = if ("quantization" in top) parseQuantization(r, top["quantization"]) else null,
             )
         }
 
@@ -215,6 +265,83 @@ data class Manifest(
             is Map<*, *> -> LinkedHashMap<String, Any?>().also { copy -> value.forEach { (k, v) -> copy[k as String] = deepCopy(v) } }
             is List<*> -> value.mapTo(ArrayList()) { deepCopy(it) }
             else -> value
+        }
+
+        private fun share(r: FieldReader, value: Any?, where: String): Double {
+            val share = r.number(value, where)
+            if (!(share >= 0 && share <= 1)) throw r.fail(where, "must be in [0, 1], got ${Python.str(share)}")
+            return share
+        }
+
+        private fun parseAccuracy(r: FieldReader, value: Any?): Accuracy {
+            val data = r.fields(value, "accuracy", setOf("source", "images", "points"))
+            val points = r.list(data["points"], "accuracy.points").mapIndexed { i, item ->
+                val where = "accuracy.points[$i]"
+                val entry = r.fields(item, where, setOf("name", "kind", "value", "top1"))
+                val kind = r.choice(entry["kind"], listOf("path", "scale"), "$where.kind")
+                val scale = entry["value"]
+                val point = when {
+                    kind == "scale" -> share(r, scale, "$where.value")
+                    scale != null -> throw r.fail("$where.value", "a path point has no value, got ${Python.repr(scale)}")
+                    else -> null
+                }
+                PointAccuracy(r.text(entry["name"], "$where.name"), kind, point, share(r, entry["top1"], "$where.top1"))
+            }
+            val names = points.map { it.name }
+            if (names.toSet().size != names.size) throw r.fail("accuracy.points", "point names repeat: ${Python.repr(names)}")
+            return Accuracy(r.text(data["source"], "accuracy.source"), r.count(data["images"], "accuracy.images", 1), points)
+        }
+
+        private fun parseQuantization(r: FieldReader, value: Any?): Quantization {
+            val data = r.fields(value, "quantization", setOf("precision", "calibration", "selector", "check"))
+            val precision = r.choice(data["precision"], PRECISIONS.drop(1), "quantization.precision")
+            val calibration = data["calibration"]?.let { given ->
+                val c = r.fields(given, "quantization.calibration", setOf("source", "images", "sha256", "routed", "forced"))
+                val digest = c["sha256"] as? String
+                    ?: throw r.fail("quantization.calibration.sha256", "expected str, got ${Python.repr(c["sha256"])}")
+                if (!SHA256.matches(digest)) throw r.fail("quantization.calibration.sha256", "not a lowercase hex sha256: ${Python.repr(digest)}")
+                val (routed, forced) = listOf("routed", "forced").map { side ->
+                    val where = "quantization.calibration.$side"
+                    r.map(c[side], where).entries.associate { (graph, n) ->
+                        val at = "$where[${Python.repr(graph)}]"
+                        r.graph(graph, at) to r.count(n, at)
+                    }
+                }
+                Calibration(
+                    r.text(c["source"], "quantization.calibration.source"),
+                    r.count(c["images"], "quantization.calibration.images", 1), digest, routed, forced,
+                )
+            }
+            if (precision == "int8" && calibration == null) {
+                throw r.fail("quantization.calibration", "int8 graphs need their calibration recorded")
+            }
+            val selector = data["selector"]?.let { given ->
+                val s = r.fields(given, "quantization.selector", setOf("precision", "agreement", "threshold"))
+                SelectorPrecision(
+                    r.choice(s["precision"], PRECISIONS, "quantization.selector.precision"),
+                    share(r, s["agreement"], "quantization.selector.agreement"),
+                    share(r, s["threshold"], "quantization.selector.threshold"),
+                )
+            }
+            val check = data["check"]?.let { given ->
+                val where = "quantization.check"
+                val c = r.fields(
+                    given, where,
+                    setOf("images", "path_agreement", "top1_agreement", "top1_fp32", "top1", "max_abs_diff", "tolerance"),
+                )
+                // Python reads the two optional shares first
+                val (top1Fp32, top1) = listOf("top1_fp32", "top1").map { k -> c[k]?.let { share(r, it, "$where.$k") } }
+                QuantizedCheck(
+                    images = r.count(c["images"], "$where.images", 1),
+                    pathAgreement = share(r, c["path_agreement"], "$where.path_agreement"),
+                    top1Agreement = share(r, c["top1_agreement"], "$where.top1_agreement"),
+                    top1Fp32 = top1Fp32,
+                    top1 = top1,
+                    maxAbsDiff = r.number(c["max_abs_diff"], "$where.max_abs_diff"),
+                    tolerance = r.number(c["tolerance"], "$where.tolerance"),
+                )
+            }
+            return Quantization(precision, calibration, selector, check)
         }
 
         private fun parseBuild(r: FieldReader, value: Any?, artifacts: Map<String, Artifact>): BuildPlan {

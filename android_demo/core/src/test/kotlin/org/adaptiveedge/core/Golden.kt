@@ -38,6 +38,50 @@ object Golden {
 
     fun fingerprints(encoded: Map<String, Any?>): DoubleArray = (encoded["fingerprints"] as List<*>).map { (it as Number).toDouble() }.toDoubleArray()
 
+    /** A case of damaged.json as manifest text: its own text, or its family's golden manifest after its edits. */
+    fun manifestText(case: Map<String, Any?>): String {
+        (case["text"] as String?)?.let { return it }
+        var manifest: Any? = Json.parse(text("${case["family"]}.manifest.json"))
+        for (edit in case["edits"] as List<Map<String, Any?>>) manifest = apply(manifest, edit)
+        return Json.write(manifest)
+    }
+
+    /** make_golden.py's `apply_edit`: set or delete the value at a path of keys and indices; [] replaces the whole. */
+    private fun apply(manifest: Any?, edit: Map<String, Any?>): Any? {
+        if (edit["batch1"] == true) {
+            for (graph in ((manifest as Map<String, Any?>)["graphs"] as Map<String, Map<String, Any?>>).values) {
+                for (side in listOf("inputs", "outputs")) {
+                    for (tensor in graph[side] as List<MutableMap<String, Any?>>) tensor["shape"] = listOf(1L) + (tensor["shape"] as List<Any?>)
+                }
+            }
+            return manifest
+        }
+        val path = edit["path"] as List<Any?>
+        if (path.isEmpty()) return copy(edit["value"])
+        var target: Any? = manifest
+        for (key in path.dropLast(1)) target = step(target, key)
+        val last = path.last()
+        when (target) {
+            is MutableMap<*, *> -> (target as MutableMap<String, Any?>).let { if (edit["delete"] == true) it.remove(last as String) else it[last as String] = copy(edit["value"]) }
+            is MutableList<*> -> (target as MutableList<Any?>).let { if (edit["delete"] == true) it.removeAt((last as Long).toInt()) else it[(last as Long).toInt()] = copy(edit["value"]) }
+            else -> error("cannot edit inside $target")
+        }
+        return manifest
+    }
+
+    /** A deep copy, as make_golden.py's `copy.deepcopy`: later edits must not reach into the case's own values. */
+    private fun copy(value: Any?): Any? = when (value) {
+        is Map<*, *> -> LinkedHashMap<String, Any?>().also { out -> value.forEach { (k, v) -> out[k as String] = copy(v) } }
+        is List<*> -> value.mapTo(ArrayList()) { copy(it) }
+        else -> value
+    }
+
+    private fun step(value: Any?, key: Any?): Any? = when (value) {
+        is Map<*, *> -> value[key]
+        is List<*> -> value[(key as Long).toInt()]
+        else -> error("cannot step into $value")
+    }
+
     /** One fingerprint per row, as make_golden.py's `encode` computes it. */
     fun fingerprints(tensor: Tensor): DoubleArray {
         val size = tensor.rowSize
