@@ -31,8 +31,10 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def tables() -> dict[str, str]:
     return {
         "targets": _table(
-            ("target", "backends (device default first)", "parity verified here by", "what it writes"),
-            [(f"`{t.name}`", ", ".join(t.backends), t.verify_backend or "none (needs its device)", t.description)
+            ("target", "backends (device default first)", "parity verified here by", "precisions (default first)",
+             "what it writes"),
+            [(f"`{t.name}`", ", ".join(t.backends), t.verify_backend or "none (needs its device)",
+              ", ".join(t.precisions), t.description)
              for t in TARGETS.values()],
         ),
         "rules": _table(

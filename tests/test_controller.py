@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.controller import AdaptiveController, replay
+from runtime.controller import AdaptiveController, replay, soak
 from runtime.devices import get_device
 from runtime.latency_table import GraphRow, Latency, LatencyTable, PointRow, write_latency_table
 from runtime.operating_points import measure_table
@@ -98,3 +98,23 @@ def test_a_real_bundle_under_the_controller(onnx_bundle, digits_test, tmp_path):
 def test_the_controller_needs_the_device_table(onnx_bundle):
     with pytest.raises(ValueError, match="python -m runtime.profile table"):
         AdaptiveController(runtime.load(onnx_bundle), objective_ms=10.0)
+
+
+@pytest.mark.slow
+def test_a_short_soak_keeps_memory_flat(onnx_bundle, digits_test, tmp_path):
+    """benchmarks/operating_points.py soaks 10,000 requests; this is its short version."""
+    host = get_device("host-cpu")
+    table = tmp_path / "table.json"
+    write_latency_table(table, measure_table(runtime.load(onnx_bundle, device=host), host, runs=5, warmup=1))
+    session = runtime.load(onnx_bundle, device=host, table=table)
+    images = digits_test[0]
+    arrivals = stream(1e3 / session.table.static.median_ms, [(1.0, 3000)])
+    result = soak(AdaptiveController(session, objective_ms=20 * session.table.static.median_ms),
+                  [images[i % len(images)][None] for i in range(len(arrivals))], list(arrivals), warmup=1000)
+    assert result.requests == 3000 and result.resident_mb[0][0] == 250
+    assert result.growth < 0.05, f"resident memory grew {result.growth:.1%} after warm-up: {result.resident_mb}"
+
+
+def test_a_soak_needs_a_warmup_shorter_than_the_stream():
+    with pytest.raises(ValueError, match="warmup must lie between 0 and the stream's 10 requests"):
+        soak(AdaptiveController(SleepingSession(), OBJECTIVE_MS), [None] * 10, list(range(10)), warmup=10)
