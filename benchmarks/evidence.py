@@ -19,11 +19,17 @@ from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
 from trainer.train import train
 
-__all__ = ["Run", "arguments", "trained", "summary", "claim", "write_results", "DEFAULT_INIT", "RESULTS"]
+__all__ = ["Run", "arguments", "trained", "summary", "claim", "write_results", "DEFAULT_INIT", "RESULTS", "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
+TRAINED = {  # label: checkpoint directory of a trained model, as the evidence scripts and the demo write them
+    "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
+    "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
+    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
+    "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
+}
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
+from benchmarks.evidence import TRAINED  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -70,12 +71,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = RESULTS / "operating_points"
 DEVICE = "host-cpu"
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
-EVIDENCE = {  # label: checkpoint directory, as the evidence scripts write them
-    "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
-    "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
-    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
-    "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
-}
 BLOCK_FAMILIES = ("blockdrop", "urnet")  # their export plan needs calibration images
 WITHIN = 0.10  # a prediction "holds" within +-10% of the measured median (nn-Meter's criterion)
 GOALS = {"per point": 0.95, "per image": 0.90, "within objective": 0.99, "fewer missed": 1.6, "soak growth": 0.05}
@@ -120,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.runs, args.images, args.accuracy_images, args.requests, args.soak = 10, 8, 200, [100, 200, 100], 1500
     command = shlex.join(["python", "benchmarks/operating_points.py", *(argv if argv is not None else sys.argv[1:])])
-    chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else EVIDENCE
+    chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else TRAINED
     missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
     device = get_device(DEVICE)
     FIGURES.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
+from benchmarks.evidence import TRAINED  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -53,12 +54,6 @@ from trainer.data import raw_images  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
-EVIDENCE = {
-    "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
-    "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
-    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
-    "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
-}
 GOAL_KEPT = 0.85
 GOAL_TOP1_DROP = 0.01
 CALIBRATION = 512
@@ -77,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="where bundles go (default: a temporary directory)")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "benchmarks/quantization.py", *(argv if argv is not None else sys.argv[1:])])
-    chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else EVIDENCE
+    chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else TRAINED
     missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
     device = get_device(DEVICE)
     rows = []
