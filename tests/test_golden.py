@@ -115,6 +115,16 @@ def test_the_python_reader_refuses_each_damaged_manifest_with_the_recorded_messa
         assert str(error.value).replace(str(tmp_path / MANIFEST_FILE), placeholder) == case["message"], case["name"]
 
 
+@pytest.mark.parametrize("case", load("damaged.json")["accepted"], ids=lambda case: case["name"])
+def test_the_python_reader_accepts_each_edited_manifest_with_the_recorded_values(case, tmp_path):
+    """The other half of damaged.json: what the Kotlin core must accept, the Python reader still accepts, alike."""
+    manifest = load(f"{case['family']}.manifest.json")
+    for edit in case["edits"]:
+        manifest = make_golden.apply_edit(manifest, edit)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert make_golden.parsed_fields(read_manifest(tmp_path)) == case["parsed"]
+
+
 def test_the_python_reader_checks_the_damaged_bundles_files_as_recorded(tmp_path):
     damaged = load("damaged.json")
     for i, case in enumerate(damaged["bundles"]):

@@ -358,6 +358,9 @@ MANIFEST_DAMAGE = [
     ("int8 quantization without calibration", "drnet", [
         (["quantization"], {"precision": "int8", "calibration": None, "selector": None, "check": None}),
     ]),
+    ("int8 build plan without calibration or an int8 graph", "drnet", [
+        (["target"], "tensorrt"), (["build"], "@int8-build"),
+    ]),
     ("accuracy not an object", "drnet", [(["accuracy"], [])]),
     ("accuracy null", "drnet", [(["accuracy"], None)]),
     ("graph precision null", "drnet", [(["graphs", "@graph", "precision"], None)]),
@@ -419,6 +422,13 @@ MANIFEST_ACCEPTED = [
     ]),
     ("scale points", "urnet", []),
     ("version 5", "drnet", as_version(5)),
+    ("coreml int8 without calibration", "drnet", [  # Core ML's int8 is 8-bit weights: nothing calibrated
+        (["target"], "coreml"), (["graphs"], "@int8-graphs"),
+        (["quantization"], {"precision": "int8", "calibration": None, "selector": None, "check": None}),
+    ]),
+    ("tensorrt int8 build plan without calibration, with an int8 graph", "drnet", [
+        (["target"], "tensorrt"), (["build"], "@int8-build"), (["graphs", "@path0graph", "precision"], "int8"),
+    ]),
 ]
 
 TEXT_DAMAGE = [
@@ -448,6 +458,8 @@ def _resolve(manifest: dict, value):
         "@paths[:-1]": lambda: (dispatch.get("paths") or [])[:-1],
         "@points+points[0]": lambda: [*manifest["accuracy"]["points"], manifest["accuracy"]["points"][0]],
         "@int8-quantization": lambda: int8_quantization(manifest),
+        "@int8-graphs": lambda: {name: {**graph, "precision": "int8"} for name, graph in manifest["graphs"].items()},
+        "@int8-build": lambda: int8_build(manifest),
         "@fp16-quantization": lambda: {
             "precision": "fp16", "calibration": None, "selector": None,
             "check": {"images": 200, "path_agreement": 1, "top1_agreement": 0.995, "top1_fp32": None, "top1": None,
@@ -470,6 +482,20 @@ def int8_quantization(manifest: dict) -> dict:
         "selector": {"precision": "int8", "agreement": 0.965, "threshold": 0.95},
         "check": {"images": 200, "path_agreement": 0.96, "top1_agreement": 0.985, "top1_fp32": 0.91, "top1": 0.905,
                   "max_abs_diff": 0.03125, "tolerance": 0.05},
+    }
+
+
+def int8_build(manifest: dict) -> dict:
+    """An int8 TensorRT build plan for `manifest`'s graphs, as the exporter writes one: no calibration artifact,
+    one profile per graph input from batch 1 to max_batch."""
+    batch = manifest["max_batch"]
+    return {
+        "precision": "int8", "workspace_mb": 1024, "compute_units": None, "calibration": None,
+        "profiles": {
+            name: [{"input": x["name"], "min": [1, *x["shape"]], "opt": [batch, *x["shape"]], "max": [batch, *x["shape"]]}
+                   for x in graph["inputs"]]
+            for name, graph in manifest["graphs"].items()
+        },
     }
 
 
@@ -528,14 +554,18 @@ def accepted_manifests(manifests: dict[str, dict], work: Path) -> list[dict]:
         bundle = Path(tempfile.mkdtemp(dir=work))
         (bundle / MANIFEST_FILE).write_text(json.dumps(data))
         manifest = read_manifest(bundle)  # raises if the Python reader refuses it
-        parsed = {
-            "format_version": manifest.format_version,
-            "precision": {graph.name: graph.precision for graph in manifest.graphs.values()},
-            "accuracy": None if manifest.accuracy is None else dataclasses.asdict(manifest.accuracy),
-            "quantization": None if manifest.quantization is None else dataclasses.asdict(manifest.quantization),
-        }
-        out.append({"name": name, "family": family, "edits": concrete, "parsed": parsed})
+        out.append({"name": name, "family": family, "edits": concrete, "parsed": parsed_fields(manifest)})
     return out
+
+
+def parsed_fields(manifest) -> dict:
+    """What an accepted case records of a parsed manifest, as JSON holds it: the version and the version 6 fields."""
+    return json.loads(json.dumps({
+        "format_version": manifest.format_version,
+        "precision": {graph.name: graph.precision for graph in manifest.graphs.values()},
+        "accuracy": None if manifest.accuracy is None else dataclasses.asdict(manifest.accuracy),
+        "quantization": None if manifest.quantization is None else dataclasses.asdict(manifest.quantization),
+    }))
 
 
 def _refusal(text: str, work: Path) -> str:

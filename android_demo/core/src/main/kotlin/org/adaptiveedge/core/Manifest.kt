@@ -14,6 +14,7 @@ val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5, 6)  // 1 and 2 have batch-1 graphs
 const val MANIFEST_FILE = "manifest.json"
 const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/targets.py, in its order
+val CALIBRATES_INT8 = TARGETS.associateWith { it != "coreml" }  // Target.calibrates_int8: Core ML's int8 is weights only
 val PRECISIONS = listOf("fp32", "fp16", "int8")
 val COMPUTE_UNITS = listOf("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 private val SHA256 = Regex("[0-9a-f]{64}")
@@ -216,10 +217,12 @@ data class Manifest(
 
             val producer = r.map(top["producer"], "producer")
             val build = top["build"]
+            val family = r.text(top["family"], "family")
+            val target = r.choice(top["target"], TARGETS, "target")
             return Manifest(
                 formatVersion = version.toInt(),
-                family = r.text(top["family"], "family"),
-                target = r.choice(top["target"], TARGETS, "target"),
+                family = family,
+                target = target,
                 classes = classes,
                 maxBatch = r.count(top["max_batch"], "max_batch", 1),
                 preprocessing = preprocessing,
@@ -230,7 +233,7 @@ data class Manifest(
                 macsConvention = r.text(top["macs_convention"], "macs_convention"),
                 build = if (build == null) null else parseBuild(r, build, artifacts),
                 accuracy = if ("accuracy" in top) parseAccuracy(r, top["accuracy"]) else null,
-                quantization = if ("quantization" in top) parseQuantization(r, top["quantization"]) else null,
+                quantization = if ("quantization" in top) parseQuantization(r, top["quantization"], target) else null,
             )
         }
 
@@ -292,7 +295,7 @@ data class Manifest(
             return Accuracy(r.text(data["source"], "accuracy.source"), r.count(data["images"], "accuracy.images", 1), points)
         }
 
-        private fun parseQuantization(r: FieldReader, value: Any?): Quantization {
+        private fun parseQuantization(r: FieldReader, value: Any?, target: String): Quantization {
             val data = r.fields(value, "quantization", setOf("precision", "calibration", "selector", "check"))
             val precision = r.choice(data["precision"], PRECISIONS.drop(1), "quantization.precision")
             val calibration = data["calibration"]?.let { given ->
@@ -312,8 +315,8 @@ data class Manifest(
                     r.count(c["images"], "quantization.calibration.images", 1), digest, routed, forced,
                 )
             }
-            if (precision == "int8" && calibration == null) {
-                throw r.fail("quantization.calibration", "int8 graphs need their calibration recorded")
+            if (precision == "int8" && calibration == null && CALIBRATES_INT8.getValue(target)) {
+                throw r.fail("quantization.calibration", "int8 graphs on $target need their calibration recorded")
             }
             val selector = data["selector"]?.let { given ->
                 val s = r.fields(given, "quantization.selector", setOf("precision", "agreement", "threshold"))
@@ -350,8 +353,9 @@ data class Manifest(
             val workspace = data["workspace_mb"]?.let { r.count(it, "build.workspace_mb", 1) }
             val units = data["compute_units"]?.let { r.choice(it, COMPUTE_UNITS, "build.compute_units") }
             val calibration = data["calibration"]?.let { r.choice(it, artifacts.keys, "build.calibration") }
-            if (precision == "int8" && calibration == null && data["profiles"] != null) {
-                throw r.fail("build.calibration", "int8 engines need a calibration artifact")
+            val int8Graphs = r.graphs.values.any { it.precision == "int8" }
+            if (precision == "int8" && calibration == null && data["profiles"] != null && !int8Graphs) {
+                throw r.fail("build.calibration", "int8 engines need a calibration artifact or at least one int8 graph")
             }
             val profiles = data["profiles"]?.let { table ->
                 r.map(table, "build.profiles").entries.associate { (name, entries) ->
