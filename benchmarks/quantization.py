@@ -170,11 +170,13 @@ def format_report(report: dict) -> str:
         product = row["int8_saving"] * row["macs_saving"]
         lost = t["dynamic fp32"] - t["dynamic int8"]
         holds = row["kept"] >= report["goal_kept"] and lost < report["goal_top1_drop"]
+        verdict = ("n/a: no dynamic saving to compound" if row["macs_saving"] <= 1
+                   else "**holds**" if holds else "**does not hold**")
         lines.append(
             f"| {row['label']} | {row['backend']} | {ms['static fp32']:.3f} | {ms['static int8']:.3f} | "
             f"{ms['dynamic fp32']:.3f} | {ms['dynamic int8']:.3f} | {row['int8_saving']:.2f}× | "
             f"{row['macs_saving']:.2f}× | {row['dynamic_fp32_saving']:.2f}× | {row['together']:.2f}× | {product:.2f}× | "
-            f"{row['kept']:.2f} | {lost * 100:+.2f} pp | {'**holds**' if holds else '**does not hold**'} |")
+            f"{row['kept']:.2f} | {lost * 100:+.2f} pp | {verdict} |")
     lines += ["", "## Bundle sizes", "", "| model | backend | fp32 | int8 | int8 / fp32 |", "|---|---|---:|---:|---:|"]
     for row in report["rows"]:
         b = row["bytes"]

@@ -149,14 +149,18 @@ def test_a_precision_the_target_cannot_write_is_refused(checkpoint_dir, tmp_path
 
 
 def test_urnet_and_blockdrop_quantize_block_by_block(block_checkpoints, calibration, digits_test, tmp_path):
+    """BlockDrop caches every path its calibration images take: no image reaches its stem, blocks or head, which
+    are then calibrated on the inputs they get when every block runs."""
     for family, checkpoint in block_checkpoints.items():
         manifest = exporter.export(checkpoint, "onnx", tmp_path / family, precision="int8", calibration=calibration,
-                                   cache_paths=4).manifest
+                                   cache_paths=256).manifest
         calibrated = manifest.quantization.calibration
         assert set(calibrated.routed) | set(calibrated.forced) == {g for g, x in manifest.graphs.items() if x.precision == "int8"}
         assert all(calibrated.routed[g] + calibrated.forced.get(g, 0) > 0 for g in calibrated.routed)
         check = manifest.quantization.check
         assert check.max_abs_diff <= check.tolerance and check.top1 >= check.top1_fp32 - 0.01
+        if family == "blockdrop":
+            assert calibrated.routed["stem"] == 0 < calibrated.forced["stem"]
     urnet = runtime.load(tmp_path / "urnet")
     usage = [np.mean([p.count("1") / len(p) for p in urnet.run(digits_test[0], scale=s).paths]) for s in (0.2, 1.0)]
     assert usage[0] < usage[1], "int8 gates still follow S"

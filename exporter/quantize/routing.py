@@ -7,9 +7,9 @@ bundle is run through `runtime.Session`, so the routing is exactly what the
 device will do. A graph the routing leaves short (a path no calibration image
 takes, the static reference) is filled by forcing every path, and the static
 model, over the same images; then a block graph still short (a shortcut no
-gate takes, a block only cached paths run) gets the features that reach its
-block when every block runs, as do the block's other graphs and the segments
-that start there. Both counts go into the manifest.
+gate takes, a block, stem or head only cached paths run) gets the inputs that
+reach it when every block runs, as do the block's other graphs and the
+segments that start there. Both counts go into the manifest.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def record_routed_inputs(bundle: Path, images: np.ndarray, *, minimum: int = MIN
 
     URNet's images run at SCALES in turn, one S per image. Graphs short of
     `minimum` samples then get the inputs of every operating point, and of the
-    static model unless a point already ran it, then, for block graphs, their
-    block's features when every block runs; a graph that still sees none is an
-    error naming it.
+    static model unless a point already ran it, then, for a block family's
+    stem, blocks and head, their inputs when every block runs; a graph that
+    still sees none is an error naming it.
     """
     session = runtime.load(bundle, RECORDING_BACKEND)
     with _recording(session) as routed:
@@ -77,15 +77,15 @@ def record_routed_inputs(bundle: Path, images: np.ndarray, *, minimum: int = MIN
 
 
 def _every_block(session: Session, images: np.ndarray) -> dict[str, list[tuple[np.ndarray, ...]]]:
-    """The inputs each block graph would get at its block if every block ran (docs/bundle.md, policy and gated
-    rules): the stem's features, then each block's output, with URNet's S = 1 beside them."""
+    """The inputs the stem, each block graph and the head would get if every block ran (docs/bundle.md, policy and
+    gated rules): the images, the stem's features, then each block's output, with URNet's S = 1 beside them."""
     dispatch = session.manifest.dispatch
     call = GraphCalls(session.graphs, session.manifest.max_batch, {})
     extra = (np.ones(len(images), np.float32),) if len(session.manifest.graphs[dispatch.stem].inputs) > 1 else ()
     starting = defaultdict(list)
     for segment in getattr(dispatch, "segments", ()):
         starting[segment.first].append(segment.graph)
-    inputs: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    inputs: dict[str, list[tuple[np.ndarray, ...]]] = {dispatch.stem: [(images, *extra)]}
     features = call(dispatch.stem, images, *extra)[0]
     for k, step in enumerate(dispatch.blocks):
         for name in [step.run, step.skip, *starting[k]]:
@@ -93,6 +93,9 @@ def _every_block(session: Session, images: np.ndarray) -> dict[str, list[tuple[n
                 inputs[name] = [(features, *extra)]
         if step.run or step.skip:
             features = call(step.run or step.skip, features, *extra)[0]
+    head = getattr(dispatch, "head", None)  # BlockDrop's; URNet's last block emits the logits itself
+    if head is not None:
+        inputs[head] = [(features,)]
     return inputs
 
 
