@@ -67,7 +67,7 @@ def _latency(timing: Timing, remeasured: int, threshold: float) -> Latency:
 
 def _measure_quietly(
     fns: dict[Hashable, Callable[[], object]], *, runs: int, warmup: int, threshold: float,
-    progress: Callable[[], object] | None,
+    progress: Callable[[], object] | None = None,
 ) -> dict[Hashable, Latency]:
     """measure(), then the rows noisier than `threshold` (MAD / median) again, up to REMEASURES times."""
     times = measure(fns, runs=runs, warmup=warmup, progress=progress)

@@ -36,15 +36,18 @@ def default_device(target: str, devices: dict[str, Device]) -> Device | None:
 
 def write_artifacts(
     target: str, graphs: tuple[ExportGraph, ...], directory: Path, *, device: Device | None, max_batch: int,
-    precision: str, int8: Int8Inputs,
+    precision: str | None = None, int8: Int8Inputs | None = None,
 ) -> Written:
     """Write `graphs` for `target` into `directory`, each taking batches of 1 to `max_batch`.
 
-    `precision` is the bundle's; the graphs named in `int8` run int8, each
-    calibrated on its batches of inputs (a weights-only target ignores them),
-    and the others at `precision`, or fp32 where that is int8.
+    `precision` is the bundle's (default: the target's first); the graphs
+    named in `int8` run int8, each calibrated on its batches of inputs (a
+    weights-only target ignores them), and the others at `precision`, or the
+    target's float where that is int8.
     """
     spec = get_target(target)
+    precision = precision or spec.precisions[0]
+    int8 = int8 or {}
     if precision not in spec.precisions:
         raise ValueError(f"target {target} writes precision {list(spec.precisions)}, not {precision!r}")
     writer = importlib.import_module(spec.writer)
