@@ -18,10 +18,10 @@ import torch
 from exporter.accuracy import labelled_samples, measure_accuracy
 from exporter.calibration import DEFAULT_IMAGES, load_calibration
 from exporter.graphs import UnsplittableModel, tensor_specs
-from exporter.quantize import CalibrationImages, QuantizationError, graph_precision, write_int8
+from exporter.quantize import CalibrationImages, QuantizationError, write_int8
 from exporter.quantize.check import MAX_TOP1_DROP
 from exporter.splits import split_model
-from exporter.targets import Int8Inputs, default_device, write_artifacts
+from exporter.targets import Int8Inputs, default_device, graph_precision, write_artifacts
 from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
 from runtime.bundle import artifact_table, write_bundle, write_manifest
 from runtime.devices import load_devices

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import runtime
+from exporter.accuracy import labelled_samples
 from trainer.dynamic import DynamicOutput
 
 __all__ = ["Parity", "ParityError", "check_parity", "verification_samples"]
@@ -46,14 +47,11 @@ class Parity:
 
 def verification_samples(config: dict, count: int) -> torch.Tensor:
     """Test-split images when the dataset can be loaded here, else seeded noise."""
-    from trainer.data import load_split
-
-    try:
-        dataset, _ = load_split(config["data"]["dataset"], "test", data_root=config.get("data_root"))
-        return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
-    except (FileNotFoundError, ValueError):
-        side = config["data"]["resolution"]
-        return torch.randn(count, len(config["data"]["mean"]), side, side, generator=torch.Generator().manual_seed(0))
+    labelled = labelled_samples(config, count)
+    if labelled is not None:
+        return labelled[0]
+    side = config["data"]["resolution"]
+    return torch.randn(count, len(config["data"]["mean"]), side, side, generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()

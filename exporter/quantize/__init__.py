@@ -36,7 +36,7 @@ from runtime.bundle import write_manifest
 from runtime.manifest import Calibration, Manifest, Quantization, SelectorPrecision
 from runtime.targets import get_target
 
-__all__ = ["CalibrationImages", "QuantizationError", "SELECTOR_AGREEMENT", "graph_precision", "write_int8"]
+__all__ = ["CalibrationImages", "QuantizationError", "SELECTOR_AGREEMENT", "write_int8"]
 
 SELECTOR_AGREEMENT = 0.99  # share of held-out images the int8 selector must route as the fp32 one does
 REFERENCE_TARGET = "onnx"  # the fp32 bundle that routing is recorded on and int8 is checked against
@@ -46,15 +46,6 @@ REFERENCE_TARGET = "onnx"  # the fp32 bundle that routing is recorded on and int
 class CalibrationImages:
     images: torch.Tensor  # normalized float32 NCHW
     source: str  # where they came from, in words
-
-
-def graph_precision(target: str, precision: str, int8: bool) -> str:
-    """A graph's precision in a `precision` bundle: int8 if quantized, else the target's float (fp16 where it has it)."""
-    if int8:
-        return "int8"
-    if precision != "int8":
-        return precision
-    return "fp16" if "fp16" in get_target(target).precisions else "fp32"
 
 
 def write_int8(

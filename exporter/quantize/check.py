@@ -20,8 +20,9 @@ from trainer.dynamic import DynamicOutput
 
 __all__ = ["QuantizationError", "TOLERANCES", "MAX_TOP1_DROP", "compare_to_fp32", "failures"]
 
-# Logits may differ from eager by this x max(1, the largest |eager logit|). int8: measured on the CIFAR-10
-# ResNet-20 families (benchmarks/results/quantization.md), with room for the images near a decision boundary.
+# Logits may differ from eager by this x max(1, the largest |eager logit|). int8: the bundles of
+# benchmarks/quantization.py moved by at most 0.05-0.06 of that scale (CIFAR-10 URNet, BlockDrop) and 0.14
+# (digits DRNet, whose logits reach 25); the top-1 drop is the stricter gate.
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.25}
 MAX_TOP1_DROP = 0.01  # the goal: under 1 pp of top-1 against the fp32 bundle
 

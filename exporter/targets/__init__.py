@@ -14,7 +14,7 @@ from runtime.devices import Device
 from runtime.manifest import BuildPlan
 from runtime.targets import get_target
 
-__all__ = ["Int8Inputs", "Written", "write_artifacts", "default_device"]
+__all__ = ["Int8Inputs", "Written", "write_artifacts", "default_device", "graph_precision"]
 
 # Graph name -> the batches of inputs it was routed (each a tuple in input order), for the graphs to run int8.
 Int8Inputs = Mapping[str, Sequence[tuple[np.ndarray, ...]]]
@@ -32,6 +32,15 @@ def default_device(target: str, devices: dict[str, Device]) -> Device | None:
     """The first device in devices.yaml whose preferred backend runs `target`."""
     backend = get_target(target).backend
     return next((d for d in devices.values() if d.backends[0] == backend), None)
+
+
+def graph_precision(target: str, precision: str, int8: bool) -> str:
+    """A graph's precision in a `precision` bundle: int8 if quantized, else the target's float (fp16 where it has it)."""
+    if int8:
+        return "int8"
+    if precision != "int8":
+        return precision
+    return "fp16" if "fp16" in get_target(target).precisions else "fp32"
 
 
 def write_artifacts(

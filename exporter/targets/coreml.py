@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from exporter.batchnorm import batchnorm_to_affine
 from exporter.graphs import ExportGraph
-from exporter.targets import Int8Inputs, Written
+from exporter.targets import Int8Inputs, Written, graph_precision
 from exporter.targets.batch import batched_example
 from runtime.backends.coreml import enumerated_batches
 from runtime.devices import Device
@@ -187,13 +187,12 @@ def write(
     weights only (runtime.targets), computed in fp16.
     """
     int8 = int8 or {}
-    float_precision = "fp16" if precision == "int8" else precision
     with tempfile.TemporaryDirectory(prefix="coreml-") as scratch:
         scratch = Path(scratch)
         functions = ct.utils.MultiFunctionDescriptor()
         for graph in tqdm(graphs, desc="coreml functions", leave=False, disable=None):
             single = scratch / f"{graph.name}.mlpackage"
-            _convert(graph, "int8" if graph.name in int8 else float_precision, max_batch).save(str(single))
+            _convert(graph, graph_precision("coreml", precision, graph.name in int8), max_batch).save(str(single))
             functions.add_function(str(single), src_function_name="main", target_function_name=graph.name)
         functions.default_function_name = graphs[0].name
         with _quietly():
