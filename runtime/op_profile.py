@@ -1,19 +1,26 @@
-"""Where each operating point's time goes, op by op, from onnxruntime's own profiler.
+"""Where each operating point's time goes, op by op, from the backend's own profiler.
 
-`python -m runtime.profile ops --bundle BUNDLE --device NAME` runs every
-operating point (runtime/operating_points.py) with profiling on, in sessions
-of its own, and sums onnxruntime's per-node kernel times by op type: the top
-ops per path, and the share of kernel time on each execution provider (a
-check, node by node, that the provider asked for really ran). ExecuTorch's
-ETDump and TensorRT's IProfiler need builds this project does not ship: not
-covered.
+`python -m runtime.profile ops --bundle BUNDLE --device NAME [--backend B]`
+runs every operating point (runtime/operating_points.py) with profiling on,
+in sessions of its own, and sums the profiler's per-op kernel times by op
+type: the top ops per path, and the share of kernel time on each provider (a
+check, op by op, that the provider asked for really ran).
+
+- onnxruntime: its profiling JSON, per node, with the execution provider.
+- ExecuTorch: ETDump, read with the ExecuTorch Inspector: each XNNPACK op of
+  a delegate (provider "XNNPACK"), and each kernel that ran outside a delegate
+  (provider "portable").
+
+TensorRT's IProfiler needs a GPU, and Core ML's per-op timing macOS: not covered.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,40 +29,95 @@ from runtime.bundle import open_bundle
 from runtime.devices import Device
 from runtime.operating_points import operating_points
 from runtime.session import Session
+from runtime.targets import TARGETS
 
-__all__ = ["op_breakdown"]
+__all__ = ["PROFILERS", "op_breakdown"]
+
+# Kernel milliseconds by op type, and by provider, over every call a profiling backend made.
+KernelTimes = tuple[Counter, Counter]
 
 
-def op_breakdown(bundle: str | Path, device: Device, *, runs: int = 20, top: int = 5) -> dict[str, dict]:
-    """Per operating point: its top ops (op type, ms per image, share of kernel time) and its providers' shares."""
+def _onnxruntime(device: Device, scratch: Path) -> tuple[object, Callable[[], KernelTimes]]:
     from runtime.backends.onnxruntime import DEFAULT_PROVIDERS, OnnxRuntimeBackend
 
+    backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS))
+    backend.options.enable_profiling = True
+    backend.options.profile_file_prefix = str(scratch / "onnxruntime")
+
+    def kernel_times() -> KernelTimes:
+        kernels, providers = Counter(), Counter()
+        for graph_session in backend.sessions.values():
+            for event in json.loads(Path(graph_session.end_profiling()).read_text()):
+                if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                    kernels[event["args"]["op_name"]] += event["dur"] / 1e3
+                    providers[event["args"]["provider"]] += event["dur"] / 1e3
+        return kernels, providers
+
+    return backend, kernel_times
+
+
+# ETDump events that time a whole call, a load, or the dispatch around a kernel, not one op.
+_ENVELOPES = {"DELEGATE_CALL", "OPERATOR_CALL", "Method::execute", "Method::init", "Program::load_method"}
+_OP_INSTANCE = re.compile(r" #\d+$")  # XNNPACK numbers each op of a delegate: "Convolution (NHWC, F32) IGEMM #3"
+
+
+def _executorch(device: Device, scratch: Path) -> tuple[object, Callable[[], KernelTimes]]:
+    from executorch.devtools import Inspector
+
+    from runtime.backends.executorch import ExecuTorchBackend
+
+    backend = ExecuTorchBackend(device.threads, etdump=True)
+
+    def kernel_times() -> KernelTimes:
+        kernels, providers = Counter(), Counter()
+        for trace in backend.write_etdumps(scratch):
+            for block in Inspector(etdump_path=str(trace)).event_blocks:
+                for event in block.events:
+                    if event.name in _ENVELOPES or event.perf_data is None:
+                        continue
+                    ms = sum(event.perf_data.raw)
+                    kernels[_OP_INSTANCE.sub("", event.name)] += ms
+                    providers["XNNPACK" if event.is_delegated_op else "portable"] += ms
+        return kernels, providers
+
+    return backend, kernel_times
+
+
+PROFILERS = {"onnxruntime": _onnxruntime, "executorch": _executorch}
+
+
+def op_breakdown(
+    bundle: str | Path, device: Device, *, backend: str | None = None, runs: int = 20, top: int = 5
+) -> dict[str, dict]:
+    """Per operating point: its top ops (op type, ms per image, share of kernel time) and its providers' shares.
+
+    `backend` defaults to the first backend of the bundle's target that has a per-op profiler.
+    """
     bundle, manifest = Path(bundle), open_bundle(Path(bundle))
+    runs_on = TARGETS[manifest.target].backends
+    backend = backend or next((b for b in runs_on if b in PROFILERS), None)
+    if backend not in PROFILERS:
+        raise ValueError(f"{bundle}: no per-op profiler for a {manifest.target} bundle; profilers exist for {sorted(PROFILERS)}")
+    if backend not in runs_on:
+        raise ValueError(f"{bundle}: a {manifest.target} bundle runs on {list(runs_on)}, not {backend!r}")
     side, channels = manifest.preprocessing.resolution, len(manifest.preprocessing.mean)
     images = np.random.default_rng(0).integers(0, 256, (runs, 1, side, side, channels), dtype=np.uint8)
     report = {}
     with tempfile.TemporaryDirectory() as scratch:
-        probe = Session(bundle, manifest, OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS)))
-        for index, (name, _, _, options) in enumerate(operating_points(probe.manifest)):
-            backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS))
-            backend.options.enable_profiling = True
-            backend.options.profile_file_prefix = str(Path(scratch) / f"point{index}")
-            session = Session(bundle, manifest, backend, device.name)
+        for index, (name, _, _, options) in enumerate(operating_points(manifest)):
+            point_dir = Path(scratch) / f"point{index}"
+            point_dir.mkdir()
+            profiling, kernel_times = PROFILERS[backend](device, point_dir)
+            session = Session(bundle, manifest, profiling, device.name)
             session.run(images[0], **options)  # warm-up: the first run's allocations are not the point's cost
             for image in images:
                 session.run(image, **options)
-            kernels, providers = Counter(), Counter()
-            for graph_session in backend.sessions.values():
-                events = json.loads(Path(graph_session.end_profiling()).read_text())
-                for event in events:
-                    if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                        kernels[event["args"]["op_name"]] += event["dur"]
-                        providers[event["args"]["provider"]] += event["dur"]
+            kernels, providers = kernel_times()
             total = sum(kernels.values()) or 1
+            calls = runs + 1  # a profiler records from the session's start, the warm-up included
             report[name] = {
-                "kernel_ms_per_image": total / 1e3 / (runs + 1),
-                "top_ops": [{"op": op, "ms_per_image": us / 1e3 / (runs + 1), "share": us / total}
-                            for op, us in kernels.most_common(top)],
-                "providers": {p: us / total for p, us in providers.most_common()},
+                "kernel_ms_per_image": total / calls,
+                "top_ops": [{"op": op, "ms_per_image": ms / calls, "share": ms / total} for op, ms in kernels.most_common(top)],
+                "providers": {p: ms / total for p, ms in providers.most_common()},
             }
     return report

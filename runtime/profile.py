@@ -3,8 +3,8 @@
 python -m runtime.profile --bundle BUNDLE --device NAME [--runs N] [--images FILE.npy] [--out report.json]
 python -m runtime.profile table --bundle BUNDLE --device NAME [--batches 1 4 8] [--images FILE.npy] --out TABLE.json
     (the device's latency table: every graph and operating point, docs/latency_table.md)
-python -m runtime.profile ops --bundle BUNDLE --device NAME [--runs N] [--top K]
-    (onnxruntime's per-op breakdown of each operating point)
+python -m runtime.profile ops --bundle BUNDLE --device NAME [--backend B] [--runs N] [--top K]
+    (each operating point's per-op breakdown, from onnxruntime's profiler or ExecuTorch's ETDump)
 python -m runtime.profile compare A.json B.json ... [--plot latency.png]
     (reports and tables from several devices and backends, the Android app's included, in one table)
 
@@ -32,6 +32,7 @@ from runtime.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.latency_table import LatencyTable, write_latency_table
 from runtime.lookup_table import latency_key
 from runtime.manifest import BundleError
+from runtime.op_profile import PROFILERS, op_breakdown
 from runtime.operating_points import POOL, REMEASURES, graph_inputs, measure_table
 from runtime.preprocess import prepare
 from runtime.session import Session, load
@@ -338,18 +339,19 @@ def compare_main(argv: list[str]) -> int:
 def ops_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.profile ops",
-        description="Per operating point, onnxruntime's per-node kernel times summed by op type: the top ops, and the "
-        "share of kernel time on each execution provider (ONNX bundles).",
+        description="Per operating point, the backend profiler's per-op kernel times summed by op type: the top ops, and "
+        "the share of kernel time on each provider (onnxruntime's profiling JSON; ExecuTorch's ETDump).",
     )
     _where(parser)
+    parser.add_argument("--backend", choices=sorted(PROFILERS),
+                        help="whose profiler (default: the first of the bundle's target that has one)")
     parser.add_argument("--runs", type=int, default=20, help="profiled runs per point, after one warm-up (default: %(default)s)")
     parser.add_argument("--top", type=int, default=5, help="ops listed per point (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the breakdown as JSON")
     args = parser.parse_args(argv)
     try:
-        from runtime.op_profile import op_breakdown
-
-        report = op_breakdown(args.bundle, get_device(args.device, args.devices), runs=args.runs, top=args.top)
+        report = op_breakdown(args.bundle, get_device(args.device, args.devices), backend=args.backend,
+                              runs=args.runs, top=args.top)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, BundleError) as error:
         print(f"runtime.profile ops: error: {error}", file=sys.stderr)
         return 2

@@ -143,5 +143,24 @@ def test_the_op_breakdown_names_each_points_top_ops_and_providers(onnx_bundle, t
     for point, row in report.items():
         assert row["top_ops"][0]["op"] == "Conv", f"{point}: convolutions dominate a CNN"
         assert sum(o["share"] for o in row["top_ops"]) <= 1 + 1e-9
-        assert row["providers"] == {"CPUExecutionProvider": 1.0}
+        assert row["providers"] == pytest.approx({"CPUExecutionProvider": 1.0})
     assert "Conv" in capsys.readouterr().out
+
+
+def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path):
+    pytest.importorskip("executorch.devtools")
+    out = tmp_path / "ops.json"
+    assert profile_main(["ops", "--bundle", str(et_bundle), "--device", "host-cpu", "--runs", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report) == [p.name for p in runtime.load(et_bundle, backend="executorch").manifest.dispatch.paths]
+    kernel_ms = [row["kernel_ms_per_image"] for row in report.values()]
+    assert kernel_ms == sorted(kernel_ms, reverse=True), f"paths are listed largest resolution first: {kernel_ms}"
+    for point, row in report.items():
+        assert row["top_ops"][0]["op"].startswith("Convolution"), f"{point}: XNNPACK's convolutions dominate: {row}"
+        assert not any(o["op"] in {"DELEGATE_CALL", "OPERATOR_CALL", "Method::execute"} for o in row["top_ops"]), row
+        assert row["providers"]["XNNPACK"] > 0.5, f"{point}: the delegate ran most of the kernel time: {row}"
+
+
+def test_the_op_breakdown_refuses_a_backend_the_bundle_does_not_run_on(et_bundle, capsys):
+    assert profile_main(["ops", "--bundle", str(et_bundle), "--device", "host-cpu", "--backend", "onnxruntime"]) == 2
+    assert "runs on ['executorch'], not 'onnxruntime'" in capsys.readouterr().err
