@@ -25,7 +25,9 @@ thread. Then, in order:
    correct answers within it (INFaaS, Model-Switching);
 5. the soak (onnxruntime, the first checkpoint that has a controller run):
    `--soak` requests at the full model's rate through the controller, resident
-   memory sampled along it.
+   memory sampled along it;
+6. the top ops per point, from each backend's own profiler
+   (runtime.op_profile: onnxruntime's profiling JSON, ExecuTorch's ETDump).
 
 Service times are real; only queueing is simulated (runtime.controller.replay).
 Writes benchmarks/results/operating_points.{md,json} and figures in
@@ -59,6 +61,7 @@ from runtime.controller import AdaptiveController, Served, replay, soak  # noqa:
 from runtime.devices import get_device  # noqa: E402
 from runtime.files import atomic_write  # noqa: E402
 from runtime.latency_table import write_latency_table  # noqa: E402
+from runtime.op_profile import op_breakdown  # noqa: E402
 from runtime.operating_points import measure_table, operating_points, predict_run  # noqa: E402
 from runtime.plots import plot_controller_trace, plot_frontier, plot_table  # noqa: E402
 from runtime.session import RunResult, Session  # noqa: E402
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                        "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
                        "points": _points(session, table, images[: args.accuracy_images], labels[: args.accuracy_images]),
                        "images": _per_image(session, table, images[: args.images], runs=max(5, args.runs // 4))}
+                row["ops"] = op_breakdown(bundle, device, backend=session.backend.name, runs=max(5, args.runs // 3), top=3)
                 frontiers[f"{label}, {session.backend.name}"] = [(p["name"], p["measured_ms"], p["top1"])
                                                                  for p in row["points"]]
                 if session.backend.name == "onnxruntime":
@@ -345,6 +349,17 @@ def format_report(report: dict) -> str:
                   f"{soaked['within_objective']:.1%}."]
     else:
         lines.append("Not run.")
+    lines += ["", "## 5. Where the time goes: the top ops per point", "",
+              "From each backend's own profiler (`python -m runtime.profile ops`): onnxruntime's profiling JSON, and "
+              "ExecuTorch's ETDump read with the Inspector. Kernel time per image, its top three op types, and the "
+              "share of kernel time per provider (XNNPACK against portable kernels outside the delegate).", "",
+              "| bundle | backend | point | kernel ms | top ops (share) | providers |", "|---|---|---|---:|---|---|"]
+    for row in rows:
+        for point, ops in row["ops"].items():
+            top = ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops["top_ops"])
+            providers = ", ".join(f"{name} {share:.0%}" for name, share in ops["providers"].items())
+            lines.append(f"| {row['label']} | {row['backend']} | {point} | {ops['kernel_ms_per_image']:.3f} | {top} | "
+                         f"{providers} |")
     if report["missing"]:
         lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` yet (its evidence run has not "
                                                "finished)." for label, path in report["missing"].items())]
