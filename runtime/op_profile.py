@@ -10,8 +10,12 @@ check, op by op, that the provider asked for really ran).
 - ExecuTorch: ETDump, read with the ExecuTorch Inspector: each XNNPACK op of
   a delegate (provider "XNNPACK"), and each kernel that ran outside a delegate
   (provider "portable").
+- TensorRT (on the device): an IProfiler on every execution context, per
+  layer; a fused layer's type joins the op types of the bundle's ONNX nodes
+  it runs ("Conv+Relu"), so this one needs the onnx package. The provider is
+  the GPU.
 
-TensorRT's IProfiler needs a GPU, and Core ML's per-op timing macOS: not covered.
+Core ML's per-op timing needs macOS and Xcode's tools: not covered.
 """
 
 from __future__ import annotations
@@ -27,17 +31,18 @@ import numpy as np
 
 from runtime.bundle import open_bundle
 from runtime.devices import Device
+from runtime.manifest import Manifest
 from runtime.operating_points import operating_points
 from runtime.session import Session
 from runtime.targets import TARGETS
 
-__all__ = ["PROFILERS", "op_breakdown"]
+__all__ = ["PROFILERS", "op_breakdown", "tensorrt_op_type"]
 
 # Kernel milliseconds by op type, and by provider, over every call a profiling backend made.
 KernelTimes = tuple[Counter, Counter]
 
 
-def _onnxruntime(device: Device, scratch: Path) -> tuple[object, Callable[[], KernelTimes]]:
+def _onnxruntime(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
     from runtime.backends.onnxruntime import DEFAULT_PROVIDERS, OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS))
@@ -61,7 +66,7 @@ _ENVELOPES = {"DELEGATE_CALL", "OPERATOR_CALL", "Method::execute", "Method::init
 _OP_INSTANCE = re.compile(r" #\d+$")  # XNNPACK numbers each op of a delegate: "Convolution (NHWC, F32) IGEMM #3"
 
 
-def _executorch(device: Device, scratch: Path) -> tuple[object, Callable[[], KernelTimes]]:
+def _executorch(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
     from executorch.devtools import Inspector
 
     from runtime.backends.executorch import ExecuTorchBackend
@@ -83,7 +88,40 @@ def _executorch(device: Device, scratch: Path) -> tuple[object, Callable[[], Ker
     return backend, kernel_times
 
 
-PROFILERS = {"onnxruntime": _onnxruntime, "executorch": _executorch}
+def tensorrt_op_type(layer: str, node_ops: dict[str, str]) -> str:
+    """A TensorRT layer's op type, from the ONNX nodes it runs: a fused layer "a + b" is "Conv+Relu".
+
+    TensorRT names a layer after its ONNX nodes (`node_ops`: node name -> op
+    type); a layer TensorRT made itself keeps its own kind: "Reformat", a Myelin
+    graph "ForeignNode", a pointwise fusion "PWN".
+    """
+    if layer.startswith("Reformatting CopyNode"):
+        return "Reformat"
+    if layer.startswith(("{ForeignNode", "PWN(")):
+        return layer.split("[", 1)[0].split("(", 1)[0].strip("{")
+    return "+".join(node_ops.get(part.strip(), part.strip()) for part in layer.split(" + "))
+
+
+def _tensorrt(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
+    import onnx
+
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    backend = TensorRTBackend(profile_layers=True)
+    node_ops = {node.name: node.op_type
+                for artifact in {graph.artifact for graph in manifest.graphs.values()}
+                for node in onnx.load(bundle / artifact, load_external_data=False).graph.node}
+
+    def kernel_times() -> KernelTimes:
+        kernels = Counter()
+        for layer, ms in backend.layer_ms.items():
+            kernels[tensorrt_op_type(layer, node_ops)] += ms
+        return kernels, Counter({backend.gpu.name: sum(kernels.values())})
+
+    return backend, kernel_times
+
+
+PROFILERS = {"onnxruntime": _onnxruntime, "executorch": _executorch, "tensorrt": _tensorrt}
 
 
 def op_breakdown(
@@ -107,7 +145,7 @@ def op_breakdown(
         for index, (name, _, _, options) in enumerate(operating_points(manifest)):
             point_dir = Path(scratch) / f"point{index}"
             point_dir.mkdir()
-            profiling, kernel_times = PROFILERS[backend](device, point_dir)
+            profiling, kernel_times = PROFILERS[backend](device, point_dir, bundle, manifest)
             session = Session(bundle, manifest, profiling, device.name)
             session.run(images[0], **options)  # warm-up: the first run's allocations are not the point's cost
             for image in images:

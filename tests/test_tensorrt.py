@@ -43,6 +43,7 @@ from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, 
 from runtime.files import sha256_of
 from runtime.devices import get_device
 from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
+from runtime.op_profile import op_breakdown, tensorrt_op_type
 
 TOLERANCE = 1e-4
 MAX_BATCH = 4
@@ -660,6 +661,7 @@ def fake_tensorrt() -> types.SimpleNamespace:
             self.names = [t.name for t in (*self.session.get_inputs(), *self.session.get_outputs())]
             self.num_io_tensors = len(self.names)
             self.profiles = profiles  # per profile, per input: [name, min, opt, max]
+            self.nodes = [node.name for node in onnx.load_from_string(onnx_bytes).graph.node]
 
         def get_tensor_name(self, index):
             return self.names[index]
@@ -697,6 +699,8 @@ def fake_tensorrt() -> types.SimpleNamespace:
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
 
+        profiler = None
+
         def execute_async_v3(self, stream):
             def at(name):
                 shape = self.get_tensor_shape(name)
@@ -706,6 +710,9 @@ def fake_tensorrt() -> types.SimpleNamespace:
             outputs = self.session.run(None, {i.name: at(i.name).copy() for i in self.session.get_inputs()})
             for output, value in zip(self.session.get_outputs(), outputs):
                 at(output.name)[...] = value
+            if self.profiler is not None:  # TensorRT reports every layer after each run: here, every ONNX node
+                for node in self.engine.nodes:
+                    self.profiler.report_layer_time(node, 0.01)
             return True
 
     class Runtime:
@@ -723,9 +730,13 @@ def fake_tensorrt() -> types.SimpleNamespace:
         def __init__(self) -> None:
             pass
 
+    class IProfiler:
+        def __init__(self) -> None:
+            pass
+
     vars(trt).update(
         ILogger=ILogger, OnnxParser=OnnxParser, Builder=Builder, Runtime=Runtime,
-        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2, IProfiler=IProfiler,
         BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
         nptype=lambda dtype: np.dtype(dtype).type,
@@ -771,6 +782,28 @@ def test_backend_builds_caches_and_runs_engines(fake_gpu, trt_bundle, onnx_sessi
     runtime.load(trt_bundle)
     assert len(trt.built) == len(manifest.graphs) + 2, "exactly the two bad entries are rebuilt"
     assert all(read_cached_engine(path) for path in entries)
+
+
+def test_the_op_breakdown_sums_iprofiler_layer_times_by_op_type(fake_gpu, trt_bundle):
+    report = op_breakdown(trt_bundle, get_device("host-cpu"), backend="tensorrt", runs=2)
+    manifest = read_manifest(trt_bundle)
+    assert list(report) == [path.name for path in manifest.dispatch.paths]
+    for point, row in report.items():
+        assert row["top_ops"][0]["op"] == "Conv", f"{point}: every layer reported 0.01 ms, and convolutions are most: {row}"
+        assert row["providers"] == pytest.approx({"Fake Orin": 1.0})
+    assert report[manifest.dispatch.paths[0].name]["kernel_ms_per_image"] > 0
+
+
+@pytest.mark.parametrize("layer, op", [
+    ("node_conv2d_3 + node_relu_2", "Conv+Relu"),
+    ("node_mean", "ReduceMean"),
+    ("Reformatting CopyNode for Input Tensor 0 to node_conv2d_3", "Reformat"),
+    ("{ForeignNode[node_linear...node_softmax]}", "ForeignNode"),
+    ("PWN(node_relu_2, node_add)", "PWN"),
+])
+def test_a_tensorrt_layer_is_typed_by_the_onnx_nodes_it_runs(layer, op):
+    node_ops = {"node_conv2d_3": "Conv", "node_relu_2": "Relu", "node_mean": "ReduceMean"}
+    assert tensorrt_op_type(layer, node_ops) == op
 
 
 def test_a_format_5_int8_plan_still_calibrates_on_its_images(fake_gpu, trt_bundle, tmp_path):

@@ -33,6 +33,7 @@ import importlib
 import json
 import os
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,7 +166,8 @@ def write_cached_engine(path: Path, engine: bytes) -> None:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self) -> None:
+    def __init__(self, *, profile_layers: bool = False) -> None:
+        """`profile_layers`: every execution context reports its layers' times (IProfiler) into `layer_ms`."""
         # The GPU check comes before TensorRT's import: without a GPU, installing TensorRT would not help.
         self.cuda = _require("cuda.bindings.runtime", _INSTALL_CUDA)
         self.gpu = _visible_gpu(self.cuda)
@@ -174,12 +176,14 @@ class TensorRTBackend:
         self.runtime = self.trt.Runtime(self.log)
         self.cache = engine_cache_dir()
         self.engines: dict[tuple[Path, str], tuple[object, EngineSpec]] = {}
+        self.layer_ms: Counter[str] = Counter()  # by TensorRT layer name, summed over every profiled run
+        self.profiler = _layer_profiler(self.trt, self.layer_ms) if profile_layers else None
 
     def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         bundle = Path(bundle).resolve()
         engine, spec = self._engine(bundle, manifest, graph.artifact)
         profile = spec.profiles.index(_build_plan(bundle, manifest).profiles[graph.name])
-        return _Runner(self.trt, self.cuda, engine, profile, graph, manifest.max_batch)
+        return _Runner(self.trt, self.cuda, engine, profile, graph, manifest.max_batch, self.profiler)
 
     def describe(self) -> str:
         major, minor = self.gpu.compute_capability
@@ -251,7 +255,7 @@ class _Runner:
     hold, 1 to `max_batch`, and returns outputs of that batch.
     """
 
-    def __init__(self, trt, cuda, engine, profile: int, graph: Graph, max_batch: int) -> None:
+    def __init__(self, trt, cuda, engine, profile: int, graph: Graph, max_batch: int, profiler=None) -> None:
         self.cuda, self.engine, self.graph, self.max_batch = cuda, engine, graph, max_batch
         self.where = where = f"{graph.artifact} (graph {graph.name!r})"
         names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
@@ -263,6 +267,8 @@ class _Runner:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise RuntimeError(f"{where}: TensorRT could not create an execution context (out of GPU memory?)")
+        if profiler is not None:
+            self.context.profiler = profiler
         if not self.context.set_optimization_profile_async(profile, int(self.stream)):
             raise RuntimeError(f"{where}: TensorRT refused optimization profile {profile}")
         # Sized at the largest batch, the buffers serve every smaller one.
@@ -369,6 +375,19 @@ def _calibrator(trt, cuda, images: np.ndarray, profile: tuple[EngineProfile, ...
             return None
 
     return Calibrator()
+
+
+def _layer_profiler(trt, layer_ms: Counter):
+    """An IProfiler adding each layer's milliseconds to `layer_ms`; TensorRT 10 calls it after every enqueueV3."""
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)  # TensorRT's bindings need the base class initialised explicitly
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            layer_ms[layer_name] += ms
+
+    return LayerTimes()
 
 
 def _log(trt):
