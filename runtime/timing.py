@@ -40,6 +40,9 @@ def measure(
 
     The callables run interleaved, one call each per round, so that drift on a
     noisy machine hits all of them alike and their ratios stay meaningful.
+    Each round runs them in a new order (seeded): a call finds the caches as
+    its predecessor left them, and in a fixed order one callable would always
+    follow the same, say a large graph, and pay for it every time.
     `progress` is called after every round, warm-up included (a progress bar's update).
     """
     if runs < 1:
@@ -50,8 +53,10 @@ def measure(
         if progress:
             progress()
     samples = {name: np.empty(runs) for name in fns}
+    names, order = list(fns), np.random.default_rng(0)
     for i in range(runs):
-        for name, fn in fns.items():
+        for index in order.permutation(len(names)):
+            name, fn = names[index], fns[names[index]]
             start = time.perf_counter()
             fn()
             samples[name][i] = time.perf_counter() - start

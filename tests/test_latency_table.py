@@ -15,6 +15,7 @@ from runtime.latency_table import GraphRow, Latency, PointRow, fit_latency, read
 from runtime.manifest import BundleError
 from runtime.operating_points import REMEASURES, SCALES, _measure_quietly, measure_table
 from runtime.profile import main as profile_main
+from runtime.timing import measure
 
 RUNS = dict(runs=5, warmup=1)
 
@@ -61,6 +62,16 @@ def test_urnet_points_are_the_s_sweep_and_feed_the_pipeline(block_bundles, digit
     blocks = [sum(n for g, n in p.calls.items() if "run" in g) for p in table.points]
     assert blocks == sorted(blocks), f"more blocks run as S grows: {blocks}"
     assert table.pipeline["images"] == 8 and 0 < table.pipeline["preprocess_share"] < 1
+
+
+def test_every_round_calls_each_callable_once_in_a_new_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcdef"}
+    timings = measure(fns, runs=8, warmup=2)
+    rounds = [tuple(calls[i : i + len(fns)]) for i in range(0, len(calls), len(fns))]
+    assert len(rounds) == 10 and all(sorted(r) == list("abcdef") for r in rounds)
+    assert len(set(rounds[2:])) > 1, "timed rounds shuffle the order, so no callable always follows the same one"
+    assert {name: t.runs for name, t in timings.items()} == dict.fromkeys("abcdef", 8)
 
 
 def test_a_noisy_row_is_measured_again_then_flagged():
