@@ -15,6 +15,7 @@ from trainer.families.blockdrop import (
     self_critical_advantage,
 )
 from trainer.families.urnet import URNetOptions, sample_scale, scale_loss, straight_through
+from trainer.recipes import RECIPES
 
 MODEL = {"depth": 20, "width": 8, "num_classes": 10}
 
@@ -271,6 +272,13 @@ def test_option_a_refuses_an_odd_map_by_name():
 @pytest.mark.parametrize("mean, k", [(3.0, 3), (3.01, 4), (2.5, 3), (5.999, 6)])
 def test_table_1_rounds_k_up(mean, k):
     assert blockdrop.blocks_kept(mean) == k
+
+
+@pytest.mark.parametrize("depth, gamma", [(20, 5.0), (32, 5.0), (56, 5.0), (110, 10.0)])
+def test_cifar_recipes_take_table_3s_gamma_for_the_nearest_paper_depth(depth, gamma):
+    recipe = RECIPES[f"blockdrop-cifar10-resnet{depth}"]
+    assert recipe.options.gamma == gamma
+    assert f"gamma {gamma:g}, Table 3's for ResNet-{32 if gamma == 5 else 110}" in recipe.description
 
 
 def test_table_1_protocol_measures_the_baselines_on_the_pretrained_resnet(block_checkpoints):
