@@ -11,10 +11,11 @@ test images against:
 - random resolution at DRNet's mean MACs (the exact expectation);
 - each candidate resolution, statically;
 - a static network at the resolution (a multiple of 4) whose MACs are closest
-  to DRNet's mean MACs, predictor included: the same backbone with the nearest candidate's BN set,
-  its statistics recalibrated at that resolution on 2,000 training images
-  (trainer/bn_calibration.py). No candidate has DRNet's MACs, so this is the
-  fair static rival at equal cost.
+  to DRNet's mean MACs, predictor included: the same backbone with the nearest
+  candidate's BN set. Off the candidates, that set's statistics are
+  recalibrated at the resolution on 2,000 training images
+  (trainer/bn_calibration.py); at a candidate, its own trained set is used
+  as it is (recalibrating it only loses accuracy: 84.03% against 87.00% at 24 px).
 
 Writes benchmarks/results/drnet_cifar10.{md,json}. MACs are conv+linear
 multiply-accumulates per image, the predictor included.
@@ -77,7 +78,7 @@ PAPER = (  # DRNet Tables 1 and 3: (setting, FLOPs, top-1)
 
 @torch.no_grad()
 def static_at_equal_macs(checkpoint: Path, mean_macs: float, data_root: Path) -> dict:
-    """The backbone at the resolution whose MACs are closest to `mean_macs`, its BN recalibrated there."""
+    """The backbone at the resolution whose MACs are closest to `mean_macs`: a candidate as trained, else recalibrated."""
     model, _ = load_checkpoint(checkpoint)
     smallest, largest = min(model.resolutions), max(model.resolutions)
 
@@ -88,11 +89,13 @@ def static_at_equal_macs(checkpoint: Path, mean_macs: float, data_root: Path) ->
     side = min(sides, key=lambda r: abs(macs_at(r) - mean_macs))
     nearest = min(range(len(model.resolutions)), key=lambda i: abs(model.resolutions[i] - side))
     network = Resized(freeze_bn_set(model.backbone, nearest), side)  # takes the 32 px image, as a DRNet path
-    train_set, _ = load_split("cifar10", "train", data_root=data_root, subset=DEFAULT_IMAGES)
-    calibrate_batchnorm(network, (x for x, _ in DataLoader(train_set, batch_size=200)))
+    own_set = side == model.resolutions[nearest]  # a candidate: its trained BN set is already the best static rival
+    if not own_set:
+        train_set, _ = load_split("cifar10", "train", data_root=data_root, subset=DEFAULT_IMAGES)
+        calibrate_batchnorm(network, (x for x, _ in DataLoader(train_set, batch_size=200)))
     test_set, _ = load_split("cifar10", "test", data_root=data_root)
     return {
-        "resolution": side, "bn_set_from": model.resolutions[nearest], "calibration_images": DEFAULT_IMAGES,
+        "resolution": side, "bn_set_from": model.resolutions[nearest], "calibration_images": 0 if own_set else DEFAULT_IMAGES,
         "accuracy": top1_accuracy(network, DataLoader(test_set, batch_size=500), torch.device("cpu")),
         "mean_macs": macs_at(side),
     }
@@ -143,9 +146,10 @@ def report(command: str, results: dict, claims: list[dict]) -> str:
             "",
             "```",
             format_metrics(name, result["metrics"]),
-            f"static {static['resolution']} px, equal MACs (BN set of {static['bn_set_from']} px recalibrated on "
-            f"{static['calibration_images']} training images): top-1 {static['accuracy']:.2%}, "
-            f"{static['mean_macs'] / 1e6:.3f} MMACs",
+            f"static {static['resolution']} px, equal MACs ("
+            + (f"BN set of {static['bn_set_from']} px recalibrated on {static['calibration_images']} training images"
+               if static["calibration_images"] else "a candidate: its own trained BN set")
+            + f"): top-1 {static['accuracy']:.2%}, {static['mean_macs'] / 1e6:.3f} MMACs",
             "```",
         ]
     lines += [
