@@ -45,9 +45,7 @@ KernelTimes = tuple[Counter, Counter]
 def _onnxruntime(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
     from runtime.backends.onnxruntime import DEFAULT_PROVIDERS, OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS))
-    backend.options.enable_profiling = True
-    backend.options.profile_file_prefix = str(scratch / "onnxruntime")
+    backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS), profile_dir=scratch)
 
     def kernel_times() -> KernelTimes:
         kernels, providers = Counter(), Counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +157,18 @@ def test_the_op_breakdown_names_each_points_top_ops_and_providers(onnx_bundle, t
         assert sum(o["share"] for o in row["top_ops"]) <= 1 + 1e-9
         assert row["providers"] == pytest.approx({"CPUExecutionProvider": 1.0})
     assert "Conv" in capsys.readouterr().out
+
+
+def test_a_profiling_onnxruntime_backend_writes_one_profile_per_graph(onnx_bundle, tmp_path):
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(1, ("CPUExecutionProvider",), profile_dir=tmp_path)
+    session = runtime.Session(onnx_bundle, runtime.load(onnx_bundle).manifest, backend)
+    session.run(np.zeros((1, 32, 32, 3), np.uint8))
+    written = {Path(s.end_profiling()) for s in backend.sessions.values()}  # all within one second
+    assert len(written) == len(session.manifest.graphs)
+    for path in written:
+        assert isinstance(json.loads(path.read_text()), list), f"{path}: one session's profile, valid JSON"
 
 
 def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path):
