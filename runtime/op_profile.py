@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import Backend
 from runtime.bundle import open_bundle
 from runtime.devices import Device
 from runtime.manifest import Manifest
@@ -40,9 +41,11 @@ __all__ = ["PROFILERS", "op_breakdown", "tensorrt_op_type"]
 
 # Kernel milliseconds by op type, and by provider, over every call a profiling backend made.
 KernelTimes = tuple[Counter, Counter]
+# A backend that profiles, and the call that reads what it recorded.
+Profiling = tuple[Backend, Callable[[], KernelTimes]]
 
 
-def _onnxruntime(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
+def _onnxruntime(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> Profiling:
     from runtime.backends.onnxruntime import DEFAULT_PROVIDERS, OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(device.threads, tuple(device.providers or DEFAULT_PROVIDERS), profile_dir=scratch)
@@ -64,7 +67,7 @@ _ENVELOPES = {"DELEGATE_CALL", "OPERATOR_CALL", "Method::execute", "Method::init
 _OP_INSTANCE = re.compile(r" #\d+$")  # XNNPACK numbers each op of a delegate: "Convolution (NHWC, F32) IGEMM #3"
 
 
-def _executorch(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
+def _executorch(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> Profiling:
     from executorch.devtools import Inspector
 
     from runtime.backends.executorch import ExecuTorchBackend
@@ -100,7 +103,7 @@ def tensorrt_op_type(layer: str, node_ops: dict[str, str]) -> str:
     return "+".join(node_ops.get(part.strip(), part.strip()) for part in layer.split(" + "))
 
 
-def _tensorrt(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> tuple[object, Callable[[], KernelTimes]]:
+def _tensorrt(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> Profiling:
     import onnx
 
     from runtime.backends.tensorrt import TensorRTBackend
@@ -133,7 +136,8 @@ def op_breakdown(
     runs_on = TARGETS[manifest.target].backends
     backend = backend or next((b for b in runs_on if b in PROFILERS), None)
     if backend not in PROFILERS:
-        raise ValueError(f"{bundle}: no per-op profiler for a {manifest.target} bundle; profilers exist for {sorted(PROFILERS)}")
+        raise ValueError(f"{bundle}: no per-op profiler for a {manifest.target} bundle; "
+                         f"profilers exist for {sorted(PROFILERS)}")
     if backend not in runs_on:
         raise ValueError(f"{bundle}: a {manifest.target} bundle runs on {list(runs_on)}, not {backend!r}")
     side, channels = manifest.preprocessing.resolution, len(manifest.preprocessing.mean)
@@ -153,7 +157,8 @@ def op_breakdown(
             calls = runs + 1  # a profiler records from the session's start, the warm-up included
             report[name] = {
                 "kernel_ms_per_image": total / calls,
-                "top_ops": [{"op": op, "ms_per_image": ms / calls, "share": ms / total} for op, ms in kernels.most_common(top)],
+                "top_ops": [{"op": op, "ms_per_image": ms / calls, "share": ms / total}
+                            for op, ms in kernels.most_common(top)],
                 "providers": {p: ms / total for p, ms in providers.most_common()},
             }
     return report
