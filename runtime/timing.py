@@ -40,9 +40,11 @@ def measure(
 
     The callables run interleaved, one call each per round, so that drift on a
     noisy machine hits all of them alike and their ratios stay meaningful.
-    Each round runs them in a new order (seeded): a call finds the caches as
-    its predecessor left them, and in a fixed order one callable would always
-    follow the same, say a large graph, and pay for it every time.
+    Each round runs them in a new order (seeded), and each callable twice in
+    a row, timing the second call: a timed call finds the caches as a call of
+    its own left them, as a device's steady stream of requests would, not as
+    whichever callable came before (in a fixed order one would always follow
+    the same, say a large graph, and pay for it every time).
     `progress` is called after every round, warm-up included (a progress bar's update).
     """
     if runs < 1:
@@ -57,6 +59,7 @@ def measure(
     for i in range(runs):
         for index in order.permutation(len(names)):
             name, fn = names[index], fns[names[index]]
+            fn()
             start = time.perf_counter()
             fn()
             samples[name][i] = time.perf_counter() - start

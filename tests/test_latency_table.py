@@ -65,13 +65,18 @@ def test_urnet_points_are_the_s_sweep_and_feed_the_pipeline(block_bundles, digit
     assert table.pipeline["images"] == 8 and 0 < table.pipeline["preprocess_share"] < 1
 
 
-def test_every_round_calls_each_callable_once_in_a_new_order():
+def test_each_timed_call_follows_a_call_of_its_own_in_a_new_order_every_round():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abcdef"}
     timings = measure(fns, runs=8, warmup=2)
-    rounds = [tuple(calls[i : i + len(fns)]) for i in range(0, len(calls), len(fns))]
-    assert len(rounds) == 10 and all(sorted(r) == list("abcdef") for r in rounds)
-    assert len(set(rounds[2:])) > 1, "timed rounds shuffle the order, so no callable always follows the same one"
+    timed = calls[2 * len(fns):]  # after the warm-up rounds, one call each
+    rounds = [timed[i : i + 2 * len(fns)] for i in range(0, len(timed), 2 * len(fns))]
+    assert len(rounds) == 8
+    for calls_of_round in rounds:
+        pairs = [calls_of_round[i : i + 2] for i in range(0, len(calls_of_round), 2)]
+        assert all(first == second for first, second in pairs), f"an untimed call of its own first: {pairs}"
+        assert sorted(first for first, _ in pairs) == list("abcdef")
+    assert len({tuple(r) for r in rounds}) > 1, "rounds shuffle the order, so no callable always follows the same one"
     assert {name: t.runs for name, t in timings.items()} == dict.fromkeys("abcdef", 8)
 
 
@@ -79,7 +84,7 @@ def test_a_noisy_row_is_measured_again_then_flagged():
     rng = np.random.default_rng(0)
     rows = _measure_quietly(
         {"steady": lambda: time.sleep(0.002), "noisy": lambda: time.sleep(float(rng.uniform(0.0002, 0.006)))},
-        runs=15, warmup=1, threshold=0.2,  # uniform: MAD / median near 0.45
+        runs=41, warmup=1, threshold=0.2,  # uniform: MAD / median near 0.45
     )
     assert not rows["steady"].noisy and rows["steady"].remeasured == 0
     assert rows["noisy"].noisy and rows["noisy"].remeasured == REMEASURES
