@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
 
-from benchmarks.evidence import RESULTS, Run, arguments, claim, summary, trained, write_results  # noqa: E402
+from benchmarks.evidence import (  # noqa: E402
+    RESULTS, Run, arguments, claim, run_section, summary, trained, write_results,
+)
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.plots import plot_metrics  # noqa: E402
 from trainer.pretrained import load_backbone  # noqa: E402
@@ -225,19 +227,8 @@ def report(command: str, results: dict, claims: list[dict]) -> str:
         *[f"| {row} | {before} | {after} |" for row, before, after in PAPER_BLOCKDROP],
     ]
     for name, result in results.items():
-        phases = ", ".join(f"{n} {p['epochs']} epochs ({p['optimizer']}, lr {p['lr']:g}, {p['schedule']})"
-                           for n, p in result["phases"].items() if p["epochs"])
         lines += [
-            "",
-            f"## {name}",
-            "",
-            f"Command: `{result['command']}`. {result['train_images']} training images. Phases: {phases}. "
-            f"Wall time {result['wall_time_s']:.0f} s ({result['how']}).",
-            "",
-            "Options: " + ", ".join(f"{k}={v}" for k, v in result["options"].items()) + ".",
-            "",
-            "Deviations from the paper: " + ("; ".join(result["deviations"]) or "none") + ".",
-            "",
+            *run_section(name, result),
             "```",
             format_metrics(name, result["metrics"]),
             "```",

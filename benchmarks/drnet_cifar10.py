@@ -36,7 +36,9 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 from torch.utils.data import DataLoader  # noqa: E402
 
-from benchmarks.evidence import RESULTS, Run, arguments, claim, summary, trained, write_results  # noqa: E402
+from benchmarks.evidence import (  # noqa: E402
+    RESULTS, Run, arguments, claim, run_section, summary, trained, write_results,
+)
 from exporter.splits.drnet import Resized  # noqa: E402
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
@@ -46,7 +48,8 @@ from trainer.macs import count_macs  # noqa: E402
 from trainer.pretrained import load_backbone, top1_accuracy  # noqa: E402
 from trainer.switchable_bn import freeze_bn_set  # noqa: E402
 
-PRETRAIN = "multi-resolution pretraining 4 epochs at 0.01 from the pretrained ResNet-20 (paper: 70 epochs from scratch at 0.1, steps every 20)"
+PRETRAIN = ("multi-resolution pretraining 4 epochs at 0.01 from the pretrained ResNet-20 "
+            "(paper: 70 epochs from scratch at 0.1, steps every 20)")
 SETTING = (
     "no 3-epoch warmup",
     "CIFAR-10 at 32/24/16 px with a ResNet-8 predictor at 16 px (paper: ImageNet at 224/168/112, a 128 px predictor)",
@@ -131,19 +134,8 @@ def report(command: str, results: dict, claims: list[dict]) -> str:
     ]
     for name, result in results.items():
         static = result["static_equal_macs"]
-        phases = ", ".join(f"{n} {p['epochs']} epochs ({p['optimizer']}, lr {p['lr']:g}, {p['schedule']})"
-                           for n, p in result["phases"].items() if p["epochs"])
         lines += [
-            "",
-            f"## {name}",
-            "",
-            f"Command: `{result['command']}`. {result['train_images']} training images. Phases: {phases}. "
-            f"Wall time {result['wall_time_s']:.0f} s ({result['how']}).",
-            "",
-            "Options: " + ", ".join(f"{k}={v}" for k, v in result["options"].items()) + ".",
-            "",
-            "Deviations from the paper: " + "; ".join(result["deviations"]) + ".",
-            "",
+            *run_section(name, result),
             "```",
             format_metrics(name, result["metrics"]),
             f"static {static['resolution']} px, equal MACs ("

@@ -19,7 +19,8 @@ from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
 from trainer.train import train
 
-__all__ = ["Run", "arguments", "trained", "summary", "claim", "write_results", "DEFAULT_INIT", "RESULTS", "TRAINED"]
+__all__ = ["Run", "arguments", "trained", "summary", "run_section", "claim", "write_results", "DEFAULT_INIT", "RESULTS",
+           "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,6 +91,24 @@ def summary(run: Run, config: dict, how: str, command: str) -> dict:
         "train_images": training["train_images"], "how": how, "wall_time_s": training["wall_time_s"],
         "metrics": config["metrics"],
     }
+
+
+def run_section(name: str, result: dict) -> list[str]:
+    """A results section's opening for one run (as `summary` keeps it): command, phases, cost, options, deviations."""
+    phases = ", ".join(f"{n} {p['epochs']} epochs ({p['optimizer']}, lr {p['lr']:g}, {p['schedule']})"
+                       for n, p in result["phases"].items() if p["epochs"])
+    return [
+        "",
+        f"## {name}",
+        "",
+        f"Command: `{result['command']}`. {result['train_images']} training images. Phases: {phases}. "
+        f"Wall time {result['wall_time_s']:.0f} s ({result['how']}).",
+        "",
+        "Options: " + ", ".join(f"{k}={v}" for k, v in result["options"].items()) + ".",
+        "",
+        "Deviations from the paper: " + ("; ".join(result["deviations"]) or "none") + ".",
+        "",
+    ]
 
 
 def claim(text: str, holds: bool | None, evidence: str) -> dict:
