@@ -189,6 +189,18 @@ def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path
         assert row["providers"]["XNNPACK"] > 0.5, f"{point}: the delegate ran most of the kernel time: {row}"
 
 
+def test_a_tracing_executorch_backend_writes_one_etdump_per_method(et_bundle, tmp_path):
+    from runtime.backends.executorch import ExecuTorchBackend
+
+    manifest = runtime.load(et_bundle, backend="executorch").manifest
+    backend = ExecuTorchBackend(1, etdump=True)
+    runtime.Session(et_bundle, manifest, backend).run(np.zeros((1, 32, 32, 3), np.uint8))
+    traces = backend.write_etdumps(tmp_path)
+    # The Inspector lines up a trace's runs event by event: methods sharing a trace would be mixed up.
+    assert sorted(t.name for t in traces) == sorted(f"{Path(g.artifact).stem}.{g.entry}.etdp" for g in manifest.graphs.values())
+    assert all(t.stat().st_size > 0 for t in traces)
+
+
 def test_the_op_breakdown_refuses_a_backend_the_bundle_does_not_run_on(et_bundle, capsys):
     assert profile_main(["ops", "--bundle", str(et_bundle), "--device", "host-cpu", "--backend", "onnxruntime"]) == 2
     assert "runs on ['executorch'], not 'onnxruntime'" in capsys.readouterr().err
