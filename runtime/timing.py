@@ -1,4 +1,4 @@
-"""The one timing function: the profiler, the benchmarks and the exporter all measure with it."""
+"""The one timing function: the profiler, the latency table and the benchmarks all measure with it."""
 
 from __future__ import annotations
 
