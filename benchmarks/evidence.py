@@ -74,12 +74,15 @@ def arguments(description: str, out: str) -> argparse.ArgumentParser:
 
 
 def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: int | None) -> tuple[dict, str]:
-    """The run's checkpoint config (with its metrics) and how it came about: trained, resumed, or read back."""
-    if (out / "config.json").is_file() and not (out / STATE_FILE).is_file():
-        return read_config(out), "read back"
-    resume = (out / STATE_FILE).is_file()
-    config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=resume)
-    return config, "resumed" if resume else "trained"
+    """The run's checkpoint config (with its metrics) and how it came about: in one go or resumed, and whether
+    this process trained it or read it back."""
+    finished = (out / "config.json").is_file() and not (out / STATE_FILE).is_file()
+    if finished:
+        config = read_config(out)
+    else:
+        config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=(out / STATE_FILE).is_file())
+    how = "resumed after an interruption" if config["training"]["resumed"] else "trained in one go"
+    return config, f"{how}, read back" if finished else how
 
 
 def summary(run: Run, config: dict, how: str, command: str) -> dict:
