@@ -92,6 +92,7 @@ def summary(run: Run, config: dict, how: str, command: str) -> dict:
         "command": command, "family": config["family"], "phases": training["phases"],
         "options": config["model"]["options"], "deviations": list(run.deviations), "init": training["init"],
         "train_images": training["train_images"], "how": how, "wall_time_s": training["wall_time_s"],
+        "cpu_time_s": training.get("cpu_time_s"),  # runs trained before it was recorded have none
         "metrics": config["metrics"],
     }
 
@@ -105,13 +106,19 @@ def run_section(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"Command: `{result['command']}`. {result['train_images']} training images. Phases: {phases}. "
-        f"Wall time {result['wall_time_s']:.0f} s ({result['how']}).",
+        f"Wall time {result['wall_time_s']:.0f} s{_cpu_time(result)} ({result['how']}).",
         "",
         "Options: " + ", ".join(f"{k}={v}" for k, v in result["options"].items()) + ".",
         "",
         "Deviations from the paper: " + ("; ".join(result["deviations"]) or "none") + ".",
         "",
     ]
+
+
+def _cpu_time(result: dict) -> str:
+    """Wall time counts the pauses of a shared machine (training is stopped while benchmarks run); CPU time not."""
+    cpu = result.get("cpu_time_s")
+    return "" if cpu is None else f", CPU time {cpu:.0f} s"
 
 
 def claim(text: str, holds: bool | None, evidence: str) -> dict:

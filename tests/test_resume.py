@@ -94,3 +94,22 @@ def test_saves_count_the_steps_of_the_phase_not_of_the_epoch(tmp_path):
             if (state := saved_step(tmp_path)) is not None and state not in saves:
                 saves.append(state)
     assert saves == [(0, 1, 2), (0, 3, 1), (0, 3, 3)]  # steps 5 and 10 of the phase, then its end
+
+
+def test_cpu_time_skips_a_pause_and_carries_over_a_resume(tmp_path):
+    """Training is stopped while benchmarks use the cores: wall time counts the pause, CPU time does not."""
+    from trainer.resume import TrainingRun
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    run = TrainingRun(tmp_path, every_steps=1)
+    run.begin_phase()
+    time.sleep(0.3)  # a paused process: no CPU
+    run.step_done(0, 1, 2, 1, optimizer, scheduler)
+    saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert saved["elapsed_s"] >= 0.3 and saved["cpu_s"] < 0.2
+
+    resumed = TrainingRun(tmp_path, resume=True)
+    assert resumed.times()["wall_time_s"] >= 0.3
+    assert saved["cpu_s"] <= resumed.cpu_time() < saved["cpu_s"] + 0.2

@@ -68,7 +68,9 @@ class TrainingRun:
         self.epoch_start_loader_state: torch.Tensor | None = None
         self.saved: dict | None = None
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
         self.elapsed_before = 0.0  # training time of the processes this run resumes
+        self.cpu_before = 0.0  # and their main process's CPU time
         if resume:
             if self.path is None:
                 raise ValueError("resuming needs the directory of the interrupted run")
@@ -77,6 +79,7 @@ class TrainingRun:
             # weights_only: tensors, numbers and strings only, never arbitrary objects.
             self.saved = torch.load(self.path, weights_only=True)
             self.elapsed_before = float(self.saved.get("elapsed_s", 0.0))
+            self.cpu_before = float(self.saved.get("cpu_s", 0.0))
             saved_ranks = self.saved.get("world_size", 1)
             if saved_ranks != ranks().world_size:
                 raise ValueError(f"{self.path}: the run was saved by {saved_ranks} process(es); resume it with "
@@ -151,6 +154,15 @@ class TrainingRun:
         """Seconds this run has trained, over every process it took (up to the last save before a kill)."""
         return self.elapsed_before + time.perf_counter() - self.started
 
+    def cpu_time(self) -> float:
+        """CPU seconds of the main process (all its threads), over every process the run took. Unlike `elapsed`,
+        it does not grow while the process is stopped or waits for a core another job holds."""
+        return self.cpu_before + time.process_time() - self.cpu_started
+
+    def times(self) -> dict[str, float]:
+        """What a training record states of the run's cost."""
+        return {"wall_time_s": round(self.elapsed(), 1), "cpu_time_s": round(self.cpu_time(), 1)}
+
     # --- files ------------------------------------------------------------------------------------------
 
     def _random_state(self) -> dict:
@@ -171,6 +183,7 @@ class TrainingRun:
             return
         state = {
             "phase": self.phase, "epoch": epoch, "step": step, "finished": finished, "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_time(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),

@@ -151,7 +151,7 @@ def train(
     _draw_per_rank(seed)
 
     extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
-    training["wall_time_s"] = round(run.elapsed(), 1)  # every process's share, when the run resumed
+    training.update(run.times())  # every process's share, when the run resumed
     if not place.main:
         return {}
 
@@ -191,7 +191,7 @@ def _train_backbone(
     run.keep("model", backbone)
     _draw_per_rank(training["seed"])
     pretrain_backbone(backbone, loader, phase=phase, device=torch.device(device), run=run)
-    training["wall_time_s"] = round(run.elapsed(), 1)
+    training.update(run.times())
     if not ranks().main:
         return {}
     test_set, _ = load_split(recipe.dataset, "test", data_root=data_root)
