@@ -29,7 +29,6 @@ TRAINED = {  # label: checkpoint directory of a trained model, as the evidence s
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
     "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
     "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
-    "BlockDrop at gamma 10, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop-gamma-10",
     "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
 }
 
