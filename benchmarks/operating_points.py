@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -121,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else TRAINED
     missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
     device = get_device(DEVICE)
-    FIGURES.mkdir(parents=True, exist_ok=True)
     rows, frontiers, soaked = [], {}, None
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
+        figures = work / "figures"  # replaces FIGURES whole with the report: no figure of an earlier run survives
+        shutil.rmtree(figures, ignore_errors=True)
+        figures.mkdir(parents=True)
         for label, checkpoint in chosen.items():
             if label in missing:
                 continue
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 table = measure_table(session, device, runs=args.runs, images=images[:16], command=command)
                 table_file = work / f"{checkpoint.name}-{target}.table.json"
                 write_latency_table(table_file, table)
-                plot_table(table, FIGURES / f"{checkpoint.name}-{target}")
+                plot_table(table, figures / f"{checkpoint.name}-{target}")
                 row = {"label": label, "checkpoint": str(checkpoint), "family": config["family"],
                        "backend": session.backend.name, "static_ms": table.static.median_ms,
                        "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
@@ -153,18 +156,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                  for p in row["points"]]
                 if session.backend.name == "onnxruntime":
                     session = runtime.load(bundle, device=device, table=table_file)
-                    row["controller"] = _controller(session, images, labels, args.requests, checkpoint.name)
+                    row["controller"] = _controller(session, images, labels, args.requests, figures / checkpoint.name)
                     if soaked is None and args.soak:
                         print(f"{label}: soak of {args.soak} requests", flush=True)
                         soaked = _soak(session, images, args.soak) | {"label": label}
                 rows.append(row)
-    plot_frontier(frontiers, FIGURES / "frontier.png")
-    report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
-              "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
-              "missing": missing}
-    text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
-    atomic_write(RESULTS / "operating_points.json", lambda path: path.write_text(payload))
-    atomic_write(RESULTS / "operating_points.md", lambda path: path.write_text(text))
+        plot_frontier(frontiers, figures / "frontier.png")
+        report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
+                  "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
+                  "missing": missing}
+        text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
+        atomic_write(RESULTS / "operating_points.json", lambda path: path.write_text(payload))
+        atomic_write(RESULTS / "operating_points.md", lambda path: path.write_text(text))
+        shutil.rmtree(FIGURES, ignore_errors=True)
+        shutil.copytree(figures, FIGURES)
     print(text)
     return 0
 
@@ -195,7 +200,7 @@ def _arrivals(rate: float, phases: list[tuple[float, int]], seed: int = 0) -> np
     return np.cumsum(np.concatenate([rng.exponential(1 / (factor * rate), count) for factor, count in phases]))
 
 
-def _controller(session: Session, images: np.ndarray, labels: np.ndarray, requests: list[int], name: str) -> list[dict]:
+def _controller(session: Session, images: np.ndarray, labels: np.ndarray, requests: list[int], traces: Path) -> list[dict]:
     """The rate steps RATES, and, when its cheapest point cannot sustain their peak, steps that peak at 0.9x the
     rate that point sustains: served by the controller, load-only switching (path bundles) and the fixed full model."""
     full_ms = session.table.static.median_ms
@@ -203,11 +208,12 @@ def _controller(session: Session, images: np.ndarray, labels: np.ndarray, reques
     steps = {"issue": RATES}
     if reach < max(RATES):
         steps["reach"] = (RATES[0], round(reach, 2), RATES[2])
-    return [_rate_steps(session, images, labels, list(zip(rates, requests)), f"{name}-{key}") | {"steps": key}
+    return [_rate_steps(session, images, labels, list(zip(rates, requests)),
+                        traces.with_name(f"{traces.name}-{key}-controller.png")) | {"steps": key}
             for key, rates in steps.items()]
 
 
-def _rate_steps(session: Session, images: np.ndarray, labels: np.ndarray, phases: list, name: str) -> dict:
+def _rate_steps(session: Session, images: np.ndarray, labels: np.ndarray, phases: list, trace: Path) -> dict:
     full_ms = session.table.static.median_ms
     objective = OBJECTIVE * full_ms
     arrivals = list(_arrivals(1e3 / full_ms, phases))
@@ -222,7 +228,7 @@ def _rate_steps(session: Session, images: np.ndarray, labels: np.ndarray, phases
     for policy, kind in policies.items():
         served = replay(kind(session, objective), picks, arrivals)
         if policy == "controller":
-            plot_controller_trace(served, objective, FIGURES / f"{name}-controller.png")
+            plot_controller_trace(served, objective, trace)
         results[policy] = _served_summary(served, truth, objective, settled, bounds)
     return {"objective_ms": objective, "full_ms": full_ms, "phases": phases, "policies": results}
 
