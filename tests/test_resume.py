@@ -15,7 +15,7 @@ from helpers import CIFAR10_ROOT, saved_step
 from safetensors.torch import load_file
 
 from trainer.recipes import get_recipe
-from trainer.resume import STATE_FILE
+from trainer.resume import STATE_FILE, TrainingRun
 
 # 256 images in batches of 64: four steps an epoch, so saves every 3 steps of a phase land mid-epoch.
 ARGS = ["--subset", "256", "--checkpoint-every", "3", "--device", "cpu"]
@@ -78,15 +78,19 @@ def test_resuming_without_a_saved_run_says_what_is_missing(tmp_path):
     assert "run.json" in result.stderr
 
 
-def test_saves_count_the_steps_of_the_phase_not_of_the_epoch(tmp_path):
-    """An interval longer than an epoch still saves mid-phase (CIFAR: 390 steps an epoch, every 500)."""
-    from trainer.resume import TrainingRun
-
+def started_phase(directory: Path, every_steps: int):
+    """A run in its first phase, with the optimizer and schedule of one parameter to save."""
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    run = TrainingRun(tmp_path, every_steps=5)
+    run = TrainingRun(directory, every_steps=every_steps)
     run.begin_phase()
+    return run, optimizer, scheduler
+
+
+def test_saves_count_the_steps_of_the_phase_not_of_the_epoch(tmp_path):
+    """An interval longer than an epoch still saves mid-phase (CIFAR: 390 steps an epoch, every 500)."""
+    run, optimizer, scheduler = started_phase(tmp_path, every_steps=5)
     saves = []
     for epoch in range(4):
         for step in range(1, 4):
@@ -98,13 +102,7 @@ def test_saves_count_the_steps_of_the_phase_not_of_the_epoch(tmp_path):
 
 def test_cpu_time_skips_a_pause_and_carries_over_a_resume(tmp_path):
     """Training is stopped while benchmarks use the cores: wall time counts the pause, CPU time does not."""
-    from trainer.resume import TrainingRun
-
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    run = TrainingRun(tmp_path, every_steps=1)
-    run.begin_phase()
+    run, optimizer, scheduler = started_phase(tmp_path, every_steps=1)
     time.sleep(0.3)  # a paused process: no CPU
     run.step_done(0, 1, 2, 1, optimizer, scheduler)
     saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
