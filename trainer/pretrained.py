@@ -45,7 +45,7 @@ class BackboneRecord:
     test_accuracy: float  # top-1 on the whole test split
     test_images: int
     command: str  # the command line that trained it
-    training: dict  # phases, batch size, seed, wall time, whether it resumed
+    training: dict  # phases, batch size, seed, wall and CPU time, whether it resumed
     sha256: str = ""  # of the weights file, filled in by save_backbone
     record_version: int = RECORD_VERSION
 
