@@ -10,12 +10,13 @@ checkpoint and an interrupted one resumes exactly (runs/blocks_cifar10/<run>),
 so the evidence can be gathered over several sessions. Every deviation from the
 paper is stated per run; the results put the papers' figures beside ours and
 check the fidelity issue's claims. Writes benchmarks/results/blocks_cifar10.{md,json}.
+From another backbone (`--init`), runs and results are named after its recipe:
+runs/blocks_cifar10_<recipe>/ and benchmarks/results/blocks_cifar10_<recipe>.{md,json}.
 MACs are conv+linear multiply-accumulates per image, policy and gates included.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -26,11 +27,10 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
 
 from benchmarks.evidence import (  # noqa: E402
-    RESULTS, Run, arguments, claim, run_section, summary, trained, write_results,
+    RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results,
 )
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.plots import plot_metrics  # noqa: E402
-from trainer.pretrained import load_backbone  # noqa: E402
 
 CHANCE = 0.1  # CIFAR-10
 
@@ -55,7 +55,7 @@ BLOCKDROP_EPOCHS = {"curriculum": "blocks", "finetune": 10}
 BLOCKDROP_LR = {"finetune": 1e-3}
 BLOCKDROP_OPTIONS = {"policy_resolution": 16, "baseline_finetune_epochs": 3}
 BLOCKDROP_BUDGET = (
-    "the ResNet-8 policy reads a 16x16 input (paper 32x32), so that it costs under 10% of ResNet-20 "
+    "the ResNet-8 policy reads a 16x16 input (paper 32x32), so that it costs under 10% of {backbone} "
     "(the paper's 4.8% is against ResNet-110)",
     "curriculum one epoch per block (paper 5000 epochs); finetuning 10 epochs at Adam 1e-3 "
     "(paper 2000 at 1e-4, then 1e-5); batch 256 (paper 2048 in the curriculum)",
@@ -64,7 +64,7 @@ BLOCKDROP_BUDGET = (
 
 URNET_BUDGET = (
     "gates 3 epochs and joint 6 epochs at the paper's Adam 1e-3 (paper: 100 and 400, down to 1e-5)",
-    "ResNet-20, 9 blocks (paper: ResNet-110, 54 blocks)",
+    "{backbone}, {blocks} blocks (paper: ResNet-110, 54 blocks)",
 )
 RUNS = {
     run.name: run
@@ -97,23 +97,21 @@ RUNS = {
 
 
 def main() -> int:
-    parser = arguments(__doc__.splitlines()[0], "blocks_cifar10")
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=[r.name for r in RUNS.values() if r.default])
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
     command = shlex.join(["python", "benchmarks/blocks_cifar10.py", *sys.argv[1:]])
-    _, backbone = load_backbone(args.init)
+    evidence = Evidence.from_arguments(args, "blocks_cifar10")
 
-    previous = RESULTS / "blocks_cifar10.json"
-    results = json.loads(previous.read_text())["results"] if previous.is_file() else {}
-    results = {name: result for name, result in results.items() if "init" in result}  # runs from a pretrained ResNet
+    results = evidence.previous_results()
     for name in args.runs:
         run = RUNS[name]
-        recipe = run.recipe_for(backbone.architecture["depth"], args.epoch_scale)
+        recipe = run.recipe_for(evidence.depth, args.epoch_scale)
         started = time.perf_counter()
-        config, how = trained(recipe, args.out / name, init=args.init, data_root=args.data_root, subset=args.subset)
-        figures = plot_metrics(config["metrics"], RESULTS / f"blocks_cifar10_{name}")
+        config, how = evidence.trained(recipe, name, data_root=args.data_root, subset=args.subset)
+        figures = plot_metrics(config["metrics"], RESULTS / f"{evidence.name}_{name}")
         results[name] = {
             **summary(run, config, how, command),
             "this_invocation_s": round(time.perf_counter() - started),
@@ -121,7 +119,7 @@ def main() -> int:
         }
         print(format_metrics(recipe.name, config["metrics"]), flush=True)
         claims = check_claims(results)  # written after every run: a session may end at any time
-        write_results("blocks_cifar10", command, results, claims, report(command, results, claims))
+        write_results(evidence.name, command, results, claims, report(command, results, claims))
     return 0
 
 

@@ -18,13 +18,13 @@ test images against:
   unaugmented images the 24 px set lost 3.4 pp); at a candidate, its own
   trained set is used as it is.
 
-Writes benchmarks/results/drnet_cifar10.{md,json}. MACs are conv+linear
-multiply-accumulates per image, the predictor included.
+Writes benchmarks/results/drnet_cifar10.{md,json}; from another backbone
+(`--init`), runs/drnet_cifar10_<recipe>/ and results/drnet_cifar10_<recipe>.*.
+MACs are conv+linear multiply-accumulates per image, the predictor included.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -38,7 +38,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.evidence import (  # noqa: E402
-    RESULTS, Run, arguments, claim, run_section, summary, trained, write_results,
+    Evidence, Run, arguments, claim, run_section, summary, write_results,
 )
 from exporter.splits.drnet import Resized  # noqa: E402
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm  # noqa: E402
@@ -46,10 +46,10 @@ from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_split  # noqa: E402
 from trainer.evaluate import format_metrics  # noqa: E402
 from trainer.macs import count_macs  # noqa: E402
-from trainer.pretrained import load_backbone, top1_accuracy  # noqa: E402
+from trainer.pretrained import top1_accuracy  # noqa: E402
 from trainer.switchable_bn import freeze_bn_set  # noqa: E402
 
-PRETRAIN = ("multi-resolution pretraining 4 epochs at 0.01 from the pretrained ResNet-20 "
+PRETRAIN = ("multi-resolution pretraining 4 epochs at 0.01 from the pretrained {backbone} "
             "(paper: 70 epochs from scratch at 0.1, steps every 20)")
 SETTING = (
     "no 3-epoch warmup",
@@ -159,26 +159,24 @@ def report(command: str, results: dict, claims: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = arguments(__doc__.splitlines()[0], "drnet_cifar10")
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=[r.name for r in RUNS.values() if r.default])
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
     command = shlex.join(["python", "benchmarks/drnet_cifar10.py", *sys.argv[1:]])
-    _, backbone = load_backbone(args.init)
-    previous = RESULTS / "drnet_cifar10.json"
-    results = json.loads(previous.read_text())["results"] if previous.is_file() else {}
+    evidence = Evidence.from_arguments(args, "drnet_cifar10")
+    results = evidence.previous_results()
     for name in args.runs:
         run = RUNS[name]
-        recipe = run.recipe_for(backbone.architecture["depth"], args.epoch_scale)
-        out = args.out / run.name
-        config, how = trained(recipe, out, init=args.init, data_root=args.data_root, subset=args.subset)
+        recipe = run.recipe_for(evidence.depth, args.epoch_scale)
+        config, how = evidence.trained(recipe, name, data_root=args.data_root, subset=args.subset)
         metrics = config["metrics"]
-        static = static_at_equal_macs(out, metrics["model"]["mean_macs"], args.data_root)
+        static = static_at_equal_macs(evidence.runs / name, metrics["model"]["mean_macs"], args.data_root)
         results[name] = {**summary(run, config, how, command), "static_equal_macs": static}
         print(format_metrics(recipe.name, metrics), flush=True)
         claims = [c for n, r in results.items() for c in check_claims(n, r["metrics"], r["static_equal_macs"])]
-        write_results("drnet_cifar10", command, results, claims, report(command, results, claims))
+        write_results(evidence.name, command, results, claims, report(command, results, claims))
     return 0
 
 

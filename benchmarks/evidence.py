@@ -13,13 +13,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.files import atomic_write
+from runtime.files import atomic_write, sha256_of
 from trainer.checkpoint import read_config
+from trainer.pretrained import load_backbone
 from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
 from trainer.train import train
 
-__all__ = ["Run", "arguments", "trained", "summary", "run_section", "claim", "write_results", "DEFAULT_INIT", "RESULTS",
+__all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "DEFAULT_INIT", "RESULTS",
            "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,11 @@ TRAINED = {  # label: checkpoint directory of a trained model, as the evidence s
 }
 
 
+def residual_blocks(depth: int) -> int:
+    """A CIFAR ResNet-`depth` has three stages of (depth - 2) / 6 blocks."""
+    return 3 * ((depth - 2) // 6)
+
+
 @dataclass(frozen=True)
 class Run:
     """One trained model of the evidence: a recipe, its epochs at this budget, and what differs from the paper."""
@@ -42,13 +48,13 @@ class Run:
     epochs: dict[str, int | str]  # per phase; "blocks": one epoch per residual block (BlockDrop's curriculum)
     lr: dict[str, float] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
-    deviations: tuple[str, ...] = ()
+    deviations: tuple[str, ...] = ()  # may name {backbone} and {blocks}: the pretrained ResNet's
     default: bool = True  # run unless --runs names others
 
     def recipe_for(self, depth: int, epoch_scale: float = 1.0) -> Recipe:
         """The recipe at this budget, on a backbone of `depth` (the pretrained one's). Unlisted phases are off."""
         recipe = get_recipe(self.recipe)
-        blocks = 3 * ((depth - 2) // 6)
+        blocks = residual_blocks(depth)
         epochs = {name: blocks if count == "blocks" else count for name, count in self.epochs.items()}
         phases = {
             name: dataclasses.replace(
@@ -61,35 +67,75 @@ class Run:
         return dataclasses.replace(recipe, name=f"{self.name}-cifar10", depth=depth, phases=phases, options=options)
 
 
-def arguments(description: str, out: str) -> argparse.ArgumentParser:
-    """The options every evidence script takes; `out` names its directory under runs/."""
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options every evidence script takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--init", type=Path, default=DEFAULT_INIT, help="the pretrained backbone (default: %(default)s)")
     parser.add_argument("--subset", type=int, help="train on a fixed random subset (default: all 50,000 images)")
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="scale every phase's epochs (smoke runs)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / out)
+    parser.add_argument("--out", type=Path, help="the runs' directory (default: runs/<the evidence's name>)")
     return parser
 
 
-def trained(recipe: Recipe, out: Path, *, init: Path, data_root: Path, subset: int | None) -> tuple[dict, str]:
-    """The run's checkpoint config (with its metrics) and how it came about: in one go or resumed, and whether
-    this process trained it or read it back."""
-    finished = (out / "config.json").is_file() and not (out / STATE_FILE).is_file()
-    if finished:
-        config = read_config(out)
-    else:
-        config = train(recipe, out, data_root=data_root, subset=subset, init=init, resume=(out / STATE_FILE).is_file())
-    how = "resumed after an interruption" if config["training"]["resumed"] else "trained in one go"
-    return config, f"{how}, read back" if finished else how
+@dataclass(frozen=True)
+class Evidence:
+    """One evidence script's runs and report, from one pretrained backbone.
+
+    From the default backbone the name is the script's (blocks_cifar10); from
+    another it adds the backbone's recipe (blocks_cifar10_resnet-cifar10-56).
+    Runs of the same name from two backbones thus never share a checkpoint
+    directory, a report or figures.
+    """
+
+    name: str  # benchmarks/results/<name>.{md,json}, figures under results/<name>_<run>/
+    runs: Path  # <runs>/<run>: each run's checkpoint directory
+    init: Path
+    init_sha256: str
+    depth: int  # the backbone's, which the recipes are built for
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace, script: str) -> Evidence:
+        _, record = load_backbone(args.init)
+        if record is None:
+            raise ValueError(f"{args.init}: the CIFAR evidence starts from a backbone with its record "
+                             "(benchmarks/weights/*.safetensors and .json)")
+        default = args.init.resolve() == DEFAULT_INIT.resolve()
+        name = script if default else f"{script}_{record.recipe}"
+        return cls(name, args.out or ROOT / "runs" / name, args.init, sha256_of(args.init),
+                   record.architecture["depth"])
+
+    def previous_results(self) -> dict:
+        """The runs an earlier invocation reported from this backbone: the report keeps them."""
+        path = RESULTS / f"{self.name}.json"
+        results = json.loads(path.read_text())["results"] if path.is_file() else {}
+        return {name: result for name, result in results.items() if result["init"]["sha256"] == self.init_sha256}
+
+    def trained(self, recipe: Recipe, run: str, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
+        """The run's checkpoint config (with its metrics) and how it came about: in one go or resumed, and whether
+        this process trained it or read it back."""
+        out = self.runs / run
+        finished = (out / "config.json").is_file() and not (out / STATE_FILE).is_file()
+        if finished:
+            config = read_config(out)
+            started_from = config["training"]["init"]
+            if started_from["sha256"] != self.init_sha256:
+                raise ValueError(f"{out} was trained from {started_from['weights']}, not {self.init}; "
+                                 "give runs from another backbone their own --out")
+        else:
+            config = train(recipe, out, data_root=data_root, subset=subset, init=self.init,
+                           resume=(out / STATE_FILE).is_file())
+        how = "resumed after an interruption" if config["training"]["resumed"] else "trained in one go"
+        return config, f"{how}, read back" if finished else how
 
 
 def summary(run: Run, config: dict, how: str, command: str) -> dict:
     """What the results keep of a run: its settings, deviations, starting point, cost and metrics."""
-    training = config["training"]
+    training, depth = config["training"], config["model"]["depth"]
+    deviations = [d.format(backbone=f"ResNet-{depth}", blocks=residual_blocks(depth)) for d in run.deviations]
     return {
         "command": command, "family": config["family"], "phases": training["phases"],
-        "options": config["model"]["options"], "deviations": list(run.deviations), "init": training["init"],
+        "options": config["model"]["options"], "deviations": deviations, "init": training["init"],
         "train_images": training["train_images"], "how": how, "wall_time_s": training["wall_time_s"],
         "cpu_time_s": training.get("cpu_time_s"),  # runs trained before it was recorded have none
         "metrics": config["metrics"],
