@@ -85,7 +85,8 @@ class Evidence:
     From the default backbone the name is the script's (blocks_cifar10); from
     another it adds the backbone's recipe (blocks_cifar10_resnet-cifar10-56).
     Runs of the same name from two backbones thus never share a checkpoint
-    directory, a report or figures.
+    directory, a report or figures. A reduced run (`--subset`, `--epoch-scale`)
+    adds `_smoke`: it never replaces the evidence.
     """
 
     name: str  # benchmarks/results/<name>.{md,json}, figures under results/<name>_<run>/
@@ -102,6 +103,8 @@ class Evidence:
                              "(benchmarks/weights/*.safetensors and .json)")
         default = args.init.resolve() == DEFAULT_INIT.resolve()
         name = script if default else f"{script}_{record.recipe}"
+        if args.subset is not None or args.epoch_scale != 1.0:
+            name += "_smoke"
         return cls(name, args.out or ROOT / "runs" / name, args.init, sha256_of(args.init),
                    record.architecture["depth"])
 
