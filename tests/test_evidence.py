@@ -1,0 +1,64 @@
+"""The evidence scripts keep each backbone's runs apart, and never let a smoke run replace the evidence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks.evidence import DEFAULT_INIT, Evidence, arguments
+from runtime.files import sha256_of
+from trainer.checkpoint import CONFIG_VERSION
+from trainer.pretrained import record_path
+
+
+def evidence(*argv: str) -> Evidence:
+    return Evidence.from_arguments(arguments("test").parse_args(list(argv)), "blocks_cifar10")
+
+
+def moved_backbone(tmp_path, recipe: str):
+    """The committed ResNet-20 under another name, its record claiming `recipe` (sha256 unchanged)."""
+    weights = tmp_path / f"{recipe}.safetensors"
+    shutil.copy(DEFAULT_INIT, weights)
+    record = json.loads(record_path(DEFAULT_INIT).read_text()) | {"recipe": recipe}
+    record_path(weights).write_text(json.dumps(record))
+    return weights
+
+
+def test_the_default_backbone_keeps_the_scripts_name():
+    default = evidence()
+    assert default.name == "blocks_cifar10" and default.runs.name == "blocks_cifar10"
+    assert default.depth == 20 and default.init_sha256 == sha256_of(DEFAULT_INIT)
+
+
+def test_another_backbone_names_its_runs_and_report_after_its_recipe(tmp_path):
+    other = evidence("--init", str(moved_backbone(tmp_path, "resnet-cifar10-56")))
+    assert other.name == "blocks_cifar10_resnet-cifar10-56"
+    assert other.runs.name == "blocks_cifar10_resnet-cifar10-56"
+
+
+@pytest.mark.parametrize("reduced", [["--subset", "256"], ["--epoch-scale", "0.1"]])
+def test_a_reduced_run_is_named_apart_from_the_evidence(reduced):
+    assert evidence(*reduced).name == "blocks_cifar10_smoke"
+
+
+def test_a_run_trained_from_other_weights_is_refused_by_name(tmp_path):
+    run = tmp_path / "runs" / "blockdrop"
+    run.mkdir(parents=True)
+    config = {"config_version": CONFIG_VERSION,
+              "training": {"resumed": False, "init": {"weights": "elsewhere.safetensors", "sha256": "0" * 64}}}
+    (run / "config.json").write_text(json.dumps(config))
+    from_default = evidence("--out", str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match=r"blockdrop was trained from elsewhere\.safetensors, not .*resnet-cifar10-20"):
+        from_default.trained(None, "blockdrop", data_root=None, subset=None)
+
+
+def test_a_run_trained_from_the_same_weights_is_read_back_with_how_it_came_about(tmp_path):
+    run = tmp_path / "runs" / "blockdrop"
+    run.mkdir(parents=True)
+    config = {"config_version": CONFIG_VERSION,
+              "training": {"resumed": True, "init": {"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}}}
+    (run / "config.json").write_text(json.dumps(config))
+    read, how = evidence("--out", str(tmp_path / "runs")).trained(None, "blockdrop", data_root=None, subset=None)
+    assert read == config and how == "resumed after an interruption, read back"
