@@ -176,13 +176,12 @@ def blockdrop_claims(name: str, metrics: dict) -> list[dict]:
 
 
 def check_claims(results: dict) -> list[dict]:
+    claims_of = {"blockdrop": blockdrop_claims, "urnet": urnet_claims}
     claims = []
-    for name in RUNS:  # in the order the runs are defined: the paper's settings first
-        if name in results and results[name]["family"] == "blockdrop":
-            claims += blockdrop_claims(name, results[name]["metrics"])
-    for name in ("urnet-paper", "urnet-direct-scale"):
-        if name in results:
-            claims += urnet_claims(name, results[name]["metrics"])
+    for family in claims_of:
+        for name in RUNS:  # in the order the runs are defined: the paper's settings first
+            if name in results and results[name]["family"] == family:
+                claims += claims_of[family](name, results[name]["metrics"])
     return claims
 
 
