@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.files import atomic_write, sha256_of
 from trainer.checkpoint import read_config
+from trainer.families import get_family
 from trainer.pretrained import load_backbone
 from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
@@ -29,7 +30,7 @@ DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
 TRAINED = {  # label: checkpoint directory of a trained model, as the evidence scripts and the demo write them
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
     "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
-    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop",
+    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop-finetune-30",
     "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
 }
 
@@ -125,11 +126,34 @@ class Evidence:
             if started_from["sha256"] != self.init_sha256:
                 raise ValueError(f"{out} was trained from {started_from['weights']}, not {self.init}; "
                                  "give runs from another backbone their own --out")
+            if changed := _changed_settings(recipe, config):
+                raise ValueError(f"{out / 'config.json'} was trained with other settings than run {run!r} now "
+                                 f"states ({'; '.join(changed)}); move it aside to train the run again")
         else:
             config = train(recipe, out, data_root=data_root, subset=subset, init=self.init,
                            resume=(out / STATE_FILE).is_file())
         how = "resumed after an interruption" if config["training"]["resumed"] else "trained in one go"
         return config, f"{how}, read back" if finished else how
+
+
+def _changed_settings(recipe: Recipe, config: dict) -> list[str]:
+    """What a finished run was trained with that its Run no longer states: phases and family options.
+
+    Both sides go through JSON, as the trainer records them (tuples become lists), and without the phases
+    a start from pretrained weights skips, as the trainer records them.
+    """
+    recipe = recipe.without(get_family(recipe.family).init_skips)
+    stated = json.loads(json.dumps({
+        **{f"{name} {key}": value for name, phase in recipe.phases.items()
+           for key, value in dataclasses.asdict(phase).items()},
+        **{f"option {key}": value for key, value in dataclasses.asdict(recipe.options).items()},
+    }))
+    recorded = {
+        **{f"{name} {key}": value for name, phase in config["training"]["phases"].items() for key, value in phase.items()},
+        **{f"option {key}": value for key, value in config["model"]["options"].items()},
+    }
+    return [f"{key}: trained {recorded.get(key)}, stated {value}"
+            for key, value in stated.items() if recorded.get(key) != value]
 
 
 def summary(run: Run, config: dict, how: str, command: str) -> dict:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
+from benchmarks.blocks_cifar10 import blockdrop_run
 from benchmarks.evidence import DEFAULT_INIT, Evidence, arguments
 from runtime.files import sha256_of
 from trainer.checkpoint import CONFIG_VERSION
@@ -43,22 +45,40 @@ def test_a_reduced_run_is_named_apart_from_the_evidence(reduced):
     assert evidence(*reduced).name == "blocks_cifar10_smoke"
 
 
-def test_a_run_trained_from_other_weights_is_refused_by_name(tmp_path):
+BLOCKDROP = blockdrop_run("blockdrop", 10).recipe_for(depth=20)
+
+
+def finished_run(tmp_path, *, init: dict, resumed: bool = False, finetune_epochs: int = 10):
+    """A finished BlockDrop run's checkpoint config, as the trainer records it, under tmp_path/runs/blockdrop."""
     run = tmp_path / "runs" / "blockdrop"
     run.mkdir(parents=True)
-    config = {"config_version": CONFIG_VERSION,
-              "training": {"resumed": False, "init": {"weights": "elsewhere.safetensors", "sha256": "0" * 64}}}
+    trained = blockdrop_run("blockdrop", finetune_epochs).recipe_for(depth=20).without(("pretrain",))
+    config = {
+        "config_version": CONFIG_VERSION,
+        "model": {"options": dataclasses.asdict(trained.options)},
+        "training": {"resumed": resumed, "init": init,
+                     "phases": {name: dataclasses.asdict(phase) for name, phase in trained.phases.items()}},
+    }
     (run / "config.json").write_text(json.dumps(config))
+    return json.loads((run / "config.json").read_text())
+
+
+def test_a_run_trained_from_other_weights_is_refused_by_name(tmp_path):
+    finished_run(tmp_path, init={"weights": "elsewhere.safetensors", "sha256": "0" * 64})
     from_default = evidence("--out", str(tmp_path / "runs"))
     with pytest.raises(ValueError, match=r"blockdrop was trained from elsewhere\.safetensors, not .*resnet-cifar10-20"):
-        from_default.trained(None, "blockdrop", data_root=None, subset=None)
+        from_default.trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
 
 
 def test_a_run_trained_from_the_same_weights_is_read_back_with_how_it_came_about(tmp_path):
-    run = tmp_path / "runs" / "blockdrop"
-    run.mkdir(parents=True)
-    config = {"config_version": CONFIG_VERSION,
-              "training": {"resumed": True, "init": {"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}}}
-    (run / "config.json").write_text(json.dumps(config))
-    read, how = evidence("--out", str(tmp_path / "runs")).trained(None, "blockdrop", data_root=None, subset=None)
+    config = finished_run(tmp_path, init={"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}, resumed=True)
+    read, how = evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
     assert read == config and how == "resumed after an interruption, read back"
+
+
+def test_a_run_trained_with_other_settings_than_its_run_states_is_refused_by_setting(tmp_path):
+    """A run whose definition changed (here 30 joint epochs) must not report the old checkpoint as the new run."""
+    finished_run(tmp_path, init={"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}, finetune_epochs=30)
+    with pytest.raises(ValueError, match=r"blockdrop/config\.json was trained with other settings .*"
+                                         r"finetune epochs: trained 30, stated 10"):
+        evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
