@@ -10,8 +10,9 @@ Two checks travel with the measurements:
 - **prediction:** each operating point's latency predicted as the sum of the
   graph calls it makes (batch 1, measured alone), plus preprocessing, plus the
   session's own cost per run (calibrated once: the static full model through
-  `Session.run` minus its graph alone and preprocessing), against its latency
-  measured whole through `Session.run`. Summing per-layer or per-graph means
+  `Session.run` minus its graph alone and preprocessing), plus the rule's
+  dispatch cost per further call (measured with the graph calls replayed),
+  against its latency measured whole through `Session.run`. Summing per-layer or per-graph means
   is what latency tables such as Once-for-All's assume; the error says how
   far that holds through the runtime's dispatch.
 - **fit:** latency ~ a * GMACs + b * graph calls + c over every graph at
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 TABLE_FORMAT = "adaptive-edge-latency-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2 adds dispatch_ms_per_call; a version 1 table is read with 0, as its predictions were made
 PREDICTION_TOLERANCE = 0.10  # a prediction within 10% of the measured latency counts as right
 
 
@@ -107,6 +108,7 @@ class LatencyTable:
     reference: str  # the static full model's graph
     static: Latency  # Session.run(static=True): the static full model through the public API
     session_overhead_ms: float  # static - preprocess - the reference graph alone: the runtime's own cost per run
+    dispatch_ms_per_call: float  # what each graph call beyond the first adds outside the graphs (replayed calls)
     graphs: Mapping[str, GraphRow]
     points: Sequence[PointRow]
     fit: Fit | None  # None with fewer operating points than parameters
@@ -148,6 +150,14 @@ def write_latency_table(path: str | Path, table: LatencyTable) -> None:
     atomic_write(Path(path), lambda temporary: Path(temporary).write_text(json.dumps(data, indent=1) + "\n"))
 
 
+VERSION_1_FIELDS = frozenset({
+    "bundle", "manifest_sha256", "family", "device", "backend", "backend_detail", "threads", "created", "command",
+    "warmup", "runs", "noise_threshold", "preprocess", "reference", "static", "session_overhead_ms", "graphs", "points",
+    "fit", "pipeline",
+})
+ADDED_IN_VERSION_2 = frozenset({"dispatch_ms_per_call"})
+
+
 def read_latency_table(path: str | Path) -> LatencyTable:
     """Read and validate a table; BundleError naming the file and the field on any problem."""
     path = Path(path)
@@ -158,15 +168,12 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         raise r.fail("table", "no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise r.fail("table", f"not valid JSON: {error}") from None
-    top = r.fields(data, "table", {
-        "format", "version", "bundle", "manifest_sha256", "family", "device", "backend", "backend_detail", "threads",
-        "created", "command", "warmup", "runs", "noise_threshold", "preprocess", "reference", "static", "session_overhead_ms",
-        "graphs", "points", "fit", "pipeline",
-    })
+    top = r.fields(data, "table", {"format", "version"}, ADDED_IN_VERSION_2 | VERSION_1_FIELDS)
     if top["format"] != TABLE_FORMAT:
         raise r.fail("format", f"{top['format']!r} is not {TABLE_FORMAT!r}")
-    if top["version"] != TABLE_VERSION:
-        raise r.fail("version", f"unknown version {top['version']!r}; this runtime reads [{TABLE_VERSION}]")
+    if top["version"] not in (1, TABLE_VERSION):
+        raise r.fail("version", f"unknown version {top['version']!r}; this runtime reads [1, {TABLE_VERSION}]")
+    r.fields(top, "table", {"format", "version"} | VERSION_1_FIELDS | (ADDED_IN_VERSION_2 if top["version"] == 2 else set()))
     graphs = {}
     for name, row in r.typed(top["graphs"], dict, "graphs").items():
         where = f"graphs[{name!r}]"
@@ -209,6 +216,7 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         preprocess=_latency(r, top["preprocess"], "preprocess"), reference=r.choice(top["reference"], graphs, "reference"),
         static=_latency(r, top["static"], "static"),
         session_overhead_ms=r.number(top["session_overhead_ms"], "session_overhead_ms"),
+        dispatch_ms_per_call=_nonnegative(r, top.get("dispatch_ms_per_call", 0.0), "dispatch_ms_per_call"),
         graphs=graphs, points=points, fit=fit,
         pipeline=None if top["pipeline"] is None else r.typed(top["pipeline"], dict, "pipeline"),
     )

@@ -139,6 +139,7 @@ def measure_table(
     }
     preprocess, static = measured[("preprocess",)], measured[("static",)]
     overhead = static.median_ms - preprocess.median_ms - graphs[manifest.dispatch.reference].batches[1].median_ms
+    per_call = _dispatch_ms_per_call(session, singles[0], points, runs=runs, warmup=warmup)
     rows = []
     for name, kind, value, options in points:
         macs = []
@@ -146,7 +147,7 @@ def measure_table(
             for single in singles:
                 macs.append(float(session.run(single, **options).macs[0]))
         calls = {graph: count / len(singles) for graph, count in sorted(counts.items())}
-        predicted = _predicted_ms(preprocess.median_ms, overhead, graphs, calls)
+        predicted = _predicted_ms(preprocess.median_ms, overhead, per_call, graphs, calls)
         rows.append(PointRow(name, kind, value, float(np.mean(macs)), calls, measured[("point", name)], predicted))
 
     return LatencyTable(
@@ -155,7 +156,7 @@ def measure_table(
         threads=device.threads, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command,
         warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess,
         reference=manifest.dispatch.reference, static=static,
-        session_overhead_ms=overhead, graphs=graphs, points=rows, fit=fit_latency(graphs, rows),
+        session_overhead_ms=overhead, dispatch_ms_per_call=per_call, graphs=graphs, points=rows, fit=fit_latency(graphs, rows),
         pipeline=None if images is None else _pipeline(session, singles, runs=max(3, runs // 10)),
     )
 
@@ -165,11 +166,61 @@ def predict_run(session: Session, table: LatencyTable, image: np.ndarray, **opti
     makes (counted on one run), each at its batch-1 median, plus preprocessing and the session's own cost."""
     with _counting_calls(session) as counts:
         session.run(image, **options)
-    return _predicted_ms(table.preprocess.median_ms, table.session_overhead_ms, table.graphs, counts)
+    return _predicted_ms(table.preprocess.median_ms, table.session_overhead_ms, table.dispatch_ms_per_call,
+                         table.graphs, counts)
 
 
-def _predicted_ms(preprocess_ms: float, overhead_ms: float, graphs: dict[str, GraphRow], calls: dict) -> float:
-    return preprocess_ms + overhead_ms + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items())
+def _predicted_ms(preprocess_ms: float, overhead_ms: float, per_call_ms: float, graphs: dict[str, GraphRow],
+                  calls: dict) -> float:
+    """Preprocessing, the session's cost of a one-call run (the static model's), the dispatch cost of every
+    further call, and each call at its graph's batch-1 median."""
+    total = sum(calls.values())
+    return (preprocess_ms + overhead_ms + per_call_ms * max(total - 1, 0)
+            + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items()))
+
+
+def _dispatch_ms_per_call(
+    session: Session, image: np.ndarray, points: list[tuple[str, str, float | None, dict]], *, runs: int, warmup: int,
+) -> float:
+    """What each graph call beyond the first adds to `Session.run` outside the graphs: the rule's dispatch.
+
+    Every point and the static model run with their graph calls answered at
+    once, from a recording of the same run, so that only preprocessing, the
+    session and the rule's own work between calls remain. Each point's
+    replayed time above the static model's (one call) is divided by its
+    extra calls. The graphs themselves are measured apart, so nothing here
+    is fitted to the points the table predicts.
+    """
+    options = {("static",): {"static": True}} | {("point", name): o for name, _, _, o in points}
+    recorded: dict[Hashable, list] = {key: [] for key in options}
+    answers: Iterator = iter(())
+
+    def replay(key: Hashable) -> Callable[[], object]:
+        def run() -> object:
+            nonlocal answers
+            answers = iter(recorded[key])
+            return session.run(image, **options[key])
+        return run
+
+    original = dict(session.graphs)
+    try:
+        for key, extra in options.items():
+            session.graphs.update({name: _recording(run, recorded[key]) for name, run in original.items()})
+            session.run(image, **extra)
+        session.graphs.update(dict.fromkeys(original, lambda inputs: next(answers)))
+        times = measure({key: replay(key) for key in options}, runs=runs, warmup=warmup)
+    finally:
+        session.graphs.update(original)
+    static = times[("static",)].median_ms
+    extra = [(times[key].median_ms - static, len(calls) - 1) for key, calls in recorded.items() if len(calls) > 1]
+    return max(0.0, sum(ms for ms, _ in extra) / sum(n for _, n in extra)) if extra else 0.0
+
+
+def _recording(run: Callable, outputs: list) -> Callable:
+    def call(inputs):
+        outputs.append(result := run(inputs))
+        return result
+    return call
 
 
 def _pipeline(session: Session, singles: list[np.ndarray], *, runs: int) -> dict:

@@ -37,6 +37,7 @@ class SleepingSession:
             bundle="stand-in", manifest_sha256="0" * 64, family="drnet", device="host-cpu", backend="none",
             backend_detail="sleep", threads=1, created="", command="", warmup=0, runs=10, noise_threshold=0.1,
             preprocess=latency(0.0), reference="full", static=latency(8.0), session_overhead_ms=0.0,
+            dispatch_ms_per_call=0.0,
             graphs={"full": GraphRow("full", 8, {1: latency(8.0)})},
             points=[PointRow(name, "path", None, ms * 1e6, {}, latency(ms), ms) for name, (ms, _) in POINTS.items()],
             fit=None,

@@ -46,7 +46,7 @@ def test_the_table_covers_every_graph_and_path_and_reads_back(drnet_table, onnx_
     for point in table.points:  # DRNet: the predictor, then the chosen resolution's graph
         graph = next(p.graph for p in manifest.dispatch.paths if p.name == point.name)
         assert point.calls == {manifest.dispatch.selector: 1.0, graph: 1.0}
-        summed = table.preprocess.median_ms + table.session_overhead_ms + sum(
+        summed = table.preprocess.median_ms + table.session_overhead_ms + table.dispatch_ms_per_call + sum(
             table.graphs[g].batches[1].median_ms * n for g, n in point.calls.items())
         assert point.predicted_ms == pytest.approx(summed)
     assert table.fit is not None and table.fit.points == len(table.graphs) + len(table.points)
@@ -106,7 +106,10 @@ def test_the_fit_recovers_a_linear_device():
 
 @pytest.mark.parametrize("damage, field", [
     (lambda t: t.pop("static"), r"table: missing field\(s\) \['static'\]"),
-    (lambda t: t.update(version=2), "version: unknown version 2"),
+    (lambda t: t.update(version=3), r"version: unknown version 3; this runtime reads \[1, 2\]"),
+    (lambda t: t.pop("dispatch_ms_per_call"), r"table: missing field\(s\) \['dispatch_ms_per_call'\]"),
+    (lambda t: t.update(version=1), r"table: unknown field\(s\) \['dispatch_ms_per_call'\]"),
+    (lambda t: t.update(dispatch_ms_per_call=-0.1), "dispatch_ms_per_call: must be a non-negative number"),
     (lambda t: t["preprocess"].update(noisy="yes"), r"preprocess\.noisy: expected true or false"),
     (lambda t: t["preprocess"].update(p99_ms=-1.0), r"preprocess\.p99_ms: must be a non-negative number"),
     (lambda t: t["points"][0]["calls"].update(nowhere=1.0), r"points\[0\]\.calls: 'nowhere' is not one of"),
@@ -120,6 +123,30 @@ def test_a_damaged_table_is_refused_naming_the_file_and_field(drnet_table, tmp_p
     with pytest.raises(BundleError, match=field) as error:
         read_latency_table(path)
     assert str(path) in str(error.value)
+
+
+def test_a_version_1_table_reads_with_no_dispatch_cost_as_its_predictions_were_made(drnet_table, tmp_path):
+    data = json.loads(drnet_table.read_text())
+    data.pop("dispatch_ms_per_call")
+    path = tmp_path / "version-1.json"
+    path.write_text(json.dumps(data | {"version": 1}))
+    assert read_latency_table(path) == dataclasses.replace(read_latency_table(drnet_table), dispatch_ms_per_call=0.0)
+
+
+def test_the_dispatch_cost_per_call_is_what_urnets_calls_add_outside_the_graphs(block_bundles):
+    """URNet makes a call per block: replayed, each costs the session some microseconds, and the table's
+    predictions add them for every call beyond the first."""
+    session = runtime.load(block_bundles["urnet", "onnx"], device=get_device("host-cpu"))
+    graphs = dict(session.graphs)
+    table = measure_table(session, get_device("host-cpu"), runs=30, warmup=3)
+    assert session.graphs == graphs, "the replayed calls are put back"
+    assert 0.0005 < table.dispatch_ms_per_call < 0.2, table.dispatch_ms_per_call
+    for point in table.points:
+        calls = sum(point.calls.values())
+        assert calls > 1
+        graphs = sum(table.graphs[g].batches[1].median_ms * n for g, n in point.calls.items())
+        assert point.predicted_ms == pytest.approx(
+            table.preprocess.median_ms + table.session_overhead_ms + table.dispatch_ms_per_call * (calls - 1) + graphs)
 
 
 def test_a_point_prediction_error_is_relative_to_the_measurement():
