@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 plot_table(table, figures / f"{checkpoint.name}-{target}")
                 row = {"label": label, "checkpoint": str(checkpoint), "family": config["family"],
                        "backend": session.backend.name, "static_ms": table.static.median_ms,
+                       "dispatch_ms_per_call": table.dispatch_ms_per_call,
                        "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
                        "points": _points(session, table, images[: args.accuracy_images], labels[: args.accuracy_images]),
                        "images": _per_image(session, table, images[: args.images], runs=max(5, args.runs // 4))}
@@ -279,10 +280,11 @@ def format_report(report: dict) -> str:
         "`Session.run`, a new image on every call. Latency predictions: runtime/operating_points.py.", "",
         "## 1. Predictions against measurement", "",
         f"A prediction holds within ±{report['within']:.0%} of the measured median (nn-Meter's criterion). Per point: "
-        "each operating point's graph calls at their batch-1 medians, plus preprocessing and the session's own cost "
-        "(calibrated once, on the static model). Per image: the same, for the calls that image made.", "",
-        "| bundle | backend | static ms | points within | images within | fit | noisy rows |",
-        "|---|---|---:|---:|---:|---|---|",
+        "each operating point's graph calls at their batch-1 medians, plus preprocessing, the session's own cost "
+        "(calibrated once, on the static model) and the rule's dispatch cost per further call (measured with the "
+        "graph calls replayed). Per image: the same, for the calls that image made.", "",
+        "| bundle | backend | static ms | dispatch µs per call | points within | images within | fit | noisy rows |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     all_points, all_images = [], []
     for row in rows:
@@ -292,7 +294,8 @@ def format_report(report: dict) -> str:
         all_images += images
         fit = row["fit"]
         fit_text = f"{fit['ms_per_gmac']:.2f} ms/GMAC + {fit['ms_per_call']:.3f} ms/call, R² {fit['r2']:.3f}" if fit else "-"
-        lines.append(f"| {row['label']} | {row['backend']} | {row['static_ms']:.3f} | {_share_within(points):.0%} "
+        lines.append(f"| {row['label']} | {row['backend']} | {row['static_ms']:.3f} | "
+                     f"{row['dispatch_ms_per_call'] * 1e3:.1f} | {_share_within(points):.0%} "
                      f"of {len(points)} | {_share_within(images):.0%} of {len(images)} | {fit_text} | "
                      f"{', '.join(row['noisy']) or 'none'} |")
     if rows:
