@@ -21,8 +21,8 @@ from trainer.recipes import Recipe, get_recipe
 from trainer.resume import STATE_FILE
 from trainer.train import train
 
-__all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "DEFAULT_INIT", "RESULTS",
-           "TRAINED"]
+__all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "results_name",
+           "DEFAULT_INIT", "RESULTS", "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,6 +33,12 @@ TRAINED = {  # label: checkpoint directory of a trained model, as the evidence s
     "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop-finetune-30",
     "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
 }
+
+
+def results_name(name: str, *, reduced: bool) -> str:
+    """The results' name of a run of a benchmark: a reduced or partial run adds `_smoke`, which git ignores,
+    so that it never replaces the evidence."""
+    return f"{name}_smoke" if reduced else name
 
 
 def residual_blocks(depth: int) -> int:
@@ -103,9 +109,8 @@ class Evidence:
             raise ValueError(f"{args.init}: the CIFAR evidence starts from a backbone with its record "
                              "(benchmarks/weights/*.safetensors and .json)")
         default = args.init.resolve() == DEFAULT_INIT.resolve()
-        name = script if default else f"{script}_{record.recipe}"
-        if args.subset is not None or args.epoch_scale != 1.0:
-            name += "_smoke"
+        name = results_name(script if default else f"{script}_{record.recipe}",
+                            reduced=args.subset is not None or args.epoch_scale != 1.0)
         return cls(name, args.out or ROOT / "runs" / name, args.init, sha256_of(args.init),
                    record.architecture["depth"])
 

@@ -31,7 +31,8 @@ thread. Then, in order:
 
 Service times are real; only queueing is simulated (runtime.controller.replay).
 Writes benchmarks/results/operating_points.{md,json} and figures in
-benchmarks/results/operating_points/.
+benchmarks/results/operating_points/; a --quick run, or one of chosen
+--checkpoints, writes operating_points_smoke instead (ignored by git).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
-from benchmarks.evidence import TRAINED  # noqa: E402
+from benchmarks.evidence import TRAINED, results_name  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -72,7 +73,6 @@ from trainer.checkpoint import read_config  # noqa: E402
 from trainer.data import raw_images  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-FIGURES = RESULTS / "operating_points"
 DEVICE = "host-cpu"
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
 BLOCK_FAMILIES = ("blockdrop", "urnet")  # their export plan needs calibration images
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, frontiers, soaked = [], {}, None
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        figures = work / "figures"  # replaces FIGURES whole with the report: no figure of an earlier run survives
+        figures = work / "figures"  # replaces the report's figures whole: no figure of an earlier run survives
         shutil.rmtree(figures, ignore_errors=True)
         figures.mkdir(parents=True)
         for label, checkpoint in chosen.items():
@@ -163,14 +163,15 @@ def main(argv: list[str] | None = None) -> int:
                         soaked = _soak(session, images, args.soak) | {"label": label}
                 rows.append(row)
         plot_frontier(frontiers, figures / "frontier.png")
+        name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None)
         report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
                   "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
-                  "missing": missing}
+                  "missing": missing, "figures": name}
         text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
-        atomic_write(RESULTS / "operating_points.json", lambda path: path.write_text(payload))
-        atomic_write(RESULTS / "operating_points.md", lambda path: path.write_text(text))
-        shutil.rmtree(FIGURES, ignore_errors=True)
-        shutil.copytree(figures, FIGURES)
+        atomic_write(RESULTS / f"{name}.json", lambda path: path.write_text(payload))
+        atomic_write(RESULTS / f"{name}.md", lambda path: path.write_text(text))
+        shutil.rmtree(RESULTS / name, ignore_errors=True)
+        shutil.copytree(figures, RESULTS / name)
     print(text)
     return 0
 
@@ -306,7 +307,7 @@ def format_report(report: dict) -> str:
                   f"of {len(all_images)}, {_verdict(per_image >= GOALS['per image'])}."]
     lines += ["", "## 2. The frontier: top-1 against median latency", "",
               "Each point forced on every image (a path, or URNet's S), its top-1 on the labelled test images. "
-              "Figure: `operating_points/frontier.png`.", "",
+              f"Figure: `{report['figures']}/frontier.png`.", "",
               "| bundle | backend | point | MMACs | measured ms | predicted ms | top-1 |", "|---|---|---|---:|---:|---:|---:|"]
     for row in rows:
         for p in row["points"]:
@@ -319,7 +320,7 @@ def format_report(report: dict) -> str:
               f"{report['objective_x_static']:g}× the full model's median latency, end to end with queueing. "
               f"'Within' counts requests from {report['settle']} after each step. Load only (Dynamic-OFA) forces the "
               "budget's path on every image; it has no meaning for URNet, whose gates always adapt. Traces: "
-              "`operating_points/<bundle>-issue-controller.png` and `-reach-controller.png`.", "",
+              f"`{report['figures']}/<bundle>-issue-controller.png` and `-reach-controller.png`.", "",
               "| bundle | steps | objective ms | policy | within objective | p99 per phase (ms) | missed | top-1 | "
               "effective top-1 |", "|---|---|---:|---|---:|---|---:|---:|---:|"]
     verdicts = []

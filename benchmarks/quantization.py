@@ -21,7 +21,8 @@ Then, through `Session.run`:
 
 URNet runs at S = `--scale` (its S = 1 runs every block). Weights are the
 trained checkpoints'; nothing is rigged. Writes
-benchmarks/results/quantization.{md,json}.
+benchmarks/results/quantization.{md,json}; a run of chosen --checkpoints writes
+quantization_smoke instead (ignored by git).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
-from benchmarks.evidence import TRAINED  # noqa: E402
+from benchmarks.evidence import TRAINED, results_name  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "machine": machine(), "rows": rows, "missing": missing, "goal_kept": GOAL_KEPT,
               "goal_top1_drop": GOAL_TOP1_DROP, "calibration_images": CALIBRATION, "scale": args.scale}
     text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
-    atomic_write(RESULTS / "quantization.json", lambda path: path.write_text(payload))
-    atomic_write(RESULTS / "quantization.md", lambda path: path.write_text(text))
+    name = results_name("quantization", reduced=args.checkpoints is not None)
+    atomic_write(RESULTS / f"{name}.json", lambda path: path.write_text(payload))
+    atomic_write(RESULTS / f"{name}.md", lambda path: path.write_text(text))
     print(text)
     return 0
 
