@@ -73,7 +73,7 @@ class PointRow:
     macs: float  # mean per image, selector included
     calls: Mapping[str, float]  # graph -> mean calls per image
     latency: Latency  # measured whole, through Session.run, batch 1
-    predicted_ms: float  # preprocessing + session overhead + dispatch per further call + its graph calls. batch-1 medians
+    predicted_ms: float  # preprocessing + session overhead + dispatch per further call + its calls' batch-1 medians
 
     @property
     def error(self) -> float:

@@ -163,7 +163,8 @@ def measure_table(
 
 def predict_run(session: Session, table: LatencyTable, image: np.ndarray, **options) -> float:
     """The table's prediction, in ms, for `session.run(image, **options)` on one image: the graph calls it
-    makes (counted on one run), each at its batch-1 median, plus preprocessing, the session's own cost and the dispatch of every further call."""
+    makes (counted on one run), each at its batch-1 median, plus preprocessing, the session's own cost and the
+    dispatch of every further call."""
     with _counting_calls(session) as counts:
         session.run(image, **options)
     return _predicted_ms(table.preprocess.median_ms, table.session_overhead_ms, table.dispatch_ms_per_call,
