@@ -156,7 +156,8 @@ def measure_table(
         threads=device.threads, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command,
         warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess,
         reference=manifest.dispatch.reference, static=static,
-        session_overhead_ms=overhead, dispatch_ms_per_call=per_call, graphs=graphs, points=rows, fit=fit_latency(graphs, rows),
+        session_overhead_ms=overhead, dispatch_ms_per_call=per_call, graphs=graphs, points=rows,
+        fit=fit_latency(graphs, rows),
         pipeline=None if images is None else _pipeline(session, singles, runs=max(3, runs // 10)),
     )
 
@@ -218,6 +219,7 @@ def _dispatch_ms_per_call(
 
 
 def _recording(run: Callable, outputs: list) -> Callable:
+    """`run`, keeping each call's outputs in `outputs`."""
     def call(inputs):
         outputs.append(result := run(inputs))
         return result
