@@ -12,9 +12,9 @@ Two checks travel with the measurements:
   session's own cost per run (calibrated once: the static full model through
   `Session.run` minus its graph alone and preprocessing), plus the rule's
   dispatch cost per further call (measured with the graph calls replayed),
-  against its latency measured whole through `Session.run`. Summing per-layer or per-graph means
-  is what latency tables such as Once-for-All's assume; the error says how
-  far that holds through the runtime's dispatch.
+  against its latency measured whole through `Session.run`. Summing
+  per-layer or per-graph means is what latency tables such as Once-for-All's
+  assume; the error says how far that holds through the runtime's dispatch.
 - **fit:** latency ~ a * GMACs + b * graph calls + c over every graph at
   batch 1 and every operating point, with its R^2: how much of the latency
   MACs and calls explain on this device.
@@ -173,7 +173,8 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         raise r.fail("format", f"{top['format']!r} is not {TABLE_FORMAT!r}")
     if top["version"] not in (1, TABLE_VERSION):
         raise r.fail("version", f"unknown version {top['version']!r}; this runtime reads [1, {TABLE_VERSION}]")
-    r.fields(top, "table", {"format", "version"} | VERSION_1_FIELDS | (ADDED_IN_VERSION_2 if top["version"] == 2 else set()))
+    added = ADDED_IN_VERSION_2 if top["version"] == TABLE_VERSION else frozenset()
+    r.fields(top, "table", {"format", "version"} | VERSION_1_FIELDS | added)
     graphs = {}
     for name, row in r.typed(top["graphs"], dict, "graphs").items():
         where = f"graphs[{name!r}]"

@@ -231,7 +231,8 @@ def format_table(table: LatencyTable) -> str:
             f"{t.p99_ms:8.3f} {point.predicted_ms:9.3f} {point.error:+7.1%}{' noisy' if t.noisy else ''}"
         )
     lines += ["", f"preprocessing {table.preprocess.median_ms:.3f} ms, session overhead {table.session_overhead_ms:.3f} "
-              f"ms per run and {table.dispatch_ms_per_call:.4f} ms per further graph call (static full model {table.static.median_ms:.3f} ms through Session.run); predictions within "
+              f"ms per run and {table.dispatch_ms_per_call:.4f} ms per further graph call (static full model "
+              f"{table.static.median_ms:.3f} ms through Session.run); predictions within "
               f"10%: {table.within_tolerance:.0%} of {len(table.points)} points"]
     if table.fit:
         f = table.fit
