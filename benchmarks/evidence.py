@@ -22,11 +22,12 @@ from trainer.resume import STATE_FILE
 from trainer.train import train
 
 __all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "results_name",
-           "DEFAULT_INIT", "RESULTS", "TRAINED"]
+           "BACKENDS", "DEFAULT_INIT", "RESULTS", "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
+BACKENDS = ("onnx", "executorch")  # the targets the deployment benchmarks run here; a run of fewer writes *_smoke
 TRAINED = {  # label: checkpoint directory of a trained model, as the evidence scripts and the demo write them
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
     "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",

@@ -32,7 +32,7 @@ thread. Then, in order:
 Service times are real; only queueing is simulated (runtime.controller.replay).
 Writes benchmarks/results/operating_points.{md,json} and figures in
 benchmarks/results/operating_points/; a --quick run, or one of chosen
---checkpoints, writes operating_points_smoke instead (ignored by git).
+--checkpoints or --backends, writes operating_points_smoke instead (ignored by git).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
-from benchmarks.evidence import TRAINED, results_name  # noqa: E402
+from benchmarks.evidence import BACKENDS, TRAINED, results_name  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", type=Path,
                         help="checkpoint directories (default: the evidence runs that exist, and the digits demo)")
-    parser.add_argument("--backends", nargs="+", default=["onnx", "executorch"], choices=["onnx", "executorch"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--runs", type=int, default=60, help="timed rounds of the table (default: %(default)s)")
     parser.add_argument("--images", type=int, default=48, help="images timed end to end (default: %(default)s)")
     parser.add_argument("--accuracy-images", type=int, default=2000, help="labelled images per frontier point")
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                         soaked = _soak(session, images, args.soak) | {"label": label}
                 rows.append(row)
         plot_frontier(frontiers, figures / "frontier.png")
-        name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None)
+        name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None
+                            or set(args.backends) != set(BACKENDS))
         report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
                   "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
                   "missing": missing, "figures": name}

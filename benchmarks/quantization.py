@@ -21,7 +21,7 @@ Then, through `Session.run`:
 
 URNet runs at S = `--scale` (its S = 1 runs every block). Weights are the
 trained checkpoints'; nothing is rigged. Writes
-benchmarks/results/quantization.{md,json}; a run of chosen --checkpoints writes
+benchmarks/results/quantization.{md,json}; a run of chosen --checkpoints or --backends writes
 quantization_smoke instead (ignored by git).
 """
 
@@ -42,7 +42,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 
 import runtime  # noqa: E402
-from benchmarks.evidence import TRAINED, results_name  # noqa: E402
+from benchmarks.evidence import BACKENDS, TRAINED, results_name  # noqa: E402
 from benchmarks.runtime import machine  # noqa: E402
 from exporter import export  # noqa: E402
 from exporter.calibration import load_calibration  # noqa: E402
@@ -65,7 +65,7 @@ DEVICE = "host-cpu"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", type=Path, help="default: the evidence runs that exist")
-    parser.add_argument("--backends", nargs="+", default=["onnx", "executorch"], choices=["onnx", "executorch"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--images", type=int, default=2000, help="test images for top-1 (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
     parser.add_argument("--scale", type=float, default=0.6, help="URNet's S (default: %(default)s)")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "machine": machine(), "rows": rows, "missing": missing, "goal_kept": GOAL_KEPT,
               "goal_top1_drop": GOAL_TOP1_DROP, "calibration_images": CALIBRATION, "scale": args.scale}
     text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
-    name = results_name("quantization", reduced=args.checkpoints is not None)
+    name = results_name("quantization", reduced=args.checkpoints is not None or set(args.backends) != set(BACKENDS))
     atomic_write(RESULTS / f"{name}.json", lambda path: path.write_text(payload))
     atomic_write(RESULTS / f"{name}.md", lambda path: path.write_text(text))
     print(text)
