@@ -177,7 +177,7 @@ def test_urnet_training_gradients_reach_the_gates_through_binary_gates():
     torch.manual_seed(0)
     model = urnet.build({**MODEL, "options": dataclasses.asdict(DIRECT)}).train()
     scale = torch.full((4,), 0.5)
-    logits, gates = model(torch.randn(4, 3, 32, 32), scale, soft_probability=0.0)
+    logits, gates = model(torch.randn(4, 3, 32, 32), scale, soft=False)
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
     (torch.nn.functional.cross_entropy(logits, torch.arange(4)) + scale_loss(gates, scale)).backward()
     # Every gate's output layer learns, open or closed: the step passes the sigmoid's gradient.
@@ -320,13 +320,40 @@ def test_urnet_paper_mode_binary_gates_pass_no_gradient_and_sigmoid_gates_do():
     model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions())}).train()
     assert model.options.gate_mode == "paper" and model.gates[0].scale_weight is None
     scale, x, labels = torch.full((4,), 0.5), torch.randn(4, 3, 32, 32), torch.arange(4)
-    for p, learns in ((0.0, False), (1.0, True)):
+    for soft in (False, True):
+        learns = soft
         model.zero_grad()
-        logits, gates = model(x, scale, soft_probability=p)
-        assert set(gates.detach().unique().tolist()) <= {0.0, 1.0} or p == 1.0
+        logits, gates = model(x, scale, soft=soft)
+        assert set(gates.detach().unique().tolist()) <= {0.0, 1.0} or soft
         (torch.nn.functional.cross_entropy(logits, labels) + scale_loss(gates, scale)).backward()
         grads = [g.fc2.bias.grad for g in model.gates]
         assert all(g is not None and g.abs().item() > 0 for g in grads) if learns else all(g is None or g.abs().item() == 0 for g in grads)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_urnet_paper_mode_gate_phase_computes_only_its_sigmoid_iterations(p):
+    """The CGMs alone, the ResNet frozen: a binary iteration passes the CGMs no gradient, so it is drawn but not
+    computed, and p = 0 (the paper's URNet-BG) leaves the CGMs untrained, as the paper says."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from trainer.loop import Phase
+
+    torch.manual_seed(0)
+    model = urnet.build({**MODEL, "options": dataclasses.asdict(URNetOptions(soft_probability=p))})
+    loader = DataLoader(TensorDataset(torch.randn(64, 3, 32, 32), torch.arange(64) % 10), batch_size=8, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    off = Phase(epochs=0, lr=0.1)
+    phases = {"pretrain": off, "joint": off, "gates": Phase(epochs=2, lr=1e-2, optimizer="adam", weight_decay=0.0)}
+    before = {k: v.clone() for k, v in model.gates.state_dict().items()}
+    forwards = []
+    model.backbone.stem.register_forward_hook(lambda *_: forwards.append(1))
+    urnet.fit(model, loader, phases=phases, device=torch.device("cpu"))
+
+    draws = torch.Generator().manual_seed(1)  # fit's "gates" generator: one draw per iteration
+    sigmoid_iterations = sum(bool(torch.rand(1, generator=draws) < p) for _ in range(2 * len(loader)))
+    assert len(forwards) == sigmoid_iterations and (sigmoid_iterations > 0) == (p > 0)
+    moved = any(not torch.equal(before[k], v) for k, v in model.gates.state_dict().items())
+    assert moved == (p > 0)
 
 
 def test_urnet_paper_mode_draws_once_per_iteration_from_the_seeded_generator():

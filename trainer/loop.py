@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,7 +22,8 @@ from trainer.resume import Start, TrainingRun
 __all__ = ["Phase", "train_phase", "pretrain_backbone"]
 
 
-LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+# A loss of None: the iteration trains nothing (URNet's binary-gate iterations while only the gates learn).
+LossFn = Callable[[Tensor, Tensor], tuple[Tensor | None, dict[str, float]]]
 OPTIMIZERS = {
     "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
     "momentum": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, weight_decay=wd),  # the papers' plain SGD
@@ -191,13 +194,18 @@ def _train_epochs(
                     images.to(device, memory_format=torch.channels_last, non_blocking=True),
                     labels.to(device, non_blocking=True),
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            trained = loss is not None  # else drawn, counted and scheduled, but with nothing to step
+            if trained:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            with warnings.catch_warnings():  # the schedule counts iterations, trained or not
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+                scheduler.step()
             progress.set_postfix({name: f"{value:.3f}" for name, value in logs.items()})
-            for name, value in {**logs, "steps": 1.0}.items():
-                sums[name] = sums.get(name, 0.0) + value
+            for name, value in {**logs, "trained": float(trained)}.items():
+                logged, count = sums.get(name, (0.0, 0))
+                sums[name] = (logged + value, count + 1)
             if run:
                 run.step_done(epoch, step, len(loader), phase.epochs, optimizer, scheduler)
         progress.close()
@@ -207,15 +215,16 @@ def _train_epochs(
 
 
 def _epoch_summary(
-    desc: str, epoch: int, epochs: int, seconds: float, images: int, sums: dict[str, float], device: torch.device,
+    desc: str, epoch: int, epochs: int, seconds: float, images: int, sums: dict[str, tuple[float, int]],
+    device: torch.device,
 ) -> dict[str, float]:
     """The epoch's throughput over all ranks and its mean logs over all ranks, printed once by the main rank.
 
-    `sums` holds each logged value summed over this rank's steps, and the count of "steps".
+    `sums` holds each logged value's sum and count over this rank's steps; "trained" is the share of steps that
+    trained.
     """
-    steps = max(sums.pop("steps", 0.0), 1.0)  # none when a resumed epoch had no batches left
     names = sorted(sums)
-    *means, seconds = mean_over_ranks([sums[n] / steps for n in names] + [seconds], device)
+    *means, seconds = mean_over_ranks([logged / count for logged, count in (sums[n] for n in names)] + [seconds], device)
     place = ranks()
     summary = {"images_per_s": images * place.world_size / seconds, "seconds": seconds, **dict(zip(names, means))}
     if place.main:

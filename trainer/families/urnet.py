@@ -158,27 +158,33 @@ class URNet(nn.Module):
     def num_blocks(self) -> int:
         return len(self.backbone.blocks)
 
+    def draws_soft(self, generator: torch.Generator | None) -> bool:
+        """One draw: are this iteration's gates sigmoids (probability p) rather than binary steps?"""
+        return bool(torch.rand(1, generator=generator) < self.options.soft_probability)
+
     def forward(
-        self, x: Tensor, scale: Tensor, *, soft_probability: float | None = None, generator: torch.Generator | None = None
+        self, x: Tensor, scale: Tensor, *, soft: bool | None = None, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Training-time execution: logits and the (N, K) gate values used.
 
-        With probability p the gates are sigmoids, otherwise binary steps: in
-        the paper's mode one draw decides for every gate of the iteration and a
-        binary gate passes no gradient; in the direct-scale mode each gate draws
-        and a binary gate passes the sigmoid's gradient (straight-through).
+        `soft` makes every gate a sigmoid (True) or a binary step (False). None
+        draws as the mode does: in the paper's mode one draw for every gate of
+        the iteration, and a binary gate passes no gradient; in the
+        direct-scale mode a draw per gate, and a binary gate passes the
+        sigmoid's gradient (straight-through).
         """
-        p = self.options.soft_probability if soft_probability is None else soft_probability
         paper = self.options.gate_mode == "paper"
-        soft_now = bool(torch.rand(1, generator=generator) < p) if paper else False
+        if paper and soft is None:
+            soft = self.draws_soft(generator)
         used = []
 
         def gate(k: int, h: Tensor) -> Tensor:
             logits = self.gates[k](h, scale)
-            if paper:
-                g = torch.sigmoid(logits) if soft_now else (logits > 0).to(logits.dtype)
+            soft_here = self.draws_soft(generator) if soft is None else soft
+            if soft_here:
+                g = torch.sigmoid(logits)
             else:
-                g = torch.sigmoid(logits) if bool(torch.rand(1, generator=generator) < p) else straight_through(logits)
+                g = (logits > 0).to(logits.dtype) if paper else straight_through(logits)
             used.append(g)
             return g
 
@@ -251,7 +257,11 @@ def fit(
         progress = done.item() / annealing_steps
         done.add_(int(joint))
         scale = sample_scale(options if joint else free, progress, scale_rng, len(images)).to(images.device)
-        logits, gates = model(images, scale, generator=gate_rng)
+        soft = model.draws_soft(gate_rng) if options.gate_mode == "paper" else None
+        if soft is False and not joint:
+            # Binary gates pass no gradient and the ResNet is frozen: the iteration is drawn, but trains nothing.
+            return None, {"S": scale.mean().item()}
+        logits, gates = model(images, scale, soft=soft, generator=gate_rng)
         ce = F.cross_entropy(logits, labels)
         ls = scale_loss(gates, scale)
         return ce + options.beta * ls, {"ce": ce.item(), "S": scale.mean().item(), "open": gates.mean().item()}
