@@ -56,7 +56,7 @@ BLOCKDROP_OPTIONS = {"policy_resolution": 16, "baseline_finetune_epochs": 3}
 
 
 def blockdrop_run(name: str, finetune_epochs: int, *, options: dict | None = None, deviations: tuple[str, ...] = (),
-                  default: bool = True) -> Run:
+                  default: bool = True, deployed: bool = False) -> Run:
     """BlockDrop's protocol at this budget: one curriculum epoch per block, then `finetune_epochs` jointly."""
     budget = (
         "the ResNet-8 policy reads a 16x16 input (paper 32x32), so that it costs under 10% of {backbone} "
@@ -67,18 +67,18 @@ def blockdrop_run(name: str, finetune_epochs: int, *, options: dict | None = Non
     )
     return Run(name, "blockdrop-cifar10-resnet32", {"curriculum": "blocks", "finetune": finetune_epochs},
                lr=BLOCKDROP_LR, options={**BLOCKDROP_OPTIONS, **(options or {})}, deviations=(*budget, *deviations),
-               default=default)
+               default=default, deployed=deployed)
 
 
 def urnet_run(name: str, gates: int = 3, joint: int = 6, *, options: dict | None = None,
-              deviations: tuple[str, ...] = (), default: bool = False) -> Run:
+              deviations: tuple[str, ...] = (), default: bool = False, deployed: bool = False) -> Run:
     """URNet at this budget: the CGMs alone for `gates` epochs, then everything jointly for `joint`."""
     budget = (
         f"gates {gates} epochs and joint {joint} epochs at the paper's Adam 1e-3 (paper: 100 and 400, down to 1e-5)",
         "{backbone}, {blocks} blocks (paper: ResNet-110, 54 blocks)",
     )
     return Run(name, "urnet-cifar10-resnet110", {"gates": gates, "joint": joint}, options=options or {},
-               deviations=(*budget, *deviations), default=default)
+               deviations=(*budget, *deviations), default=default, deployed=deployed)
 
 
 RUNS = {
@@ -89,7 +89,7 @@ RUNS = {
         blockdrop_run("blockdrop", 10, default=False),
         # 30 joint epochs settle them: the policy adapts and beats every baseline. The deployed BlockDrop model
         # (benchmarks/evidence.TRAINED).
-        blockdrop_run("blockdrop-finetune-30", 30),
+        blockdrop_run("blockdrop-finetune-30", 30, deployed=True),
         # The ResNet-110 gamma on ResNet-20 (the first run of this protocol): its policy keeps every block.
         blockdrop_run("blockdrop-gamma-10", 10, options={"gamma": 10.0},
                       deviations=("gamma 10, the paper's for ResNet-110 (Table 3; 5 for ResNet-32)",), default=False),
@@ -102,6 +102,7 @@ RUNS = {
             "urnet-direct-scale",
             options={"gate_mode": "direct-scale", "beta": 15.0, "soft_probability": 0.5, "scale_per_sample": True},
             deviations=("the direct-scale CGM (ours), p 0.5 drawn per gate, beta 15, S per sample",), default=True,
+            deployed=True,
         ),
         # The paper's ablations (Table 1, Fig. 5): run them with --runs.
         urnet_run("urnet-sigmoid-only", options={"soft_probability": 1.0}),
@@ -125,7 +126,7 @@ def main() -> int:
         run = RUNS[name]
         recipe = run.recipe_for(evidence.depth, args.epoch_scale)
         started = time.perf_counter()
-        config, how = evidence.trained(recipe, name, data_root=args.data_root, subset=args.subset)
+        config, how = evidence.trained(recipe, run, data_root=args.data_root, subset=args.subset)
         figures = plot_metrics(config["metrics"], RESULTS / f"{evidence.name}_{name}")
         results[name] = {
             **summary(run, config, how, command),

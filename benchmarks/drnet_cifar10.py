@@ -60,7 +60,7 @@ RUNS = {
     for run in (
         Run("drnet", "drnet-cifar10", {"pretrain": 4, "finetune": 20}, lr={"pretrain": 0.01},
             deviations=(PRETRAIN, "finetuning 20 epochs at the paper's 0.1, the predictor at 0.01, its steps at 30/60/90% "
-                        "(paper: 100 epochs)", *SETTING)),
+                        "(paper: 100 epochs)", *SETTING), deployed=True),
         # The first run: its step schedule, squeezed into 8 epochs from 0.01, left the predictor at 1e-3 and below,
         # and it learned no more than the budget's marginal (near-uniform, uninformative probabilities).
         Run("drnet-finetune-lr-0.01", "drnet-cifar10", {"pretrain": 4, "finetune": 8},
@@ -170,7 +170,7 @@ def main() -> int:
     for name in args.runs:
         run = RUNS[name]
         recipe = run.recipe_for(evidence.depth, args.epoch_scale)
-        config, how = evidence.trained(recipe, name, data_root=args.data_root, subset=args.subset)
+        config, how = evidence.trained(recipe, run, data_root=args.data_root, subset=args.subset)
         metrics = config["metrics"]
         static = static_at_equal_macs(evidence.runs / name, metrics["model"]["mean_macs"], args.data_root)
         results[name] = {**summary(run, config, how, command), "static_equal_macs": static}

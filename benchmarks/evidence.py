@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.files import atomic_write, sha256_of
-from trainer.checkpoint import read_config
+from trainer.checkpoint import publish_checkpoint, read_config
 from trainer.families import get_family
 from trainer.pretrained import load_backbone
 from trainer.recipes import Recipe, get_recipe
@@ -22,17 +22,18 @@ from trainer.resume import STATE_FILE
 from trainer.train import train
 
 __all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "results_name",
-           "BACKENDS", "DEFAULT_INIT", "RESULTS", "TRAINED"]
+           "BACKENDS", "DEFAULT_INIT", "PUBLISHED", "RESULTS", "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
 BACKENDS = ("onnx", "executorch")  # the targets the deployment benchmarks run here; a run of fewer writes *_smoke
-TRAINED = {  # label: checkpoint directory of a trained model, as the evidence scripts and the demo write them
+PUBLISHED = ROOT / "benchmarks" / "weights"  # <evidence>/<run>/: the deployed runs' models, committed
+TRAINED = {  # label: checkpoint directory of a trained model, as the demo writes it or the evidence publishes it
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
-    "URNet direct-scale, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "urnet-direct-scale",
-    "BlockDrop, CIFAR-10": ROOT / "runs" / "blocks_cifar10" / "blockdrop-finetune-30",
-    "DRNet, CIFAR-10": ROOT / "runs" / "drnet_cifar10" / "drnet",
+    "URNet direct-scale, CIFAR-10": PUBLISHED / "blocks_cifar10" / "urnet-direct-scale",
+    "BlockDrop, CIFAR-10": PUBLISHED / "blocks_cifar10" / "blockdrop-finetune-30",
+    "DRNet, CIFAR-10": PUBLISHED / "drnet_cifar10" / "drnet",
 }
 
 
@@ -58,6 +59,7 @@ class Run:
     options: dict = field(default_factory=dict)
     deviations: tuple[str, ...] = ()  # may name {backbone} and {blocks}: the pretrained ResNet's
     default: bool = True  # run unless --runs names others
+    deployed: bool = False  # the deployment benchmarks measure it (TRAINED): its model is published to PUBLISHED
 
     def recipe_for(self, depth: int, epoch_scale: float = 1.0) -> Recipe:
         """The recipe at this budget, on a backbone of `depth` (the pretrained one's). Unlisted phases are off."""
@@ -99,6 +101,7 @@ class Evidence:
 
     name: str  # benchmarks/results/<name>.{md,json}, figures under results/<name>_<run>/
     runs: Path  # <runs>/<run>: each run's checkpoint directory
+    reduced: bool  # --subset or --epoch-scale: results *_smoke, nothing published
     init: Path
     init_sha256: str
     depth: int  # the backbone's, which the recipes are built for
@@ -110,9 +113,9 @@ class Evidence:
             raise ValueError(f"{args.init}: the CIFAR evidence starts from a backbone with its record "
                              "(benchmarks/weights/*.safetensors and .json)")
         default = args.init.resolve() == DEFAULT_INIT.resolve()
-        name = results_name(script if default else f"{script}_{record.recipe}",
-                            reduced=args.subset is not None or args.epoch_scale != 1.0)
-        return cls(name, args.out or ROOT / "runs" / name, args.init, sha256_of(args.init),
+        reduced = args.subset is not None or args.epoch_scale != 1.0
+        name = results_name(script if default else f"{script}_{record.recipe}", reduced=reduced)
+        return cls(name, args.out or ROOT / "runs" / name, reduced, args.init, sha256_of(args.init),
                    record.architecture["depth"])
 
     def previous_results(self) -> dict:
@@ -121,9 +124,15 @@ class Evidence:
         results = json.loads(path.read_text())["results"] if path.is_file() else {}
         return {name: result for name, result in results.items() if result["init"]["sha256"] == self.init_sha256}
 
-    def trained(self, recipe: Recipe, run: str, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
+    def trained(self, recipe: Recipe, run: Run, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
         """The run's checkpoint config (with its metrics) and how it came about: in one go or resumed, and whether
-        this process trained it or read it back."""
+        this process trained it or read it back. A deployed run's model is published to PUBLISHED."""
+        config, how = self._trained(recipe, run.name, data_root=data_root, subset=subset)
+        if run.deployed and not self.reduced:
+            publish_checkpoint(self.runs / run.name, PUBLISHED / self.name / run.name)
+        return config, how
+
+    def _trained(self, recipe: Recipe, run: str, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
         out = self.runs / run
         finished = (out / "config.json").is_file() and not (out / STATE_FILE).is_file()
         if finished:

@@ -31,8 +31,9 @@ thread. Then, in order:
 
 Service times are real; only queueing is simulated (runtime.controller.replay).
 Writes benchmarks/results/operating_points.{md,json} and figures in
-benchmarks/results/operating_points/; a --quick run, or one of chosen
---checkpoints or --backends, writes operating_points_smoke instead (ignored by git).
+benchmarks/results/operating_points/; a --quick run, one of chosen
+--checkpoints or --backends, or one that misses a default checkpoint, writes operating_points_smoke instead
+(ignored by git).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class FixedFull(AdaptiveController):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", type=Path,
-                        help="checkpoint directories (default: the evidence runs that exist, and the digits demo)")
+                        help="checkpoint directories (default: benchmarks.evidence.TRAINED, the deployed models)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--runs", type=int, default=60, help="timed rounds of the table (default: %(default)s)")
     parser.add_argument("--images", type=int, default=48, help="images timed end to end (default: %(default)s)")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         soaked = _soak(session, images, args.soak) | {"label": label}
                 rows.append(row)
         plot_frontier(frontiers, figures / "frontier.png")
-        name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None
+        name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None or bool(missing)
                             or set(args.backends) != set(BACKENDS))
         report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
                   "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
@@ -372,8 +373,8 @@ def format_report(report: dict) -> str:
             lines.append(f"| {row['label']} | {row['backend']} | {point} | {ops['kernel_ms_per_image']:.3f} | {top} | "
                          f"{providers} |")
     if report["missing"]:
-        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` yet (its evidence run has not "
-                                               "finished)." for label, path in report["missing"].items())]
+        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` (its evidence run "
+                                               "publishes it; the demo writes the digits one)." for label, path in report["missing"].items())]
     return "\n".join(lines) + "\n"
 
 

@@ -3,8 +3,8 @@
 python benchmarks/quantization.py [--checkpoints DIR ...] [--backends onnx executorch] [--images 2000]
     [--rounds 15] [--scale 0.6] [--work DIR]
 
-Each checkpoint (default: the trained CIFAR-10 evidence runs that exist, and
-the digits demo's DRNet) is exported fp32 and int8 (`python -m exporter
+Each checkpoint (default: the deployed CIFAR-10 evidence runs, committed under
+benchmarks/weights/, and the digits demo's DRNet) is exported fp32 and int8 (`python -m exporter
 --precision int8`, calibrated on the first 512 training images, each graph
 on the inputs routed to it) for each backend, on host-cpu with one thread.
 Then, through `Session.run`:
@@ -21,8 +21,8 @@ Then, through `Session.run`:
 
 URNet runs at S = `--scale` (its S = 1 runs every block). Weights are the
 trained checkpoints'; nothing is rigged. Writes
-benchmarks/results/quantization.{md,json}; a run of chosen --checkpoints or --backends writes
-quantization_smoke instead (ignored by git).
+benchmarks/results/quantization.{md,json}; a run of chosen --checkpoints or --backends, or
+one that misses a default checkpoint, writes quantization_smoke instead (ignored by git).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ DEVICE = "host-cpu"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", nargs="+", type=Path, help="default: the evidence runs that exist")
+    parser.add_argument("--checkpoints", nargs="+", type=Path, help="default: benchmarks.evidence.TRAINED, the deployed models")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--images", type=int, default=2000, help="test images for top-1 (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "machine": machine(), "rows": rows, "missing": missing, "goal_kept": GOAL_KEPT,
               "goal_top1_drop": GOAL_TOP1_DROP, "calibration_images": CALIBRATION, "scale": args.scale}
     text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
-    name = results_name("quantization", reduced=args.checkpoints is not None or set(args.backends) != set(BACKENDS))
+    name = results_name("quantization", reduced=args.checkpoints is not None or bool(missing)
+                        or set(args.backends) != set(BACKENDS))
     atomic_write(RESULTS / f"{name}.json", lambda path: path.write_text(payload))
     atomic_write(RESULTS / f"{name}.md", lambda path: path.write_text(text))
     print(text)
@@ -188,7 +189,8 @@ def format_report(report: dict) -> str:
               "affine after it); int8 folds each BN set into its own copy of the weights, so a bundle with several "
               "BN sets does not shrink 4×."]
     if report["missing"]:
-        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` yet." for label, path in
+        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` (its evidence run publishes it; "
+                                               "the demo writes the digits one)." for label, path in
                                                report["missing"].items())]
     return "\n".join(lines) + "\n"
 

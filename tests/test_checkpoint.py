@@ -237,3 +237,27 @@ def test_weights_from_another_save_are_refused(saved, tmp_path):
     (directory / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
     with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: sha256 differs"):
         load_checkpoint(directory)
+
+
+def test_a_published_checkpoint_keeps_the_model_and_its_record_without_companions(saved, tmp_path):
+    from trainer.checkpoint import load_extras, publish_checkpoint
+
+    directory, model, config = saved
+    companion = build(config["model"])
+    save_checkpoint(directory, model, {**config, "metrics": {"accuracy": 0.5}}, extras={"baseline": companion})
+    published = publish_checkpoint(directory, tmp_path / "published")
+    assert sorted(p.name for p in published.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    loaded, record = load_checkpoint(published)
+    assert record["metrics"] == {"accuracy": 0.5} and record["extras"] == [] and load_extras(published, record) == {}
+    weights = loaded.state_dict()
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_a_damaged_checkpoint_is_not_published(saved, tmp_path):
+    from trainer.checkpoint import publish_checkpoint
+
+    directory, _, _ = saved
+    write_json(directory / CONFIG_FILE, read_json(directory / CONFIG_FILE) | {"weights_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="sha256 differs"):
+        publish_checkpoint(directory, tmp_path / "published")
+    assert not (tmp_path / "published").exists()

@@ -45,7 +45,8 @@ def test_a_reduced_run_is_named_apart_from_the_evidence(reduced):
     assert evidence(*reduced).name == "blocks_cifar10_smoke"
 
 
-BLOCKDROP = blockdrop_run("blockdrop", 10).recipe_for(depth=20)
+RUN = blockdrop_run("blockdrop", 10)
+BLOCKDROP = RUN.recipe_for(depth=20)
 
 
 def finished_run(tmp_path, *, init: dict, resumed: bool = False, finetune_epochs: int = 10):
@@ -67,12 +68,12 @@ def test_a_run_trained_from_other_weights_is_refused_by_name(tmp_path):
     finished_run(tmp_path, init={"weights": "elsewhere.safetensors", "sha256": "0" * 64})
     from_default = evidence("--out", str(tmp_path / "runs"))
     with pytest.raises(ValueError, match=r"blockdrop was trained from elsewhere\.safetensors, not .*resnet-cifar10-20"):
-        from_default.trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
+        from_default.trained(BLOCKDROP, RUN, data_root=None, subset=None)
 
 
 def test_a_run_trained_from_the_same_weights_is_read_back_with_how_it_came_about(tmp_path):
     config = finished_run(tmp_path, init={"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}, resumed=True)
-    read, how = evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
+    read, how = evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, RUN, data_root=None, subset=None)
     assert read == config and how == "resumed after an interruption, read back"
 
 
@@ -81,4 +82,30 @@ def test_a_run_trained_with_other_settings_than_its_run_states_is_refused_by_set
     finished_run(tmp_path, init={"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)}, finetune_epochs=30)
     with pytest.raises(ValueError, match=r"blockdrop/config\.json was trained with other settings .*"
                                          r"finetune epochs: trained 30, stated 10"):
-        evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, "blockdrop", data_root=None, subset=None)
+        evidence("--out", str(tmp_path / "runs")).trained(BLOCKDROP, RUN, data_root=None, subset=None)
+
+
+@pytest.mark.parametrize("reduced", [[], ["--subset", "256"]])
+def test_a_deployed_run_is_published_for_the_deployment_benchmarks_unless_reduced(tmp_path, monkeypatch, reduced):
+    """What TRAINED points at must be in the repository: a fresh clone measures it without retraining."""
+    import benchmarks.evidence as module
+
+    published = []
+    monkeypatch.setattr(module, "publish_checkpoint", lambda source, to: published.append((source, to)))
+    monkeypatch.setattr(module, "PUBLISHED", tmp_path / "weights")
+    finished_run(tmp_path, init={"weights": str(DEFAULT_INIT), "sha256": sha256_of(DEFAULT_INIT)})
+    runs = ["--out", str(tmp_path / "runs")]
+    evidence(*runs, *reduced).trained(BLOCKDROP, RUN, data_root=None, subset=None)
+    assert published == []
+    evidence(*runs, *reduced).trained(BLOCKDROP, dataclasses.replace(RUN, deployed=True), data_root=None, subset=None)
+    assert published == ([] if reduced else [(tmp_path / "runs" / "blockdrop", tmp_path / "weights" / "blocks_cifar10" / "blockdrop")])
+
+
+def test_trained_points_at_the_runs_the_evidence_deploys():
+    from benchmarks import blocks_cifar10, drnet_cifar10
+    from benchmarks.evidence import PUBLISHED, TRAINED
+
+    deployed = {PUBLISHED / script / name for script, runs in (("blocks_cifar10", blocks_cifar10.RUNS),
+                                                               ("drnet_cifar10", drnet_cifar10.RUNS))
+                for name, run in runs.items() if run.deployed}
+    assert deployed == {path for path in TRAINED.values() if path.is_relative_to(PUBLISHED)}

@@ -15,7 +15,10 @@ from torch import nn
 from runtime.files import atomic_write, sha256_of
 from trainer.families import get_family
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config"]
+__all__ = [
+    "CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config",
+    "publish_checkpoint",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
@@ -104,3 +107,15 @@ def load_extras(directory: str | Path, config: dict) -> dict[str, nn.Module]:
         _restore(module, _load_state(path), path)
         extras[name] = module.eval()
     return extras
+
+
+def publish_checkpoint(directory: str | Path, to: str | Path) -> Path:
+    """The model and its config alone, checked on the way, without companions or training state.
+
+    A trained model small enough to commit or ship: what the exporter and the
+    deployment benchmarks read, with its training record and metrics.
+    """
+    model, config = load_checkpoint(directory)
+    recorded = {key: value for key, value in config.items() if key not in ("config_version", "extras", "weights_sha256")}
+    save_checkpoint(to, model, recorded)
+    return Path(to)
