@@ -185,6 +185,37 @@ def test_a_reinforce_step_under_ddp_averages_rewards_and_gradients_over_ranks(tm
         assert mean == pytest.approx(logged[name], rel=1e-5), f"{name}: not the mean over both ranks' images"
 
 
+def _skipping_job(rank: int) -> dict:
+    """A loss that trains nothing on some steps (None), as URNet's binary-gate iterations in its gates phase:
+    the draw comes from a generator seeded alike on every rank, so all ranks skip the same steps."""
+    backbone = _backbone()
+    loader, _ = training_loader("digits", BATCH, subset=SUBSET, seed=0)
+    draws = torch.Generator().manual_seed(7)
+
+    def loss_fn(x, y):
+        if bool(torch.rand(1, generator=draws) < 0.5):
+            return None, {}
+        loss = torch.nn.functional.cross_entropy(backbone(x), y)
+        return loss, {"ce": loss.item()}
+
+    history = train_phase(backbone, loader, loss_fn, phase=PHASE, param_groups=[{"params": backbone.parameters()}],
+                          device=torch.device("cpu"), desc="test", skips_parameters=True)
+    return {"state": backbone.state_dict(), "history": history}
+
+
+def test_steps_that_train_nothing_are_skipped_alike_on_every_rank(tmp_path):
+    ranks = on_ranks(_skipping_job, tmp_path)
+    initial = dict(_backbone().named_parameters())
+    for name in initial:  # parameters: BN running statistics follow each rank's own micro-batches
+        assert torch.equal(ranks[0]["state"][name], ranks[1]["state"][name]), f"{name} differs between the ranks"
+    assert all(not torch.equal(ranks[0]["state"][n], initial[n]) for n in initial), "a parameter did not train"
+    draws = torch.Generator().manual_seed(7)
+    steps = len(micro_batches(PHASE.epochs))
+    trained = sum(not bool(torch.rand(1, generator=draws) < 0.5) for _ in range(steps))
+    shares = [epoch["trained"] for epoch in ranks[0]["history"]]
+    assert 0 < trained < steps and sum(shares) / len(shares) == pytest.approx(trained / steps)
+
+
 # --- the command line, under torchrun -----------------------------------------------------------------------
 
 def torchrun(*args: str, **options) -> subprocess.Popen:
