@@ -31,7 +31,7 @@ BACKENDS = ("onnx", "executorch")  # the targets the deployment benchmarks run h
 PUBLISHED = ROOT / "benchmarks" / "weights"  # <evidence>/<run>/: the deployed runs' models, committed
 TRAINED = {  # label: checkpoint directory of a trained model, as the demo writes it or the evidence publishes it
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",
-    "URNet direct-scale, CIFAR-10": PUBLISHED / "blocks_cifar10" / "urnet-direct-scale",
+    "URNet, CIFAR-10": PUBLISHED / "blocks_cifar10" / "urnet-paper-gates-100",
     "BlockDrop, CIFAR-10": PUBLISHED / "blocks_cifar10" / "blockdrop-finetune-30",
     "DRNet, CIFAR-10": PUBLISHED / "drnet_cifar10" / "drnet",
 }
