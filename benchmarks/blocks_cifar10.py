@@ -103,6 +103,9 @@ RUNS = {
         # With the paper's 100 gate epochs (3,900 such iterations) it resizes, and beats the direct-scale mode at
         # equal MACs wherever both reach: the deployed URNet model (benchmarks/evidence.TRAINED).
         urnet_run("urnet-paper-gates-100", default=True, deployed=True),
+        # Its open share was still falling over its 6 joint epochs (0.90, 0.82, 0.78, 0.76, 0.75, 0.74): more of the
+        # paper's 400 may close the gap to S at S <= 0.6. About 2 h, half of it the random-drop baseline's.
+        urnet_run("urnet-paper-joint-30", joint=30),
         urnet_run(
             "urnet-direct-scale", 3,
             options={"gate_mode": "direct-scale", "beta": 15.0, "soft_probability": 0.5, "scale_per_sample": True},

@@ -224,7 +224,8 @@ def _epoch_summary(
     trained.
     """
     names = sorted(sums)
-    *means, seconds = mean_over_ranks([logged / count for logged, count in (sums[n] for n in names)] + [seconds], device)
+    means = [logged / count for logged, count in (sums[n] for n in names)]
+    *means, seconds = mean_over_ranks(means + [seconds], device)
     place = ranks()
     summary = {"images_per_s": images * place.world_size / seconds, "seconds": seconds, **dict(zip(names, means))}
     if place.main:
