@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from helpers import CIFAR10_ROOT, REPO_ROOT
 
 from benchmarks.blocks_cifar10 import blockdrop_run
 from benchmarks.evidence import DEFAULT_INIT, Evidence, arguments
@@ -109,3 +110,27 @@ def test_trained_points_at_the_runs_the_evidence_deploys():
                                                                ("drnet_cifar10", drnet_cifar10.RUNS))
                 for name, run in runs.items() if run.deployed}
     assert deployed == {path for path in TRAINED.values() if path.is_relative_to(PUBLISHED)}
+
+
+PUBLISHED_MODELS = sorted(path.parent for path in (REPO_ROOT / "benchmarks" / "weights").glob("*/*/config.json"))
+
+
+@pytest.mark.parametrize("directory", PUBLISHED_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_published_model_loads_by_sha256_and_stays_small(directory):
+    from trainer.checkpoint import WEIGHTS_FILE, load_checkpoint
+
+    assert (directory / WEIGHTS_FILE).stat().st_size < 4 * 2**20, "committed weights stay under 4 MB"
+    _, config = load_checkpoint(directory)
+    assert config["extras"] == [] and config["metrics"]["model"]["accuracy"] > 0.5
+
+
+@pytest.mark.slow  # every family's full evaluation on 10,000 images: a few minutes per model
+@pytest.mark.skipif(not CIFAR10_ROOT.is_dir(), reason=f"real CIFAR-10 not found at {CIFAR10_ROOT}")
+@pytest.mark.parametrize("directory", PUBLISHED_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_published_model_scores_its_recorded_top1(directory):
+    from trainer.checkpoint import load_checkpoint
+    from trainer.evaluate import evaluate_model
+
+    model, config = load_checkpoint(directory)
+    metrics = evaluate_model(model, config, data_root=CIFAR10_ROOT)
+    assert metrics["model"]["accuracy"] == pytest.approx(config["metrics"]["model"]["accuracy"], abs=2e-4)
