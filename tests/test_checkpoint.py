@@ -251,6 +251,9 @@ def test_a_published_checkpoint_keeps_the_model_and_its_record_without_companion
     assert record["metrics"] == {"accuracy": 0.5} and record["extras"] == [] and load_extras(published, record) == {}
     weights = loaded.state_dict()
     assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+    written = (published / WEIGHTS_FILE).read_bytes()
+    publish_checkpoint(directory, published)  # the same model again: the committed bytes stay
+    assert (published / WEIGHTS_FILE).read_bytes() == written
 
 
 def test_a_damaged_checkpoint_is_not_published(saved, tmp_path):

@@ -113,9 +113,24 @@ def publish_checkpoint(directory: str | Path, to: str | Path) -> Path:
     """The model and its config alone, checked on the way, without companions or training state.
 
     A trained model small enough to commit or ship: what the exporter and the
-    deployment benchmarks read, with its training record and metrics.
+    deployment benchmarks read, with its training record and metrics. A copy
+    that already holds the same weights and record is left as it is: torch.save
+    is not byte-stable, and a rewrite would change a committed file for nothing.
     """
     model, config = load_checkpoint(directory)
-    recorded = {key: value for key, value in config.items() if key not in ("config_version", "extras", "weights_sha256")}
-    save_checkpoint(to, model, recorded)
+    recorded = _record(config)
+    if not _holds(to, model, recorded):
+        save_checkpoint(to, model, recorded)
     return Path(to)
+
+
+def _record(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key not in ("config_version", "extras", "weights_sha256")}
+
+
+def _holds(directory: str | Path, model: nn.Module, recorded: dict) -> bool:
+    if not (Path(directory) / CONFIG_FILE).is_file():
+        return False
+    held, config = load_checkpoint(directory)
+    state = held.state_dict()
+    return _record(config) == recorded and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
