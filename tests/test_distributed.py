@@ -199,7 +199,7 @@ def _skipping_job(rank: int) -> dict:
         return loss, {"ce": loss.item()}
 
     history = train_phase(backbone, loader, loss_fn, phase=PHASE, param_groups=[{"params": backbone.parameters()}],
-                          device=torch.device("cpu"), desc="test", skips_parameters=True)
+                          device=torch.device("cpu"), desc="test")  # DDP as every phase that trains all it holds
     return {"state": backbone.state_dict(), "history": history}
 
 
@@ -214,6 +214,33 @@ def test_steps_that_train_nothing_are_skipped_alike_on_every_rank(tmp_path):
     trained = sum(not bool(torch.rand(1, generator=draws) < 0.5) for _ in range(steps))
     shares = [epoch["trained"] for epoch in ranks[0]["history"]]
     assert 0 < trained < steps and sum(shares) / len(shares) == pytest.approx(trained / steps)
+
+
+def _urnet_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_family("urnet").build({
+        "backbone": "cifar-resnet", "depth": 8, "width": 8, "shortcut": "zero-pad", "num_classes": 10,
+        "options": {"soft_probability": 0.5},  # the paper's mode
+    }).to(memory_format=torch.channels_last)
+
+
+def _urnet_gates_job(rank: int) -> dict:
+    """URNet's gate phase in the paper's mode: only its sigmoid iterations train, alike on every rank."""
+    model = _urnet_model()
+    loader, _ = training_loader("digits", BATCH, subset=SUBSET, seed=0)
+    off = dataclasses.replace(PHASE, epochs=0)
+    gates = Phase(epochs=2, lr=1e-2, optimizer="adam", weight_decay=0.0)
+    get_family("urnet").fit(model, loader, phases={"pretrain": off, "joint": off, "gates": gates},
+                            device=torch.device("cpu"))
+    return {"state": model.gates.state_dict()}
+
+
+def test_urnet_paper_mode_gates_train_alike_on_every_rank(tmp_path):
+    ranks = on_ranks(_urnet_gates_job, tmp_path)
+    initial = _urnet_model().gates.state_dict()
+    for name, tensor in ranks[0]["state"].items():
+        assert torch.equal(tensor, ranks[1]["state"][name]), f"{name} differs between the ranks"
+        assert not torch.equal(tensor, initial[name]), f"{name} did not train"
 
 
 # --- the command line, under torchrun -----------------------------------------------------------------------

@@ -270,7 +270,8 @@ def fit(
         model, loader, lambda x, y: gated_loss(x, y, joint=False), phase=phases["gates"],
         param_groups=[{"params": model.gates.parameters()}], device=device, desc="train gates",
         before_epoch=lambda _: model.backbone.eval(), run=run,
-        skips_parameters=True,  # the paper's mode skips its binary iterations whole (tests/test_distributed.py)
+        # Every CGM gets a gradient in a step that trains; the steps that train nothing return no loss.
+        skips_parameters=False,
     )
     train_phase(
         model, loader, lambda x, y: gated_loss(x, y, joint=True), phase=phases["joint"],
