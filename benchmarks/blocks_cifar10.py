@@ -30,7 +30,7 @@ from benchmarks.evidence import (  # noqa: E402
     RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results,
 )
 from trainer.evaluate import format_metrics  # noqa: E402
-from trainer.plots import plot_metrics  # noqa: E402
+from trainer.plots import plot_metrics, plot_scale_sweep  # noqa: E402
 
 CHANCE = 0.1  # CIFAR-10
 
@@ -41,6 +41,10 @@ PAPER_URNET = {  # URNet Table 1, ResNet-110 (54 blocks): S -> (top-1 %, blocks 
     "URNet-BG (p = 0)": {0.2: (93.2, 28.55), 0.4: (93.1, 28.60), 0.6: (93.0, 28.67), 0.8: (92.9, 28.81), 1.0: (92.8, 28.84)},
     "rand, val": {0.2: (11.8, 10.80), 0.4: (15.4, 21.65), 0.6: (28.0, 32.34), 0.8: (68.6, 43.21), 1.0: (93.2, 54.00)},
     "rand, train/val": {0.2: (83.3, 10.80), 0.4: (91.0, 21.65), 0.6: (92.8, 32.38), 0.8: (93.3, 43.16), 1.0: (93.7, 54.00)},
+}
+PAPER_SWEEP = {  # the gate modes of Table 1 as S -> (top-1 %, fraction of the 54 blocks run)
+    f"paper: {name}": {s: (top1, blocks / 54) for s, (top1, blocks) in row.items()}
+    for name, row in PAPER_URNET.items() if name.startswith("URNet")
 }
 PAPER_BLOCKDROP = (  # BlockDrop Table 1, CIFAR-10: (row, top-1 %, K) before and after finetuning (ft)
     ("ResNet-32: FirstK / RandomK / DistributeK", "16.6 / 20.5 / 23.4 (K 10)", "84.3 / 88.9 / 90.2 (K 7)"),
@@ -143,7 +147,8 @@ def main() -> int:
         }
         print(format_metrics(recipe.name, config["metrics"]), flush=True)
         claims = check_claims(results)  # written after every run: a session may end at any time
-        write_results(evidence.name, command, results, claims, report(command, results, claims))
+        sweep = plot_scale_sweep(urnet_sweep(results), RESULTS / f"{evidence.name}_urnet_vs_scale.png", PAPER_SWEEP)
+        write_results(evidence.name, command, results, claims, report(command, results, claims, sweep))
     return 0
 
 
@@ -222,7 +227,16 @@ def urnet_table(results: dict) -> list[str]:
     return lines
 
 
-def report(command: str, results: dict, claims: list[dict]) -> str:
+def urnet_sweep(results: dict) -> dict[str, dict[float, tuple[float, float]]]:
+    """Each URNet run's S -> (top-1 %, fraction of blocks run), for the figure beside the table."""
+    return {
+        name: {p["scale"]: (100 * p["model"]["accuracy"], p["model"]["blocks_mean"] / result["metrics"]["num_blocks"])
+               for p in result["metrics"]["operating_points"]}
+        for name, result in results.items() if result["family"] == "urnet"
+    }
+
+
+def report(command: str, results: dict, claims: list[dict], sweep: Path) -> str:
     init = next(iter(results.values()))["init"] if results else {}
     lines = [
         "# Block-dropping families on full CIFAR-10, from a pretrained ResNet",
@@ -240,6 +254,8 @@ def report(command: str, results: dict, claims: list[dict]) -> str:
         "## URNet against the paper (Table 1): top-1, blocks used",
         "",
         *urnet_table(results),
+        "",
+        f"![URNet against S, ours solid, the paper's dashed (its Fig. 5)]({sweep.relative_to(RESULTS)})",
         "",
         "## BlockDrop against the paper (Table 1, CIFAR-10)",
         "",

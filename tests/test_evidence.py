@@ -9,7 +9,7 @@ import shutil
 import pytest
 from helpers import CIFAR10_ROOT, REPO_ROOT
 
-from benchmarks.blocks_cifar10 import blockdrop_run
+from benchmarks.blocks_cifar10 import blockdrop_run, urnet_sweep
 from benchmarks.evidence import DEFAULT_INIT, Evidence, arguments
 from runtime.files import sha256_of
 from trainer.checkpoint import CONFIG_VERSION
@@ -100,6 +100,18 @@ def test_a_deployed_run_is_published_for_the_deployment_benchmarks_unless_reduce
     assert published == []
     evidence(*runs, *reduced).trained(BLOCKDROP, dataclasses.replace(RUN, deployed=True), data_root=None, subset=None)
     assert published == ([] if reduced else [(tmp_path / "runs" / "blockdrop", tmp_path / "weights" / "blocks_cifar10" / "blockdrop")])
+
+
+def test_the_scale_sweep_holds_each_urnet_run_as_the_share_of_its_blocks_run():
+    def point(scale, accuracy, blocks):
+        return {"scale": scale, "model": {"accuracy": accuracy, "blocks_mean": blocks}}
+
+    results = {
+        "urnet-a": {"family": "urnet", "metrics": {"num_blocks": 9, "operating_points": [point(0.2, 0.5, 1.8),
+                                                                                         point(1.0, 0.9, 9.0)]}},
+        "blockdrop": {"family": "blockdrop", "metrics": {"num_blocks": 9}},
+    }
+    assert urnet_sweep(results) == {"urnet-a": {0.2: (50.0, 0.2), 1.0: (90.0, 1.0)}}
 
 
 def test_trained_points_at_the_runs_the_evidence_deploys():

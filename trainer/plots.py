@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_metrics"]
+__all__ = ["plot_metrics", "plot_scale_sweep"]
 
 
 def _accuracy_vs_macs(metrics: dict, path: Path) -> None:
@@ -62,6 +62,32 @@ def _policy_histogram(metrics: dict, path: Path, shown: int = 20) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_scale_sweep(runs: dict[str, dict[float, tuple[float, float]]], path: Path,
+                     references: dict[str, dict[float, tuple[float, float]]]) -> Path:
+    """URNet Fig. 5 across runs: top-1 and block usage against S, each as S -> (top-1 %, usage fraction).
+
+    Usage should follow the diagonal; `references` (the paper's rows) are drawn dashed.
+    """
+    figure, (accuracy_axes, usage_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    lines = [(name, points, "o-", color) for (name, points), color in zip(runs.items(), plt.get_cmap("tab10").colors)]
+    lines += [(name, points, f"{marker}--", "dimgray") for (name, points), marker in zip(references.items(), "s^v")]
+    for name, points, style, color in lines:
+        scales = sorted(points)
+        accuracy_axes.plot(scales, [points[s][0] for s in scales], style, color=color, label=name)
+        usage_axes.plot(scales, [points[s][1] for s in scales], style, color=color, label=name)
+    usage_axes.plot([0.2, 1], [0.2, 1], ":", color="black", label="usage = S")
+    accuracy_axes.set_ylabel("top-1 accuracy (%)")
+    usage_axes.set_ylabel("fraction of blocks run")
+    for axes in (accuracy_axes, usage_axes):
+        axes.set_xlabel("scale S")
+        axes.grid(alpha=0.3)
+    usage_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def plot_metrics(metrics: dict, directory: str | Path) -> list[Path]:
