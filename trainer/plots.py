@@ -72,7 +72,7 @@ def plot_scale_sweep(runs: dict[str, dict[float, tuple[float, float]]], path: Pa
     """
     figure, (accuracy_axes, usage_axes) = plt.subplots(1, 2, figsize=(11, 4))
     lines = [(name, points, "o-", color) for (name, points), color in zip(runs.items(), plt.get_cmap("tab10").colors)]
-    lines += [(name, points, f"{marker}--", "dimgray") for (name, points), marker in zip(references.items(), "s^v")]
+    lines += [(name, points, f"{marker}--", "black") for (name, points), marker in zip(references.items(), "s^v")]
     for name, points, style, color in lines:
         scales = sorted(points)
         accuracy_axes.plot(scales, [points[s][0] for s in scales], style, color=color, label=name)
