@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 
 import matplotlib
@@ -71,13 +72,15 @@ def plot_scale_sweep(runs: dict[str, dict[float, tuple[float, float]]], path: Pa
     Usage should follow the diagonal; `references` (the paper's rows) are drawn dashed.
     """
     figure, (accuracy_axes, usage_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    lines = [(name, points, "o-", color) for (name, points), color in zip(runs.items(), plt.get_cmap("tab10").colors)]
-    lines += [(name, points, f"{marker}--", "black") for (name, points), marker in zip(references.items(), "s^v")]
+    lines = [(name, points, "o-", color) for (name, points), color in zip(runs.items(), cycle(plt.get_cmap("tab10").colors))]
+    lines += [(name, points, f"{marker}--", "black") for (name, points), marker in zip(references.items(), cycle("s^vD"))]
     for name, points, style, color in lines:
         scales = sorted(points)
         accuracy_axes.plot(scales, [points[s][0] for s in scales], style, color=color, label=name)
         usage_axes.plot(scales, [points[s][1] for s in scales], style, color=color, label=name)
-    usage_axes.plot([0.2, 1], [0.2, 1], ":", color="black", label="usage = S")
+    every_scale = [s for _, points, _, _ in lines for s in points]
+    usage_axes.plot([min(every_scale), max(every_scale)], [min(every_scale), max(every_scale)], ":", color="black",
+                    label="usage = S")
     accuracy_axes.set_ylabel("top-1 accuracy (%)")
     usage_axes.set_ylabel("fraction of blocks run")
     for axes in (accuracy_axes, usage_axes):
