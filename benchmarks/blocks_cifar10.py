@@ -9,7 +9,8 @@ evaluated on all 10,000 test images. A finished run is read back from its
 checkpoint and an interrupted one resumes exactly (runs/blocks_cifar10/<run>),
 so the evidence can be gathered over several sessions. Every deviation from the
 paper is stated per run; the results put the papers' figures beside ours and
-check the fidelity issue's claims. Writes benchmarks/results/blocks_cifar10.{md,json}.
+check the fidelity issue's claims. Writes benchmarks/results/blocks_cifar10.{md,json}, each
+run's figures, and every URNet run's top-1 and block usage against S (_urnet_vs_scale.png).
 From another backbone (`--init`), runs and results are named after its recipe:
 runs/blocks_cifar10_<recipe>/ and benchmarks/results/blocks_cifar10_<recipe>.{md,json}.
 MACs are conv+linear multiply-accumulates per image, policy and gates included.
