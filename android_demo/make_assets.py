@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.bundle import open_bundle  # noqa: E402
-from runtime.files import atomic_directory  # noqa: E402
+from runtime.format.bundle import open_bundle  # noqa: E402
+from runtime.format.files import atomic_directory  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "app" / "src" / "main" / "assets"
 

@@ -44,9 +44,9 @@ python="${PYTHON:-python}"
 java -Dgolden.dir="$demo/golden" -Dreport.out="$build/report.json" \
     -cp "$build/core.jar:$build/tests.jar:$junit:$hamcrest:$kotlin_lib/kotlin-stdlib.jar" \
     org.adaptiveedge.core.RunTestsKt "$build/tests.jar"
-# The phone's report, read by the host's reader (python -m runtime.profile's format_report).
+# The phone's report, read by the host's reader (runtime/profile/report.py), field by field.
 "$python" - "$build/report.json" <<'PY' >/dev/null
-import json, sys
-from runtime.profile import format_report
-format_report(json.loads(open(sys.argv[1]).read()))
+import sys
+from runtime.profile.report import format_report, read_report
+format_report(read_report(sys.argv[1]))
 PY

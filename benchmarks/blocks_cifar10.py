@@ -1,6 +1,6 @@
 """Evidence for the block-dropping families on full CIFAR-10, from a committed pretrained ResNet.
 
-python benchmarks/blocks_cifar10.py [--init benchmarks/weights/resnet-cifar10-20.safetensors]
+python -m benchmarks.blocks_cifar10 [--init benchmarks/weights/resnet-cifar10-20.safetensors]
     [--runs blockdrop urnet-paper urnet-direct-scale ...] [--subset N] [--epoch-scale F]
 
 Each named run trains one family recipe from the pretrained ResNet (`--init`: the
@@ -23,15 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
-
-from benchmarks.evidence import (  # noqa: E402
+from benchmarks.evidence import (
     RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results,
 )
-from trainer.evaluate import format_metrics  # noqa: E402
-from trainer.plots import plot_metrics, plot_scale_sweep  # noqa: E402
+from trainer.evaluate import format_metrics
+from trainer.plots import plot_metrics, plot_scale_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHANCE = 0.1  # CIFAR-10
 
@@ -131,7 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
-    command = shlex.join(["python", "benchmarks/blocks_cifar10.py", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.blocks_cifar10", *sys.argv[1:]])
     evidence = Evidence.from_arguments(args, "blocks_cifar10")
 
     results = evidence.previous_results()

@@ -1,6 +1,6 @@
 """Evidence for DRNet on full CIFAR-10, from a committed pretrained ResNet.
 
-python benchmarks/drnet_cifar10.py [--runs drnet drnet-finetune-lr-0.01]
+python -m benchmarks.drnet_cifar10 [--runs drnet drnet-finetune-lr-0.01]
     [--init benchmarks/weights/resnet-cifar10-20.safetensors] [--subset N] [--epoch-scale F]
 
 DRNet (candidates 32/24/16, resolution-aware BN, the paper's eta 0.2) is
@@ -30,24 +30,19 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
-
-from torch.utils.data import DataLoader  # noqa: E402
-
-from benchmarks.evidence import (  # noqa: E402
+from benchmarks.evidence import (
     Evidence, Run, arguments, claim, run_section, summary, write_results,
 )
-from exporter.splits.drnet import Resized  # noqa: E402
-from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm  # noqa: E402
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.data import load_split  # noqa: E402
-from trainer.evaluate import format_metrics  # noqa: E402
-from trainer.macs import count_macs  # noqa: E402
-from trainer.pretrained import top1_accuracy  # noqa: E402
-from trainer.switchable_bn import freeze_bn_set  # noqa: E402
+from exporter.splits.drnet import Resized
+from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm
+from trainer.checkpoint import load_checkpoint
+from trainer.data import load_split
+from trainer.evaluate import format_metrics
+from trainer.macs import count_macs
+from trainer.pretrained import top1_accuracy
+from trainer.switchable_bn import freeze_bn_set
 
 PRETRAIN = ("multi-resolution pretraining 4 epochs at 0.01 from the pretrained {backbone} "
             "(paper: 70 epochs from scratch at 0.1, steps every 20)")
@@ -164,7 +159,7 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")
-    command = shlex.join(["python", "benchmarks/drnet_cifar10.py", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.drnet_cifar10", *sys.argv[1:]])
     evidence = Evidence.from_arguments(args, "drnet_cifar10")
     results = evidence.previous_results()
     for name in args.runs:

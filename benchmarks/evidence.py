@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.files import atomic_write, sha256_of
+from runtime.format.files import atomic_write, sha256_of
 from trainer.checkpoint import publish_checkpoint, read_config
 from trainer.families import get_family
 from trainer.pretrained import load_backbone
@@ -22,12 +22,11 @@ from trainer.resume import STATE_FILE
 from trainer.train import train
 
 __all__ = ["Evidence", "Run", "arguments", "summary", "run_section", "claim", "write_results", "results_name",
-           "BACKENDS", "DEFAULT_INIT", "PUBLISHED", "RESULTS", "TRAINED"]
+           "DEFAULT_INIT", "PUBLISHED", "RESULTS", "TRAINED"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_INIT = ROOT / "benchmarks" / "weights" / "resnet-cifar10-20.safetensors"
-BACKENDS = ("onnx", "executorch")  # the targets the deployment benchmarks run here; a run of fewer writes *_smoke
 PUBLISHED = ROOT / "benchmarks" / "weights"  # <evidence>/<run>/: the deployed runs' models, committed
 TRAINED = {  # label: checkpoint directory of a trained model, as the demo writes it or the evidence publishes it
     "DRNet, digits (demo)": ROOT / "runs" / "demo" / "checkpoint",

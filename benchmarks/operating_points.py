@@ -1,18 +1,18 @@
 """Operating points on this machine: how well the latency table predicts, the accuracy-latency frontier, and
 the load-adaptive controller against fixed and load-only serving, then a 10,000-request soak.
 
-python benchmarks/operating_points.py [--checkpoints DIR ...] [--backends onnx executorch] [--runs 60]
+python -m benchmarks.operating_points [--checkpoints DIR ...] [--backends onnx executorch] [--runs 60]
     [--images 48] [--accuracy-images 2000] [--requests 300 600 300] [--soak 10000] [--work DIR] [--quick]
 
 Each trained checkpoint (default: every one of the evidence runs that exists,
 and the digits demo's) is exported per backend and loaded on host-cpu, one
 thread. Then, in order:
 
-1. `runtime.profile table`'s measurement (runtime.operating_points.measure_table):
+1. `runtime.profile table`'s measurement (runtime.profile.table.measure_table):
    each operating point's prediction from its graph calls, against its
    measured median through Session.run;
 2. per image, end to end: the prediction for that image's own graph calls
-   (runtime.operating_points.predict_run) against its measured median, over
+   (runtime.profile.table.predict_run) against its measured median, over
    `--images` real test images timed in interleaved rounds;
 3. the frontier: each point's top-1 on `--accuracy-images` labelled test
    images, against its median latency;
@@ -27,9 +27,9 @@ thread. Then, in order:
    `--soak` requests at the full model's rate through the controller, resident
    memory sampled along it;
 6. the top ops per point, from each backend's own profiler
-   (runtime.op_profile: onnxruntime's profiling JSON, ExecuTorch's ETDump).
+   (runtime.profile.ops: onnxruntime's profiling JSON, ExecuTorch's ETDump).
 
-Service times are real; only queueing is simulated (runtime.controller.replay).
+Service times are real; only queueing is simulated (runtime.serving.controller.replay).
 Writes benchmarks/results/operating_points.{md,json} and figures in
 benchmarks/results/operating_points/; a --quick run, one of chosen
 --checkpoints or --backends, or one that misses a default checkpoint, writes operating_points_smoke instead
@@ -50,29 +50,24 @@ from pathlib import Path
 
 import numpy as np
 
+import runtime
+from benchmarks.evidence import TRAINED, results_name
+from benchmarks.rigs import HOST_TARGETS, machine
+from exporter import export
+from exporter.calibration import load_calibration
+from runtime.format.devices import get_device
+from runtime.format.files import atomic_write
+from runtime.format.latency_table import write_latency_table
+from runtime.profile.ops import op_breakdown
+from runtime.profile.plots import plot_controller_trace, plot_frontier, plot_table
+from runtime.profile.table import measure_table, predict_run
+from runtime.profile.timing import measure
+from runtime.serving.controller import AdaptiveController, Served, replay, soak
+from runtime.session import RunResult, Session
+from trainer.checkpoint import read_config
+from trainer.data import raw_images
+
 ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # Run as a script, sys.path[0] is benchmarks/, where benchmarks/runtime.py would shadow the `runtime` package.
-    sys.path[0] = str(ROOT)
-
-import runtime  # noqa: E402
-from benchmarks.evidence import BACKENDS, TRAINED, results_name  # noqa: E402
-from benchmarks.runtime import machine  # noqa: E402
-from exporter import export  # noqa: E402
-from exporter.calibration import load_calibration  # noqa: E402
-from runtime.controller import AdaptiveController, Served, replay, soak  # noqa: E402
-from runtime.devices import get_device  # noqa: E402
-from runtime.files import atomic_write  # noqa: E402
-from runtime.latency_table import write_latency_table  # noqa: E402
-from runtime.op_profile import op_breakdown  # noqa: E402
-from runtime.operating_points import measure_table, operating_points, predict_run  # noqa: E402
-from runtime.plots import plot_controller_trace, plot_frontier, plot_table  # noqa: E402
-from runtime.session import RunResult, Session  # noqa: E402
-from runtime.targets import get_target  # noqa: E402
-from runtime.timing import measure  # noqa: E402
-from trainer.checkpoint import read_config  # noqa: E402
-from trainer.data import raw_images  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 DEVICE = "host-cpu"
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
@@ -103,26 +98,12 @@ class FixedFull(AdaptiveController):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", nargs="+", type=Path,
-                        help="checkpoint directories (default: benchmarks.evidence.TRAINED, the deployed models)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--runs", type=int, default=60, help="timed rounds of the table (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=48, help="images timed end to end (default: %(default)s)")
-    parser.add_argument("--accuracy-images", type=int, default=2000, help="labelled images per frontier point")
-    parser.add_argument("--requests", type=int, nargs=3, default=[300, 600, 300], metavar="N",
-                        help="requests in each phase of the rate steps 0.5x, 2x, 0.5x (default: %(default)s)")
-    parser.add_argument("--soak", type=int, default=10_000, help="requests of the soak; 0 skips it")
-    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    parser.add_argument("--work", type=Path, help="where bundles and tables go (default: a temporary directory)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds, images and requests")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.runs, args.images, args.accuracy_images, args.requests, args.soak = 10, 8, 200, [100, 200, 100], 1500
-    command = shlex.join(["python", "benchmarks/operating_points.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "benchmarks.operating_points", *(argv if argv is not None else sys.argv[1:])])
     chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else TRAINED
     missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
-    device = get_device(DEVICE)
     rows, frontiers, soaked = [], {}, None
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
@@ -136,36 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             images, labels = raw_images(config["data"]["dataset"], "test", data_root=args.data_root,
                                         limit=max(args.accuracy_images, args.images))
             for target in args.backends:
-                bundle = work / f"{checkpoint.name}-{target}"
-                if not bundle.is_dir():
-                    calibration = (load_calibration("train:256", config | {"data_root": str(args.data_root)})
-                                   if config["family"] in BLOCK_FAMILIES else None)
-                    export(checkpoint, target, bundle, calibration=calibration, device=DEVICE)
-                session = runtime.load(bundle, get_target(target).backend, device=device)
-                print(f"{label} on {session.backend.name}: measuring the table", flush=True)
-                table = measure_table(session, device, runs=args.runs, images=images[:16], command=command)
-                table_file = work / f"{checkpoint.name}-{target}.table.json"
-                write_latency_table(table_file, table)
-                plot_table(table, figures / f"{checkpoint.name}-{target}")
-                row = {"label": label, "checkpoint": str(checkpoint), "family": config["family"],
-                       "backend": session.backend.name, "static_ms": table.static.median_ms,
-                       "dispatch_ms_per_call": table.dispatch_ms_per_call,
-                       "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
-                       "points": _points(session, table, images[: args.accuracy_images], labels[: args.accuracy_images]),
-                       "images": _per_image(session, table, images[: args.images], runs=max(5, args.runs // 4))}
-                row["ops"] = op_breakdown(bundle, device, backend=session.backend.name, runs=max(5, args.runs // 3), top=3)
-                frontiers[f"{label}, {session.backend.name}"] = [(p["name"], p["measured_ms"], p["top1"])
-                                                                 for p in row["points"]]
-                if session.backend.name == "onnxruntime":
-                    session = runtime.load(bundle, device=device, table=table_file)
-                    row["controller"] = _controller(session, images, labels, args.requests, figures / checkpoint.name)
-                    if soaked is None and args.soak:
-                        print(f"{label}: soak of {args.soak} requests", flush=True)
-                        soaked = _soak(session, images, args.soak) | {"label": label}
+                row, served = _measure_bundle(label, checkpoint, config, target, images, labels, args, work, figures,
+                                              command)
+                if served is not None and soaked is None and args.soak:
+                    print(f"{label}: soak of {args.soak} requests", flush=True)
+                    soaked = _soak(served, images, args.soak) | {"label": label}
+                frontiers[f"{label}, {row['backend']}"] = [(p["name"], p["measured_ms"], p["top1"]) for p in row["points"]]
                 rows.append(row)
         plot_frontier(frontiers, figures / "frontier.png")
         name = results_name("operating_points", reduced=args.quick or args.checkpoints is not None or bool(missing)
-                            or set(args.backends) != set(BACKENDS))
+                            or set(args.backends) != set(HOST_TARGETS))
         report = {"command": command, "machine": machine(), "device": DEVICE, "goals": GOALS, "within": WITHIN,
                   "objective_x_static": OBJECTIVE, "settle": SETTLE, "rates": RATES, "rows": rows, "soak": soaked,
                   "missing": missing, "figures": name}
@@ -178,14 +139,62 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", type=Path,
+                        help="checkpoint directories (default: benchmarks.evidence.TRAINED, the deployed models)")
+    parser.add_argument("--backends", nargs="+", default=list(HOST_TARGETS), choices=tuple(HOST_TARGETS))
+    parser.add_argument("--runs", type=int, default=60, help="timed rounds of the table (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=48, help="images timed end to end (default: %(default)s)")
+    parser.add_argument("--accuracy-images", type=int, default=2000, help="labelled images per frontier point")
+    parser.add_argument("--requests", type=int, nargs=3, default=[300, 600, 300], metavar="N",
+                        help="requests in each phase of the rate steps 0.5x, 2x, 0.5x (default: %(default)s)")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests of the soak; 0 skips it")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--work", type=Path, help="where bundles and tables go (default: a temporary directory)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds, images and requests")
+    return parser
+
+
+def _measure_bundle(label: str, checkpoint: Path, config: dict, target: str, images: np.ndarray, labels: np.ndarray,
+                    args: argparse.Namespace, work: Path, figures: Path, command: str) -> tuple[dict, Session | None]:
+    """The checkpoint's bundle for `target`: its table, points, per-image predictions, top ops and, on onnxruntime,
+    the controller. Returns the row, and the session the controller served (None: not run)."""
+    device = get_device(DEVICE)
+    bundle = work / f"{checkpoint.name}-{target}"
+    if not bundle.is_dir():
+        calibration = (load_calibration("train:256", config | {"data_root": str(args.data_root)})
+                       if config["family"] in BLOCK_FAMILIES else None)
+        export(checkpoint, target, bundle, calibration=calibration, device=DEVICE)
+    session = runtime.load(bundle, HOST_TARGETS[target], device=device)
+    print(f"{label} on {session.backend.name}: measuring the table", flush=True)
+    table = measure_table(session, device, runs=args.runs, images=images[:16], command=command)
+    table_file = work / f"{checkpoint.name}-{target}.table.json"
+    write_latency_table(table_file, table)
+    plot_table(table, figures / f"{checkpoint.name}-{target}")
+    row = {"label": label, "checkpoint": str(checkpoint), "family": config["family"],
+           "backend": session.backend.name, "static_ms": table.static.median_ms,
+           "dispatch_ms_per_call": table.dispatch_ms_per_call,
+           "fit": asdict(table.fit) if table.fit else None, "noisy": table.noisy_rows,
+           "points": _points(session, table, images[: args.accuracy_images], labels[: args.accuracy_images]),
+           "images": _per_image(session, table, images[: args.images], runs=max(5, args.runs // 4))}
+    row["ops"] = op_breakdown(bundle, device, backend=session.backend.name, runs=max(5, args.runs // 3), top=3)
+    if session.backend.name != "onnxruntime":
+        return row, None
+    served = runtime.load(bundle, device=device, table=table_file)
+    row["controller"] = _controller(served, images, labels, args.requests, figures / checkpoint.name)
+    return row, served
+
+
 def _points(session: Session, table, images: np.ndarray, labels: np.ndarray) -> list[dict]:
     """Each operating point: measured and predicted median, MACs, and top-1 on the labelled images."""
     rows = {row.name: row for row in table.points}
     points = []
-    for name, _, _, options in operating_points(session.manifest):
-        row = rows[name]
-        top1 = float(np.mean(session.run(images, **options).logits.argmax(1) == labels))
-        points.append({"name": name, "macs": row.macs, "measured_ms": row.latency.median_ms,
+    manifest = session.manifest
+    for point in manifest.dispatch.operating_points(manifest.graphs):
+        row = rows[point.name]
+        top1 = float(np.mean(session.run(images, **point.options).logits.argmax(1) == labels))
+        points.append({"name": point.name, "macs": row.macs, "measured_ms": row.latency.median_ms,
                        "predicted_ms": row.predicted_ms, "noisy": row.latency.noisy, "top1": top1})
     return points
 
@@ -274,13 +283,27 @@ def _verdict(holds: bool) -> str:
 
 
 def format_report(report: dict) -> str:
-    rows = report["rows"]
     lines = [
         "# Operating points on host-cpu: predictions, frontier, controller, soak", "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']['machine']}, {report['machine']['cpus']} cores; {report['machine']['versions']}.  ",
         "One thread per backend (devices.yaml host-cpu); every timing is a median of interleaved rounds through "
-        "`Session.run`, a new image on every call. Latency predictions: runtime/operating_points.py.", "",
+        "`Session.run`, a new image on every call. Latency predictions: runtime/profile/table.py.", "",
+    ]
+    lines += _predictions_section(report)
+    lines += _frontier_section(report)
+    lines += _controller_section(report)
+    lines += _soak_section(report)
+    lines += _ops_section(report["rows"])
+    if report["missing"]:
+        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` (its evidence run "
+                                               "publishes it; the demo writes the digits one)." for label, path in report["missing"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _predictions_section(report: dict) -> list[str]:
+    rows = report["rows"]
+    lines = [
         "## 1. Predictions against measurement", "",
         f"A prediction holds within ±{report['within']:.0%} of the measured median (nn-Meter's criterion). Per point: "
         "each operating point's graph calls at their batch-1 medians, plus preprocessing, the session's own cost "
@@ -307,75 +330,92 @@ def format_report(report: dict) -> str:
                   f"{len(all_points)}, {_verdict(per_point >= GOALS['per point'])}.",
                   f"- Goal ≥ {GOALS['per image']:.0%} of per-image end-to-end predictions within ±10%: {per_image:.1%} "
                   f"of {len(all_images)}, {_verdict(per_image >= GOALS['per image'])}."]
-    lines += ["", "## 2. The frontier: top-1 against median latency", "",
-              "Each point forced on every image (a path, or URNet's S), its top-1 on the labelled test images. "
-              f"Figure: `{report['figures']}/frontier.png`.", "",
-              "| bundle | backend | point | MMACs | measured ms | predicted ms | top-1 |", "|---|---|---|---:|---:|---:|---:|"]
-    for row in rows:
+    return lines
+
+
+def _frontier_section(report: dict) -> list[str]:
+    lines = ["", "## 2. The frontier: top-1 against median latency", "",
+             "Each point forced on every image (a path, or URNet's S), its top-1 on the labelled test images. "
+             f"Figure: `{report['figures']}/frontier.png`.", "",
+             "| bundle | backend | point | MMACs | measured ms | predicted ms | top-1 |", "|---|---|---|---:|---:|---:|---:|"]
+    for row in report["rows"]:
         for p in row["points"]:
             lines.append(f"| {row['label']} | {row['backend']} | {p['name']} | {p['macs'] / 1e6:.1f} | "
                          f"{p['measured_ms']:.3f} | {p['predicted_ms']:.3f} | {p['top1']:.2%} |")
-    lines += ["", "## 3. The controller under rate steps (onnxruntime)", "",
-              f"Poisson arrivals at {' → '.join(f'{r:g}×' for r in report['rates'])} the rate the static full model "
-              "sustains (the issue's steps) and, where the bundle's cheapest point cannot sustain that peak, steps "
-              "peaking at 0.9× the rate it does (within reach); objective "
-              f"{report['objective_x_static']:g}× the full model's median latency, end to end with queueing. "
-              f"'Within' counts requests from {report['settle']} after each step. Load only (Dynamic-OFA) forces the "
-              "budget's path on every image; it has no meaning for URNet, whose gates always adapt. Traces: "
-              f"`{report['figures']}/<bundle>-issue-controller.png` and `-reach-controller.png`.", "",
-              "| bundle | steps | objective ms | policy | within objective | p99 per phase (ms) | missed | top-1 | "
-              "effective top-1 |", "|---|---|---:|---|---:|---|---:|---:|---:|"]
+    return lines
+
+
+def _controller_section(report: dict) -> list[str]:
+    lines = ["", "## 3. The controller under rate steps (onnxruntime)", "",
+             f"Poisson arrivals at {' → '.join(f'{r:g}×' for r in report['rates'])} the rate the static full model "
+             "sustains (the issue's steps) and, where the bundle's cheapest point cannot sustain that peak, steps "
+             "peaking at 0.9× the rate it does (within reach); objective "
+             f"{report['objective_x_static']:g}× the full model's median latency, end to end with queueing. "
+             f"'Within' counts requests from {report['settle']} after each step. Load only (Dynamic-OFA) forces the "
+             "budget's path on every image; it has no meaning for URNet, whose gates always adapt. Traces: "
+             f"`{report['figures']}/<bundle>-issue-controller.png` and `-reach-controller.png`.", "",
+             "| bundle | steps | objective ms | policy | within objective | p99 per phase (ms) | missed | top-1 | "
+             "effective top-1 |", "|---|---|---:|---|---:|---|---:|---:|---:|"]
     verdicts = []
-    for row in rows:
+    for row in report["rows"]:
         for control in row.get("controller", []):
-            policies, steps = control["policies"], " → ".join(f"{r:g}×" for r, _ in control["phases"])
-            for name, p in policies.items():
+            steps = " → ".join(f"{r:g}×" for r, _ in control["phases"])
+            for name, p in control["policies"].items():
                 lines.append(f"| {row['label']} | {steps} | {control['objective_ms']:.2f} | {name} | "
                              f"{p['within_after_settling']:.1%} | {' / '.join(f'{x:.1f}' for x in p['p99_per_phase'])} "
                              f"| {p['missed']} | {p['accuracy']:.2%} | {p['effective_accuracy']:.2%} |")
-            ours, full = policies["controller"], policies["fixed full"]
-            fewer = full["missed"] / max(ours["missed"], 1)
-            verdicts.append(
-                f"- {row['label']}, {steps}: within the objective after settling {ours['within_after_settling']:.1%} "
-                f"(goal ≥ {GOALS['within objective']:.0%}), "
-                f"{_verdict(ours['within_after_settling'] >= GOALS['within objective'])}; "
-                f"{fewer:.1f}× fewer missed deadlines than the fixed full model "
-                f"({ours['missed']} against {full['missed']}; goal ≥ {GOALS['fewer missed']:g}×), "
-                f"{_verdict(fewer >= GOALS['fewer missed'])}; every request answered in order: "
-                f"{all(p['in_order'] for p in policies.values())}.")
-            if "load only" in policies:
-                load = policies["load only"]
-                better = ours["effective_accuracy"] > load["effective_accuracy"]
-                verdicts.append(f"  Against load-only switching: effective top-1 {ours['effective_accuracy']:.2%} "
-                                f"against {load['effective_accuracy']:.2%} (top-1 {ours['accuracy']:.2%} against "
-                                f"{load['accuracy']:.2%}), {_verdict(better)}.")
-    lines += ["", *verdicts, "", "## 4. Soak", ""]
+            verdicts += _controller_verdicts(f"{row['label']}, {steps}", control["policies"])
+    return [*lines, "", *verdicts]
+
+
+def _controller_verdicts(where: str, policies: dict) -> list[str]:
+    """The controller's goals under one set of rate steps, against the fixed full model and load-only switching."""
+    ours, full = policies["controller"], policies["fixed full"]
+    fewer = full["missed"] / max(ours["missed"], 1)
+    verdicts = [
+        f"- {where}: within the objective after settling {ours['within_after_settling']:.1%} "
+        f"(goal ≥ {GOALS['within objective']:.0%}), "
+        f"{_verdict(ours['within_after_settling'] >= GOALS['within objective'])}; "
+        f"{fewer:.1f}× fewer missed deadlines than the fixed full model "
+        f"({ours['missed']} against {full['missed']}; goal ≥ {GOALS['fewer missed']:g}×), "
+        f"{_verdict(fewer >= GOALS['fewer missed'])}; every request answered in order: "
+        f"{all(p['in_order'] for p in policies.values())}."]
+    if "load only" in policies:
+        load = policies["load only"]
+        better = ours["effective_accuracy"] > load["effective_accuracy"]
+        verdicts.append(f"  Against load-only switching: effective top-1 {ours['effective_accuracy']:.2%} "
+                        f"against {load['effective_accuracy']:.2%} (top-1 {ours['accuracy']:.2%} against "
+                        f"{load['accuracy']:.2%}), {_verdict(better)}.")
+    return verdicts
+
+
+def _soak_section(report: dict) -> list[str]:
     soaked = report["soak"]
-    if soaked:
-        mb = [m for _, m in soaked["resident_mb"]]
-        lines += [f"{soaked['requests']} requests through the controller at the full model's rate ({soaked['label']}, "
-                  f"onnxruntime) in {soaked['wall_s']:.0f} s, no errors, every request answered in order. Resident "
-                  f"memory {min(mb):.1f}–{max(mb):.1f} MB; growth after the first {soaked['warmup']} requests "
-                  f"{soaked['growth']:+.2%} (goal under {GOALS['soak growth']:.0%}), "
-                  f"{_verdict(soaked['growth'] < GOALS['soak growth'])}. Within the objective after warm-up: "
-                  f"{soaked['within_objective']:.1%}."]
-    else:
-        lines.append("Not run.")
-    lines += ["", "## 5. Where the time goes: the top ops per point", "",
-              "From each backend's own profiler (`python -m runtime.profile ops`): onnxruntime's profiling JSON, and "
-              "ExecuTorch's ETDump read with the Inspector. Kernel time per image, its top three op types, and the "
-              "share of kernel time per provider (XNNPACK against portable kernels outside the delegate).", "",
-              "| bundle | backend | point | kernel ms | top ops (share) | providers |", "|---|---|---|---:|---|---|"]
+    if not soaked:
+        return ["", "## 4. Soak", "", "Not run."]
+    mb = [m for _, m in soaked["resident_mb"]]
+    return ["", "## 4. Soak", "",
+            f"{soaked['requests']} requests through the controller at the full model's rate ({soaked['label']}, "
+            f"onnxruntime) in {soaked['wall_s']:.0f} s, no errors, every request answered in order. Resident "
+            f"memory {min(mb):.1f}–{max(mb):.1f} MB; growth after the first {soaked['warmup']} requests "
+            f"{soaked['growth']:+.2%} (goal under {GOALS['soak growth']:.0%}), "
+            f"{_verdict(soaked['growth'] < GOALS['soak growth'])}. Within the objective after warm-up: "
+            f"{soaked['within_objective']:.1%}."]
+
+
+def _ops_section(rows: list[dict]) -> list[str]:
+    lines = ["", "## 5. Where the time goes: the top ops per point", "",
+             "From each backend's own profiler (`python -m runtime.profile ops`): onnxruntime's profiling JSON, and "
+             "ExecuTorch's ETDump read with the Inspector. Kernel time per image, its top three op types, and the "
+             "share of kernel time per provider (XNNPACK against portable kernels outside the delegate).", "",
+             "| bundle | backend | point | kernel ms | top ops (share) | providers |", "|---|---|---|---:|---|---|"]
     for row in rows:
         for point, ops in row["ops"].items():
             top = ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops["top_ops"])
             providers = ", ".join(f"{name} {share:.0%}" for name, share in ops["providers"].items())
             lines.append(f"| {row['label']} | {row['backend']} | {point} | {ops['kernel_ms_per_image']:.3f} | {top} | "
                          f"{providers} |")
-    if report["missing"]:
-        lines += ["", "## Not measured", "", *(f"- {label}: no checkpoint at `{path}` (its evidence run "
-                                               "publishes it; the demo writes the digits one)." for label, path in report["missing"].items())]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Do int8 and dynamic savings compound? fp32 and int8 bundles of the same checkpoints, static and dynamic.
 
-python benchmarks/quantization.py [--checkpoints DIR ...] [--backends onnx executorch] [--images 2000]
+python -m benchmarks.quantization [--checkpoints DIR ...] [--backends onnx executorch] [--images 2000]
     [--rounds 15] [--scale 0.6] [--work DIR]
 
 Each checkpoint (default: the deployed CIFAR-10 evidence runs, committed under
@@ -12,7 +12,7 @@ Then, through `Session.run`:
 - top-1 on `--images` test images: static fp32, static int8 (the bundle's
   static full model, `static=True`), dynamic fp32, dynamic int8, and how often
   the int8 bundle takes the fp32 bundle's path;
-- latency at batch 1, the four interleaved in one runtime.timing.measure
+- latency at batch 1, the four interleaved in one runtime.profile.timing.measure
   run, a new test image on every call, `--rounds` rounds of 20 calls each;
 - the compounding figure: (static fp32 / dynamic int8) against
   (static fp32 / static int8) x (static MACs / dynamic MACs), the product of
@@ -36,23 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+import runtime
+from benchmarks.evidence import TRAINED, results_name
+from benchmarks.rigs import HOST_TARGETS, machine
+from exporter import export
+from exporter.calibration import load_calibration
+from runtime.format.devices import get_device
+from runtime.format.files import atomic_write
+from runtime.profile.timing import measure
+from trainer.checkpoint import read_config
+from trainer.data import raw_images
+
 ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # Run as a script, sys.path[0] is benchmarks/, where benchmarks/runtime.py would shadow the `runtime` package.
-    sys.path[0] = str(ROOT)
-
-import runtime  # noqa: E402
-from benchmarks.evidence import BACKENDS, TRAINED, results_name  # noqa: E402
-from benchmarks.runtime import machine  # noqa: E402
-from exporter import export  # noqa: E402
-from exporter.calibration import load_calibration  # noqa: E402
-from runtime.devices import get_device  # noqa: E402
-from runtime.files import atomic_write  # noqa: E402
-from runtime.targets import get_target  # noqa: E402
-from runtime.timing import measure  # noqa: E402
-from trainer.checkpoint import read_config  # noqa: E402
-from trainer.data import raw_images  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
 GOAL_KEPT = 0.85
@@ -65,14 +60,14 @@ DEVICE = "host-cpu"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", type=Path, help="default: benchmarks.evidence.TRAINED, the deployed models")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=list(HOST_TARGETS), choices=tuple(HOST_TARGETS))
     parser.add_argument("--images", type=int, default=2000, help="test images for top-1 (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
     parser.add_argument("--scale", type=float, default=0.6, help="URNet's S (default: %(default)s)")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--work", type=Path, help="where bundles go (default: a temporary directory)")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/quantization.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "benchmarks.quantization", *(argv if argv is not None else sys.argv[1:])])
     chosen = {str(c): c for c in args.checkpoints} if args.checkpoints else TRAINED
     missing = {label: str(path) for label, path in chosen.items() if not (path / "config.json").is_file()}
     device = get_device(DEVICE)
@@ -94,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                         export(checkpoint, target, bundles[precision], precision=precision, calibration=calibration,
                                calibration_source=f"{config['data']['dataset']} train, first {CALIBRATION} images",
                                device=DEVICE)
-                sessions = {p: runtime.load(b, get_target(target).backend, device=device) for p, b in bundles.items()}
+                sessions = {p: runtime.load(b, HOST_TARGETS[target], device=device) for p, b in bundles.items()}
                 rows.append({"label": label, "family": config["family"], **_measure(sessions, images, labels, args)})
                 print(json.dumps(rows[-1]["latency_ms"]), flush=True)
     report = {"command": command, "machine": machine(), "rows": rows, "missing": missing, "goal_kept": GOAL_KEPT,
               "goal_top1_drop": GOAL_TOP1_DROP, "calibration_images": CALIBRATION, "scale": args.scale}
     text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
     name = results_name("quantization", reduced=args.checkpoints is not None or bool(missing)
-                        or set(args.backends) != set(BACKENDS))
+                        or set(args.backends) != set(HOST_TARGETS))
     atomic_write(RESULTS / f"{name}.json", lambda path: path.write_text(payload))
     atomic_write(RESULTS / f"{name}.md", lambda path: path.write_text(text))
     print(text)

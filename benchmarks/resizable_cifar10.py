@@ -16,20 +16,25 @@ reused from --out, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.lookup_table import TABLE_FILE, BudgetError, query, write_table
+from benchmarks.rigs import HOST_TARGETS
+from runtime.format.lookup_table import LOOKUP_TABLE_FILE, LookupTable, write_table
+from runtime.profile.compare import Measured, read_measurement
+from runtime.serving.costs import BudgetError
 from trainer.checkpoint import read_config
 from trainer.families.resizable import configuration_name
 from trainer.loop import Phase
 from trainer.recipes import get_recipe
-from trainer.resizable import merge_profile, table_from_checkpoint
+from trainer.resizable_nas import merge_profile, query, table_from_checkpoint
 from trainer.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,7 +64,26 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
-def main() -> int:
+@contextlib.contextmanager
+def timed(walls: dict[str, float], key: str) -> Iterator[None]:
+    """Record the wall time of what runs inside as walls[key]."""
+    tic = time.perf_counter()
+    yield
+    walls[key] = time.perf_counter() - tic
+
+
+def profiled(checkpoint: Path, target: str, bundle: Path, report: Path, runs: int, *export_options: str) -> Measured:
+    """`checkpoint` exported for `target` and measured on host-cpu by `python -m runtime.profile`: its report, kept
+    (and reused) at `report`."""
+    if not report.is_file():
+        run([sys.executable, "-m", "exporter", "--checkpoint", str(checkpoint), "--target", target,
+             "--out", str(bundle), *export_options, "--force"])
+        run([sys.executable, "-m", "runtime.profile", "--bundle", str(bundle), "--device", "host-cpu",
+             "--runs", str(runs), "--out", str(report)])
+    return read_measurement(report)
+
+
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/cifar10")
     parser.add_argument("--subset", type=int, default=2500, help="training images (a fixed random subset)")
@@ -71,55 +95,82 @@ def main() -> int:
     parser.add_argument("--fair-gradients", choices=("sum", "mean"), default="sum",
                         help="sum: Algorithm 1 (default); mean: our deviation, dividing by len(L)")
     parser.add_argument("--name", default="resizable_cifar10", help="results file name in benchmarks/results")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = arguments().parse_args()
     if not (args.data_root / "train").is_dir():
         print(f"no CIFAR-10 at {args.data_root}; nothing to measure", file=sys.stderr)
         return 2
     command = shlex.join(["python", "-m", "benchmarks.resizable_cifar10", *sys.argv[1:]])
     started = time.perf_counter()
-    out, epochs, result = args.out, args.epochs, {"command": command}
-    walls = {}
-
-    # 1. The supernet (fair sampling), then the ResizeLearner on the same subset.
-    tic = time.perf_counter()
-    supernet = out / "supernet"
-    config = trained(
-        recipe_for("resizable-cifar10-resnet20", {"supernet": epochs, "learner": args.learner_epochs},
-                   learner_images=args.subset, fair_gradients=args.fair_gradients),
-        supernet, args,
-    )
-    walls["supernet"] = time.perf_counter() - tic
-    rows = config["metrics"]["configurations"]
-    alone = {}
-    for configuration in ALONE:
-        name = configuration_name(configuration)
-        tic = time.perf_counter()
-        alone_config = trained(
-            recipe_for(f"alone-{name}", {"target": epochs}, target=configuration, configurations=(configuration,)),
-            out / f"alone-{name}", args,
+    result, walls = {"command": command}, {}
+    supernet = args.out / "supernet"
+    with timed(walls, "supernet"):  # 1. the supernet (fair sampling), then the ResizeLearner on the same subset
+        config = trained(
+            recipe_for("resizable-cifar10-resnet20", {"supernet": args.epochs, "learner": args.learner_epochs},
+                       learner_images=args.subset, fair_gradients=args.fair_gradients),
+            supernet, args,
         )
-        walls[f"alone {name}"] = time.perf_counter() - tic
-        own = alone_config["metrics"]["configurations"][name]
-        alone[name] = {"accuracy": own["accuracy_uncalibrated"], "accuracy_calibrated": own["accuracy"],
-                       "macs": own["mean_macs"]}
+    rows = config["metrics"]["configurations"]
+    alone = trained_alone(args, walls)
     result["table1"] = {
         name: {"resizable": rows[name]["accuracy"], "alone": alone[name]["accuracy"],
                "alone_calibrated": alone[name]["accuracy_calibrated"], "macs": rows[name]["mean_macs"],
                "gain": rows[name]["accuracy"] - alone[name]["accuracy"]}
         for name in alone
     }
+    with timed(walls, "aug"):
+        result["table5"] = table5(args, rows, alone)
+    with timed(walls, "table latency"):
+        table = lookup_table(args, supernet)
+    keys = table.latency_keys()
+    result["table"] = [
+        {"name": e.name, "macs": e.macs, "accuracy": e.accuracy, "accuracy_uncalibrated": e.accuracy_uncalibrated,
+         **{f"ms {k}": e.latency_ms[k] for k in keys}}
+        for e in table.configurations
+    ]
+    result["picks"] = picks(table, next(k for k in keys if k.endswith("onnxruntime")))
+    with timed(walls, "learner"):
+        table, result["learner"] = learner(args, supernet, table, config["metrics"]["model"])
+    result["wall_time_s"] = {k: round(v, 1) for k, v in walls.items()} | {"total": round(time.perf_counter() - started, 1)}
+    result["setup"] = {"subset": args.subset, "epochs": args.epochs, "fair_gradients": args.fair_gradients,
+                       "learner_epochs": args.learner_epochs,
+                       "test_images": config["metrics"]["images"], "calibration_images": table.calibration_images}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(report_markdown(result, keys))
+    print((RESULTS / f"{args.name}.md").read_text())
+    return 0
 
-    # 2. Resizable-Aug: fair sampling for 3/4 of the baseline's epochs, then the target alone.
-    tic = time.perf_counter()
-    switch = round(epochs * 0.75)
+
+def trained_alone(args: argparse.Namespace, walls: dict[str, float]) -> dict[str, dict]:
+    """Table 1's baselines: each configuration of ALONE trained alone, at the supernet's epochs."""
+    alone = {}
+    for configuration in ALONE:
+        name = configuration_name(configuration)
+        with timed(walls, f"alone {name}"):
+            alone_config = trained(
+                recipe_for(f"alone-{name}", {"target": args.epochs}, target=configuration, configurations=(configuration,)),
+                args.out / f"alone-{name}", args,
+            )
+        own = alone_config["metrics"]["configurations"][name]
+        alone[name] = {"accuracy": own["accuracy_uncalibrated"], "accuracy_calibrated": own["accuracy"],
+                       "macs": own["mean_macs"]}
+    return alone
+
+
+def table5(args: argparse.Namespace, rows: dict, alone: dict) -> dict:
+    """2. Resizable-Aug: fair sampling for 3/4 of the baseline's epochs, then the target alone."""
+    switch = round(args.epochs * 0.75)
     aug = trained(
-        recipe_for("resizable-aug", {"supernet": switch, "target": epochs - switch}, target_lr=0.01,
+        recipe_for("resizable-aug", {"supernet": switch, "target": args.epochs - switch}, target_lr=0.01,
                    target=FULL, configurations=(FULL,), fair_gradients=args.fair_gradients),
-        out / "aug", args,
+        args.out / "aug", args,
     )
-    walls["aug"] = time.perf_counter() - tic
     aug_row = aug["metrics"]["configurations"][configuration_name(FULL)]
-    result["table5"] = {
+    return {
         "baseline (full, alone)": alone[configuration_name(FULL)]["accuracy"],
         "Resizable-Aug without BN calibration": aug_row["accuracy_uncalibrated"],
         "Resizable-Aug with BN calibration": aug_row["accuracy"],
@@ -128,80 +179,52 @@ def main() -> int:
             r["accuracy"] - r["accuracy_uncalibrated"] for r in rows.values()) / len(rows),
     }
 
-    # 3. The lookup table, latency measured through runtime.profile on two backends.
-    tic = time.perf_counter()
+
+def lookup_table(args: argparse.Namespace, supernet: Path) -> LookupTable:
+    """3. The supernet's lookup table, latency measured through runtime.profile on every host target."""
     table = table_from_checkpoint(supernet)
-    write_table(supernet / TABLE_FILE, table)
-    bundles = {}
-    for target in ("onnx", "executorch"):
-        bundle = out / f"all-{target}"
-        report = out / f"profile-all-{target}.json"
-        if not report.is_file():
-            run([sys.executable, "-m", "exporter", "--checkpoint", str(supernet), "--target", target,
-                 "--out", str(bundle), "--configurations", "all", "--no-selector", "--force"])
-            run([sys.executable, "-m", "runtime.profile", "--bundle", str(bundle), "--device", "host-cpu",
-                 "--runs", str(args.runs), "--out", str(report)])
-        table = merge_profile(table, json.loads(report.read_text()), str(report))
-        bundles[target] = bundle
-    write_table(supernet / TABLE_FILE, table)
-    walls["table latency"] = time.perf_counter() - tic
-    keys = table.latency_keys()
-    result["table"] = [
-        {"name": e.name, "macs": e.macs, "accuracy": e.accuracy, "accuracy_uncalibrated": e.accuracy_uncalibrated,
-         **{f"ms {k}": e.latency_ms[k] for k in keys}}
-        for e in table.configurations
-    ]
-    onnx_key = next(k for k in keys if k.endswith("onnxruntime"))
-    latencies = sorted(e.latency_ms[onnx_key] for e in table.configurations)
-    picks = []
+    write_table(supernet / LOOKUP_TABLE_FILE, table)
+    for target in HOST_TARGETS:
+        measured = profiled(supernet, target, args.out / f"all-{target}", args.out / f"profile-all-{target}.json",
+                            args.runs, "--configurations", "all", "--no-selector")
+        table = merge_profile(table, measured)
+    write_table(supernet / LOOKUP_TABLE_FILE, table)
+    return table
+
+
+def picks(table: LookupTable, key: str) -> list[dict]:
+    """What `query` picks at a quarter, half and three quarters of the latency range on `key`, then of the MACs."""
+    latencies = sorted(e.latency_ms[key] for e in table.configurations)
+    macs = sorted(e.macs for e in table.configurations)
+    chosen = []
     for share in (0.25, 0.5, 0.75):
         budget = latencies[0] + share * (latencies[-1] - latencies[0])
-        entry = query(table, budget_ms=budget, key=onnx_key)
-        picks.append({"budget": f"{budget:.3f} ms on {onnx_key}", "pick": entry.name, "accuracy": entry.accuracy,
-                      "macs": entry.macs, "ms": entry.latency_ms[onnx_key]})
-    macs_sorted = sorted(e.macs for e in table.configurations)
+        chosen.append((f"{budget:.3f} ms on {key}", query(table, budget_ms=budget, key=key)))
     for share in (0.25, 0.5, 0.75):
-        budget = macs_sorted[0] + share * (macs_sorted[-1] - macs_sorted[0])
-        entry = query(table, budget_macs=budget)
-        picks.append({"budget": f"{budget / 1e6:.2f} MMACs", "pick": entry.name, "accuracy": entry.accuracy,
-                      "macs": entry.macs, "ms": entry.latency_ms[onnx_key]})
-    result["picks"] = picks
+        budget = macs[0] + share * (macs[-1] - macs[0])
+        chosen.append((f"{budget / 1e6:.2f} MMACs", query(table, budget_macs=budget)))
+    return [{"budget": budget, "pick": entry.name, "accuracy": entry.accuracy, "macs": entry.macs,
+             "ms": entry.latency_ms[key]} for budget, entry in chosen]
 
-    # 4. The ResizeLearner: eager accuracy and MACs on the test split, its own cost, and
-    # the best single configuration within its mean MACs.
-    tic = time.perf_counter()
-    learner = config["metrics"]["model"]
-    learner_bundle = out / "learner-onnx"
-    learner_report = out / "profile-learner-onnx.json"
-    if not learner_report.is_file():
-        run([sys.executable, "-m", "exporter", "--checkpoint", str(supernet), "--target", "onnx",
-             "--out", str(learner_bundle), "--force"])
-        run([sys.executable, "-m", "runtime.profile", "--bundle", str(learner_bundle), "--device", "host-cpu",
-             "--runs", str(args.runs), "--out", str(learner_report)])
-    table = merge_profile(table, json.loads(learner_report.read_text()), str(learner_report))
-    write_table(supernet / TABLE_FILE, table)
+
+def learner(args: argparse.Namespace, supernet: Path, table: LookupTable, metrics: dict) -> tuple[LookupTable, dict]:
+    """4. The ResizeLearner: eager accuracy and MACs on the test split, its own cost, and the best single
+    configuration within its mean MACs. Returns the table with the learner's latency, and the figures."""
+    measured = profiled(supernet, "onnx", args.out / "learner-onnx", args.out / "profile-learner-onnx.json", args.runs)
+    table = merge_profile(table, measured)
+    write_table(supernet / LOOKUP_TABLE_FILE, table)
     try:
-        single = query(table, budget_macs=learner["mean_macs"])
+        single = query(table, budget_macs=metrics["mean_macs"])
         single_row = {"name": single.name, "accuracy": single.accuracy, "macs": single.macs}
     except BudgetError as error:
         single_row = {"name": None, "note": str(error)}
-    result["learner"] = {
-        "accuracy": learner["accuracy"], "mean_macs": learner["mean_macs"], "learner_macs": learner["learner_macs"],
-        "learner_ms": table.learner_latency_ms, "histogram": learner["histogram"],
+    return table, {
+        "accuracy": metrics["accuracy"], "mean_macs": metrics["mean_macs"], "learner_macs": metrics["learner_macs"],
+        "learner_ms": table.learner_latency_ms, "histogram": metrics["histogram"],
         "best_single_within_mean_macs": single_row,
         "best_overall": max(({"name": e.name, "accuracy": e.accuracy, "macs": e.macs} for e in table.configurations),
                             key=lambda r: r["accuracy"]),
     }
-    walls["learner"] = time.perf_counter() - tic
-    result["wall_time_s"] = {k: round(v, 1) for k, v in walls.items()} | {"total": round(time.perf_counter() - started, 1)}
-    result["setup"] = {"subset": args.subset, "epochs": epochs, "fair_gradients": args.fair_gradients,
-                       "learner_epochs": args.learner_epochs,
-                       "test_images": config["metrics"]["images"], "calibration_images": table.calibration_images}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(report_markdown(result, keys))
-    print((RESULTS / f"{args.name}.md").read_text())
-    return 0
 
 
 def report_markdown(r: dict, keys: list[str]) -> str:
@@ -235,7 +258,7 @@ def report_markdown(r: dict, keys: list[str]) -> str:
     for row in sorted(r["table"], key=lambda row: -row["macs"]):
         lines.append(f"| {row['name']} | {row['macs'] / 1e6:.2f} | {row['accuracy']:.2%} | {row['accuracy_uncalibrated']:.2%} | "
                      + " | ".join(f"{row[f'ms {k}']:.3f}" for k in keys) + " |")
-    lines += ["", "Picks (`trainer.resizable.query`, the most accurate configuration within budget):", "",
+    lines += ["", "Picks (`trainer.resizable_nas.query`, the most accurate configuration within budget):", "",
               "| budget | pick | top-1 | MMACs | ms (onnxruntime) |", "|---|---|---|---|---|"]
     for p in r["picks"]:
         lines.append(f"| {p['budget']} | {p['pick']} | {p['accuracy']:.2%} | {p['macs'] / 1e6:.2f} | {p['ms']:.3f} |")

@@ -1,6 +1,6 @@
 """Does a lower input resolution buy its MACs back in latency? DRNet on ImageNet backbones, batch 1.
 
-python benchmarks/resolution.py [--rounds 7] [--images 24] [--backbones resnet50 mobilenet_v2]
+python -m benchmarks.resolution [--rounds 7] [--images 24] [--backbones resnet50 mobilenet_v2]
     [--backends onnx executorch] [--threads 1 2] [--work DIR] [--quick]
 
 DRNet on torchvision ResNet-50 (candidates 224/168/112, recipe
@@ -12,7 +12,7 @@ exactly a third of the timed images to each candidate. Latency depends on shapes
 the plain static backbone is written at every candidate side and at 128 and
 112 px by the same target writer. One subprocess per backbone, backend and
 thread count (ExecuTorch's thread pool cannot be resized under a loaded
-method) times everything in one runtime.timing.measure run: interleaved
+method) times everything in one runtime.profile.timing.measure run: interleaved
 rounds, medians, a new image on every call. Writes
 benchmarks/results/resolution.{md,json}.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -33,18 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+import runtime
+from benchmarks.rigs import HOST_TARGETS, RiggedBundles, RiggedModel, checkpoint_config, machine, sane_drnet_bn
+from runtime.format.bundle import open_bundle
+from runtime.format.fields import Graph, TensorSpec
+from runtime.format.manifest import Preprocessing
+from runtime.preprocess import prepare
+from runtime.profile.timing import measure
+
 ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # Run as a script, sys.path[0] is benchmarks/, where benchmarks/runtime.py would shadow the `runtime` package.
-    sys.path[0] = str(ROOT)
-
-import runtime  # noqa: E402
-from benchmarks.runtime import BACKENDS, MODELS, Built, Bundles, _sane_bn, machine  # noqa: E402
-from runtime.bundle import open_bundle  # noqa: E402
-from runtime.manifest import Graph, Preprocessing, TensorSpec  # noqa: E402
-from runtime.preprocess import prepare  # noqa: E402
-from runtime.timing import measure  # noqa: E402
-
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {"resnet50": "drnet-imagenet-resnet50", "mobilenet_v2": "drnet-imagenet-mobilenetv2"}
 PROBES = (128, 112)  # plain static sides timed beside the candidates: is 112 px worth its MACs where 128 px is?
@@ -98,7 +96,7 @@ def rig_thirds(model, x) -> None:
         head.bias.copy_(torch.stack([k * t1, torch.zeros(()), -k * t2]))
 
 
-def build_rigged(backbone: str, images: np.ndarray) -> Built:
+def build_rigged(backbone: str, images: np.ndarray) -> RiggedModel:
     """The recipe's DRNet, random weights with BN statistics from `images`, predictor rigged to a 1/3 mix of them."""
     import torch
 
@@ -116,20 +114,13 @@ def build_rigged(backbone: str, images: np.ndarray) -> Built:
     info = DataInfo("imagenet", tuple(f"class{i}" for i in range(1000)), IMAGENET_MEAN, IMAGENET_STD,
                     IMAGENET_RESOLUTION)
     x = torch.from_numpy(prepare(images, Preprocessing(info.resolution, info.mean, info.std)))
-
-    def passes():
-        for index in range(len(model.resolutions)):
-            model.backbone_logits(x, index)
-        model.predictor_logits(x)
-
-    _sane_bn(model, passes)
+    sane_drnet_bn(model, x)
     rig_thirds(model, x)
-    config = {"family": "drnet", "recipe": f"{recipe.name}-rigged", "model": model_config, "data": info.to_dict(),
-              "data_root": None}
+    config = checkpoint_config("drnet", f"{recipe.name}-rigged", model_config, info)
     rig = (f"{recipe.name}: random weights (torchvision init), BN statistics from the {len(images)} timed images at "
            "each candidate; the predictor's last layer rigged (three lines along a random direction of its features, "
            "thresholds at the images' tertiles) so exactly a third of the timed images pick each candidate")
-    return Built(model, config, rig)
+    return RiggedModel(model, config, rig)
 
 
 def plain_artifacts(checkpoint: Path, target: str, directory: Path, sides: list[int], max_batch: int) -> None:
@@ -173,8 +164,8 @@ def _graph(entry: dict) -> Graph:
 def measure_cell(cell: Cell, work: Path, images: int, rounds: int) -> dict:
     """Every timed call of one cell in one interleaved measurement; each figure is the mean over images of per-image medians."""
     key = model_key(cell.backbone, images)
-    bundle, plain_dir = bundle_directory(work, key, cell.target), plain_directory(work, key, cell.target)
-    session = runtime.load(bundle, BACKENDS[cell.target], threads=cell.threads)
+    bundle, plain_dir = RiggedBundles.directory(work, key, cell.target), plain_directory(work, key, cell.target)
+    session = runtime.load(bundle, HOST_TARGETS[cell.target], threads=cell.threads)
     described = session.backend.describe()
     if f"threads={cell.threads}" not in described:
         raise RuntimeError(f"asked for {cell.threads} threads, the backend runs {described}")
@@ -214,31 +205,10 @@ def measure_cell(cell: Cell, work: Path, images: int, rounds: int) -> dict:
         **{f"sub{side_of[p.graph]}": manifest.graphs[p.graph].macs for p in d.paths},
         **{f"plain{s}": g["macs"] for s, g in plain_graphs.items()},
     }
-    return {"backbone": cell.backbone, "target": cell.target, "backend": BACKENDS[cell.target], "threads": cell.threads,
+    return {"backbone": cell.backbone, "target": cell.target, "backend": HOST_TARGETS[cell.target], "threads": cell.threads,
             "describe": described, "max_batch": manifest.max_batch, "candidates": [p.resolution for p in d.paths],
             "mix": {p.name: paths.count(p.name) for p in d.paths}, "us": us, "ideal_us": ideal, "macs": macs,
             "calls": len(fns) * (rounds + 1), "measure_s": wall}
-
-
-def export_bundle(bundles: Bundles, key: str, target: str) -> tuple[Path, str, str]:
-    """The rigged checkpoint (built once by `bundles`) exported for `target`: bundle, rig and parity, reused from --work."""
-    import exporter
-
-    checkpoint, rig = bundles.checkpoint(key)
-    out = bundle_directory(bundles.work, key, target)
-    note = out.parent / f"{out.name}.parity.txt"
-    if (out / "manifest.json").exists():
-        bundles.reused.append(out.name)
-    else:
-        started = time.perf_counter()
-        report = exporter.export(checkpoint, target, out, **PARITY)
-        note.write_text(report.parity.summary())
-        print(f"  exported {out.name} in {time.perf_counter() - started:.0f} s; parity {note.read_text()}", flush=True)
-    return out, rig, note.read_text()
-
-
-def bundle_directory(work: Path, key: str, target: str) -> Path:
-    return work / "bundles" / f"{key}-{target}"
 
 
 def plain_directory(work: Path, key: str, target: str) -> Path:
@@ -251,9 +221,9 @@ def model_key(backbone: str, images: int) -> str:
 
 
 def run_cell(cell: Cell, work: Path, images: int, rounds: int) -> dict:
-    command = [sys.executable, __file__, "--cell", cell.backbone, cell.target, str(cell.threads), "--work", str(work),
-               "--images", str(images), "--rounds", str(rounds)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", "benchmarks.resolution", "--cell", cell.backbone, cell.target, str(cell.threads),
+               "--work", str(work), "--images", str(images), "--rounds", str(rounds)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"cell {cell} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -299,6 +269,7 @@ def figures(row: dict) -> dict:
 
 
 def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: dict) -> str:
+    derived = [(r, figures(r)) for r in rows]
     out = [
         "# Input resolution at ImageNet scale: DRNet on ResNet-50 and MobileNetV2, batch 1",
         "",
@@ -306,13 +277,35 @@ def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: di
         "",
         f"Machine: {info['machine']}; {info['cpus']} CPUs. Versions: {info['versions']}.",
         "",
+        *method_lines(info, rigs),
+        *static_section(derived),
+        *pipeline_section(derived),
+        *candidates_section(derived),
+        "",
+        "## Reading",
+        "",
+        *summary_lines(derived),
+        "",
+        "Backends and parity:",
+        "",
+        *[f"- {r['backbone']}/{r['backend']}, {r['threads']} threads: {r['describe']}; max_batch {r['max_batch']}; "
+          f"{r['calls']} timed calls in {r['measure_s']:.0f} s" for r in rows],
+        *[f"- parity of {name}: {text}" for name, text in parity.items()],
+    ]
+    if info["reused"]:
+        out += ["", f"Bundles reused from an earlier run's --work directory: {', '.join(info['reused'])}."]
+    return "\n".join(out) + "\n"
+
+
+def method_lines(info: dict, rigs: dict) -> list[str]:
+    return [
         "## Method",
         "",
         ("**Weights are random and the predictor is rigged**: latency depends on shapes, not weight values, so no "
          "trained model is needed, and the predictor's last layer is set so the timed images split exactly 1/3 : 1/3 "
          f": 1/3 over the three candidates (rigs below). {info['images']} distinct random uint8 224x224 images, batch "
          f"1, a new image on every call. One subprocess per backbone, backend and thread count times every call of "
-         f"that cell in one `runtime.timing.measure` run ({info['rounds']} interleaved rounds after one warm-up "
+         f"that cell in one `runtime.profile.timing.measure` run ({info['rounds']} interleaved rounds after one warm-up "
          "round; within a round each image's calls run back to back); a figure is the mean over images of each "
          "image's median. MACs: conv+linear multiply-accumulates per image (trainer.macs, torch.utils.flop_counter), "
          "the predictor's included in the pipeline's."),
@@ -342,8 +335,10 @@ def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: di
         *[f"- {name}: {rig}" for name, rig in rigs.items()],
         "",
     ]
-    derived = [(r, figures(r)) for r in rows]
-    out += [
+
+
+def static_section(derived: list[tuple[dict, dict]]) -> list[str]:
+    out = [
         "## 1. Static latency and the backend's own scaling (plain static models)",
         "",
         "| backbone | backend | threads | side | MMACs | µs | latency / 224 | MACs / 224 | scaling | ms per GMAC | bundle subgraph µs |",
@@ -356,7 +351,11 @@ def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: di
             out.append(f"| {r['backbone']} | {r['backend']} | {r['threads']} | {side} | {s['macs'] / 1e6:.0f} | "
                        f"{s['us']:.0f} | {s['latency_fraction']:.3f} | {s['macs_fraction']:.3f} | {scale} | "
                        f"{s['ms_per_gmac']:.1f} | {sub} |")
-    out += [
+    return out
+
+
+def pipeline_section(derived: list[tuple[dict, dict]]) -> list[str]:
+    out = [
         "",
         "## 2. The whole pipeline at the 1/3 : 1/3 : 1/3 mix, through `Session.run`",
         "",
@@ -372,7 +371,11 @@ def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: di
                    f"{f['macs_reduction']:.2f}x | {f['realized_speedup']:.2f}x | {f['ideal_speedup']:.2f}x | "
                    f"{f['realized_fraction']:.2f} | {f['ideal_fraction']:.2f} | {f['kept']:.3f} | "
                    f"{'PASS' if f['pass'] else 'FAIL'} |")
-    out += [
+    return out
+
+
+def candidates_section(derived: list[tuple[dict, dict]]) -> list[str]:
+    out = [
         "",
         "## 3. Which candidate sets suit each backend",
         "",
@@ -396,23 +399,11 @@ def report_md(command: str, info: dict, rows: list[dict], rigs: dict, parity: di
          "output, from the recipe's `resolutions`), so an exporter reading a measured latency table could at most drop "
          "a trained candidate that scales badly on its target (masking that score); choosing the candidates from "
          "measured latency belongs before training, from per-backend tables like this one."),
-        "",
-        "## Reading",
-        "",
-        *reading(derived),
-        "",
-        "Backends and parity:",
-        "",
-        *[f"- {r['backbone']}/{r['backend']}, {r['threads']} threads: {r['describe']}; max_batch {r['max_batch']}; "
-          f"{r['calls']} timed calls in {r['measure_s']:.0f} s" for r in rows],
-        *[f"- parity of {name}: {text}" for name, text in parity.items()],
     ]
-    if info["reused"]:
-        out += ["", f"Bundles reused from an earlier run's --work directory: {', '.join(info['reused'])}."]
-    return "\n".join(out) + "\n"
+    return out
 
 
-def reading(derived: list[tuple[dict, dict]]) -> list[str]:
+def summary_lines(derived: list[tuple[dict, dict]]) -> list[str]:
     """Plain statements from the numbers; the misses first."""
     misses = [(r, f) for r, f in derived if not f["pass"]]
     lines = [f"- {'FAIL' if misses else 'PASS'}: dispatch keeps >= {GOAL_KEPT} of the static subgraphs' own speedup "
@@ -435,15 +426,7 @@ def reading(derived: list[tuple[dict, dict]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds; medians are reported")
-    parser.add_argument("--images", type=int, default=24, help="timed images, a multiple of 3 (default 24)")
-    parser.add_argument("--backbones", nargs="+", choices=list(RECIPES), default=list(RECIPES))
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS))
-    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, os.cpu_count() or 1}))
-    parser.add_argument("--work", type=Path, help="keep checkpoints and bundles here and reuse them (default: a new temp dir)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds over 6 images")
-    parser.add_argument("--cell", nargs=3, metavar=("BACKBONE", "TARGET", "THREADS"), help=argparse.SUPPRESS)
+    parser = arguments()
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.images = 2, 6
@@ -456,27 +439,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_cell(Cell(backbone, target, int(threads)), args.work, args.images, args.rounds)))
         return 0
 
-    command = shlex.join(["python", "benchmarks/resolution.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "benchmarks.resolution", *(argv if argv is not None else sys.argv[1:])])
     work = args.work or Path(tempfile.mkdtemp(prefix="resolution-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    images = stream(args.images)
-    bundles = Bundles(work, images)  # the "calibration" images are the timed ones: the rig splits exactly them
+    models = {model_key(backbone, args.images): functools.partial(build_rigged, backbone) for backbone in args.backbones}
+    bundles = RiggedBundles(work, stream(args.images), models)  # calibrated on the timed images: the rig splits them
     print(f"work directory {work}", flush=True)
     rows, rigs, parity = [], {}, {}
     for backbone in args.backbones:
         key = model_key(backbone, args.images)
-        MODELS[key] = lambda x, backbone=backbone: build_rigged(backbone, x)
         for target in args.backends:
-            bundle, rigs[backbone], parity[f"{key}-{target}"] = export_bundle(bundles, key, target)
+            bundle, rigs[backbone] = bundles.export(key, target, key, **PARITY)
+            parity[bundle.name] = bundles.parity(bundle)
             manifest = open_bundle(bundle)
             sides = sorted({p.resolution for p in manifest.dispatch.paths} | set(PROBES), reverse=True)
             plain_artifacts(work / "checkpoints" / key, target, plain_directory(work, key, target), sides, manifest.max_batch)
             for threads in args.threads:
-                cell = Cell(backbone, target, threads)
-                print(f"[{time.perf_counter() - started:5.0f} s] {backbone} on {BACKENDS[target]}, {threads} threads",
+                print(f"[{time.perf_counter() - started:5.0f} s] {backbone} on {HOST_TARGETS[target]}, {threads} threads",
                       flush=True)
-                rows.append(run_cell(cell, work, args.images, args.rounds))
+                rows.append(run_cell(Cell(backbone, target, threads), work, args.images, args.rounds))
                 f = figures(rows[-1])
                 print(f"  {rows[-1]['calls']} calls in {rows[-1]['measure_s']:.0f} s; "
                       + ", ".join(f"{k} {v:.0f} µs" for k, v in rows[-1]["us"].items())
@@ -491,6 +473,19 @@ def main(argv: list[str] | None = None) -> int:
     print((RESULTS / "resolution.md").read_text())
     print(f"done in {info['wall_s']} s", flush=True)
     return 0
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds; medians are reported")
+    parser.add_argument("--images", type=int, default=24, help="timed images, a multiple of 3 (default 24)")
+    parser.add_argument("--backbones", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--backends", nargs="+", choices=list(HOST_TARGETS), default=list(HOST_TARGETS))
+    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, os.cpu_count() or 1}))
+    parser.add_argument("--work", type=Path, help="keep checkpoints and bundles here and reuse them (default: a new temp dir)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds over 6 images")
+    parser.add_argument("--cell", nargs=3, metavar=("BACKBONE", "TARGET", "THREADS"), help=argparse.SUPPRESS)
+    return parser
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """CPU training throughput on real CIFAR-10: the data pipeline and memory layout before and after.
 
-python benchmarks/training_speed.py [--data-root ../shared/data/cifar10] [--depths 20 56] [--rounds 5] [--steps 15]
+python -m benchmarks.training_speed [--data-root ../shared/data/cifar10] [--depths 20 56] [--rounds 5] [--steps 15]
 
 Each setting trains the real training loop's step (SGD, cross-entropy) of a CIFAR
 ResNet on the real training split, batch 128:
@@ -32,14 +32,11 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from runtime.format.files import atomic_write
+from trainer.backbone import cifar_resnet
+from trainer.data import CIFAR10_MEAN, CIFAR10_STD, load_split
+
 ROOT = Path(__file__).resolve().parents[1]
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(ROOT)  # run as a script: import the repository's packages, not benchmarks/
-
-from runtime.files import atomic_write  # noqa: E402
-from trainer.backbone import cifar_resnet  # noqa: E402
-from trainer.data import CIFAR10_MEAN, CIFAR10_STD, load_split  # noqa: E402
-
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 128
 
@@ -152,7 +149,7 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 ImageFolder tree at {args.data_root}")
-    command = shlex.join(["python", "benchmarks/training_speed.py", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.training_speed", *sys.argv[1:]])
     results = {depth: measure(depth, args.data_root, args.rounds, args.steps) for depth in args.depths}
     RESULTS.mkdir(exist_ok=True)
     text = report(command, results, args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -20,20 +21,34 @@ from exporter.calibration import DEFAULT_IMAGES, load_calibration
 from exporter.graphs import UnsplittableModel, tensor_specs
 from exporter.quantize import CalibrationImages, QuantizationError, write_int8
 from exporter.quantize.check import MAX_TOP1_DROP
-from exporter.splits import split_model
+from exporter.splits import plans_on_calibration, split_model
 from exporter.targets import Int8Inputs, default_device, graph_precision, write_artifacts
 from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
-from runtime.bundle import artifact_table, write_bundle, write_manifest
-from runtime.devices import load_devices
-from runtime.lookup_table import TABLE_FILE, read_table
-from runtime.manifest import FORMAT_VERSION, Graph, Manifest, Preprocessing
-from runtime.targets import get_target
+from runtime.format.bundle import artifact_table, write_bundle, write_manifest
+from runtime.format.devices import load_devices
+from runtime.format.fields import Graph
+from runtime.format.manifest import FORMAT_VERSION, Manifest, Preprocessing
+from runtime.format.targets import get_target
 from trainer.checkpoint import load_checkpoint
 
 __all__ = ["export", "ExportReport", "ParityError", "QuantizationError", "UnsplittableModel"]
 
 DEFAULT_MAX_BATCH = 32
 ACCURACY_IMAGES = 1000
+
+
+def _default_calibration(config: dict, say: Callable[[str], object]) -> tuple[torch.Tensor | None, str | None]:
+    """The training split's first images, for a split whose plan is made on calibration images; where that split is
+    not on this machine, none, said out loud: the plan then compiles only the full path whole."""
+    source = f"{config['data']['dataset']} train, first {DEFAULT_IMAGES} images"
+    try:
+        images = load_calibration(f"train:{DEFAULT_IMAGES}", config)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"WARNING: no calibration images ({error}): the plan fuses nothing and caches only the full path; "
+            "pass --calibration FILE.npy or the data root the model trained on")
+        return None, None
+    say(f"calibrating the export plan on {source} (--calibration to choose others)")
+    return images, source
 
 
 @dataclass(frozen=True)
@@ -53,16 +68,14 @@ def export(
     samples: int = 64,
     tolerance: float = TOLERANCE,
     calibration: torch.Tensor | None = None,
-    cache_paths: int = 8,
     device: str | None = None,
     max_batch: int | None = None,
-    configurations: str = "frontier",
-    table: str | Path | None = None,
-    selector: bool = True,
     accuracy_images: int = ACCURACY_IMAGES,
     precision: str | None = None,
     calibration_source: str | None = None,
     max_top1_drop: float = MAX_TOP1_DROP,
+    progress: Callable[[str], object] | None = None,
+    **split_options,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
 
@@ -71,7 +84,7 @@ def export(
     Logits may differ by `tolerance` x max(1, the largest |logit|).
     `calibration` (normalized NCHW images, from `calibration_source`, in
     words) drives the block families' plan: fused segments, left-out blocks
-    and the `cache_paths` most frequent paths; an int8 bundle calibrates each
+    and the most frequent paths compiled whole; an int8 bundle calibrates each
     graph on the inputs they route to it (default: the first 512 training
     images). `precision` (fp32, fp16 or int8; default: the device's) must be
     one the target writes; an int8 bundle that loses more than
@@ -81,10 +94,9 @@ def export(
     batch sizes the target uses (default: the first device that runs the
     target). Every graph takes batches of 1 to `max_batch` (default: the
     device's, else 32).
-    Families that pick sub-networks from a lookup table (Resizable) read
-    `table` (default: lookup_table.json beside the checkpoint) and export
-    `configurations`: "frontier", "all" or NAME,NAME,...; `selector=False`
-    leaves out their optional per-image selector.
+    `split_options` are the options of the checkpoint's family's own split
+    (its EXPORT_OPTIONS, exporter/splits); one it does not take is refused.
+    `progress` is told, in a line, each stage as it starts: some take minutes.
     Each operating point's top-1 on the first `accuracy_images` test images
     goes into the manifest, for budgets to rank points by (0, or a dataset
     not on this machine: none).
@@ -107,16 +119,18 @@ def export(
         why = f" (device {chosen.name}'s)" if chosen and precision == chosen.precision else ""
         raise ValueError(f"target {target} writes precision {list(spec.precisions)}, not {precision!r}{why}")
     int8_calibration = None
+    if precision == "int8" and spec.calibrates_int8 and calibration is None:
+        calibration_source = f"{data['dataset']} train, first {DEFAULT_IMAGES} images"
+        calibration = load_calibration(f"train:{DEFAULT_IMAGES}", config)
     if precision == "int8" and spec.calibrates_int8:
-        if calibration is None:
-            calibration_source = f"{data['dataset']} train, first {DEFAULT_IMAGES} images"
-            calibration = load_calibration(f"train:{DEFAULT_IMAGES}", config)
         int8_calibration = CalibrationImages(calibration, calibration_source or "images passed to export()")
-    table_path = Path(table) if table else Path(checkpoint) / TABLE_FILE
-    lookup = read_table(table_path) if table or table_path.is_file() else None
+    say = progress or (lambda line: None)
+    if calibration is None and plans_on_calibration(config["family"]):
+        calibration, calibration_source = _default_calibration(config, say)
+    say(f"splitting the {config['family']} model")
     split = split_model(
-        model, config["family"], data["resolution"], calibration=calibration, cache_paths=cache_paths,
-        configurations=configurations, table=lookup, selector=selector,
+        model, config["family"], data["resolution"], calibration=calibration, checkpoint=Path(checkpoint),
+        **split_options,
     )
     verify_backend = spec.verify_backend if verify else None
     labelled = labelled_samples(config, accuracy_images) if accuracy_images else None
@@ -124,6 +138,7 @@ def export(
 
     def write(directory: Path, target: str, int8: Int8Inputs) -> Manifest:
         """`split`'s graphs for `target` at `precision`, those in `int8` as int8, and their manifest."""
+        say(f"writing {len(split.graphs)} graphs for {target} at {precision if not int8 else 'int8'}")
         written = write_artifacts(
             target, split.graphs, directory, device=chosen, max_batch=max_batch, precision=precision, int8=int8
         )
@@ -157,6 +172,7 @@ def export(
         return manifest
 
     def parity(bundle: Path, backend: str) -> Parity:
+        say(f"checking parity with PyTorch on {samples} images through {backend}")
         return check_parity(
             bundle, split.reference, verification_samples(config, samples),
             scales=split.scales, path_reference=split.path_reference, backend=backend, tolerance=tolerance,
@@ -174,6 +190,7 @@ def export(
             if verify_backend:
                 result["parity"] = parity(staging, verify_backend)
         if labelled is not None:
+            say(f"measuring each operating point's top-1 on {len(labelled[1])} test images")
             accuracy = measure_accuracy(staging, manifest, split, labelled, spec.verify_backend)
             manifest = dataclasses.replace(manifest, accuracy=accuracy)
             write_manifest(staging, manifest)

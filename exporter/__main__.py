@@ -1,7 +1,7 @@
 """python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
-                     [--device NAME] [--max-batch N] [--calibration DATA] [--cache-paths K] [--force] [--no-verify]
-                     [--configurations frontier|all|NAME,...] [--table FILE] [--no-selector] [--accuracy-images N]
-                     [--precision fp32|fp16|int8] [--max-top1-drop D]"""
+                     [--device NAME] [--max-batch N] [--calibration DATA] [--force] [--no-verify]
+                     [--accuracy-images N] [--precision fp32|fp16|int8] [--max-top1-drop D]
+                     [the options of the checkpoint's family's split: --help lists them, family by family]"""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 from exporter import ACCURACY_IMAGES, ParityError, QuantizationError, UnsplittableModel, export
 from exporter.quantize.check import MAX_TOP1_DROP, TOLERANCES
 from exporter.calibration import load_calibration
+from exporter.splits import add_family_arguments, family_option_names
 from exporter.verify import TOLERANCE
-from runtime.manifest import PRECISIONS
-from runtime.targets import TARGETS
+from runtime.format.manifest import PRECISIONS
+from runtime.format.targets import TARGETS
 from trainer.checkpoint import read_config
 
 
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
     parser.add_argument(
         "--calibration", metavar="DATA",
-        help="images that drive the block families' plan and calibrate int8 graphs, each on the inputs routed to it: "
-        "FILE.npy, train[:N] or test[:N] of the checkpoint's dataset (int8 default: train:512)",
+        help="images that drive a split's plan (fused segments, cached paths) and calibrate int8 graphs, each on the "
+        "inputs routed to it: FILE.npy, train[:N] or test[:N] of the checkpoint's dataset (default, for a split that "
+        "plans on them and for int8: train:512)",
     )
     parser.add_argument(
         "--precision", choices=PRECISIONS,
@@ -46,26 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-top1-drop", type=float, default=MAX_TOP1_DROP, metavar="D",
                         help=f"int8: refuse the bundle if it loses more top-1 than D against fp32 on held-out images; "
                         f"logits may move {TOLERANCES['int8']:g} x max(1, |logit|) from eager (default %(default)g)")
-    parser.add_argument("--cache-paths", type=int, default=8, metavar="K",
-                        help="compile the K most frequent block paths as single graphs (default 8)")
-    parser.add_argument("--configurations", default="frontier", metavar="WHICH",
-                        help="Resizable: the lookup table's frontier (default), all, or NAME,NAME,...")
-    parser.add_argument("--table", type=Path, help="Resizable: the lookup table (default: CHECKPOINT/lookup_table.json)")
-    parser.add_argument("--no-selector", dest="selector", action="store_false",
-                        help="Resizable: leave out the ResizeLearner; budgets pick from the table")
     parser.add_argument("--accuracy-images", type=int, default=ACCURACY_IMAGES, metavar="N",
                         help="measure each operating point's top-1 on the first N test images, for budgets to rank "
                         "points by; 0: do not (default %(default)s)")
+    add_family_arguments(parser)
     args = parser.parse_args(argv)
+    split_options = {name: value for name, value in vars(args).items() if name in family_option_names()}
     try:
         calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
         report = export(
             args.checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
             tolerance=args.tolerance,
-            calibration=calibration, cache_paths=args.cache_paths, device=args.device, max_batch=args.max_batch,
-            configurations=args.configurations, table=args.table, selector=args.selector,
+            calibration=calibration, device=args.device, max_batch=args.max_batch,
             accuracy_images=args.accuracy_images, precision=args.precision, calibration_source=args.calibration,
-            max_top1_drop=args.max_top1_drop,
+            max_top1_drop=args.max_top1_drop, progress=lambda line: print(f"exporter: {line}", file=sys.stderr, flush=True),
+            **split_options,
         )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)
@@ -78,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = report.manifest
     size = sum(a.bytes for a in manifest.artifacts.values())
+    device = manifest.producer.get("device", "no device entry")
+    precision = manifest.quantization.precision if manifest.quantization else (
+        manifest.build.precision if manifest.build else "fp32")
+    built = "; engines are built and cached on the device at first load" if manifest.target == "tensorrt" else ""
     print(
-        f"wrote {report.bundle}: {manifest.family} for {manifest.target}, {len(manifest.graphs)} graphs, "
-        f"batches of 1 to {manifest.max_batch}, {size / 1024:.0f} KiB"
+        f"wrote {report.bundle}: {manifest.family} for {manifest.target} on {device} (--device), {precision} "
+        f"(--precision), {len(manifest.graphs)} graphs, batches of 1 to {manifest.max_batch}, {size / 1024:.0f} KiB{built}"
     )
     print(manifest.dispatch.describe(manifest.graphs))
     if manifest.quantization:

@@ -14,8 +14,7 @@ import torch
 
 import runtime
 from exporter.graphs import Split
-from runtime.manifest import Accuracy, Manifest, PointAccuracy
-from runtime.operating_points import operating_points
+from runtime.format.manifest import Accuracy, Manifest, PointAccuracy
 
 __all__ = ["labelled_samples", "measure_accuracy"]
 
@@ -47,13 +46,13 @@ def measure_accuracy(
     if session is None and not manifest.rule.takes_scale and split.path_reference is None:
         return None
     points = []
-    for name, kind, value, options in operating_points(manifest):
+    for point in manifest.dispatch.operating_points(manifest.graphs):
         if session is not None:
-            logits = session.run(images.numpy(), **options).logits
-        elif kind == "scale":
-            logits = split.reference(images, value).logits.numpy()
+            logits = session.run(images.numpy(), **point.options).logits
+        elif point.kind == "scale":
+            logits = split.reference(images, point.value).logits.numpy()
         else:
-            logits = split.path_reference(images, name).logits.numpy()
-        points.append(PointAccuracy(name, kind, value, float(np.mean(logits.argmax(1) == labels))))
+            logits = split.path_reference(images, point.name).logits.numpy()
+        points.append(PointAccuracy(point.name, point.kind, point.value, float(np.mean(logits.argmax(1) == labels))))
     ran = f"the bundle on {session.backend.name}" if session else "the eager model"
     return Accuracy(f"{described}, run by {ran}", len(labels), tuple(points))

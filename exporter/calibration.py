@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.manifest import Preprocessing
+from runtime.format.manifest import Preprocessing
 from runtime.preprocess import prepare
 
 __all__ = ["load_calibration"]

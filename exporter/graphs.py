@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from runtime.lookup_table import LookupTable
-from runtime.manifest import TensorSpec
+from runtime.format.fields import TensorSpec
 from runtime.rules import Section
 from trainer.dynamic import DynamicOutput
 
@@ -22,14 +23,12 @@ class UnsplittableModel(ValueError):
 
 @dataclass(frozen=True)
 class SplitOptions:
-    """What the user asked of a split; each family's split reads the fields that concern it."""
+    """What the user asked of a split: what every split reads, and the family's own options."""
 
     resolution: int  # input side of every graph
     calibration: Tensor | None = None  # normalized images driving the block families' plan
-    cache_paths: int = 8  # block families: the most frequent paths, compiled as single graphs
-    configurations: str = "frontier"  # Resizable: "frontier", "all", or NAME,NAME,... of the table
-    table: LookupTable | None = None  # Resizable: accuracy and measured latency per configuration
-    selector: bool = True  # False leaves out an optional selector (Resizable's ResizeLearner): budgets pick from the table
+    checkpoint: Path | None = None  # where the model came from: its companions (a lookup table) lie beside it
+    family: Any = None  # the family split's EXPORT_OPTIONS instance, or None where it takes none
 
 
 @dataclass(frozen=True)

@@ -67,14 +67,15 @@ def check_parity(
 ) -> Parity:
     """Run `samples` through the bundle at every scale and compare with `reference` (PyTorch eager).
 
-    With `path_reference`, every path the profiler probes is also forced and
+    With `path_reference`, every operating point's path is also forced and
     compared, so paths the dispatch never picks on these samples are checked too.
     """
     session = runtime.load(bundle, backend)
     runs = [(reference(samples, scale), {"scale": scale}) for scale in scales]
     if path_reference is not None:
         manifest = session.manifest
-        runs += [(path_reference(samples, name), {"path": name}) for name in manifest.dispatch.probe_paths(manifest.graphs)]
+        runs += [(path_reference(samples, point.name), point.options)
+                 for point in manifest.dispatch.operating_points(manifest.graphs)]
     mismatches, max_diff, checked = 0, 0.0, 0
     scale = max([1.0, *(float(expected.logits.abs().max()) for expected, _ in runs)])
     for expected, options in runs:

@@ -6,8 +6,9 @@
     result.logits, result.paths, result.macs, result.timings
 """
 
-from runtime.controller import AdaptiveController
-from runtime.manifest import BundleError, Manifest
+from runtime.serving.controller import AdaptiveController
+from runtime.format.fields import BundleError
+from runtime.format.manifest import Manifest
 from runtime.session import RunResult, Session, load
 
 __all__ = ["load", "Session", "RunResult", "Manifest", "BundleError", "AdaptiveController"]

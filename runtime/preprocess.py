@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from runtime.manifest import Preprocessing
+from runtime.format.manifest import Preprocessing
 
 __all__ = ["prepare", "center_crop", "resize_bilinear"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,35 +16,71 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import Backend, GraphRunner, create_backend
-from runtime.budgets import allowance
-from runtime.bundle import open_bundle
-from runtime.devices import Device
-from runtime.files import sha256_of
-from runtime.latency_table import LatencyTable, read_latency_table
-from runtime.lookup_table import latency_key
-from runtime.manifest import MANIFEST_FILE, Manifest
+from runtime.format.bundle import open_bundle
+from runtime.format.devices import Device
+from runtime.format.fields import BundleError
+from runtime.format.files import sha256_of
+from runtime.format.latency_table import LatencyTable, read_latency_table
+from runtime.format.manifest import MANIFEST_FILE, Manifest
+from runtime.format.targets import TARGETS
 from runtime.preprocess import prepare
 from runtime.rules import Request
-from runtime.targets import TARGETS
+from runtime.serving.budgets import allowance
+from runtime.serving.costs import latency_key
 
-__all__ = ["RunResult", "Session", "load"]
+__all__ = ["RunResult", "Session", "GraphHook", "NonFiniteOutput", "check_finite", "load"]
+
+# Stands between the session and one graph call: (graph name, inputs, the backend's runner) -> the call's outputs.
+# A hook that observes calls `run(inputs)` and returns what it gives; one that replays returns recorded outputs.
+GraphHook = Callable[[str, Sequence[np.ndarray], GraphRunner], list[np.ndarray]]
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
     logits: np.ndarray  # (N, classes) float32
     paths: list[str]  # per sample, the path it took
     macs: np.ndarray  # (N,) int64, selector included
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "preprocess", then per graph, summed over calls
 
+    def summary(self) -> str:
+        """The run at a glance: images per path, MACs and time."""
+        histogram = ", ".join(f"{path}: {count}" for path, count in Counter(self.paths).most_common(6))
+        more = f", ... ({len(set(self.paths))} paths)" if len(set(self.paths)) > 6 else ""
+        return (f"{len(self.paths)} images; paths {{{histogram}{more}}}; {self.macs.mean() / 1e6:.3f} MMACs/image; "
+                f"{sum(self.timings.values()) * 1e3:.3f} ms")
+
+    def __repr__(self) -> str:
+        return f"RunResult({self.summary()})"
+
+
+class NonFiniteOutput(BundleError):
+    """A graph answered NaN or inf: never a valid answer, whatever the bundle's sha256 says of its files."""
+
+
+def check_finite(bundle: Path, graph: str, outputs: Sequence[np.ndarray]) -> None:
+    """NonFiniteOutput naming the bundle, the graph and the first sample of its call with a NaN or inf output.
+
+    One reduction per output (NaN and inf survive a sum), so the check costs
+    a small share of the call it checks; the rows are looked at only on failure.
+    """
+    for index, output in enumerate(outputs):
+        if not np.isfinite(output.sum(dtype=np.float64)):
+            finite = np.isfinite(output.reshape(len(output), -1)).all(axis=1)
+            sample = int(np.argmin(finite))
+            raise NonFiniteOutput(
+                f"{bundle}: graph {graph!r} answered NaN or inf in output {index} for sample {sample} of the "
+                f"{len(output)} it ran on ({int((~finite).sum())} non-finite); its weights are not what was exported"
+            )
+
 
 class GraphCalls:
-    """Calls graphs by name on batches of any size: in chunks of at most `max_batch`, timing each graph."""
+    """Calls graphs by name on batches of any size: in chunks of at most `max_batch`, timing each graph, and
+    refusing outputs that are not finite."""
 
-    __slots__ = ("graphs", "max_batch", "timings")
+    __slots__ = ("graphs", "max_batch", "timings", "bundle")
 
-    def __init__(self, graphs: dict[str, GraphRunner], max_batch: int, timings: dict[str, float]) -> None:
-        self.graphs, self.max_batch, self.timings = graphs, max_batch, timings
+    def __init__(self, graphs: dict[str, GraphRunner], max_batch: int, timings: dict[str, float], bundle: Path) -> None:
+        self.graphs, self.max_batch, self.timings, self.bundle = graphs, max_batch, timings, bundle
 
     def __call__(self, name: str, *inputs: np.ndarray) -> list[np.ndarray]:
         run, size = self.graphs[name], self.max_batch
@@ -53,6 +90,7 @@ class GraphCalls:
         else:
             chunks = [run([x[i : i + size] for x in inputs]) for i in range(0, len(inputs[0]), size)]
             outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+        check_finite(self.bundle, name, outputs)
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
         return outputs
 
@@ -68,29 +106,36 @@ class Session:
         self.device = device or manifest.producer.get("device")  # where latency budgets are looked up
         self.table = table  # this device's latency table: what budgets in ms are measured against
         self.graphs = {name: backend.load(bundle, manifest, graph) for name, graph in manifest.graphs.items()}
-        self.dispatcher = manifest.rule.dispatcher(manifest)
+        self.runners = self.graphs  # what `run` calls: the graphs, or the graphs through a hook (`hooked`)
+        self.dispatcher = manifest.dispatcher()
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
+    def __repr__(self) -> str:
+        m = self.manifest
+        points = ", ".join(p.name for p in m.dispatch.operating_points(m.graphs))
+        where = f" on {self.device}" if self.device else ""
+        return (f"<Session {m.family} {m.target} bundle {str(self.bundle)!r}: {self.backend.describe()}{where}; "
+                f"{len(m.graphs)} graphs, {m.rule.name} dispatch, operating points {points}>")
+
     @contextlib.contextmanager
-    def observing(self, observer: Callable[[str, Sequence[np.ndarray]], object]) -> Iterator[None]:
-        """Call `observer(graph name, inputs)` before every graph call made inside: the profiler counts the
-        calls of each operating point, the exporter records the inputs each graph is routed."""
-        original = dict(self.graphs)
+    def hooked(self, hook: GraphHook) -> Iterator[None]:
+        """Route every graph call made inside through `hook`, which sees its inputs and returns its outputs: the
+        profiler counts and replays the calls of each operating point, the exporter records each graph's routed
+        inputs, the golden vectors record every call. Hooks do not nest, and apply to calls from every thread."""
+        if self.runners is not self.graphs:
+            raise RuntimeError("this session is already hooked")
 
-        def observed(name: str, run: GraphRunner) -> GraphRunner:
-            def call(inputs):
-                observer(name, inputs)
-                return run(inputs)
-            return call
+        def through(name: str, run: GraphRunner) -> GraphRunner:
+            return lambda inputs: hook(name, inputs, run)
 
-        self.graphs.update({name: observed(name, run) for name, run in original.items()})
+        self.runners = {name: through(name, run) for name, run in self.graphs.items()}
         try:
             yield
         finally:
-            self.graphs.update(original)
+            self.runners = self.graphs
 
     @property
     def takes_scale(self) -> bool:
@@ -107,34 +152,26 @@ class Session:
         or one per image (default 1). `budget_macs` / `budget_ms` bound each
         image's cost, selector included; milliseconds are those measured on
         this session's device and backend: a Resizable bundle's own, or the
-        device's latency table (runtime/budgets.py: URNet runs the largest S
+        device's latency table (runtime/serving/budgets.py: URNet runs the largest S
         that fits, DRNet and BlockDrop the paths that fit). `path` makes every
         image take that path (the selector still runs and is counted);
         `static` runs the static full model alone, the baseline of every speedup.
         """
-        if static and path is not None:
-            raise ValueError("pass either path= or static=True, not both")
-        budget = {"budget_macs": budget_macs, "budget_ms": budget_ms}
-        for name, value in budget.items():
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        _check_arguments(scale, path, static, budget_macs, budget_ms)
         if budget_ms is not None and not self.device:
             raise ValueError("budget_ms: latency is measured per device; pass device= to runtime.load")
-        budgeted = budget_macs is not None or budget_ms is not None
-        allowed = None
-        if budgeted and not self.manifest.rule.takes_budget and not static:
-            if path is not None:
-                raise ValueError("pass either path= or a budget, not both")
+        admitted = None
+        if (budget_macs is not None or budget_ms is not None) and not self.manifest.rule.takes_budget:
             if scale is not None:
                 raise ValueError("pass either scale= or a budget, not both: the budget picks S")
             chosen = allowance(self.manifest, self.table, budget_macs=budget_macs, budget_ms=budget_ms)
-            scale, allowed = chosen.scale, chosen.paths
+            scale, admitted = chosen.scale, chosen.paths
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
         timings["preprocess"] = time.perf_counter() - start
         scales = self._scales(scale, len(batch))
-        call = GraphCalls(self.graphs, self.manifest.max_batch, timings)
+        call = GraphCalls(self.runners, self.manifest.max_batch, timings, self.bundle)
         if static:
             reference = self.manifest.dispatch.reference
             logits = call(reference, batch)[0]
@@ -142,7 +179,7 @@ class Session:
             return RunResult(logits, [reference] * len(batch), macs, timings)
         key = latency_key(self.device, self.backend.name) if self.device else None
         request = Request(
-            scale=scales, path=path, budget_macs=budget_macs, budget_ms=budget_ms, latency_key=key, allowed=allowed,
+            scale=scales, path=path, budget_macs=budget_macs, budget_ms=budget_ms, latency_key=key, admitted=admitted,
         )
         decision = self.dispatcher(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
@@ -158,6 +195,36 @@ class Session:
         if not (np.isfinite(values) & (values >= 0) & (values <= 1)).all():
             raise ValueError(f"scale must lie in [0, 1], got {scale!r}")
         return np.array(np.broadcast_to(values, (count,)))  # a writable copy, one value per image
+
+
+def _is_number(value: object) -> bool:
+    """A real number: True and "0.5" are not."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_arguments(
+    scale: object, path: object, static: object, budget_macs: object, budget_ms: object,
+) -> None:
+    """What every rule takes alike, checked before anything runs: each argument's type, by name, and the
+    combinations that contradict each other. ValueError naming the argument."""
+    if not isinstance(static, (bool, np.bool_)):
+        raise ValueError(f"static must be True or False, got {static!r}")
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"path must be a path's name (a string), got {path!r}")
+    if scale is not None:
+        values = scale if isinstance(scale, (list, tuple, np.ndarray)) else [scale]
+        if not all(_is_number(v) for v in np.asarray(values, dtype=object).ravel()):
+            raise ValueError(f"scale must be a number in [0, 1], or one per image, got {scale!r}")
+    for name, value in (("budget_macs", budget_macs), ("budget_ms", budget_ms)):
+        if value is not None and not (_is_number(value) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    budgeted = budget_macs is not None or budget_ms is not None
+    if static and path is not None:
+        raise ValueError("pass either path= or static=True, not both")
+    if static and budgeted:
+        raise ValueError("pass either static=True or a budget, not both: the static model has one cost")
+    if path is not None and budgeted:
+        raise ValueError("pass either path= or a budget, not both")
 
 
 def load(
@@ -180,6 +247,12 @@ def load(
     if threads is None and device is not None:
         threads = device.threads
     name = backend or TARGETS[manifest.target].backend
+    if device is not None and name not in device.backends:
+        shared = [b for b in TARGETS[manifest.target].backends if b in device.backends]
+        fix = (f"pass backend={shared[0]!r} (--backend {shared[0]})" if shared else
+               f"no backend of a {manifest.target} bundle runs there: use a device that runs {name}")
+        raise ValueError(f"device {device.name} runs {list(device.backends)}, not {name}, the backend of this "
+                         f"{manifest.target} bundle: {fix}")
     chosen = create_backend(name, manifest.target, threads=threads, device=device)
     latency = None if table is None else _matching_table(Path(table), bundle, chosen.name, device)
     return Session(bundle, manifest, chosen, device.name if device else None, latency)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.backends import BACKENDS  # noqa: E402
 from runtime.rules import RULES  # noqa: E402
-from runtime.targets import TARGETS  # noqa: E402
+from runtime.format.targets import TARGETS  # noqa: E402
 from trainer.families import FAMILIES  # noqa: E402
 
 DOCS = (ROOT / "docs" / "bundle.md", ROOT / "docs" / "architecture.md")
@@ -40,7 +40,7 @@ def tables() -> dict[str, str]:
         "rules": _table(
             ("rule", "module", "since version", "Session.run takes", "budgets answered by", "dispatch"),
             [(f"`{r.name}`", f"`runtime/rules/{r.name}.py`", str(r.since), "scale" if r.takes_scale else "-",
-              "the bundle's own costs" if r.takes_budget else "the device's latency table (`runtime/budgets.py`)",
+              "the bundle's own costs" if r.takes_budget else "the device's latency table (`runtime/serving/budgets.py`)",
               r.summary)
              for r in RULES.values()],
         ),

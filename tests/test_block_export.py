@@ -10,9 +10,9 @@ import torch
 
 import runtime
 from exporter.splits import split_model
-from exporter.splits.blocks import choose_cached_paths, fused_segments, plan_blocks
+from exporter.splits.block_graphs import choose_cached_paths, fused_segments, plan_blocks
 from exporter.targets import write_artifacts
-from trainer.families.urnet import SCALES
+from runtime.rules.gated import SCALES
 
 TARGETS = ("onnx", "executorch")
 

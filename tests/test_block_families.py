@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.backbone import cifar_resnet
-from trainer.blocks import block_costs, blend_blocks, run_blocks
+from trainer.block_loop import block_costs, blend_blocks, run_blocks
 from trainer.families import blockdrop, urnet
 from trainer.families.blockdrop import (
     BlockDropOptions, baseline_masks, bound_probabilities, curriculum_learned, policy_loss, reward,

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.budgets import BudgetError, allowance
-from runtime.devices import get_device
-from runtime.latency_table import write_latency_table
-from runtime.operating_points import measure_table
+from runtime.serving.budgets import BudgetError, allowance
+from runtime.format.devices import get_device
+from runtime.format.latency_table import write_latency_table
+from runtime.profile.table import measure_table
 
 HOST = get_device("host-cpu")
 
@@ -79,7 +79,7 @@ def test_the_exporter_measures_every_points_accuracy_and_budgets_rank_by_it(urne
     rigged = [dataclasses.replace(p, top1=0.99 if p.value == 0.4 else 0.5) for p in urnet.manifest.accuracy.points]
     manifest = dataclasses.replace(urnet.manifest, accuracy=dataclasses.replace(urnet.manifest.accuracy, points=rigged))
     assert allowance(manifest, urnet.table, budget_macs=1e12, budget_ms=None).scale == 0.4 < max(scales)
-    macs = drnet.manifest.dispatch.probe_paths(drnet.manifest.graphs)
+    macs = {p.name: p.macs for p in drnet.manifest.dispatch.operating_points(drnet.manifest.graphs)}
     cheap, middle, dear = sorted(macs, key=macs.get)
     rigged = [dataclasses.replace(p, top1={cheap: 0.9, middle: 0.95, dear: 0.93}[p.name]) for p in drnet.manifest.accuracy.points]
     manifest = dataclasses.replace(drnet.manifest, accuracy=dataclasses.replace(drnet.manifest.accuracy, points=rigged))
@@ -90,18 +90,18 @@ def test_the_exporter_measures_every_points_accuracy_and_budgets_rank_by_it(urne
 
 def test_a_budget_below_the_cheapest_point_names_its_cost(urnet, drnet, digits_test):
     cheapest = min(urnet.table.points, key=lambda p: p.latency.median_ms)
-    message = f"the cheapest, S {cheapest.value}, costs {cheapest.latency.median_ms:.3f} ms on host-cpu/onnxruntime"
+    message = f"the cheapest, {cheapest.name}, costs {cheapest.latency.median_ms:.3f} ms on host-cpu/onnxruntime"
     with pytest.raises(BudgetError, match=re.escape(message)):
         urnet.run(digits_test[0][:2], budget_ms=cheapest.latency.median_ms / 2)
-    macs = drnet.manifest.dispatch.probe_paths(drnet.manifest.graphs)
+    macs = {p.name: p.macs for p in drnet.manifest.dispatch.operating_points(drnet.manifest.graphs)}
     name = min(macs, key=macs.get)
-    with pytest.raises(BudgetError, match=re.escape(f"the cheapest, path {name}, costs {macs[name]} MACs")):
+    with pytest.raises(BudgetError, match=re.escape(f"the cheapest, {name}, costs {macs[name]} MACs")):
         drnet.run(digits_test[0][:2], budget_macs=macs[name] - 1)
 
 
 def test_drnet_chooses_among_the_resolutions_within_the_budget(drnet, digits_test):
     images = digits_test[0]
-    macs = drnet.manifest.dispatch.probe_paths(drnet.manifest.graphs)
+    macs = {p.name: p.macs for p in drnet.manifest.dispatch.operating_points(drnet.manifest.graphs)}
     cheap, middle, dear = sorted(macs, key=macs.get)
     free = drnet.run(images)
     assert dear in free.paths, "without a budget the predictor sends some images to the dearest path"
@@ -119,7 +119,7 @@ def test_drnet_chooses_among_the_resolutions_within_the_budget(drnet, digits_tes
 def test_blockdrop_keeps_to_the_cached_paths_within_the_budget(block_bundles, digits_test):
     session = runtime.load(block_bundles["blockdrop", "onnx"], device=HOST)
     cached = {c.path for c in session.manifest.dispatch.cached_paths}
-    macs = {p: m for p, m in session.manifest.dispatch.probe_paths(session.manifest.graphs).items() if p in cached}
+    macs = {p: m for p, m in {p.name: p.macs for p in session.manifest.dispatch.operating_points(session.manifest.graphs)}.items() if p in cached}
     budget = sorted(macs.values())[1]
     result = session.run(digits_test[0], budget_macs=budget)
     assert set(result.paths) <= {p for p, m in macs.items() if m <= budget}

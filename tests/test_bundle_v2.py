@@ -16,8 +16,8 @@ from helpers import read_json, write_json
 
 import exporter
 import runtime
-import runtime.profile
-from runtime.manifest import MANIFEST_FILE
+from runtime.profile.cli import main as profile_main
+from runtime.format.manifest import MANIFEST_FILE
 
 BUNDLES = (("drnet", "onnx"), ("drnet", "executorch"), ("blockdrop", "onnx"), ("urnet", "onnx"))
 
@@ -93,7 +93,7 @@ def test_a_version_2_gated_section_with_policy_fields_set_is_refused(bundles, tm
 
 
 def test_a_version_2_bundle_profiles(bundles, capsys):
-    code = runtime.profile.main(
+    code = profile_main(
         ["--bundle", str(bundles["drnet", "onnx"][1]), "--device", "host-cpu", "--runs", "3", "--warmup", "1"]
     )
     out, err = capsys.readouterr()

@@ -13,7 +13,7 @@ from PIL import Image
 
 import exporter
 import runtime
-from runtime.manifest import Preprocessing
+from runtime.format.manifest import Preprocessing
 from runtime.preprocess import prepare
 from trainer.data import CIFAR10_MEAN, CIFAR10_STD, load_split, raw_images
 from trainer.recipes import get_recipe

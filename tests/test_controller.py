@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.controller import AdaptiveController, replay, soak
-from runtime.devices import get_device
-from runtime.latency_table import GraphRow, Latency, LatencyTable, PointRow, write_latency_table
-from runtime.operating_points import measure_table
-from runtime.plots import plot_controller_trace
+from runtime.serving.controller import AdaptiveController, replay, soak
+from runtime.format.devices import get_device
+from runtime.format.latency_table import GraphRow, Latency, LatencyTable, PointRow, write_latency_table
+from runtime.profile.table import measure_table
+from runtime.profile.plots import plot_controller_trace
 from runtime.session import RunResult
 
 POINTS = {"small": (2.0, 0.70), "medium": (4.0, 0.80), "full": (8.0, 0.90)}  # name: (ms, accuracy)

@@ -19,9 +19,9 @@ import exporter
 import runtime
 from exporter.splits import split_model
 from runtime import BundleError
-from runtime.files import sha256_of
-from runtime.devices import get_device
-from runtime.manifest import MANIFEST_FILE, BuildPlan, read_manifest
+from runtime.format.files import sha256_of
+from runtime.format.devices import get_device
+from runtime.format.manifest import MANIFEST_FILE, BuildPlan, read_manifest
 
 ct = pytest.importorskip("coremltools", reason="the Core ML target needs coremltools (pip install coremltools==9.0)")
 

@@ -124,7 +124,7 @@ def images_npy(digits_test, tmp_path) -> Path:
 
 def test_the_wheel_ships_every_runtime_module_and_the_devices_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "runtime/devices.yaml" in names
+    assert "runtime/format/devices.yaml" in names
     modules = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "runtime").rglob("*.py")}
     assert "runtime/backends/__init__.py" in modules
     assert sorted(modules - names) == []
@@ -141,12 +141,12 @@ def test_the_base_install_is_the_runtime_and_each_device_extra_one_backend(wheel
 def test_a_device_install_has_no_torch_and_finds_its_devices_file(device_venv, tmp_path):
     script = """
         import importlib.util, json
-        import runtime, runtime.devices
+        import runtime, runtime.format.devices
         print(json.dumps({
             "torch": importlib.util.find_spec("torch") is not None,
             "runtime": runtime.__file__,
-            "devices_file": str(runtime.devices.DEFAULT_DEVICES_FILE),
-            "devices": sorted(runtime.devices.load_devices()),
+            "devices_file": str(runtime.format.devices.DEFAULT_DEVICES_FILE),
+            "devices": sorted(runtime.format.devices.load_devices()),
         }))
     """
     done = _device_script(device_venv, script, cwd=tmp_path)
@@ -155,7 +155,7 @@ def test_a_device_install_has_no_torch_and_finds_its_devices_file(device_venv, t
     assert found["torch"] is False
     package = Path(found["runtime"]).parent
     assert package.resolve().is_relative_to(device_venv.resolve()) and package.parent.name == "site-packages"
-    assert Path(found["devices_file"]) == package / "devices.yaml"
+    assert Path(found["devices_file"]) == package / "format" / "devices.yaml"
     assert "host-cpu" in found["devices"]
 
 

@@ -42,7 +42,7 @@ def test_train_export_run(tmp_path):
 
     exported = run("-m", "exporter", "--checkpoint", str(checkpoint), "--target", "onnx", "--out", str(bundle))
     assert exported.returncode == 0, exported.stderr
-    assert f"wrote {bundle}: drnet for onnx, 4 graphs" in exported.stdout
+    assert f"wrote {bundle}: drnet for onnx on host-cpu (--device), fp32 (--precision), 4 graphs" in exported.stdout
     assert "parity: 64 samples" in exported.stdout and "64/64 same path" in exported.stdout
 
     images, labels = raw_images("digits", "test")

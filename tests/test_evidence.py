@@ -11,7 +11,7 @@ from helpers import CIFAR10_ROOT, REPO_ROOT
 
 from benchmarks.blocks_cifar10 import blockdrop_run, urnet_sweep
 from benchmarks.evidence import DEFAULT_INIT, Evidence, arguments
-from runtime.files import sha256_of
+from runtime.format.files import sha256_of
 from trainer.checkpoint import CONFIG_VERSION
 from trainer.pretrained import record_path
 

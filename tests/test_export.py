@@ -19,9 +19,9 @@ from exporter.__main__ import main as exporter_main
 from exporter.splits import split_model
 from exporter.targets import onnx as onnx_target
 from exporter.targets import write_artifacts
-from runtime.devices import get_device
-from runtime.files import sha256_of
-from runtime.manifest import FORMAT_VERSION, MANIFEST_FILE
+from runtime.format.devices import get_device
+from runtime.format.files import sha256_of
+from runtime.format.manifest import FORMAT_VERSION, MANIFEST_FILE
 from trainer import families
 from trainer.checkpoint import CONFIG_FILE
 from trainer.switchable_bn import SwitchableBatchNorm2d

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import open_bundle
-from runtime.lookup_table import BudgetError
-from runtime.manifest import MANIFEST_FILE, BundleError, read_manifest
+from runtime.format.bundle import open_bundle
+from runtime.serving.costs import BudgetError
+from runtime.format.fields import BundleError
+from runtime.format.manifest import MANIFEST_FILE, read_manifest
 from runtime.session import Session
 
 GOLDEN = Path(__file__).resolve().parents[1] / "android_demo" / "golden"

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.devices import get_device
-from runtime.latency_table import GraphRow, Latency, PointRow, fit_latency, read_latency_table, write_latency_table
-from runtime.manifest import BundleError
-from runtime.operating_points import REMEASURES, SCALES, _measure_quietly, measure_table
-from runtime.profile import main as profile_main
-from runtime.timing import measure
+from runtime.format.devices import get_device
+from runtime.format.latency_table import (
+    GraphRow, Latency, LatencyTableError, PointRow, fit_latency, read_latency_table, write_latency_table,
+)
+from runtime.profile.table import REMEASURES, _measure_quietly, measure_table
+from runtime.rules.gated import SCALES
+from runtime.profile.cli import main as profile_main
+from runtime.profile.timing import measure
 
 RUNS = dict(runs=5, warmup=1)
 
@@ -62,7 +64,7 @@ def test_urnet_points_are_the_s_sweep_and_feed_the_pipeline(block_bundles, digit
     assert [(p.kind, p.value) for p in table.points] == [("scale", s) for s in SCALES]
     blocks = [sum(n for g, n in p.calls.items() if "run" in g) for p in table.points]
     assert blocks == sorted(blocks), f"more blocks run as S grows: {blocks}"
-    assert table.pipeline["images"] == 8 and 0 < table.pipeline["preprocess_share"] < 1
+    assert table.pipeline.images == 8 and 0 < table.pipeline.preprocess_share < 1
 
 
 def test_each_timed_call_follows_a_call_of_its_own_in_a_new_order_every_round():
@@ -106,9 +108,10 @@ def test_the_fit_recovers_a_linear_device():
 
 @pytest.mark.parametrize("damage, field", [
     (lambda t: t.pop("static"), r"table: missing field\(s\) \['static'\]"),
-    (lambda t: t.update(version=3), r"version: unknown version 3; this runtime reads \[1, 2\]"),
+    (lambda t: t.update(version=4), r"version: unknown version 4; this runtime reads 1 to 3"),
+    (lambda t: t.update(version=2), r"table: unknown field\(s\) \['target'\]"),
     (lambda t: t.pop("dispatch_ms_per_call"), r"table: missing field\(s\) \['dispatch_ms_per_call'\]"),
-    (lambda t: t.update(version=1), r"table: unknown field\(s\) \['dispatch_ms_per_call'\]"),
+    (lambda t: t.update(version=1) or t.pop("target"), r"table: unknown field\(s\) \['dispatch_ms_per_call'\]"),
     (lambda t: t.update(dispatch_ms_per_call=-0.1), "dispatch_ms_per_call: must be a non-negative number"),
     (lambda t: t["preprocess"].update(noisy="yes"), r"preprocess\.noisy: expected true or false"),
     (lambda t: t["preprocess"].update(p99_ms=-1.0), r"preprocess\.p99_ms: must be a non-negative number"),
@@ -120,7 +123,7 @@ def test_a_damaged_table_is_refused_naming_the_file_and_field(drnet_table, tmp_p
     damage(data)
     path = tmp_path / "damaged.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(BundleError, match=field) as error:
+    with pytest.raises(LatencyTableError, match=field) as error:
         read_latency_table(path)
     assert str(path) in str(error.value)
 
@@ -128,9 +131,11 @@ def test_a_damaged_table_is_refused_naming_the_file_and_field(drnet_table, tmp_p
 def test_a_version_1_table_reads_with_no_dispatch_cost_as_its_predictions_were_made(drnet_table, tmp_path):
     data = json.loads(drnet_table.read_text())
     data.pop("dispatch_ms_per_call")
+    data.pop("target")
     path = tmp_path / "version-1.json"
     path.write_text(json.dumps(data | {"version": 1}))
-    assert read_latency_table(path) == dataclasses.replace(read_latency_table(drnet_table), dispatch_ms_per_call=0.0)
+    assert read_latency_table(path) == dataclasses.replace(read_latency_table(drnet_table), dispatch_ms_per_call=0.0,
+                                                           target=None)
 
 
 def test_the_dispatch_cost_per_call_is_what_urnets_calls_add_outside_the_graphs(block_bundles):
@@ -175,7 +180,8 @@ def test_compare_refuses_a_file_that_is_no_measurement(tmp_path, capsys):
     stray = tmp_path / "manifest.json"
     stray.write_text(json.dumps({"format_version": 5}))
     assert profile_main(["compare", str(stray)]) == 2
-    assert f"{stray}: neither a latency table" in capsys.readouterr().err
+    assert f"{stray}: neither a latency table (adaptive-edge-latency-table) nor a profile report: " \
+           "report: missing field(s)" in capsys.readouterr().err
 
 
 def test_the_op_breakdown_names_each_points_top_ops_and_providers(onnx_bundle, tmp_path, capsys):

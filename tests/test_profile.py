@@ -10,8 +10,8 @@ import pytest
 import yaml
 from helpers import REPO_ROOT
 
-from runtime import profile as profile_module
-from runtime.devices import DEFAULT_DEVICES_FILE, ONNXRUNTIME_PROVIDERS, get_device, load_devices
+from runtime.profile import cli as profile_module
+from runtime.format.devices import DEFAULT_DEVICES_FILE, ONNXRUNTIME_PROVIDERS, get_device, load_devices
 
 # Latency is machine-dependent; the budgets that must pass get a latency budget no machine misses,
 # so the exit code depends on MACs alone. Nothing here asserts how fast anything ran.
@@ -170,7 +170,8 @@ def test_bad_images_exit_2(onnx_bundle, tmp_path, capsys):
 
 def test_repository_devices_file_loads():
     # Package data, so an installed device finds it (tests/test_device_install.py checks the wheel).
-    assert DEFAULT_DEVICES_FILE == REPO_ROOT / "runtime" / "devices.yaml"
+    assert DEFAULT_DEVICES_FILE == REPO_ROOT / "runtime" / "format" / "devices.yaml"
+    assert (REPO_ROOT / "devices.yaml").resolve() == DEFAULT_DEVICES_FILE, "one file, where people look for it"
     devices = load_devices()
     assert "host-cpu" in devices
     names = " ".join(devices)

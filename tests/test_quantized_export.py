@@ -21,7 +21,7 @@ import runtime
 from exporter.__main__ import main as export_main
 from exporter.quantize import SELECTOR_AGREEMENT
 from exporter.quantize.routing import MINIMUM_SAMPLES, record_routed_inputs
-from runtime.manifest import read_manifest
+from runtime.format.manifest import read_manifest
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -152,8 +152,9 @@ def test_urnet_and_blockdrop_quantize_block_by_block(block_checkpoints, calibrat
     """BlockDrop caches every path its calibration images take: no image reaches its stem, blocks or head, which
     are then calibrated on the inputs they get when every block runs."""
     for family, checkpoint in block_checkpoints.items():
+        options = {"cache_paths": 256} if family == "blockdrop" else {}
         manifest = exporter.export(checkpoint, "onnx", tmp_path / family, precision="int8", calibration=calibration,
-                                   cache_paths=256).manifest
+                                   **options).manifest
         calibrated = manifest.quantization.calibration
         assert set(calibrated.routed) | set(calibrated.forced) == {g for g, x in manifest.graphs.items() if x.precision == "int8"}
         assert all(calibrated.routed[g] + calibrated.forced.get(g, 0) > 0 for g in calibrated.routed)

@@ -10,7 +10,7 @@ from helpers import REPO_ROOT
 
 from runtime.backends import BACKENDS
 from runtime.rules import RULES
-from runtime.targets import TARGETS
+from runtime.format.targets import TARGETS
 from trainer.families import FAMILIES
 
 

@@ -16,14 +16,16 @@ import exporter
 import runtime
 from exporter import UnsplittableModel
 from runtime import BundleError
-from runtime.devices import get_device
-from runtime.lookup_table import TABLE_FILE, BudgetError, frontier, query, read_table, write_table
-from runtime.manifest import MANIFEST_FILE
+from runtime.format.devices import get_device
+from runtime.format.lookup_table import LOOKUP_TABLE_FILE, read_table, write_table
+from runtime.serving.costs import BudgetError
+from runtime.format.manifest import MANIFEST_FILE
+from runtime.profile.compare import Measured
 from trainer.checkpoint import load_checkpoint, read_config
 from trainer.families.resizable import configuration_name
 from trainer.recipes import get_recipe
-from trainer.resizable import main as resizable_main
-from trainer.resizable import merge_profile, table_from_checkpoint
+from trainer.resizable_nas import main as resizable_main
+from trainer.resizable_nas import frontier, merge_profile, query, table_from_checkpoint
 from trainer.train import train
 
 TOLERANCE = 1e-4
@@ -36,7 +38,7 @@ def resizable_checkpoint(tmp_path_factory) -> Path:
     """resizable-digits for 3 epochs (2 of fair sampling, 1 of ResizeLearner), with its lookup table beside it."""
     out = tmp_path_factory.mktemp("resizable") / "resizable-digits"
     train(get_recipe("resizable-digits").with_epochs(3), out)
-    write_table(out / TABLE_FILE, table_from_checkpoint(out))
+    write_table(out / LOOKUP_TABLE_FILE, table_from_checkpoint(out))
     return out
 
 
@@ -48,7 +50,7 @@ def model(resizable_checkpoint):
 
 @pytest.fixture(scope="module")
 def table(resizable_checkpoint):
-    return read_table(resizable_checkpoint / TABLE_FILE)
+    return read_table(resizable_checkpoint / LOOKUP_TABLE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +132,7 @@ def test_a_macs_budget_runs_the_table_pick(all_configurations, model, table, x):
         assert (result.macs <= budget).all()
         np.testing.assert_allclose(result.logits, subnetwork_logits(model, pick, x), rtol=0, atol=TOLERANCE)
     cheapest = macs[0]
-    with pytest.raises(BudgetError, match=f"the cheapest costs {cheapest} MACs"):
+    with pytest.raises(BudgetError, match=f"costs {cheapest} MACs"):
         session.run(x, budget_macs=cheapest - 1)
 
 
@@ -148,8 +150,8 @@ def test_a_latency_budget_needs_latencies_measured_on_this_device(all_configurat
 # --- latency budgets after profiling -------------------------------------------------------------
 
 
-def fake_profile(manifest) -> dict:
-    """A runtime.profile report of the all-configurations bundle, latencies made up and unordered by MACs.
+def fake_profile(manifest) -> Measured:
+    """A runtime.profile measurement of the all-configurations bundle, latencies made up and unordered by MACs.
 
     The full configuration (path 0) is made the slowest, so that however training
     turned out it cannot be both the most accurate and the fastest, which would
@@ -157,27 +159,21 @@ def fake_profile(manifest) -> dict:
     """
     graphs = manifest.graphs
     count = len(manifest.dispatch.paths)
-    paths = {
-        p.name: {"macs": graphs[p.graph].macs, "median_ms": 1.0 + ((7 * i + count - 1) % count) / 10}
-        for i, p in enumerate(manifest.dispatch.paths)
-    }
-    return {
-        "family": "resizable",
-        "latency_key": KEY,
-        "graphs": {name: {"macs": g.macs, "median_ms": 1.0} for name, g in graphs.items()},
-        "paths": paths,
-    }
+    rows = {p.name: (graphs[p.graph].macs, 1.0 + ((7 * i + count - 1) % count) / 10)
+            for i, p in enumerate(manifest.dispatch.paths)}
+    return Measured("fake-report.json", "fake-bundle", KEY, "resizable", 2.0, graphs[manifest.dispatch.reference].macs,
+                    rows, dict.fromkeys(graphs, 1.0))
 
 
 @pytest.fixture(scope="module")
 def profiled(resizable_checkpoint, all_configurations, table, tmp_path_factory):
     """(merged table, its frontier re-exported without selector): every configuration has a host-cpu latency."""
     report = fake_profile(all_configurations.manifest)
-    merged = merge_profile(table, report, "fake-report.json")
+    merged = merge_profile(table, report)
     directory = tmp_path_factory.mktemp("profiled")
-    write_table(directory / TABLE_FILE, merged)
+    write_table(directory / LOOKUP_TABLE_FILE, merged)
     out = directory / "bundle"
-    exporter.export(resizable_checkpoint, "onnx", out, selector=False, table=directory / TABLE_FILE, verify=False)
+    exporter.export(resizable_checkpoint, "onnx", out, selector=False, table=directory / LOOKUP_TABLE_FILE, verify=False)
     return merged, out
 
 
@@ -191,7 +187,7 @@ def test_merged_latencies_reach_the_bundle(profiled, all_configurations, model):
     merged, bundle = profiled
     report = fake_profile(all_configurations.manifest)
     for entry in merged.configurations:
-        assert entry.latency_ms == {KEY: report["paths"][entry.name]["median_ms"]}
+        assert entry.latency_ms == {KEY: report.rows[entry.name][1]}
     assert merged.source["profile " + KEY] == "fake-report.json"
     shipped = exported(merged, bundle)
     full = configuration_name(model.full_configuration)  # shipped always, as the static reference
@@ -213,7 +209,7 @@ def test_a_latency_budget_runs_the_table_pick(profiled, model, x):
         result = session.run(x, budget_ms=budget)
         assert result.paths == [pick] * len(x), f"budget {budget} ms"
         np.testing.assert_allclose(result.logits, subnetwork_logits(model, pick, x), rtol=0, atol=TOLERANCE)
-    with pytest.raises(BudgetError, match=re.escape(f"the cheapest costs {latencies[0]:.3f} ms on {KEY}")):
+    with pytest.raises(BudgetError, match=re.escape(f"costs {latencies[0]:.3f} ms on {KEY}")):
         session.run(x, budget_ms=latencies[0] / 2)
 
 
@@ -251,16 +247,25 @@ def test_the_learner_bundle_chooses_as_the_model_does(with_learner, model, x):
 
 
 @pytest.fixture(scope="module")
-def spread_learner(resizable_checkpoint, model, tmp_path_factory):
-    """(model, ONNX bundle) whose ResizeLearner scores at random, so that its choices spread over the paths.
+def spread_learner(resizable_checkpoint, model, x, tmp_path_factory):
+    """(model, ONNX bundle) whose ResizeLearner scores along random directions of its features, so that its
+    choices spread over the paths.
 
     The briefly trained learner sends nearly every image to the cheapest
-    configuration, where no budget binds; this one picks dear paths too.
+    configuration, where no budget binds; this one picks dear paths too. Its
+    pooled features are positive and share a large mean, so the directions
+    are made orthogonal to that mean: otherwise one configuration wins on every
+    image, which one depending on the CPU that trained the model.
     """
     spread = copy.deepcopy(model)
     with torch.no_grad():
-        scores = spread.learner.features[-1].weight
-        scores.copy_(torch.randn(scores.shape, generator=torch.Generator().manual_seed(0)))
+        learner = spread.learner
+        hidden = learner.pool(learner.features[:-1](spread.backbone.stem(torch.from_numpy(x))))
+        unit = hidden.mean(0) / hidden.mean(0).norm()
+        scores = learner.features[-1].weight
+        directions = torch.randn(scores.shape[:2], generator=torch.Generator().manual_seed(0))
+        directions -= (directions @ unit)[:, None] * unit[None]
+        scores.copy_(directions.view_as(scores))
     config = read_config(resizable_checkpoint)
     out = tmp_path_factory.mktemp("resizable-bundles") / "spread-onnx"
     with pytest.MonkeyPatch.context() as patch:
@@ -290,7 +295,7 @@ def test_a_macs_budget_bounds_the_learner_choice(spread_learner, x):
         assert result.macs.tolist() == [path_macs[p] for p in result.paths]
         bound += result.paths != unbounded
     assert bound >= 2, "the budgets should change some choices"
-    with pytest.raises(BudgetError, match=f"the cheapest costs {min(path_macs.values())} MACs"):
+    with pytest.raises(BudgetError, match=f"costs {min(path_macs.values())} MACs"):
         session.run(x, budget_macs=min(path_macs.values()) - 1)
 
 
@@ -328,9 +333,9 @@ def test_a_damaged_manifest_is_refused_naming_file_and_field(all_configurations,
 
 def test_exporting_without_a_lookup_table_says_how_to_write_one(resizable_checkpoint, tmp_path):
     checkpoint = copy_tree(resizable_checkpoint, tmp_path / "checkpoint")
-    (checkpoint / TABLE_FILE).unlink()
+    (checkpoint / LOOKUP_TABLE_FILE).unlink()
     out = tmp_path / "bundle"
-    with pytest.raises(UnsplittableModel, match=re.escape("python -m trainer.resizable")):
+    with pytest.raises(UnsplittableModel, match=re.escape("python -m trainer.resizable_nas")):
         exporter.export(checkpoint, "onnx", out)
     assert not out.exists()
 
@@ -338,7 +343,7 @@ def test_exporting_without_a_lookup_table_says_how_to_write_one(resizable_checkp
 def test_cli_query_below_the_cheapest_exits_2_naming_its_cost(resizable_checkpoint, table, capsys):
     cheapest = min(e.macs for e in table.configurations)
     assert resizable_main([str(resizable_checkpoint), "--query", "--budget-macs", "1"]) == 2
-    assert f"the cheapest costs {cheapest} MACs" in capsys.readouterr().err
+    assert f"no operating point within 1 MACs: the cheapest, " in capsys.readouterr().err
     assert resizable_main([str(resizable_checkpoint), "--query", "--budget-macs", str(cheapest)]) == 0
     assert capsys.readouterr().out.startswith(f"{query(table, budget_macs=cheapest).name}: ")
 
@@ -367,3 +372,10 @@ def test_finetuning_trains_the_chosen_configuration_alone(resizable_checkpoint, 
     assert not bool(tuned.learner_trained)
     before, after = model.backbone.blocks[0].conv1.weight, tuned.backbone.blocks[0].conv1.weight
     assert not torch.equal(before, after)
+
+
+def test_a_budget_with_a_path_is_refused_as_on_every_rule(all_configurations, x):
+    session = runtime.load(all_configurations.bundle)
+    path = session.manifest.dispatch.paths[0].name
+    with pytest.raises(ValueError, match=r"^pass either path= or a budget, not both$"):
+        session.run(x, path=path, budget_macs=1e12)

@@ -3,12 +3,15 @@ logits record exactly which graphs a sample went through, and grouped batches mu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from runtime.manifest import Graph, Manifest, Preprocessing, TensorSpec
+from runtime.format.fields import Graph, TensorSpec
+from runtime.format.manifest import Manifest, Preprocessing
 from runtime.rules import Request
-from runtime.rules.blocks import BlockStep
+from runtime.rules.block_steps import BlockStep
 from runtime.rules.gated import GatedDispatch
 from runtime.rules.policy import CachedPath, PolicyDispatch, Segment
 from runtime.session import GraphCalls
@@ -65,8 +68,8 @@ def run(manifest, runners, batch, scale=None, force=None):
     def counting(name, run):
         return lambda inputs: (calls.append((name, len(inputs[0]))), run(inputs))[1]
 
-    call = GraphCalls({n: counting(n, r) for n, r in runners.items()}, manifest.max_batch, {})
-    return manifest.rule.dispatcher(manifest)(call, batch, Request(scale=scale, path=force)), calls
+    call = GraphCalls({n: counting(n, r) for n, r in runners.items()}, manifest.max_batch, {}, Path("stand-in"))
+    return manifest.dispatcher()(call, batch, Request(scale=scale, path=force)), calls
 
 
 def images(count: int) -> np.ndarray:

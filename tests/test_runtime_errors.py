@@ -8,7 +8,7 @@ from helpers import copy_tree, read_json, write_json
 
 import runtime
 from runtime import BundleError
-from runtime.manifest import MANIFEST_FILE
+from runtime.format.manifest import MANIFEST_FILE
 
 # --- bad input -----------------------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ def test_executorch_max_batch_beyond_the_program_bound(et_bundle, tmp_path):
 
 def rehash(bundle, file: str) -> None:
     """Make the manifest vouch for `file` as it now is: damage the sha256 check cannot catch."""
-    from runtime.files import sha256_of
+    from runtime.format.files import sha256_of
 
     path = bundle / file
     edit_manifest(bundle, lambda m: m["artifacts"][file].update(sha256=sha256_of(path), bytes=path.stat().st_size))
@@ -380,7 +380,7 @@ def test_a_damaged_program_names_the_file(et_bundle, tmp_path, damage):
 def test_onnxruntime_refuses_providers_it_does_not_have(onnx_bundle):
     import dataclasses
 
-    from runtime.devices import get_device
+    from runtime.format.devices import get_device
 
     device = dataclasses.replace(get_device("host-cpu"), providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
     with pytest.raises(RuntimeError, match=r"not \['CUDAExecutionProvider'\]; install the onnxruntime build"):

@@ -63,8 +63,8 @@ def test_onnx_bundle_runs_without_torch(onnx_bundle, digits_test, tmp_path):
 def test_profiler_and_devices_import_without_torch():
     done = run_without_torch(
         """
-        import runtime.profile, runtime.devices, runtime.timing, runtime.manifest, runtime.bundle
-        runtime.devices.load_devices()
+        import runtime.profile, runtime.format.devices, runtime.profile.timing, runtime.format.manifest, runtime.format.bundle
+        runtime.format.devices.load_devices()
         assert "torch" not in sys.modules
         print("ok")
         """

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.manifest import Preprocessing
+from runtime.format.manifest import Preprocessing
 from runtime.preprocess import center_crop, prepare, resize_bilinear
 
 

@@ -25,8 +25,8 @@ from exporter.targets import executorch as et_target
 from exporter.targets import onnx as onnx_target
 from exporter.targets import tensorrt as trt_target
 from exporter.targets.batch import batched_example
-from runtime.devices import Device, get_device
-from runtime.manifest import EngineProfile
+from runtime.format.devices import Device, get_device
+from runtime.format.manifest import EngineProfile
 
 MAX_BATCH = 8
 BATCHES = (1, 3, MAX_BATCH)

@@ -40,10 +40,11 @@ from exporter.targets import tensorrt as trt_target
 from exporter.targets.onnx import export_onnx
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.tensorrt import EngineSpec, Gpu, engine_key, engine_spec, read_cached_engine, write_cached_engine
-from runtime.files import sha256_of
-from runtime.devices import get_device
-from runtime.manifest import BundleError, EngineProfile, Graph, TensorSpec, read_manifest
-from runtime.op_profile import op_breakdown, tensorrt_op_type
+from runtime.format.files import sha256_of
+from runtime.format.devices import get_device
+from runtime.format.fields import BundleError, Graph, TensorSpec
+from runtime.format.manifest import EngineProfile, read_manifest
+from runtime.profile.ops import op_breakdown, tensorrt_op_type
 
 TOLERANCE = 1e-4
 MAX_BATCH = 4
@@ -657,7 +658,11 @@ def fake_tensorrt() -> types.SimpleNamespace:
 
     class Engine:
         def __init__(self, onnx_bytes, profiles) -> None:
-            self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+            # The network as written, as TensorRT computes it: onnxruntime's fused int8 kernels would round and,
+            # on CPUs without VNNI, saturate otherwise.
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
             self.names = [t.name for t in (*self.session.get_inputs(), *self.session.get_outputs())]
             self.num_io_tensors = len(self.names)
             self.profiles = profiles  # per profile, per input: [name, min, opt, max]

@@ -160,8 +160,8 @@ def test_block_families_on_a_torchvision_resnet_export_with_parity(recipe_name, 
 
 def test_resizable_on_resnet50_exports_with_parity(tmp_path):
     """Two factors, four stages, a subset of configurations: trained briefly, tabled, every exported path matches eager."""
-    from runtime.lookup_table import TABLE_FILE, write_table
-    from trainer.resizable import table_from_checkpoint
+    from runtime.format.lookup_table import LOOKUP_TABLE_FILE, write_table
+    from trainer.resizable_nas import table_from_checkpoint
 
     recipe = get_recipe("resizable-digits")
     phases = {n: dataclasses.replace(p, epochs=min(p.epochs, 1), lr=1e-3) for n, p in recipe.phases.items()}
@@ -170,7 +170,7 @@ def test_resizable_on_resnet50_exports_with_parity(tmp_path):
                                   calibration_images=128)
     recipe = dataclasses.replace(recipe, backbone="torchvision:resnet50", depth=50, phases=phases, options=options)
     train(recipe, tmp_path / "ckpt", subset=128, test_subset=32)
-    write_table(tmp_path / "ckpt" / TABLE_FILE, table_from_checkpoint(tmp_path / "ckpt"))
+    write_table(tmp_path / "ckpt" / LOOKUP_TABLE_FILE, table_from_checkpoint(tmp_path / "ckpt"))
     # Bilinear resizes differ between onnxruntime and torch in the last bits, and 16 bottleneck blocks
     # of a barely trained ResNet-50 amplify that to about 2.6e-4 on logits near 2: a looser, stated bound.
     report = exporter.export(tmp_path / "ckpt", "onnx", tmp_path / "bundle", configurations="all", samples=16,

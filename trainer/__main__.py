@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
+from runtime.format.files import atomic_write
 from trainer.distributed import ranks, start, stop
 from trainer.evaluate import format_metrics
 from trainer.families import get_family
-from runtime.files import atomic_write
 from trainer.recipes import RECIPES, get_recipe
+from trainer.resume import PREVIOUS_STATE_FILE, STATE_FILE
 from trainer.train import train
 
 RUN_FILE = "run.json"  # the command line of a run, so that --resume repeats it
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        saved = any((out / name).is_file() for name in (STATE_FILE, PREVIOUS_STATE_FILE))
+        then = (f"its last save is kept: continue with `python -m trainer --resume {out}`" if saved
+                else "nothing was saved yet (the first save closes the first epoch)")
+        print(f"\ntrainer: interrupted; {then}", file=sys.stderr)
+        return 130
     finally:
         stop()
     if not place.main:

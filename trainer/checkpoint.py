@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.files import atomic_write, sha256_of
+from runtime.format.files import atomic_write, sha256_of
 from trainer.families import get_family
+from trainer.resume import PREVIOUS_STATE_FILE, STATE_FILE
 
 __all__ = [
     "CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config",
@@ -66,6 +67,11 @@ def save_checkpoint(
 def read_config(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
+        if any((Path(directory) / name).is_file() for name in (STATE_FILE, PREVIOUS_STATE_FILE)):
+            raise FileNotFoundError(
+                f"{directory}: the run is unfinished (its training state is saved, its checkpoint not yet written): "
+                f"resume it with `python -m trainer --resume {directory}`"
+            )
         raise FileNotFoundError(f"{path}: no checkpoint config (expected the output directory of `python -m trainer`)")
     try:
         config = json.loads(path.read_text())

@@ -55,7 +55,7 @@ class DataInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resolution: int
-    crop: float | None = None  # evaluation's central crop, as a fraction of the short side (runtime.manifest)
+    crop: float | None = None  # evaluation's central crop, as a fraction of the short side (runtime.format.manifest)
 
     def to_dict(self) -> dict:
         return asdict(self)

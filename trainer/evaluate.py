@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from runtime.format.files import atomic_write
 from trainer.checkpoint import load_checkpoint, load_extras
 from trainer.data import load_split
 from trainer.families import get_family
@@ -78,21 +80,29 @@ def format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="output directory of `python -m trainer`")
     parser.add_argument("--data-root", type=Path, help="dataset root, for datasets that do not ship in a package")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, help="directory for metrics.json and figures (default: CHECKPOINT/eval)")
+    parser.add_argument("--out", type=Path,
+                        help="FILE.json (the figures go into FILE/), or a directory for metrics.json and the figures "
+                        "(default: CHECKPOINT/eval)")
     args = parser.parse_args(argv)
-    metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
+    try:
+        metrics = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"trainer.evaluate: error: {error}", file=sys.stderr)
+        return 2
     print(format_metrics(str(args.checkpoint), metrics))
     out = args.out or args.checkpoint / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for path in [out / "metrics.json", *plot_metrics(metrics, out)]:
+    metrics_file, figures = (out, out.with_suffix("")) if out.suffix == ".json" else (out / "metrics.json", out)
+    text = json.dumps(metrics, indent=2) + "\n"
+    atomic_write(metrics_file, lambda temporary: Path(temporary).write_text(text))
+    for path in [metrics_file, *plot_metrics(metrics, figures)]:
         print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,6 +22,7 @@ from trainer.resume import Start, TrainingRun
 __all__ = ["Phase", "train_phase", "pretrain_backbone"]
 
 
+HEARTBEAT_S = 30.0  # without a progress bar, a line at least this often, so that a logged run is never silent long
 # A loss of None: the iteration trains nothing (URNet's binary-gate iterations while only the gates learn).
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor | None, dict[str, float]]]
 OPTIMIZERS = {
@@ -170,7 +171,7 @@ def _train_epochs(
         model.train()
         if before_epoch:
             before_epoch(epoch)
-        resuming = start.saved is not None and epoch == start.epoch
+        resuming = start.mid_epoch and epoch == start.epoch
         if isinstance(loader.sampler, DistributedSampler):  # each phase's epochs in their own order
             loader.sampler.set_epoch((run.phase if run else 0) * 10_000 + epoch)
         if run:
@@ -186,7 +187,9 @@ def _train_epochs(
             leave=False, dynamic_ncols=True, disable=None if place.main else True,
         )
         started, images_seen, sums = time.perf_counter(), 0, {}
+        heartbeat = Heartbeat(f"{desc} {epoch + 1}/{phase.epochs}", len(loader), place.main and progress.disable)
         for step, (images, labels) in enumerate(progress, start=skipped + 1):
+            heartbeat.beat(step)
             images_seen += len(images)
             # bf16 autocast on CUDA: tensor cores, and no loss scaling needed, unlike fp16.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -207,11 +210,26 @@ def _train_epochs(
                 logged, count = sums.get(name, (0.0, 0))
                 sums[name] = (logged + value, count + 1)
             if run:
-                run.step_done(epoch, step, len(loader), phase.epochs, optimizer, scheduler)
+                run.step_done(epoch, step, len(loader), optimizer, scheduler)
         progress.close()
+        if run:
+            run.epoch_done(epoch, len(loader), phase.epochs, optimizer, scheduler)
         history.append(_epoch_summary(desc, epoch, phase.epochs, time.perf_counter() - started, images_seen, sums,
                                       device))
     return history
+
+
+class Heartbeat:
+    """Where a phase is, a line every HEARTBEAT_S seconds, when no progress bar shows it (output piped or logged)."""
+
+    def __init__(self, what: str, steps: int, enabled: bool) -> None:
+        self.what, self.steps, self.enabled = what, steps, enabled
+        self.last = time.perf_counter()
+
+    def beat(self, step: int) -> None:
+        if self.enabled and time.perf_counter() - self.last >= HEARTBEAT_S:
+            self.last = time.perf_counter()
+            print(f"{self.what}: step {step}/{self.steps}", flush=True)
 
 
 def _epoch_summary(

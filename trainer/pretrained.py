@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from runtime.files import atomic_write, sha256_of
+from runtime.format.files import atomic_write, sha256_of
 
 __all__ = [
     "BackboneRecord", "save_backbone", "load_backbone", "initialize_backbone", "check_architecture", "record_path",

@@ -1,8 +1,8 @@
 """Training that survives a kill: `python -m trainer --resume DIR` continues bit for bit where a run stopped.
 
 A `TrainingRun` is handed to a family's `fit`. Every `train_phase` call is
-one numbered phase; every N steps, and at the end of each phase, the run
-writes `run-state.pt` atomically:
+one numbered phase; every N steps
+and at the end of every epoch, the run writes `run-state.pt` atomically:
 
 - the model and every companion network the fit registered (`keep`);
 - the phase's optimizer and learning-rate schedule;
@@ -12,6 +12,13 @@ writes `run-state.pt` atomically:
 - the global torch (CPU and CUDA) and Python RNG states, and every generator registered
   (`generator`, `track`: the training loader's among them), plus any
   counters the fit keeps (`tensor`).
+
+Two generations are kept: a save first moves the newest state to
+`run-state.previous.pt`, so a save cut short (a full disk, a power cut)
+never takes the only good copy with it. `--resume` reads the newest state
+that loads and checks, says which one it took and why not the other, and a
+run resumed from the previous state retakes the steps since, to the same
+weights.
 
 On resume, finished phases are skipped (their results are in the restored
 networks). The interrupted phase rebuilds the epoch's order, fetches and drops
@@ -27,6 +34,7 @@ order needs no state: it follows the seed and the epoch.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -36,12 +44,50 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runtime.files import atomic_write
+from runtime.format.files import atomic_write
 from trainer.distributed import gather_objects, ranks
 
-__all__ = ["STATE_FILE", "Start", "TrainingRun"]
+__all__ = ["STATE_FILE", "PREVIOUS_STATE_FILE", "Start", "TrainingRun", "load_state"]
 
 STATE_FILE = "run-state.pt"
+PREVIOUS_STATE_FILE = "run-state.previous.pt"  # the generation before STATE_FILE: what a damaged save falls back to
+STATE_KEYS = frozenset({"phase", "epoch", "step", "finished", "modules", "optimizer", "scheduler", "random",
+                        "world_size", "rank_random"})
+
+
+def _read_state(path: Path) -> dict:
+    """One saved state, or ValueError saying what is wrong with it."""
+    try:
+        # weights_only: tensors, numbers and strings only, never arbitrary objects.
+        state = torch.load(path, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, pickle errors... for damaged files
+        reason = str(error).splitlines()[0] if str(error) else "the file is empty or cut short"
+        raise ValueError(f"{path}: unreadable ({type(error).__name__}: {reason})") from None
+    missing = STATE_KEYS - state.keys() if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise ValueError(f"{path}: not a complete training state (missing {sorted(missing)})")
+    return state
+
+
+def load_state(directory: Path) -> tuple[dict, str]:
+    """The newest training state in `directory` that loads and checks, and a line saying which one it is and, where
+    the newest was passed over, why. ValueError naming both files and what is wrong with each when neither loads."""
+    problems = []
+    for name in (STATE_FILE, PREVIOUS_STATE_FILE):
+        path = Path(directory) / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        try:
+            state = _read_state(path)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        passed_over = f" ({problems[0]})" if problems else ""
+        return state, f"resuming from {path}{passed_over}"
+    if all(problem.endswith(": missing") for problem in problems):
+        raise FileNotFoundError(f"{Path(directory) / STATE_FILE}: no saved training state to resume from")
+    raise ValueError("no training state to resume from: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -50,8 +96,9 @@ class Start:
 
     epoch: int = 0
     step: int = 0
-    saved: dict | None = None  # the saved state when resuming this phase
+    saved: dict | None = None  # the saved state when resuming this phase: its optimizer and schedule
     done: bool = False
+    mid_epoch: bool = False  # the save was mid-epoch: the epoch's first `step` batches are fetched again and dropped
 
 
 class TrainingRun:
@@ -71,13 +118,11 @@ class TrainingRun:
         self.cpu_started = time.process_time()
         self.elapsed_before = 0.0  # training time of the processes this run resumes
         self.cpu_before = 0.0  # and their main process's CPU time
+        self.resumed_from: str | None = None  # which saved state a resumed run took, and why, in words
         if resume:
             if self.path is None:
                 raise ValueError("resuming needs the directory of the interrupted run")
-            if not self.path.is_file():
-                raise FileNotFoundError(f"{self.path}: no saved training state to resume from")
-            # weights_only: tensors, numbers and strings only, never arbitrary objects.
-            self.saved = torch.load(self.path, weights_only=True)
+            self.saved, self.resumed_from = load_state(self.path.parent)
             self.elapsed_before = float(self.saved.get("elapsed_s", 0.0))
             self.cpu_before = float(self.saved.get("cpu_s", 0.0))
             saved_ranks = self.saved.get("world_size", 1)
@@ -128,7 +173,11 @@ class TrainingRun:
         if self.saved["finished"]:
             self.resumed()
             return Start(done=True)
-        return Start(self.saved["epoch"], self.saved["step"], self.saved)
+        if self.saved.get("epoch_done", False):  # RNG as it was when the epoch's loader ran dry: go on from there
+            saved = self.saved
+            self.resumed()
+            return Start(saved["epoch"] + 1, 0, saved)
+        return Start(self.saved["epoch"], self.saved["step"], self.saved, mid_epoch=True)
 
     def begin_epoch(self, loader: DataLoader, resuming: bool) -> None:
         """Before the epoch's batches are drawn: on resume, the epoch's sample order comes back."""
@@ -144,11 +193,17 @@ class TrainingRun:
         self._restore()
         self.saved = None
 
-    def step_done(self, epoch: int, step: int, steps_per_epoch: int, epochs: int, optimizer, scheduler) -> None:
-        """After `step` (1-based) of `epoch`: save every `every_steps` steps of the phase, and at its end."""
-        finished = epoch + 1 == epochs and step == steps_per_epoch
-        if self.path is not None and (finished or (epoch * steps_per_epoch + step) % self.every_steps == 0):
-            self._save(epoch, step, finished, optimizer, scheduler)
+    def step_done(self, epoch: int, step: int, steps_per_epoch: int, optimizer, scheduler) -> None:
+        """After `step` (1-based) of `epoch`, mid-epoch: save every `every_steps` steps of the phase."""
+        if self.path is not None and step < steps_per_epoch and (epoch * steps_per_epoch + step) % self.every_steps == 0:
+            self._save(epoch, step, optimizer, scheduler)
+
+    def epoch_done(self, epoch: int, steps_per_epoch: int, epochs: int, optimizer, scheduler) -> None:
+        """After `epoch`, its loader run dry (which draws the next order from the loader's generator): save, so
+        that a kill in a run's first epoch loses at most that epoch, and a resume from here draws what the
+        uninterrupted run draws next."""
+        if self.path is not None:
+            self._save(epoch, steps_per_epoch, optimizer, scheduler, epoch_done=True, finished=epoch + 1 == epochs)
 
     def elapsed(self) -> float:
         """Seconds this run has trained, over every process it took (up to the last save before a kill)."""
@@ -176,13 +231,15 @@ class TrainingRun:
             "loader": self.epoch_start_loader_state,
         }
 
-    def _save(self, epoch: int, step: int, finished: bool, optimizer, scheduler) -> None:
+    def _save(self, epoch: int, step: int, optimizer, scheduler, *, epoch_done: bool = False,
+              finished: bool = False) -> None:
         """The main rank writes; every rank's RNG states (its own draws: crops, policies) go into the file."""
         random_states = gather_objects(self._random_state())
         if not ranks().main:
             return
         state = {
-            "phase": self.phase, "epoch": epoch, "step": step, "finished": finished, "elapsed_s": self.elapsed(),
+            "phase": self.phase, "epoch": epoch, "step": step, "finished": finished, "epoch_done": epoch_done,
+            "elapsed_s": self.elapsed(),
             "cpu_s": self.cpu_time(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": optimizer.state_dict(),
@@ -191,6 +248,8 @@ class TrainingRun:
             "world_size": len(random_states),
             "rank_random": random_states,
         }
+        if self.path.is_file():
+            os.replace(self.path, self.path.with_name(PREVIOUS_STATE_FILE))
         atomic_write(self.path, lambda path: torch.save(state, path))
 
     def _saved_random(self) -> dict:
@@ -216,3 +275,4 @@ class TrainingRun:
         """The run is complete and checkpointed: its state is no longer needed."""
         if self.path is not None and ranks().main:
             self.path.unlink(missing_ok=True)
+            self.path.with_name(PREVIOUS_STATE_FILE).unlink(missing_ok=True)

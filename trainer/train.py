@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from runtime.files import sha256_of
+from runtime.format.files import sha256_of
 from trainer.backbone import backbone_from_config
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo, load_split
@@ -93,8 +95,31 @@ def train(
     `workers` data-loading processes, for ImageNet (training_loader).
 
     Under torchrun (trainer/distributed.py) every rank trains; the main rank
-    alone evaluates and writes, and the others return an empty dict.
+    alone evaluates and writes, and the others return an empty dict. On a
+    CPU, a recipe that fixes its threads (`Recipe.threads`) trains with that
+    many, so that the same command gives the same weights on any machine.
     """
+    threads = recipe.threads if device == "cpu" else None
+    with cpu_threads(threads):
+        return _train(recipe, out, device=device, data_root=data_root, subset=subset, seed=seed,
+                      test_subset=test_subset, checkpoint_every=checkpoint_every, resume=resume, init=init,
+                      command=command, torch_compile=torch_compile, workers=workers)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` while inside (None: left as they are)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(recipe: Recipe, out, *, device, data_root, subset, seed, test_subset, checkpoint_every, resume, init,
+           command, torch_compile, workers) -> dict:
     backbones = get_family(recipe.family).backbones if recipe.family else ("cifar-resnet",)
     if recipe.backbone not in backbones:
         raise ValueError(f"recipe {recipe.name}: the {recipe.backbone} backbone is not supported yet; "
@@ -125,6 +150,8 @@ def train(
         "resumed": resume,
     }
     run = TrainingRun(out, every_steps=checkpoint_every, resume=resume)
+    if run.resumed_from and ranks().main:
+        print(run.resumed_from, flush=True)
     run.track("training loader", loader.generator)
     if recipe.family is None:
         return _train_backbone(recipe, out, loader, info, model_config, training, run, device, data_root, command, torch_compile)
@@ -168,6 +195,8 @@ def train(
         model, config, data_root=data_root, device=torch.device(device), extras=extras, test_subset=test_subset
     )
     save_checkpoint(out, model.cpu(), config, extras={name: m.cpu() for name, m in extras.items()})
+    if family.companion is not None:
+        family.companion(Path(out), config)
     run.finish()
     return config
 

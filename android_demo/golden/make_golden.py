@@ -29,7 +29,6 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runtime.backends import create_backend  # noqa: E402
-from runtime.bundle import open_bundle  # noqa: E402
-from runtime.lookup_table import BudgetError  # noqa: E402
-from runtime.manifest import MANIFEST_FILE, BundleError, read_manifest  # noqa: E402
+from runtime.format.bundle import open_bundle  # noqa: E402
+from runtime.profile.table import recording  # noqa: E402
+from runtime.serving.costs import BudgetError  # noqa: E402
+from trainer.families import FAMILIES  # noqa: E402
+from runtime.format.fields import BundleError  # noqa: E402
+from runtime.format.manifest import MANIFEST_FILE, read_manifest  # noqa: E402
 from runtime.session import Session  # noqa: E402
 
 DEVICE = "pixel-8"  # the device the budget cases' latencies are keyed on
@@ -78,20 +80,6 @@ def encode(array: np.ndarray) -> dict:
     return {"shape": list(array.shape), "fingerprints": fingerprints(array).tolist()}
 
 
-def recording(session: Session) -> tuple[dict, list[dict]]:
-    """`session`'s graphs wrapped so that each backend call lands, in order, in the returned list; and the originals."""
-    calls: list[dict] = []
-
-    def wrap(name: str, run: Callable) -> Callable:
-        def recorded(inputs):
-            outputs = run(inputs)
-            calls.append({"graph": name, "inputs": [encode(x) for x in inputs], "outputs": [encode(y) for y in outputs]})
-            return outputs
-        return recorded
-
-    return {name: wrap(name, run) for name, run in session.graphs.items()}, calls
-
-
 def digits_images() -> np.ndarray:
     from trainer.data import digits_canvas
 
@@ -113,44 +101,38 @@ def run_case(session: Session, name: str, image_set: str, images: np.ndarray, **
         "request": {k: v for k, v in request.items() if v is not None},
         "preprocessed": encode(prepare(images, session.manifest.preprocessing)),
     }
-    original = session.graphs
-    session.graphs, calls = recording(session)
-    try:
-        result = session.run(images, **request)
-    except (ValueError, BudgetError) as error:
-        case["error"] = str(error)
-    else:
-        case["result"] = {"paths": result.paths, "macs": result.macs.tolist(), "logits": encode(result.logits)}
-    finally:
-        session.graphs = original
-    case["calls"] = calls
+    with recording(session) as calls:
+        try:
+            result = session.run(images, **request)
+        except (ValueError, BudgetError) as error:
+            case["error"] = str(error)
+        else:
+            case["result"] = {"paths": result.paths, "macs": result.macs.tolist(), "logits": encode(result.logits)}
+    case["calls"] = [{"graph": name, "inputs": [encode(x) for x in inputs], "outputs": [encode(y) for y in outputs]}
+                     for name, inputs, outputs in calls]
     return case
 
 
-def train_and_export(family: str, work: Path, **export_options) -> Path:
+def train_and_export(family: str, work: Path) -> Path:
+    """The family's digits recipe, briefly trained, exported for ExecuTorch with its split's defaults (the block
+    plan calibrated on CALIBRATION training images)."""
     import exporter
     from trainer.recipes import get_recipe
     from trainer.train import train
 
     checkpoint = work / f"{family}-checkpoint"
-    recipe = get_recipe(f"{family}-digits").with_epochs(EPOCHS[family])
-    train(recipe, checkpoint, subset=SUBSET[family])
-    if family == "resizable":
-        from runtime.lookup_table import TABLE_FILE, write_table
-        from trainer.resizable import table_from_checkpoint
-
-        write_table(checkpoint / TABLE_FILE, table_from_checkpoint(checkpoint))
+    train(get_recipe(f"{family}-digits").with_epochs(EPOCHS), checkpoint, subset=SUBSET)
     bundle = work / f"{family}-executorch"
-    exporter.export(checkpoint, "executorch", bundle, max_batch=MAX_BATCH, samples=16, **export_options)
+    exporter.export(checkpoint, "executorch", bundle, max_batch=MAX_BATCH, samples=16, calibration=_calibration())
     return bundle
 
 
-EPOCHS = {"drnet": 2, "blockdrop": 3, "urnet": 3, "resizable": 3}
-SUBSET = {"drnet": 512, "blockdrop": 192, "urnet": 192, "resizable": None}
+EPOCHS, SUBSET = 3, 384  # brief: the vectors record decisions, which need mixed paths, not accuracy
 
 
 def with_latencies(bundle: Path) -> None:
-    """Give the resizable bundle latencies on DEVICE, as a merged profile would, so that budget_ms cases run."""
+    """Give a bundle that carries its own costs latencies on DEVICE, as a merged profile would, so that budget_ms
+    cases run."""
     path = bundle / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     dispatch = manifest["dispatch"]
@@ -162,7 +144,7 @@ def with_latencies(bundle: Path) -> None:
 
 
 def without_selector(bundle: Path, out: Path) -> Path:
-    """The same bundle answered by table picks: Resizable-NAS's dispatch, with the learner's graph unused."""
+    """The same bundle answered by table picks (Resizable-NAS's dispatch), with the selector's graph unused."""
     shutil.copytree(bundle, out)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest["dispatch"].update(selector=None, selector_latency_ms={})
@@ -170,9 +152,12 @@ def without_selector(bundle: Path, out: Path) -> Path:
     return out
 
 
-def cases(family: str, session: Session, images: dict[str, np.ndarray]) -> list[dict]:
+def cases(session: Session, images: dict[str, np.ndarray]) -> list[dict]:
+    """The requests every bundle answers, then those its rule adds, chosen through the rule's interface alone."""
     manifest = session.manifest
+    rule, dispatch = manifest.rule, manifest.dispatch
     run = lambda name, batch, **request: run_case(session, name, batch, images[batch], **request)  # noqa: E731
+    points = dispatch.operating_points(manifest.graphs)
     out = [
         run("native", "native"),
         run("resized up", "small"),
@@ -180,38 +165,62 @@ def cases(family: str, session: Session, images: dict[str, np.ndarray]) -> list[
         run("static full model", "native", static=True),
         run("unknown path", "one", path="no-such-path"),
     ]
-    if family in ("drnet", "resizable", "resizable-table"):
-        names = [p.name for p in manifest.dispatch.paths]
-        out.append(run(f"forced path {names[-1]}", "native", path=names[-1]))
-    if family == "blockdrop":
-        cached = [c.path for c in manifest.dispatch.cached_paths]
-        runnable = "".join("0" if step.run is None else "1" for step in manifest.dispatch.blocks)
-        walked = next(p for p in (runnable, runnable[:-1] + "0", "1" + "0" * (len(runnable) - 1)) if p not in cached)
-        out.append(run("forced cached path", "native", path=cached[0]))
-        out.append(run("forced full path", "small", path="1" * len(runnable)))
-        out.append(run("forced walked path", "native", path=walked))
-        if "0" in runnable:
-            through = "".join("1" if k == runnable.index("0") else c for k, c in enumerate(walked))
-            out.append(run("forced path through a left-out block", "one", path=through))
-        out.append(run("one image", "one"))
-    if family == "urnet":
-        blocks = len(manifest.dispatch.blocks)
+    walk = dispatch.block_walk()
+    if rule.takes_scale:
+        blocks = len(walk.starts)
         out.append(run("scale per image", "native", scale=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]))
         out.append(run("one scale", "wide", scale=0.5))
         out.append(run("forced path", "small", path="10" * (blocks // 2) + "1" * (blocks % 2), scale=0.3))
         out.append(run("scale out of range", "one", scale=1.5))
-    if manifest.dispatch.rule == "budget":
-        macs = sorted(manifest.dispatch.path_macs(manifest.graphs).values())
-        latencies = sorted(p.latency_ms[f"{DEVICE}/executorch"] for p in manifest.dispatch.paths)
-        overhead = manifest.dispatch.selector_latency_ms.get(f"{DEVICE}/executorch", 0.0)
-        out.append(run("budget in MACs", "native", budget_macs=float(macs[len(macs) // 2])))
-        out.append(run("budget in ms", "wide", budget_ms=latencies[len(latencies) // 2] + overhead))
-        out.append(run("budget in MACs and ms", "small", budget_macs=float(macs[-2]), budget_ms=latencies[1] + overhead))
-        out.append(run("budget below the cheapest", "one", budget_macs=float(macs[0] - 1)))
-        out.append(run("latency budget below the cheapest", "one", budget_ms=latencies[0] / 2))
-    if family != "urnet":
+    else:
+        out.append(run(f"forced path {points[-1].name}", "native", path=points[-1].name))
         out.append(run("scale on a bundle without one", "one", scale=0.5))
+    if walk is not None and not rule.takes_scale:
+        out += walked_cases(run, dispatch, walk, [p.name for p in points])
+    out += budget_cases(run, session, points)
     return out
+
+
+def walked_cases(run, dispatch, walk, cached: list[str]) -> list[dict]:
+    """A block rule with paths compiled whole: a cached path, the full one, one walked block by block, and one
+    through a block the plan left out."""
+    roles = dispatch.graph_roles()
+    runnable = "".join("1" if any(roles[g] == "block" for g in starts) else "0" for starts in walk.starts)
+    walked = next(p for p in (runnable, runnable[:-1] + "0", "1" + "0" * (len(runnable) - 1)) if p not in cached)
+    out = [
+        run("forced cached path", "native", path=cached[0]),
+        run("forced full path", "small", path=dispatch.full_path()),
+        run("forced walked path", "native", path=walked),
+    ]
+    if "0" in runnable:
+        through = "".join("1" if k == runnable.index("0") else c for k, c in enumerate(walked))
+        out.append(run("forced path through a left-out block", "one", path=through))
+    out.append(run("one image", "one"))
+    return out
+
+
+def budget_cases(run, session: Session, points) -> list[dict]:
+    """Budgets in MACs and milliseconds: what they admit, their refusals below the cheapest point, beside a path or
+    the static model, or without the costs they need (this session has no latency table)."""
+    manifest = session.manifest
+    key = f"{DEVICE}/executorch"
+    macs = sorted(p.macs for p in points if p.macs is not None)
+    if not macs:  # a scale's MACs depend on the image: a budget needs the latency table's
+        return [run("budget in MACs without a latency table", "one", budget_macs=1e9)]
+    out = [run("budget in MACs", "native", budget_macs=float(macs[len(macs) // 2])),
+           run("budget below the cheapest", "one", budget_macs=float(macs[0] - 1)),
+           run("budget with the static model", "one", static=True, budget_macs=float(macs[-1])),
+           run("budget with a path", "one", path=points[0].name, budget_macs=float(macs[-1]))]
+    if not manifest.rule.takes_budget:
+        return out + [run("budget in ms without a latency table", "wide", budget_ms=5.0)]
+    dispatch = manifest.dispatch
+    latencies = sorted(p.latency_ms[key] for p in dispatch.paths)
+    overhead = dispatch.selector_latency_ms.get(key, 0.0)
+    return out + [
+        run("budget in ms", "wide", budget_ms=latencies[len(latencies) // 2] + overhead),
+        run("budget in MACs and ms", "small", budget_macs=float(macs[-2]), budget_ms=latencies[1] + overhead),
+        run("latency budget below the cheapest", "one", budget_ms=latencies[0] / 2),
+    ]
 
 
 def preprocessing_golden(manifest: dict) -> dict:
@@ -219,7 +228,7 @@ def preprocessing_golden(manifest: dict) -> dict:
 
     Cases run under the bundle's preprocessing, and again with ImageNet's 0.875 central crop.
     """
-    from runtime.manifest import Preprocessing
+    from runtime.format.manifest import Preprocessing
     from runtime.preprocess import prepare
 
     plain = manifest["preprocessing"]
@@ -244,14 +253,11 @@ def family_goldens(out: Path, work: Path) -> dict[str, Path]:
         name: {"shape": list(batch.shape), "base64": base64.b64encode(batch.tobytes()).decode("ascii")}
         for name, batch in images.items()
     }, indent=1) + "\n")
-    bundles = {
-        "drnet": train_and_export("drnet", work),
-        "blockdrop": train_and_export("blockdrop", work, calibration=_calibration(), cache_paths=2),
-        "urnet": train_and_export("urnet", work, calibration=_calibration()),
-        "resizable": train_and_export("resizable", work, selector=True),
-    }
-    with_latencies(bundles["resizable"])
-    bundles["resizable-table"] = without_selector(bundles["resizable"], work / "resizable-table")
+    bundles = {family: train_and_export(family, work) for family in FAMILIES}
+    for family, bundle in list(bundles.items()):
+        if open_bundle(bundle).rule.takes_budget:
+            with_latencies(bundle)
+            bundles[f"{family}-table"] = without_selector(bundle, work / f"{family}-table")
     backend = create_backend("executorch", "executorch", threads=1)
     for family, bundle in bundles.items():
         manifest = open_bundle(bundle)
@@ -261,7 +267,7 @@ def family_goldens(out: Path, work: Path) -> dict[str, Path]:
             "manifest": f"{family}.manifest.json",
             "device": DEVICE,
             "backend": "executorch",
-            "cases": cases(family, session, images),
+            "cases": cases(session, images),
         }
         shutil.copyfile(bundle / MANIFEST_FILE, out / golden["manifest"])
         (out / f"{family}.json").write_text(json.dumps(golden, indent=1) + "\n")
@@ -632,15 +638,17 @@ def report_schema(report: dict) -> dict[str, list[str]]:
 
 def profile_schema(bundle: Path, images: np.ndarray) -> dict[str, list[str]]:
     """The schema of a real `python -m runtime.profile --out` report, with the dynamic mix, on a golden bundle."""
-    import runtime
-    from runtime.devices import get_device
-    from runtime.profile import profile
+    import dataclasses
 
-    device = get_device(DEVICE)
+    import runtime
+    from runtime.format.devices import get_device
+    from runtime.profile.report import report_of
+    from runtime.profile.table import measure_table
+
+    device = dataclasses.replace(get_device(DEVICE), threads=1)
     session = runtime.load(bundle, threads=1, device=None)
-    report = profile(session, device, runs=3, warmup=1, images=images)
-    report["command"] = "python -m runtime.profile ..."  # as main() adds it
-    return report_schema(report)
+    table = measure_table(session, device, runs=3, warmup=1, images=images)
+    return report_schema(report_of(table, session.manifest, device, command="python -m runtime.profile ...").to_json())
 
 
 def _sha256(data: bytes) -> str:

@@ -32,9 +32,10 @@ from exporter.graphs import Split
 from exporter.quantize.check import TOLERANCES, QuantizationError, compare_to_fp32, failures
 from exporter.quantize.routing import record_routed_inputs
 from exporter.targets import Int8Inputs
-from runtime.bundle import write_manifest
-from runtime.manifest import Calibration, Manifest, Quantization, SelectorPrecision
-from runtime.targets import get_target
+from runtime.format.bundle import write_manifest
+from runtime.format.manifest import Int8Calibration, Manifest, Quantization, SelectorPrecision
+from runtime.format.targets import get_target
+from runtime.rules import graphs_in_role
 
 __all__ = ["CalibrationImages", "QuantizationError", "SELECTOR_AGREEMENT", "write_int8"]
 
@@ -69,7 +70,7 @@ def write_int8(
         parity(fp32, get_target(REFERENCE_TARGET).verify_backend)
         routed = record_routed_inputs(fp32, images)
         int8 = dict(routed.inputs)
-        selector = getattr(split.dispatch, "selector", None)
+        selector = next(iter(graphs_in_role(split.dispatch, "selector")), None)
 
         def attempt(name: str) -> tuple[Manifest, Path]:
             directory = Path(scratch) / name
@@ -88,7 +89,7 @@ def write_int8(
             choice = SelectorPrecision(manifest.graphs[selector].precision, agreement, SELECTOR_AGREEMENT)
         for item in written.iterdir():
             shutil.move(str(item), staging / item.name)
-    calibrated = Calibration(
+    calibrated = Int8Calibration(
         source=calibration.source, images=len(images), sha256=hashlib.sha256(images.tobytes()).hexdigest(),
         routed={name: routed.routed[name] for name in int8}, forced={n: c for n, c in routed.forced.items() if n in int8},
     )

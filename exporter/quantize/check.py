@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import runtime
-from runtime.manifest import QuantizedCheck
+from runtime.format.manifest import QuantizedCheck
 from trainer.dynamic import DynamicOutput
 
 __all__ = ["QuantizationError", "TOLERANCES", "MAX_TOP1_DROP", "compare_to_fp32", "failures"]

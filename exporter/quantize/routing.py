@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import runtime
-from runtime.operating_points import SCALES, operating_points
+from runtime.rules import BlockWalk
+from runtime.rules.gated import SCALES
 from runtime.session import GraphCalls, Session
 
 __all__ = ["Routed", "MINIMUM_SAMPLES", "record_routed_inputs"]
@@ -56,14 +57,15 @@ def record_routed_inputs(bundle: Path, images: np.ndarray, *, minimum: int = MIN
     forced: dict[str, list] = {}
     if short:
         with _recording(session) as extra:
-            for _, _, _, options in operating_points(session.manifest):
-                session.run(images, **options)
+            for point in session.manifest.dispatch.operating_points(session.manifest.graphs):
+                session.run(images, **point.options)
             if not extra[session.manifest.dispatch.reference]:
                 session.run(images, static=True)
         forced = {name: extra[name] for name in short}
     still_short = [name for name in short if _samples(forced[name]) < minimum]
-    if still_short and hasattr(session.manifest.dispatch, "blocks"):
-        walked = _every_block(session, images)
+    walk = session.manifest.dispatch.block_walk()
+    if still_short and walk is not None:
+        walked = _every_block(session, walk, images)
         forced.update({name: forced[name] + walked[name] for name in still_short if name in walked})
     never = [name for name in session.graphs if not routed[name] and not forced.get(name)]
     if never:
@@ -76,26 +78,19 @@ def record_routed_inputs(bundle: Path, images: np.ndarray, *, minimum: int = MIN
     )
 
 
-def _every_block(session: Session, images: np.ndarray) -> dict[str, list[tuple[np.ndarray, ...]]]:
+def _every_block(session: Session, walk: BlockWalk, images: np.ndarray) -> dict[str, list[tuple[np.ndarray, ...]]]:
     """The inputs the stem, each block graph and the head would get if every block ran (docs/bundle.md, policy and
     gated rules): the images, the stem's features, then each block's output, with URNet's S = 1 beside them."""
-    dispatch = session.manifest.dispatch
-    call = GraphCalls(session.graphs, session.manifest.max_batch, {})
-    extra = (np.ones(len(images), np.float32),) if len(session.manifest.graphs[dispatch.stem].inputs) > 1 else ()
-    starting = defaultdict(list)
-    for segment in getattr(dispatch, "segments", ()):
-        starting[segment.first].append(segment.graph)
-    inputs: dict[str, list[tuple[np.ndarray, ...]]] = {dispatch.stem: [(images, *extra)]}
-    features = call(dispatch.stem, images, *extra)[0]
-    for k, step in enumerate(dispatch.blocks):
-        for name in [step.run, step.skip, *starting[k]]:
-            if name is not None:
-                inputs[name] = [(features, *extra)]
-        if step.run or step.skip:
-            features = call(step.run or step.skip, features, *extra)[0]
-    head = getattr(dispatch, "head", None)  # BlockDrop's; URNet's last block emits the logits itself
-    if head is not None:
-        inputs[head] = [(features,)]
+    call = GraphCalls(session.graphs, session.manifest.max_batch, {}, session.bundle)
+    extra = (np.ones(len(images), np.float32),) if len(session.manifest.graphs[walk.stem].inputs) > 1 else ()
+    inputs: dict[str, list[tuple[np.ndarray, ...]]] = {walk.stem: [(images, *extra)]}
+    features = call(walk.stem, images, *extra)[0]
+    for starting, through in zip(walk.starts, walk.through):
+        inputs.update({name: [(features, *extra)] for name in starting})
+        if through is not None:
+            features = call(through, features, *extra)[0]
+    if walk.head is not None:
+        inputs[walk.head] = [(features,)]
     return inputs
 
 
@@ -107,5 +102,9 @@ def _samples(batches: list[tuple[np.ndarray, ...]]) -> int:
 def _recording(session: Session) -> Iterator[dict[str, list[tuple[np.ndarray, ...]]]]:
     """Keep a copy of the inputs of every graph call the session makes while inside."""
     calls: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
-    with session.observing(lambda name, inputs: calls[name].append(tuple(np.array(x, copy=True) for x in inputs))):
+    def record(name: str, inputs, run) -> list[np.ndarray]:
+        calls[name].append(tuple(np.array(x, copy=True) for x in inputs))
+        return run(inputs)
+
+    with session.hooked(record):
         yield calls

@@ -6,16 +6,31 @@ runtime are the sum over the graphs it called.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split, SplitOptions
-from exporter.splits.blocks import BlockChain, BlockPlan, block_inputs, plan_blocks
-from runtime.rules.blocks import BlockStep
-from runtime.rules.policy import CachedPath, Calibration, PolicyDispatch, Segment
+from exporter.splits.block_graphs import BlockChain, BlockPlan, block_inputs, plan_blocks
+from runtime.rules.block_steps import BlockStep
+from runtime.rules.policy import CachedPath, PlanCalibration, PolicyDispatch, Segment
 from trainer.dynamic import resize
 from trainer.families.blockdrop import BlockDrop
 from trainer.macs import count_macs
+
+
+@dataclass(frozen=True)
+class BlockDropExport:
+    """How much of the calibration plan is compiled whole."""
+
+    cache_paths: int = field(default=8, metadata={
+        "help": "compile the K paths the policy takes most often on the calibration images as single graphs",
+        "parse": int, "metavar": "K"})
+
+
+EXPORT_OPTIONS = BlockDropExport
+PLANS_ON_CALIBRATION = True  # fused segments, left-out blocks and cached paths come from the policy's choices
 
 
 class KeepProbabilities(nn.Module):
@@ -40,7 +55,7 @@ def split(model: BlockDrop, options: SplitOptions) -> Split:
     features = block_inputs(backbone, image)
     full = "1" * count
     calibration = options.calibration
-    plan = plan_blocks(model.infer(calibration).blocks, options.cache_paths) if calibration is not None else None
+    plan = plan_blocks(model.infer(calibration).blocks, options.family.cache_paths) if calibration is not None else None
 
     graphs = [
         ExportGraph("policy", KeepProbabilities(model).eval(), (image,), ("image",), ("keep",), model.policy_macs),
@@ -75,7 +90,7 @@ def split(model: BlockDrop, options: SplitOptions) -> Split:
     dispatch = PolicyDispatch(
         selector="policy", stem="stem", head="head", blocks=tuple(steps), segments=tuple(segments),
         cached_paths=tuple(cached),
-        calibration=Calibration(plan.images, plan.usage, plan.coverage) if plan else None,
+        calibration=PlanCalibration(plan.images, plan.usage, plan.coverage) if plan else None,
         reference="full",
     )
     return Split(tuple(graphs), dispatch, reference)

@@ -10,15 +10,34 @@ ones. The full configuration always ships: it is the static baseline.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split, SplitOptions, UnsplittableModel
-from runtime.lookup_table import Entry, LookupTable, frontier, pick
+from runtime.format.lookup_table import LOOKUP_TABLE_FILE, Entry, LookupTable, read_table
 from runtime.rules.budget import BudgetDispatch, BudgetPath
+from runtime.serving.costs import Budget, Option, admissible
 from trainer.dynamic import DynamicOutput
 from trainer.families.resizable import ResizableNetwork, ResizeLearner, configuration_name
+from trainer.resizable_nas import frontier
+
+
+@dataclass(frozen=True)
+class ResizableExport:
+    """Which configurations of the lookup table ship, and how they are chosen."""
+
+    configurations: str = field(default="frontier", metadata={
+        "help": "the lookup table's accuracy-cost frontier, all, or NAME,NAME,...", "metavar": "WHICH"})
+    table: Path | None = field(default=None, metadata={
+        "help": f"the lookup table (default: {LOOKUP_TABLE_FILE} beside the checkpoint)", "parse": Path})
+    selector: bool = field(default=True, metadata={
+        "help": "leave out the ResizeLearner: budgets pick from the table"})
+
+
+EXPORT_OPTIONS = ResizableExport
 
 
 class LearnerSelector(nn.Module):
@@ -38,14 +57,22 @@ class LearnerSelector(nn.Module):
         return self.learner(self.stem(x))
 
 
-def _entries(model: ResizableNetwork, options: SplitOptions) -> list[Entry]:
-    table = options.table
-    if table is None:
+def lookup_table(options: SplitOptions) -> LookupTable:
+    """The table the options name, or the one beside the checkpoint; an error naming the command that writes it."""
+    wanted: ResizableExport = options.family
+    path = wanted.table or (options.checkpoint / LOOKUP_TABLE_FILE if options.checkpoint else None)
+    if path is None or not Path(path).is_file():
+        where = f" ({path} does not exist)" if path else ""
         raise UnsplittableModel(
-            "a Resizable network exports from its lookup table: write it with `python -m trainer.resizable CHECKPOINT`"
+            f"a Resizable network exports from its lookup table{where}: write it with "
+            f"`python -m trainer.resizable_nas {options.checkpoint or 'CHECKPOINT'}`, or pass its path as table"
         )
+    return read_table(path)
+
+
+def _entries(model: ResizableNetwork, table: LookupTable, spec: str) -> list[Entry]:
+    """The configurations `spec` names, in table order, with the full configuration: the static baseline."""
     _check_table(model, table)
-    spec = options.configurations
     if spec == "frontier":
         chosen = frontier(table)
     elif spec == "all":
@@ -54,7 +81,7 @@ def _entries(model: ResizableNetwork, options: SplitOptions) -> list[Entry]:
         try:
             chosen = [table.entry(name) for name in dict.fromkeys(spec.split(","))]
         except KeyError as error:
-            raise ValueError(f"--configurations: {error.args[0]}") from None
+            raise ValueError(f"configurations: {error.args[0]}") from None
     full = table.entry(configuration_name(model.full_configuration))
     return [e for e in table.configurations if e in chosen or e == full]
 
@@ -76,9 +103,10 @@ def _check_table(model: ResizableNetwork, table: LookupTable) -> None:
 def split(model: ResizableNetwork, options: SplitOptions) -> Split:
     image = torch.zeros(1, model.backbone.in_channels, options.resolution, options.resolution)
     index = {configuration_name(c): i for i, c in enumerate(model.configurations)}
-    entries = _entries(model, options)
+    table = lookup_table(options)
+    entries = _entries(model, table, options.family.configurations)
     positions = [index[e.name] for e in entries]
-    use_selector = options.selector and bool(model.learner_trained)
+    use_selector = options.family.selector and bool(model.learner_trained)
     graphs, paths = [], []
     if use_selector:
         graphs.append(ExportGraph(
@@ -91,7 +119,7 @@ def split(model: ResizableNetwork, options: SplitOptions) -> Split:
     reference = configuration_name(model.full_configuration)  # always among the entries
     dispatch = BudgetDispatch(
         "learner" if use_selector else None, tuple(paths), reference,
-        dict(options.table.learner_latency_ms) if use_selector else {},
+        dict(table.learner_latency_ms) if use_selector else {},
     )
     selector_macs = model.learner_macs if use_selector else 0
 
@@ -100,9 +128,11 @@ def split(model: ResizableNetwork, options: SplitOptions) -> Split:
         logits = model.subnetwork(model.configurations[position])(x)
         return DynamicOutput(logits, [name] * len(x), torch.full((len(x),), selector_macs + model.macs[position]))
 
+    table_pick = admissible([Option(e.name, e.macs, top1=e.accuracy) for e in entries], Budget())[0].name
+
     def reference_run(x: Tensor, _scale: float | None) -> DynamicOutput:
         if use_selector:
             return model.infer(x, allowed=positions)
-        return run_path(x, entries[pick(entries, [e.macs for e in entries])[0]].name)  # the table pick, no budget
+        return run_path(x, table_pick)  # no budget
 
     return Split(tuple(graphs), dispatch, reference_run, path_reference=torch.no_grad()(run_path))

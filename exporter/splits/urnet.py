@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split, SplitOptions
-from exporter.splits.blocks import BlockChain, block_inputs
-from runtime.rules.blocks import BlockStep
+from exporter.splits.block_graphs import BlockChain, block_inputs
+from runtime.rules.block_steps import BlockStep
 from runtime.rules.gated import GatedDispatch
 from trainer.families.urnet import ConditionalGate, URNet
 from trainer.macs import count_macs

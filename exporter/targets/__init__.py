@@ -1,4 +1,4 @@
-"""Writing a split's graphs for one target; the table of targets itself is runtime.targets.TARGETS."""
+"""Writing a split's graphs for one target; the table of targets itself is runtime.format.targets.TARGETS."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from exporter.graphs import ExportGraph
-from runtime.devices import Device
-from runtime.manifest import BuildPlan
-from runtime.targets import get_target
+from runtime.format.devices import Device
+from runtime.format.manifest import BuildPlan
+from runtime.format.targets import get_target
 
 __all__ = ["Int8Inputs", "Written", "write_artifacts", "default_device", "graph_precision"]
 

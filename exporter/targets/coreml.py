@@ -54,8 +54,8 @@ from exporter.graphs import ExportGraph
 from exporter.targets import Int8Inputs, Written, graph_precision
 from exporter.targets.batch import batched_example
 from runtime.backends.coreml import enumerated_batches
-from runtime.devices import Device
-from runtime.manifest import BuildPlan
+from runtime.format.devices import Device
+from runtime.format.manifest import BuildPlan
 
 __all__ = ["PACKAGE", "ARCHIVE", "write", "zip_package"]
 
@@ -184,7 +184,7 @@ def write(
 ) -> Written:
     """All graphs as the functions of one package; those named in `int8` with 8-bit weights, the others in
     `precision`, fp16 where that is int8. The int8 graphs' calibration inputs go unused: Core ML's int8 is
-    weights only (runtime.targets), computed in fp16.
+    weights only (runtime.format.targets), computed in fp16.
     """
     int8 = int8 or {}
     with tempfile.TemporaryDirectory(prefix="coreml-") as scratch:

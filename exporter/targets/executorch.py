@@ -29,7 +29,7 @@ from exporter.graphs import ExportGraph
 from exporter.quantize.pt2e import quantize_pt2e
 from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example
-from runtime.devices import Device
+from runtime.format.devices import Device
 
 PROGRAM_FILE = "model.pte"
 

@@ -28,7 +28,7 @@ from exporter.graphs import ExportGraph
 from exporter.quantize.onnx_qdq import quantize_qdq
 from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example
-from runtime.devices import Device
+from runtime.format.devices import Device
 
 __all__ = ["OPSET", "WEIGHTS_FILE", "export_onnx", "store_weights_once", "write"]
 

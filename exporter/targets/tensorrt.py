@@ -40,8 +40,8 @@ from exporter.quantize.onnx_qdq import quantize_qdq
 from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example, check_max_batch
 from exporter.targets.onnx import export_onnx
-from runtime.devices import Device
-from runtime.manifest import BuildPlan, EngineProfile
+from runtime.format.devices import Device
+from runtime.format.manifest import BuildPlan, EngineProfile
 
 __all__ = [
     "SUPPORTED_OPS",

@@ -1,7 +1,7 @@
 """The registry of execution backends. Each turns a manifest graph into a callable on numpy batches.
 
 Backends are imported only when chosen, so a device installs just the one it
-uses. Which bundle targets a backend runs is said once, in runtime.targets.
+uses. Which bundle targets a backend runs is said once, in runtime.format.targets.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.devices import Device
-from runtime.manifest import BundleError, Graph, Manifest
-from runtime.targets import TARGETS
+from runtime.format.devices import Device
+from runtime.format.fields import BundleError, Graph
+from runtime.format.manifest import Manifest
+from runtime.format.targets import TARGETS
 
 __all__ = ["Backend", "GraphRunner", "BACKENDS", "create_backend", "check_signature"]
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import coremltools as ct
 import numpy as np
 
-from runtime.devices import Device
-from runtime.files import atomic_directory
-from runtime.manifest import BundleError, Graph, Manifest
+from runtime.format.devices import Device
+from runtime.format.files import atomic_directory
+from runtime.format.fields import BundleError, Graph
+from runtime.format.manifest import Manifest
 
 __all__ = ["CoreMLBackend", "default_cache", "unpack", "create", "enumerated_batches", "split_batch"]
 

@@ -11,7 +11,7 @@ With `etdump=True` each method records ExecuTorch's event trace (ETDump):
 every XNNPACK op and portable kernel, timed per call. A trace is kept per
 program, and the Inspector lines up a trace's runs event by event, so each
 method then gets a program of its own: one trace per method, for
-runtime/op_profile.py.
+runtime/profile/ops.py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 
 from runtime.backends import check_signature
 from runtime.backends.executorch_noise import without_cpuinfo_lines, without_kernel_preference_notice
-from runtime.devices import Device
-from runtime.manifest import BundleError, Graph, Manifest
+from runtime.format.devices import Device
+from runtime.format.fields import BundleError, Graph
+from runtime.format.manifest import Manifest
 
 
 with without_kernel_preference_notice():

@@ -9,8 +9,9 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.backends import check_signature
-from runtime.devices import Device
-from runtime.manifest import BundleError, Graph, Manifest
+from runtime.format.devices import Device
+from runtime.format.fields import BundleError, Graph
+from runtime.format.manifest import Manifest
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 _shared_arena: list[bool] = []  # whether this process has registered its shared CPU arena
@@ -47,7 +48,7 @@ class OnnxRuntimeBackend:
             self.options.intra_op_num_threads = threads
             self.options.inter_op_num_threads = 1
         # A bundle is several sessions, each with its own intra-op pool, whose idle threads spin by default and
-        # take the cores from the next graph and from preprocessing. python benchmarks/resolution.py, DRNet on
+        # take the cores from the next graph and from preprocessing. python -m benchmarks.resolution, DRNet on
         # ResNet-50 at 2 threads, each run timing static and dynamic through Session.run: with spinning, dynamic
         # 0.82x the static model's speed (kept 0.77 of its subgraphs' speedup); without, 1.22x (kept 0.98).
         self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -5,7 +5,7 @@
     result = session.run(images)                   # later loads reuse the engine cache
 
 An engine holds kernels chosen for one GPU by one TensorRT version, so the
-bundle ships ONNX plus a build plan (runtime.manifest.BuildPlan) and this
+bundle ships ONNX plus a build plan (runtime.format.manifest.BuildPlan) and this
 backend compiles it here. Engines are cached under ~/.cache/adaptive-edge/engines
 (or $ADAPTIVE_EDGE_ENGINE_CACHE), named by the sha256 of everything they
 depend on: when any of it changes an engine is rebuilt, never a stale one loaded.
@@ -41,11 +41,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.files import atomic_write, sha256_of
-from runtime.manifest import BuildPlan, BundleError, EngineProfile, Graph, Manifest
+from runtime.format.files import atomic_write, sha256_of
+from runtime.format.fields import BundleError, Graph
+from runtime.format.manifest import BuildPlan, EngineProfile, Manifest
 
 if TYPE_CHECKING:
-    from runtime.devices import Device
+    from runtime.format.devices import Device
 
 __all__ = [
     "ENGINE_CACHE_ENV",

@@ -8,9 +8,14 @@ A family whose dispatch is new adds one module here and one line below.
 from __future__ import annotations
 
 from runtime.rules import argmax, budget, gated, policy
-from runtime.rules.rule import Decision, Dispatcher, GraphCall, Request, Rule, Section
+from runtime.rules.rule import (
+    ROLES, BlockWalk, Decision, Dispatcher, GraphCall, OperatingPoint, Request, Rule, Section, graphs_in_role,
+)
 
-__all__ = ["RULES", "Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request"]
+__all__ = [
+    "RULES", "ROLES", "Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request", "OperatingPoint", "BlockWalk",
+    "graphs_in_role",
+]
 
 RULES = {rule.name: rule for rule in (argmax.RULE, policy.RULE, gated.RULE, budget.RULE)}
 

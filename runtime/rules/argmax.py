@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from runtime.format.fields import FieldReader, Graph
 from runtime.rules.batching import groups
 from runtime.rules.rule import Decision, GraphCall, Request, Rule
-from runtime.rules.scored import check_scored_paths, dearest
-
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph, Manifest
+from runtime.rules.scored import ScoredPaths, check_scored_paths
 
 __all__ = ["ArgmaxPath", "ArgmaxDispatch", "RULE"]
 
@@ -32,7 +30,7 @@ class ArgmaxPath:
 
 
 @dataclass(frozen=True)
-class ArgmaxDispatch:
+class ArgmaxDispatch(ScoredPaths):
     rule: ClassVar[str] = "argmax"
     selector: str  # graph emitting (N, len(paths)) scores
     paths: tuple[ArgmaxPath, ...]  # in score order
@@ -41,11 +39,9 @@ class ArgmaxDispatch:
     def path_macs(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
         return {p.name: graphs[self.selector].macs + graphs[p.graph].macs for p in self.paths}
 
-    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
-        return self.path_macs(graphs)
+    def graph_roles(self) -> dict[str, str]:
+        return {self.selector: "selector", **{p.graph: "path" for p in self.paths}}
 
-    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
-        return dearest(self.path_macs(graphs))
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
         return "\n".join(
@@ -81,20 +77,19 @@ def upgrade(r: FieldReader, data: dict) -> None:
 
 
 class ArgmaxDispatcher:
-    def __init__(self, manifest: Manifest) -> None:
-        d: ArgmaxDispatch = manifest.dispatch
+    def __init__(self, d: ArgmaxDispatch, graphs: Mapping[str, Graph], classes: int) -> None:
         self.selector = d.selector
         self.graphs = [p.graph for p in d.paths]
         self.names = [p.name for p in d.paths]
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.macs = np.array(list(d.path_macs(manifest.graphs).values()), dtype=np.int64)
-        self.classes = len(manifest.classes)
+        self.macs = np.array(list(d.path_macs(graphs).values()), dtype=np.int64)
+        self.classes = classes
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
         scores, force = call(self.selector, batch)[0], request.path
         if force is None:
-            if request.allowed is not None:  # a budget: the best-scored path among those within it
-                scores = np.where([name in request.allowed for name in self.names], scores, -np.inf)
+            if request.admitted is not None:  # a budget: the best-scored path among those it admits
+                scores = np.where([name in request.admitted for name in self.names], scores, -np.inf)
             choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
         elif force in self.index:
             choice = np.full(len(batch), self.index[force])

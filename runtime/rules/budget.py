@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from runtime.lookup_table import pick
+from runtime.format.fields import FieldReader, Graph
 from runtime.rules.batching import groups
 from runtime.rules.rule import Decision, GraphCall, Request, Rule
-from runtime.rules.scored import check_scored_paths, dearest
-
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph, Manifest
+from runtime.rules.scored import ScoredPaths, check_scored_paths
+from runtime.serving.costs import Budget, Option, admissible, require_latencies
 
 __all__ = ["BudgetPath", "BudgetDispatch", "RULE"]
+
+MEASURE_HINT = (
+    "To add latencies: export with `--configurations all --no-selector`, run `python -m runtime.profile table` on the "
+    "device, merge it with `python -m trainer.resizable_nas CHECKPOINT --profile TABLE.json`, and export again"
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class BudgetPath:
 
 
 @dataclass(frozen=True)
-class BudgetDispatch:
+class BudgetDispatch(ScoredPaths):
     rule: ClassVar[str] = "budget"
     selector: str | None  # graph emitting (N, len(paths)) scores, or None: table picks only
     paths: tuple[BudgetPath, ...]  # in score order
@@ -52,11 +55,9 @@ class BudgetDispatch:
         overhead = self.selector_macs(graphs)
         return {p.name: overhead + graphs[p.graph].macs for p in self.paths}
 
-    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
-        return self.path_macs(graphs)
+    def graph_roles(self) -> dict[str, str]:
+        return {**({self.selector: "selector"} if self.selector else {}), **{p.graph: "path" for p in self.paths}}
 
-    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
-        return dearest(self.path_macs(graphs))
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
         chooser = f"selector {self.selector!r} per image" if self.selector else "table pick, no selector"
@@ -101,31 +102,35 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
 
 
 class BudgetDispatcher:
-    def __init__(self, manifest: Manifest) -> None:
-        self.d: BudgetDispatch = manifest.dispatch
-        graphs = manifest.graphs
+    def __init__(self, d: BudgetDispatch, graphs: Mapping[str, Graph], classes: int) -> None:
+        self.d = d
         self.graphs = [p.graph for p in self.d.paths]
         self.index = {p.name: i for i, p in enumerate(self.d.paths)}
         self.graph_macs = [graphs[g].macs for g in self.graphs]
         self.selector_macs = self.d.selector_macs(graphs)
         self.path_macs = np.array(self.graph_macs, dtype=np.int64) + self.selector_macs
-        self.classes = len(manifest.classes)
+        self.classes = classes
         self.unbudgeted = self.admitted(Request())  # computed once: most calls carry no budget
 
     def admitted(self, request: Request) -> list[int]:
         """Path indices within the request's budget, most accurate first (all paths when there is none)."""
-        overhead_ms = 0.0
-        if self.d.selector and request.budget_ms is not None:
-            if request.latency_key not in self.d.selector_latency_ms:
-                raise ValueError(
-                    f"the selector's latency was not measured on {request.latency_key!r} "
-                    f"(measured on: {sorted(self.d.selector_latency_ms) or 'nothing'}); budget it in MACs instead"
-                )
-            overhead_ms = self.d.selector_latency_ms[request.latency_key]
-        return pick(
-            self.d.paths, self.graph_macs, budget_macs=request.budget_macs, budget_ms=request.budget_ms,
-            key=request.latency_key, overhead_macs=self.selector_macs, overhead_ms=overhead_ms,
-        )
+        key, overhead_ms = request.latency_key, 0.0
+        if request.budget_ms is not None:
+            require_latencies({p.name: p.latency_ms for p in self.d.paths}, key, MEASURE_HINT)
+            if self.d.selector:
+                if key not in self.d.selector_latency_ms:
+                    raise ValueError(
+                        f"the selector's latency was not measured on {key!r} (measured on: "
+                        f"{sorted(self.d.selector_latency_ms) or 'nothing'}); budget it in MACs, or: {MEASURE_HINT}"
+                    )
+                overhead_ms = self.d.selector_latency_ms[key]
+        options = [
+            Option(p.name, int(macs), p.latency_ms[key] + overhead_ms if request.budget_ms is not None else None,
+                   p.accuracy)
+            for p, macs in zip(self.d.paths, self.path_macs)
+        ]
+        chosen = admissible(options, Budget(request.budget_macs, request.budget_ms, key))
+        return [self.index[o.name] for o in chosen]
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
         if request.path is not None and request.path not in self.index:

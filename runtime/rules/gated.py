@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from runtime.format.fields import FieldReader, Graph
 from runtime.rules.batching import parse_path, path_strings, scatter
-from runtime.rules.blocks import BlockStep, parse_steps
-from runtime.rules.rule import Decision, GraphCall, Request, Rule
+from runtime.rules.block_steps import BlockStep, block_roles, parse_steps, walk_every_block
+from runtime.rules.rule import BlockWalk, Decision, GraphCall, OperatingPoint, Request, Rule
 
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph, Manifest
+__all__ = ["SCALES", "GatedDispatch", "RULE"]
 
-__all__ = ["GatedDispatch", "RULE"]
+SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # the S sweep of the paper's Table 1: the operating points users ask for
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,17 @@ class GatedDispatch:
     blocks: tuple[BlockStep, ...]
     reference: str
 
-    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
-        every, none = "1" * len(self.blocks), "0" * len(self.blocks)
-        return {path: self.macs(graphs, path) for path in (every, none)}
+    def graph_roles(self) -> dict[str, str]:
+        return {**block_roles(self.stem, self.blocks), self.reference: "reference"}
+
+    def operating_points(self, graphs: Mapping[str, Graph]) -> tuple[OperatingPoint, ...]:
+        return tuple(OperatingPoint(f"S={s:g}", "scale", s) for s in SCALES)
+
+    def full_path(self) -> str:
+        return "1" * len(self.blocks)
+
+    def block_walk(self) -> BlockWalk:
+        return walk_every_block(self.stem, self.blocks, None)
 
     def macs(self, graphs: Mapping[str, Graph], path: str) -> int:
         steps = zip(self.blocks, path)
@@ -48,7 +56,7 @@ class GatedDispatch:
         return graphs[self.stem].macs + per_block, "every block"
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
-        every, none = self.probe_paths(graphs).values()
+        every, none = (self.macs(graphs, c * len(self.blocks)) for c in "10")
         return (
             f"  gated dispatch over {len(self.blocks)} blocks: {none / 1e6:.3f} MMACs with every gate closed, "
             f"{every / 1e6:.3f} with every gate open (gates included); full model {graphs[self.reference].macs / 1e6:.3f}"
@@ -80,9 +88,8 @@ def upgrade(r: FieldReader, data: dict) -> None:
 
 
 class GatedDispatcher:
-    def __init__(self, manifest: Manifest) -> None:
-        self.d: GatedDispatch = manifest.dispatch
-        graphs = manifest.graphs
+    def __init__(self, d: GatedDispatch, graphs: Mapping[str, Graph], classes: int) -> None:
+        self.d = d
         self.stem_macs = graphs[self.d.stem].macs
         self.run_macs = np.array([graphs[step.run].macs for step in self.d.blocks], dtype=np.int64)
         self.skip_macs = np.array([graphs[step.skip].macs for step in self.d.blocks], dtype=np.int64)

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from runtime.format.fields import FieldReader, Graph
 from runtime.rules.batching import parse_path, path_strings
-from runtime.rules.blocks import BlockStep, parse_steps
-from runtime.rules.rule import Decision, GraphCall, Request, Rule
+from runtime.rules.block_steps import BlockStep, block_roles, parse_steps, walk_every_block
+from runtime.rules.rule import BlockWalk, Decision, GraphCall, OperatingPoint, Request, Rule
 
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph, Manifest
-
-__all__ = ["Segment", "CachedPath", "Calibration", "PolicyDispatch", "RULE"]
+__all__ = ["Segment", "CachedPath", "PlanCalibration", "PolicyDispatch", "RULE"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class CachedPath:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class PlanCalibration:
     images: int
     usage: tuple[float, ...]  # per block, share of images that ran it
     coverage: float  # share of images whose path is cached
@@ -63,7 +61,7 @@ class PolicyDispatch:
     blocks: tuple[BlockStep, ...]
     segments: tuple[Segment, ...]
     cached_paths: tuple[CachedPath, ...]
-    calibration: Calibration | None
+    calibration: PlanCalibration | None
     reference: str
 
     def path_graphs(self, path: str) -> list[str]:
@@ -84,8 +82,24 @@ class PolicyDispatch:
                 called.append(graph)
         return [*called, self.head]
 
-    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
-        return {c.path: sum(graphs[g].macs for g in self.path_graphs(c.path)) for c in self.cached_paths}
+    def graph_roles(self) -> dict[str, str]:
+        return {
+            self.selector: "selector", **block_roles(self.stem, self.blocks), self.head: "head",
+            **{s.graph: "segment" for s in self.segments}, **{c.graph: "cached path" for c in self.cached_paths},
+        }
+
+    def operating_points(self, graphs: Mapping[str, Graph]) -> tuple[OperatingPoint, ...]:
+        """The cached paths: a path walked block by block costs calls that no budget should have to guess."""
+        return tuple(
+            OperatingPoint(c.path, "path", macs=sum(graphs[g].macs for g in self.path_graphs(c.path)))
+            for c in self.cached_paths
+        )
+
+    def full_path(self) -> str:
+        return "1" * len(self.blocks)
+
+    def block_walk(self) -> BlockWalk:
+        return walk_every_block(self.stem, self.blocks, self.head, [(s.graph, s.first) for s in self.segments])
 
     def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
         per_block = sum(max(graphs[g].macs if g else 0 for g in (step.run, step.skip)) for step in self.blocks)
@@ -136,7 +150,7 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
     calibration = None
     if d["calibration"] is not None:
         c = r.fields(d["calibration"], "dispatch.calibration", {"images", "usage", "coverage"})
-        calibration = Calibration(
+        calibration = PlanCalibration(
             r.count(c["images"], "dispatch.calibration.images", 1),
             r.floats(c["usage"], "dispatch.calibration.usage", count),
             r.number(c["coverage"], "dispatch.calibration.coverage"),
@@ -151,13 +165,13 @@ def parse(r: FieldReader, data: dict, graphs: Mapping[str, Graph], classes: int)
 
 
 class PolicyDispatcher:
-    def __init__(self, manifest: Manifest) -> None:
-        self.d: PolicyDispatch = manifest.dispatch
+    def __init__(self, d: PolicyDispatch, graphs: Mapping[str, Graph], classes: int) -> None:
+        self.d = d
         self.left_out = np.array([step.run is None for step in self.d.blocks])
         self.cached = {c.path: c.graph for c in self.d.cached_paths}
         self.segments = {s.first: s for s in self.d.segments}
-        self.graph_macs = {name: graph.macs for name, graph in manifest.graphs.items()}
-        self.classes = len(manifest.classes)
+        self.graph_macs = {name: graph.macs for name, graph in graphs.items()}
+        self.classes = classes
         self.plans: dict[str, tuple[list[str], int]] = {}  # path -> (graphs between stem and head, MACs)
 
     def plan(self, path: str) -> tuple[list[str], int]:
@@ -171,8 +185,8 @@ class PolicyDispatcher:
         keep = probabilities >= 0.5
         if force is None:
             keep &= ~self.left_out
-            if request.allowed is not None:
-                keep = self._within(keep, probabilities, request.allowed)
+            if request.admitted is not None:
+                keep = self._within(keep, probabilities, request.admitted)
         else:
             forced = parse_path(force, len(self.d.blocks))
             if force not in self.cached and (forced & self.left_out).any():  # a cached path runs whole, in one graph
@@ -201,13 +215,13 @@ class PolicyDispatcher:
         return Decision(logits, paths, macs)
 
     @staticmethod
-    def _within(keep: np.ndarray, probabilities: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
-        """Images whose policy path is not allowed take the allowed path their policy rates most likely."""
+    def _within(keep: np.ndarray, probabilities: np.ndarray, admitted: frozenset[str]) -> np.ndarray:
+        """Images whose policy path is not admitted take the admitted path their policy rates most likely."""
         paths = path_strings(keep)
-        outside = np.array([path not in allowed for path in paths])
+        outside = np.array([path not in admitted for path in paths])
         if not outside.any():
             return keep
-        options = sorted(allowed)
+        options = sorted(admitted)
         masks = np.stack([parse_path(path, keep.shape[1]) for path in options])  # (P, K) bool
         p = np.clip(probabilities[outside], 1e-7, 1 - 1e-7)
         likelihood = np.log(p) @ masks.T + np.log1p(-p) @ (~masks).T  # (images outside, P)

@@ -1,20 +1,31 @@
-"""What every dispatch rule provides, so that the manifest reader, the session and the profiler need no `if rule ==`."""
+"""What every dispatch rule provides, so that nothing outside runtime/rules asks which rule a bundle has.
+
+The manifest reader, the session, the budgets, the profiler, the exporter's
+int8 routing and the benchmarks all go through this interface: a section
+says which graph plays which part, which operating points it offers and
+what they cost, and its rule's dispatcher runs a batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph, Manifest
+from runtime.format.fields import FieldReader, Graph
 
-__all__ = ["Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request"]
+__all__ = [
+    "Rule", "Section", "Dispatcher", "Decision", "GraphCall", "Request", "OperatingPoint", "BlockWalk", "ROLES",
+    "graphs_in_role",
+]
 
 # Runs graph `name` on a batch of any size (the session chunks it to the bundle's max_batch).
 GraphCall = Callable[..., list[np.ndarray]]
+
+# The parts a graph can play in dispatch (Section.graph_roles).
+ROLES = ("selector", "stem", "block", "skip", "segment", "head", "path", "cached path", "reference")
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,36 @@ class Request:
     budget_macs: float | None = None  # per-image ceiling, selector included, for rules that take a budget
     budget_ms: float | None = None  # per-image ceiling on latency measured at `latency_key`
     latency_key: str | None = None  # "device/backend" where the session runs
-    allowed: frozenset[str] | None = None  # paths within the caller's budget (runtime/budgets.py); None: all
+    admitted: frozenset[str] | None = None  # the paths a budget admits (runtime/serving/budgets.py); None: all
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What a user can ask `Session.run` for: a path every image takes, or URNet's compute scale S."""
+
+    name: str
+    kind: str  # "path" | "scale"
+    value: float | None = None  # S, for a scale point
+    macs: int | None = None  # per image, selector included; None where it depends on the image (a scale)
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The `Session.run` keyword arguments that ask for this point."""
+        return {"scale": self.value} if self.kind == "scale" else {"path": self.name}
+
+
+@dataclass(frozen=True)
+class BlockWalk:
+    """A block rule's graphs in the order a sample that runs every block meets them.
+
+    `starts[k]`: the graphs that take the features entering block k (its run
+    and skip graphs, and fused segments that start there).
+    """
+
+    stem: str
+    starts: tuple[tuple[str, ...], ...]
+    through: tuple[str | None, ...]  # per block, the graph whose output enters the next one (None: an identity)
+    head: str | None  # None where the last block's graphs end in the head
 
 
 class Section(Protocol):
@@ -44,14 +84,30 @@ class Section(Protocol):
     rule: ClassVar[str]
     reference: str  # graph of the static full model, image to logits: the baseline of every speedup
 
-    def probe_paths(self, graphs: Mapping[str, Graph]) -> dict[str, int]:
-        """The paths worth timing one by one, with the MACs of one sample taking each."""
+    def graph_roles(self) -> dict[str, str]:
+        """Each graph's part in dispatch, one of ROLES; "reference" only for a static full model no path runs."""
+
+    def operating_points(self, graphs: Mapping[str, Graph]) -> tuple[OperatingPoint, ...]:
+        """What `Session.run` can be asked for: the points a budget chooses among, and the profiler times."""
+
+    def full_path(self) -> str:
+        """The name of the path that runs the whole network, as `Session.run(path=...)` takes it."""
+
+    def block_walk(self) -> BlockWalk | None:
+        """The graphs a sample running every block meets; None for rules without blocks."""
 
     def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
         """The most MACs any input can cost, and the path that costs it."""
 
     def describe(self, graphs: Mapping[str, Graph]) -> str:
         """What a user should know of the split, in a few indented lines."""
+
+
+def graphs_in_role(section: Section, role: str) -> list[str]:
+    """The graphs that play `role` in `section`, e.g. its selector (none for URNet, whose gates ride in the blocks)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {list(ROLES)}")
+    return [graph for graph, part in section.graph_roles().items() if part == role]
 
 
 class Dispatcher(Protocol):
@@ -65,9 +121,9 @@ class Rule:
     summary: str  # one line, for the docs and the CLI
     section: type  # the Section dataclass
     parse: Callable[[FieldReader, dict, Mapping[str, Graph], int], Section]  # (reader, data, graphs, classes)
-    dispatcher: Callable[[Manifest], Dispatcher]
+    dispatcher: Callable[[Section, Mapping[str, Graph], int], Dispatcher]  # (section, graphs, classes)
     takes_scale: bool = False  # Session.run takes a compute scale S in [0, 1]
-    takes_budget: bool = False  # answers budget_macs / budget_ms from its own section; else runtime/budgets.py
+    takes_budget: bool = False  # answers budget_macs / budget_ms from its own section; else runtime/serving/budgets.py
     since: int = 1  # the first format_version that has this rule
     # Rewrites a version 1 or 2 section, in place, into version 3's terms; None where nothing changed.
     upgrade: Callable[[FieldReader, dict], None] | None = None

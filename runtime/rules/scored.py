@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph
+from runtime.format.fields import FieldReader, Graph
+from runtime.rules.rule import OperatingPoint
 
-__all__ = ["check_scored_paths", "dearest"]
+__all__ = ["ScoredPaths", "check_scored_paths", "costliest_path"]
 
 
 class _Path(Protocol):
@@ -35,7 +35,26 @@ def check_scored_paths(
         raise r.fail("dispatch.reference", f"{reference!r} is not the graph of any path")
 
 
-def dearest(path_macs: Mapping[str, int]) -> tuple[int, str]:
+class ScoredPaths:
+    """The section methods the scored rules share: a path per operating point, the reference's path the full one.
+
+    A mixin of their sections, which provide `paths`, `reference` and `path_macs(graphs)`.
+    """
+
+    def operating_points(self, graphs: Mapping[str, Graph]) -> tuple[OperatingPoint, ...]:
+        return tuple(OperatingPoint(name, "path", macs=macs) for name, macs in self.path_macs(graphs).items())
+
+    def full_path(self) -> str:
+        return next(p.name for p in self.paths if p.graph == self.reference)
+
+    def block_walk(self) -> None:
+        return None
+
+    def worst_case(self, graphs: Mapping[str, Graph]) -> tuple[int, str]:
+        return costliest_path(self.path_macs(graphs))
+
+
+def costliest_path(path_macs: Mapping[str, int]) -> tuple[int, str]:
     """The most MACs any path costs, and that path: a scored rule's worst case."""
     name, macs = max(path_macs.items(), key=lambda item: item[1])
     return macs, name

@@ -24,18 +24,19 @@ class Family:
     name: str
     model_type: type  # what `build` returns, and what the split understands
     options_type: type
-    build: Callable  # (model config dict) -> nn.Module
-    fit: Callable  # (model, loader, *, phases, device) -> {name: companion network}
-    evaluate: Callable  # (model, loader, *, device, extras) -> metrics dict
+    build: Callable  # (config.json's "model": backbone fields and "options") -> model_type
+    fit: Callable  # (model, loader, *, phases: {name: Phase}, device, run: TrainingRun) -> {name: companion network}
+    evaluate: Callable  # (model, loader, *, device, extras: {name: companion network} | None) -> metrics dict
     phases: tuple[str, ...]
-    split: str  # exporter module: split(model, resolution, *, calibration, cache_paths) -> Split
+    split: str  # exporter module: split(model, options: SplitOptions) -> Split, and its EXPORT_OPTIONS if any
     # Phases that train the plain backbone from scratch, which a pretrained one (--init) stands in for.
     # DRNet's multi-resolution pretraining and Resizable's supernet phase start from it instead.
     init_skips: tuple[str, ...] = ()
     # The backbones its model and split are written for: "cifar-resnet", or "torchvision:<name>".
     backbones: tuple[str, ...] = ("cifar-resnet",)
-    build_extra: Callable | None = None  # (model config, name) -> companion network
-    plot: Callable | None = None  # (metrics, directory) -> [written PNG paths]
+    build_extra: Callable | None = None  # (config.json's "model", companion name) -> nn.Module
+    # Files a finished run writes beside its checkpoint, which its export reads: (checkpoint dir, config) -> path.
+    companion: Callable | None = None
 
 
 FAMILIES = {
@@ -56,7 +57,7 @@ FAMILIES = {
     "resizable": Family(
         "resizable", resizable.ResizableNetwork, resizable.ResizableOptions, resizable.build, resizable.fit,
         resizable.evaluate, ("supernet", "target", "learner"), split="exporter.splits.resizable",
-        backbones=("cifar-resnet", *TORCHVISION_RESNETS),
+        backbones=("cifar-resnet", *TORCHVISION_RESNETS), companion=resizable.write_lookup_table,
     ),
 }
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.torchvision_backbones import PREFIX, resnet10
-from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.block_loop import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.distributed import mean_over_ranks
 from trainer.loop import pretrain_backbone, train_phase

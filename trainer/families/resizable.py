@@ -15,12 +15,14 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from runtime.format.lookup_table import LOOKUP_TABLE_FILE, Entry, LookupTable, write_table
 from trainer.backbone import backbone_from_config, conv1x1, conv3x3
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm
 from trainer.dynamic import DynamicOutput, resize
@@ -453,3 +455,28 @@ def evaluate(model: ResizableNetwork, loader: DataLoader, *, device: torch.devic
         "configurations": rows,
         "calibration_images": model.options.calibration_images,
     }
+
+
+def lookup_table(config: dict, checkpoint: str | Path) -> LookupTable:
+    """Resizable-NAS's table (Sec. 3.3) of a finished run, from its config's test evaluation: each configuration's
+    accuracy (calibrated and not) and MACs; latencies are merged in later, per device (trainer/resizable_nas.py)."""
+    metrics, options = config["metrics"], config["model"]["options"]
+    entries = tuple(
+        Entry(name, tuple(row["factors"]), int(row["mean_macs"]), row["accuracy"], row["accuracy_uncalibrated"])
+        for name, row in metrics["configurations"].items()
+    )
+    return LookupTable(
+        factors=tuple(options["factors"]),
+        stages=len(entries[0].factors),
+        test_images=metrics["images"],
+        calibration_images=metrics["calibration_images"],
+        configurations=entries,
+        learner_macs=metrics["model"].get("learner_macs"),
+        source={"checkpoint": str(checkpoint), "recipe": config["recipe"]},
+    )
+
+
+def write_lookup_table(checkpoint: Path, config: dict) -> Path:
+    """Beside a finished checkpoint, the lookup table its export reads."""
+    write_table(checkpoint / LOOKUP_TABLE_FILE, lookup_table(config, checkpoint))
+    return checkpoint / LOOKUP_TABLE_FILE

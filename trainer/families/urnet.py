@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from runtime.rules.gated import SCALES  # the evaluation sweep is the bundle's operating points
 from trainer.backbone import CifarResNet, backbone_from_config
-from trainer.blocks import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.block_loop import BlockCosts, block_costs, blend_blocks, run_blocks
 from trainer.dynamic import DynamicOutput, block_path
 from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
@@ -26,10 +27,9 @@ from trainer.resume import TrainingRun
 
 __all__ = [
     "URNetOptions", "ConditionalGate", "URNet", "build", "build_extra", "fit", "evaluate",
-    "scale_loss", "straight_through", "sample_scale", "random_drop_mask", "SCALES",
+    "scale_loss", "straight_through", "sample_scale", "random_drop_mask",
 ]
 
-SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # operating points of the evaluation sweep
 
 
 GATE_MODES = ("paper", "direct-scale")

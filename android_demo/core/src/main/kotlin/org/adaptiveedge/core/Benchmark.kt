@@ -2,15 +2,16 @@ package org.adaptiveedge.core
 
 import java.util.Random
 
-/** A device's name and budgets, as its `runtime/devices.yaml` entry gives them. */
+/** A device's name and budgets, as its `devices.yaml` entry gives them. */
 data class DeviceBudgets(val name: String, val macsBudget: Long, val latencyBudgetMs: Double)
 
 /**
  * The benchmark mode's measurements, written in the report format of
  * `python -m runtime.profile --out`, so that a phone's report and a host's
- * read alike. Graphs are timed by calling the runner directly; paths and the
- * static full model through [Session.run], each call on a new input, all
- * interleaved, so that every speedup compares calls timed side by side.
+ * read alike. Graphs are timed by calling the runner directly; the operating
+ * points (paths, or URNet's S sweep) and the static full model through
+ * [Session.run], each call on a new input, all interleaved, so that every
+ * speedup compares calls timed side by side.
  * `images` is a normalized batch of real images (each prepared by
  * [Preprocess.prepare]) for the dynamic mix.
  */
@@ -27,13 +28,20 @@ object Benchmark {
         val random = Random(0)
         val imageShape = graphs.getValue(dispatch.reference).inputs[0].shape
         val nextImage = cycle(List(POOL) { gaussian(random, listOf(1) + imageShape) })
-        val paths = dispatch.probePaths(graphs)
         val calls = LinkedHashMap<List<String>, () -> Unit>()
         for ((name, graph) in graphs) {
             val inputs = cycle(List(POOL) { graph.inputs.map { spec -> randomInput(random, spec) } })
             calls[listOf("graph", name)] = { session.runner.run(graph, inputs()) }
         }
-        for (path in paths.keys) calls[listOf("path", path)] = { session.run(nextImage(), path = path) }
+        // Each point as its OperatingPoint.options ask for it: a path, or a compute scale.
+        val runPoint = dispatch.operatingPoints(graphs).associate { point ->
+            point.name to { image: Tensor ->
+                if (point.kind == "scale") session.run(image, scale = doubleArrayOf(point.value!!)) else session.run(image, path = point.name)
+            }
+        }
+        // A point's MACs: the mean over the inputs it is timed on, as runtime/profile/table.py counts them (URNet's vary).
+        val pointMacs = runPoint.mapValues { (_, run) -> List(POOL) { run(nextImage()).macs[0] }.average() }
+        for ((name, run) in runPoint) calls[listOf("point", name)] = { run(nextImage()) }
         calls[listOf("static")] = { session.run(nextImage(), static = true) }
         val times = measure(calls, runs, warmup)
 
@@ -55,20 +63,20 @@ object Benchmark {
                 linkedMapOf<String, Any?>("macs" to graph.macs) + timing(t) +
                     ("us_per_mmac" to if (graph.macs >= 10_000) t.medianMs * 1e3 / (graph.macs / 1e6) else null)
             },
-            "paths" to paths.mapValues { (name, macs) ->
-                val t = times.getValue(listOf("path", name))
+            "paths" to pointMacs.mapValues { (name, macs) ->
+                val t = times.getValue(listOf("point", name))
                 linkedMapOf<String, Any?>("macs" to macs) + timing(t) +
                     mapOf("speedup" to static.medianMs / t.medianMs, "macs_reduction" to referenceMacs.toDouble() / macs)
             },
         )
         if (images != null) report["dynamic"] = mix(session, images, maxOf(3, runs / 20))
 
-        val slowest = paths.keys.maxBy { times.getValue(listOf("path", it)).medianMs }
-        val (dearestMacs, dearest) = dispatch.worstCase(graphs)
+        val slowest = runPoint.keys.maxBy { times.getValue(listOf("point", it)).medianMs }
+        val (worstMacs, worst) = dispatch.worstCase(graphs)
         val checks = linkedMapOf(
-            "macs" to linkedMapOf<String, Any?>("value" to dearestMacs, "budget" to device.macsBudget, "path" to dearest),
+            "macs" to linkedMapOf<String, Any?>("value" to worstMacs, "budget" to device.macsBudget, "path" to worst),
             "latency_ms" to linkedMapOf<String, Any?>(
-                "value" to times.getValue(listOf("path", slowest)).medianMs, "budget" to device.latencyBudgetMs, "path" to slowest,
+                "value" to times.getValue(listOf("point", slowest)).medianMs, "budget" to device.latencyBudgetMs, "path" to slowest,
             ),
         )
         for (check in checks.values) check["pass"] = (check["value"] as Number).toDouble() <= (check["budget"] as Number).toDouble()
@@ -117,7 +125,7 @@ object Benchmark {
         for ((name, p) in report["paths"] as Map<*, *>) {
             p as Map<*, *>
             lines += "%-14s %8.3f MMACs %8.3f ms  %5.2fx (MACs %5.2fx)".format(
-                name, (p["macs"] as Long) / 1e6, p["median_ms"], p["speedup"], p["macs_reduction"],
+                name, (p["macs"] as Double) / 1e6, p["median_ms"], p["speedup"], p["macs_reduction"],
             )
         }
         (report["dynamic"] as Map<*, *>?)?.let { d ->

@@ -4,7 +4,7 @@ import java.io.File
 import java.security.MessageDigest
 
 /**
- * A bundle directory opened as `runtime.bundle.open_bundle` opens it: the
+ * A bundle directory opened as `runtime.format.bundle.open_bundle` opens it: the
  * manifest validated, then every artifact checked against the sha256 the
  * manifest pins, before anything runs it. Messages name the file.
  */

@@ -5,7 +5,7 @@ class BundleException(message: String) : IllegalArgumentException(message)
 
 /**
  * Typed field access that names the file and the field in every error: the
- * counterpart of `runtime.manifest.FieldReader`, word for word, so that a
+ * counterpart of `runtime.format.manifest.FieldReader`, word for word, so that a
  * damaged manifest is refused with the same message on a phone and a host.
  */
 class FieldReader(val source: String) {

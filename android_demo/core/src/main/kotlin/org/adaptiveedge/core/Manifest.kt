@@ -1,11 +1,12 @@
 package org.adaptiveedge.core
 
+import org.adaptiveedge.core.rules.Dispatcher
 import org.adaptiveedge.core.rules.Rule
 import org.adaptiveedge.core.rules.RULES
 import org.adaptiveedge.core.rules.Section
 
 /**
- * The bundle manifest, parsed and validated as `runtime/manifest.py` does:
+ * The bundle manifest, parsed and validated as `runtime/format/manifest.py` does:
  * docs/bundle.md is the contract, and the golden vectors in
  * `android_demo/golden` hold both readers to the same messages.
  */
@@ -13,7 +14,7 @@ const val FORMAT_VERSION = 6
 val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5, 6)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 const val MANIFEST_FILE = "manifest.json"
 const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
-val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/targets.py, in its order
+val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/format/targets.py, in its order
 val CALIBRATES_INT8 = TARGETS.associateWith { it != "coreml" }  // Target.calibrates_int8: Core ML's int8 is weights only
 val PRECISIONS = listOf("fp32", "fp16", "int8")
 val COMPUTE_UNITS = listOf("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
@@ -111,6 +112,9 @@ data class Manifest(
     val quantization: Quantization? = null,  // from version 6
 ) {
     val rule: Rule get() = RULES.getValue(dispatch.rule)
+
+    /** The rule's batch dispatcher for this bundle's section and graphs. */
+    fun dispatcher(): Dispatcher = rule.dispatcher(this)
 
     /** MACs of one image through the static full model, the baseline of every saving. */
     val referenceMacs: Long get() = graphs.getValue(dispatch.reference).macs

@@ -1,6 +1,8 @@
 package org.adaptiveedge.core
 
 import java.math.BigDecimal
+import java.math.RoundingMode
+import kotlin.math.abs
 
 /**
  * Python's text for values, so that error messages read exactly as the Python
@@ -54,6 +56,16 @@ object Python {
             val plain = decimal.abs().toPlainString()
             sign + if ('.' in plain) plain else "$plain.0"
         }
+    }
+
+    /**
+     * `f"{value:.{digits}f}"`: the exact binary value rounded half to even, as
+     * Python rounds it (Java's `%f` rounds the shortest decimal half up).
+     */
+    fun fixed(value: Double, digits: Int): String {
+        if (!value.isFinite()) return floatRepr(value)
+        val text = BigDecimal(abs(value)).setScale(digits, RoundingMode.HALF_EVEN).toPlainString()
+        return if (value < 0 || 1.0 / value < 0) "-$text" else text
     }
 
     /** `str(float)` equals `repr(float)` in Python 3. */

@@ -26,10 +26,12 @@ class RunResult(
 /**
  * A loaded bundle, `runtime.session.Session`'s counterpart: preprocess, then
  * the rule's dispatcher, which calls graphs through [runner] in chunks of the
- * bundle's max_batch, timing each graph.
+ * bundle's max_batch, timing each graph. A budget goes to the rule where it
+ * has costs of its own (Resizable's), else through [allowance] to the paths
+ * it admits.
  */
 class Session(val manifest: Manifest, val runner: GraphRunner, val device: String? = manifest.producer["device"]) {
-    private val dispatcher: Dispatcher = manifest.rule.dispatcher(manifest)
+    private val dispatcher: Dispatcher = manifest.dispatcher()
 
     val takesScale: Boolean get() = manifest.rule.takesScale
     val takesBudget: Boolean get() = manifest.rule.takesBudget
@@ -49,28 +51,36 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
     private fun run(
         prepare: () -> Tensor, scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?,
     ): RunResult {
-        checkRequest(path, static, budgetMacs, budgetMs)
+        val admitted = checkRequest(scale, path, static, budgetMacs, budgetMs)
         val start = System.nanoTime()
         val batch = prepare()
-        return dispatch(batch, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs)
+        return dispatch(batch, (System.nanoTime() - start) / 1e6, scale, path, static, budgetMacs, budgetMs, admitted)
     }
 
-    /** What `Session.run` refuses before touching the images, in the Python runtime's order and words. */
-    private fun checkRequest(path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?) {
-        require(!(static && path != null)) { "pass either path= or static=True, not both" }
-        if (!takesBudget && (budgetMacs != null || budgetMs != null)) {
-            throw IllegalArgumentException("this ${manifest.family} bundle takes no budget; drop budget_macs / budget_ms")
-        }
+    /**
+     * What `Session.run` refuses before touching the images, in the Python
+     * runtime's order and words; and the paths a budget admits on a bundle
+     * whose rule has no costs of its own ([allowance]), else null.
+     */
+    private fun checkRequest(scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?): Set<String>? {
         for ((name, value) in listOf("budget_macs" to budgetMacs, "budget_ms" to budgetMs)) {
             if (value != null && !(value.isFinite() && value > 0)) {
                 throw IllegalArgumentException("$name must be a positive number, got ${Python.repr(value)}")
             }
         }
+        val budgeted = budgetMacs != null || budgetMs != null
+        require(!(static && path != null)) { "pass either path= or static=True, not both" }
+        require(!(static && budgeted)) { "pass either static=True or a budget, not both: the static model has one cost" }
+        require(!(path != null && budgeted)) { "pass either path= or a budget, not both" }
         require(budgetMs == null || device != null) { "budget_ms: latency is measured per device; pass device= to runtime.load" }
+        if (!budgeted || takesBudget) return null
+        require(scale == null) { "pass either scale= or a budget, not both: the budget picks S" }
+        return allowance(manifest, budgetMacs, budgetMs)
     }
 
     private fun dispatch(
         batch: Tensor, preprocessMs: Double, scale: DoubleArray?, path: String?, static: Boolean, budgetMacs: Double?, budgetMs: Double?,
+        admitted: Set<String>?,
     ): RunResult {
         val timings = linkedMapOf("preprocess" to preprocessMs)
         val scales = scales(scale, batch.batch)
@@ -80,7 +90,7 @@ class Session(val manifest: Manifest, val runner: GraphRunner, val device: Strin
             val logits = call(reference, batch)[0]
             return RunResult(logits, List(batch.batch) { reference }, LongArray(batch.batch) { manifest.referenceMacs }, timings)
         }
-        val request = Request(scales, path, budgetMacs, budgetMs, latencyKey)
+        val request = Request(scales, path, budgetMacs, budgetMs, latencyKey, admitted)
         val decision = dispatcher.dispatch(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
     }

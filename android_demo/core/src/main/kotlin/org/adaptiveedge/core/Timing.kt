@@ -4,7 +4,7 @@ package org.adaptiveedge.core
 data class Timing(val medianMs: Double, val p90Ms: Double, val runs: Int)
 
 /**
- * `runtime.timing.measure`: after [warmup] untimed rounds, the callables run
+ * `runtime.profile.timing.measure`: after [warmup] untimed rounds, the callables run
  * interleaved, one call each per round, so that drift on a phone that heats
  * up or throttles hits all of them alike and their ratios stay meaningful.
  */

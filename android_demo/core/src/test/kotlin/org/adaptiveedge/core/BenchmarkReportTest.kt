@@ -45,15 +45,16 @@ class BenchmarkReportTest {
     }
 
     @Test
-    fun everyFamilyProfilesItsPathsAgainstTheStaticModel() {
+    fun everyFamilyProfilesItsOperatingPointsAgainstTheStaticModel() {
         for (family in GoldenReplayTest.FAMILIES) {
             val report = report(family)
             val manifest = Manifest.parse(Golden.text("$family.manifest.json"), "m")
-            assertEquals(family, manifest.dispatch.probePaths(manifest.graphs).keys, (report["paths"] as Map<*, *>).keys)
+            val points = manifest.dispatch.operatingPoints(manifest.graphs).map { it.name }
+            assertEquals(family, points, (report["paths"] as Map<*, *>).keys.toList())
             assertEquals(family, manifest.referenceMacs, (report["reference"] as Map<*, *>)["macs"])
             assertEquals(family, "pixel-8/executorch", report["latency_key"])
             val summary = Benchmark.summary(report)
-            for (path in manifest.dispatch.probePaths(manifest.graphs).keys) assertTrue(summary, path in summary)
+            for (point in points) assertTrue(summary, point in summary)
         }
     }
 

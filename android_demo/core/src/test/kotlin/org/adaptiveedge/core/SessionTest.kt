@@ -39,14 +39,22 @@ class SessionTest {
     @Test
     fun requestsTheBundleCannotTakeAreRefused() {
         val drnet = session("drnet")
-        assertEquals("this drnet bundle takes no budget; drop budget_macs / budget_ms", refusal { drnet.run(images(1), budgetMacs = 1e6) })
         assertEquals("pass either path= or static=True, not both", refusal { drnet.run(images(1), path = "res16", static = true) })
+        assertEquals("pass either path= or a budget, not both", refusal { drnet.run(images(1), path = "res16", budgetMacs = 1e9) })
+        assertEquals(
+            "pass either scale= or a budget, not both: the budget picks S",
+            refusal { drnet.run(images(1), scale = doubleArrayOf(0.5), budgetMacs = 1e9) },
+        )
         val resizable = session("resizable")
         assertEquals(
             "budget_ms: latency is measured per device; pass device= to runtime.load", refusal { resizable.run(images(1), budgetMs = 5.0) },
         )
         assertEquals("budget_macs must be a positive number, got -1.0", refusal { resizable.run(images(1), budgetMacs = -1.0) })
         val urnet = session("urnet")
+        assertEquals(
+            "a budget in URNet's MACs at each S needs this device's latency table: $TABLE_HINT",
+            refusal { urnet.run(images(1), budgetMacs = 1e9) },
+        )
         assertEquals(
             "scale must be one number or one per image (2), got shape (3,)",
             refusal { urnet.run(images(2), scale = doubleArrayOf(0.1, 0.2, 0.3)) },

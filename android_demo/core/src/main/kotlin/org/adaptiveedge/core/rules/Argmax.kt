@@ -8,8 +8,9 @@ import org.adaptiveedge.core.Tensor
 
 /**
  * `argmax` (DRNet): a selector scores the paths, and each sample runs the best
- * one. Every graph takes the same normalized image; any resize to the path's
- * resolution happens inside the path's graph.
+ * one; under a budget, the best one the budget admits. Every graph takes the
+ * same normalized image; any resize to the path's resolution happens inside
+ * the path's graph.
  */
 data class ArgmaxPath(
     override val name: String,
@@ -27,9 +28,10 @@ data class ArgmaxDispatch(
     fun pathMacs(graphs: Map<String, Graph>): Map<String, Long> =
         paths.associate { it.name to graphs.getValue(selector).macs + graphs.getValue(it.graph).macs }
 
-    override fun probePaths(graphs: Map<String, Graph>) = pathMacs(graphs)
+    override fun operatingPoints(graphs: Map<String, Graph>) =
+        pathMacs(graphs).map { (name, macs) -> OperatingPoint(name, "path", macs = macs) }
 
-    override fun worstCase(graphs: Map<String, Graph>) = dearest(pathMacs(graphs))
+    override fun worstCase(graphs: Map<String, Graph>) = costliestPath(pathMacs(graphs))
 
     override fun view(path: String) = PathView(detail = paths.firstOrNull { it.name == path }?.resolution?.let { "$it px" })
 }
@@ -70,8 +72,10 @@ private class ArgmaxDispatcher(manifest: Manifest) : Dispatcher {
     override fun dispatch(call: GraphCall, batch: Tensor, request: Request): Decision {
         val scores = call(d.selector, batch)[0]
         val force = request.path
+        val admitted = request.admitted?.let { within -> BooleanArray(names.size) { names[it] in within } }
         val choice = when {
-            force == null -> IntArray(batch.batch) { argmax(scores.data, it * names.size, names.size) }
+            // a budget: the best-scored path among those it admits
+            force == null -> IntArray(batch.batch) { argmax(scores.data, it * names.size, names.size, admitted) }
             force in names -> IntArray(batch.batch) { names.indexOf(force) }
             else -> throw IllegalArgumentException("path ${Python.repr(force)} is not one of this bundle's paths ${Python.repr(names)}")
         }

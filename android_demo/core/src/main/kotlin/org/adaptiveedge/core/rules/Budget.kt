@@ -6,6 +6,11 @@ import org.adaptiveedge.core.Manifest
 import org.adaptiveedge.core.Python
 import org.adaptiveedge.core.Tensor
 
+/** How to give the paths latencies on a device: the end of every refusal of a budget in ms for want of them. */
+const val MEASURE_HINT =
+    "To add latencies: export with `--configurations all --no-selector`, run `python -m runtime.profile table` on the " +
+        "device, merge it with `python -m trainer.resizable_nas CHECKPOINT --profile TABLE.json`, and export again"
+
 /**
  * `budget` (Resizable networks): paths carry accuracy and measured cost, and a
  * budget decides which may run. Without a selector every image runs the most
@@ -34,47 +39,13 @@ data class BudgetDispatch(
     fun pathMacs(graphs: Map<String, Graph>): Map<String, Long> =
         paths.associate { it.name to selectorMacs(graphs) + graphs.getValue(it.graph).macs }
 
-    override fun probePaths(graphs: Map<String, Graph>) = pathMacs(graphs)
+    override fun operatingPoints(graphs: Map<String, Graph>) =
+        pathMacs(graphs).map { (name, macs) -> OperatingPoint(name, "path", macs = macs) }
 
-    override fun worstCase(graphs: Map<String, Graph>) = dearest(pathMacs(graphs))
+    override fun worstCase(graphs: Map<String, Graph>) = costliestPath(pathMacs(graphs))
 
     override fun view(path: String) =
         PathView(detail = paths.firstOrNull { it.name == path }?.factors?.joinToString(" / ", "stage scales ") { Python.floatRepr(it) })
-}
-
-/** No path fits the budget; the message names the cheapest cost (`runtime.lookup_table.BudgetError`). */
-class BudgetException(message: String) : IllegalArgumentException(message)
-
-/**
- * Indices of [paths] whose cost, plus a per-image overhead (the selector), fits
- * the budget, most accurate first, ties to fewer MACs: `runtime.lookup_table.pick`.
- */
-fun pick(
-    paths: List<BudgetPath>, macs: List<Long>, budgetMacs: Double?, budgetMs: Double?, key: String?,
-    overheadMacs: Long = 0, overheadMs: Double = 0.0,
-): List<Int> {
-    if (budgetMs != null) {
-        requireNotNull(key) { "budget_ms needs to know where latency was measured (a device and backend)" }
-        val missing = paths.filter { key !in it.latencyMs }.map { it.name }
-        if (missing.isNotEmpty()) {
-            val measured = paths.flatMap { it.latencyMs.keys }.toSortedSet().toList()
-            throw IllegalArgumentException(
-                "no latency measured on ${Python.repr(key)} for ${Python.repr(missing.take(3))}${if (missing.size > 3) "..." else ""}; " +
-                    "measured on: ${if (measured.isEmpty()) "nothing" else Python.repr(measured)} (profile the configurations there and merge the report)",
-            )
-        }
-    }
-    val fits = paths.indices.filter { i ->
-        (budgetMacs == null || macs[i] + overheadMacs <= budgetMacs) &&
-            (budgetMs == null || paths[i].latencyMs.getValue(key!!) + overheadMs <= budgetMs)
-    }
-    if (fits.isEmpty()) {
-        val cheapest = mutableListOf<String>()
-        if (budgetMacs != null) cheapest += "${macs.min() + overheadMacs} MACs"
-        if (budgetMs != null) cheapest += "%.3f ms on %s".format(java.util.Locale.ROOT, paths.minOf { it.latencyMs.getValue(key!!) } + overheadMs, key)
-        throw BudgetException("no configuration fits the budget; the cheapest costs ${cheapest.joinToString(" and ")}")
-    }
-    return fits.sortedWith(compareBy({ -paths[it].accuracy }, { macs[it] }))
 }
 
 private fun latencies(r: FieldReader, value: Any?, where: String): Map<String, Double> {
@@ -113,21 +84,29 @@ private class BudgetDispatcher(manifest: Manifest) : Dispatcher {
     private val d = manifest.dispatch as BudgetDispatch
     private val graphs = d.paths.map { it.graph }
     private val names = d.paths.map { it.name }
-    private val graphMacs = graphs.map { manifest.graphs.getValue(it).macs }
-    private val selectorMacs = d.selectorMacs(manifest.graphs)
+    private val index = names.withIndex().associate { it.value to it.index }
+    private val pathMacs = d.pathMacs(manifest.graphs).values.toList()
     private val classes = manifest.classes.size
     private val unbudgeted = admitted(Request())  // computed once: most calls carry no budget
 
-    /** Path indices within the request's budget, most accurate first (all paths when there is none). */
+    /** Path indices within the request's budget, most accurate first (all paths when there is none): [admissible]'s. */
     fun admitted(request: Request): List<Int> {
+        val key = request.latencyKey
         var overheadMs = 0.0
-        if (d.selector != null && request.budgetMs != null) {
-            overheadMs = d.selectorLatencyMs[request.latencyKey] ?: throw IllegalArgumentException(
-                "the selector's latency was not measured on ${Python.repr(request.latencyKey)} " +
-                    "(measured on: ${if (d.selectorLatencyMs.isEmpty()) "nothing" else Python.repr(d.selectorLatencyMs.keys.sorted())}); budget it in MACs instead",
-            )
+        if (request.budgetMs != null) {
+            requireLatencies(d.paths.associate { it.name to it.latencyMs }, key, MEASURE_HINT)
+            if (d.selector != null) {
+                overheadMs = d.selectorLatencyMs[key] ?: throw IllegalArgumentException(
+                    "the selector's latency was not measured on ${Python.repr(key)} (measured on: " +
+                        "${if (d.selectorLatencyMs.isEmpty()) "nothing" else Python.repr(d.selectorLatencyMs.keys.sorted())}); " +
+                        "budget it in MACs, or: $MEASURE_HINT",
+                )
+            }
         }
-        return pick(d.paths, graphMacs, request.budgetMacs, request.budgetMs, request.latencyKey, selectorMacs, overheadMs)
+        val options = d.paths.mapIndexed { i, p ->
+            Option(p.name, pathMacs[i].toDouble(), request.budgetMs?.let { p.latencyMs.getValue(key!!) + overheadMs }, p.accuracy)
+        }
+        return admissible(options, Budget(request.budgetMacs, request.budgetMs, key)).map { index.getValue(it.name) }
     }
 
     override fun dispatch(call: GraphCall, batch: Tensor, request: Request): Decision {
@@ -150,7 +129,7 @@ private class BudgetDispatcher(manifest: Manifest) : Dispatcher {
         }
         val logits = Tensor(intArrayOf(n, classes), FloatArray(n * classes))
         runGroups(call, batch, choice, graphs, logits)
-        return Decision(logits, choice.map { names[it] }, LongArray(n) { selectorMacs + graphMacs[choice[it]] })
+        return Decision(logits, choice.map { names[it] }, LongArray(n) { pathMacs[choice[it]] })
     }
 }
 

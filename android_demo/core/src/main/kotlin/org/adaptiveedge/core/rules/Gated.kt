@@ -5,6 +5,10 @@ import org.adaptiveedge.core.Graph
 import org.adaptiveedge.core.Manifest
 import org.adaptiveedge.core.Python
 import org.adaptiveedge.core.Tensor
+import java.math.BigDecimal
+
+/** The S sweep of the paper's Table 1: the operating points users ask for. */
+val SCALES = listOf(0.2, 0.4, 0.6, 0.8, 1.0)
 
 /**
  * `gated` (URNet): a gate before every block, steered by the user's compute
@@ -21,13 +25,9 @@ data class GatedDispatch(
     override val rule = "gated"
     override val selector: String? = null
 
-    fun macs(graphs: Map<String, Graph>, path: String): Long =
-        graphs.getValue(stem).macs + blocks.indices.sumOf { k ->
-            graphs.getValue((if (path[k] == '1') blocks[k].run else blocks[k].skip)!!).macs
-        }
-
-    override fun probePaths(graphs: Map<String, Graph>): Map<String, Long> =
-        listOf("1".repeat(blocks.size), "0".repeat(blocks.size)).associateWith { macs(graphs, it) }
+    /** The S sweep, each point named as Python's `f"S={s:g}"` names it, and without MACs: the gates decide them, image by image. */
+    override fun operatingPoints(graphs: Map<String, Graph>): List<OperatingPoint> =
+        SCALES.map { s -> OperatingPoint("S=" + BigDecimal.valueOf(s).stripTrailingZeros().toPlainString(), "scale", s) }
 
     override fun worstCase(graphs: Map<String, Graph>): Pair<Long, String> =
         graphs.getValue(stem).macs + blocks.sumOf { maxOf(graphs.getValue(it.run!!).macs, graphs.getValue(it.skip!!).macs) } to "every block"

@@ -5,6 +5,8 @@ import org.adaptiveedge.core.Graph
 import org.adaptiveedge.core.Manifest
 import org.adaptiveedge.core.Python
 import org.adaptiveedge.core.Tensor
+import kotlin.math.ln
+import kotlin.math.ln1p
 
 /**
  * `policy` (BlockDrop): a policy graph decides, once per image, which residual
@@ -12,7 +14,9 @@ import org.adaptiveedge.core.Tensor
  * forced off. A cached path maps the image to logits in one call; otherwise
  * the stem runs, then per block its `run` or `skip` graph (a fused segment
  * replacing a run of kept blocks), then the head. In a batch, samples on one
- * cached path share a call, and the rest walk the blocks together.
+ * cached path share a call, and the rest walk the blocks together. Under a
+ * budget, an image whose path it does not admit takes the admitted path its
+ * keep-probabilities rate most likely.
  */
 data class Segment(val graph: String, val first: Int, val last: Int)  // blocks first..last fused, used when all run
 
@@ -54,8 +58,9 @@ data class PolicyDispatch(
         return called + head
     }
 
-    override fun probePaths(graphs: Map<String, Graph>): Map<String, Long> =
-        cachedPaths.associate { c -> c.path to pathGraphs(c.path).sumOf { graphs.getValue(it).macs } }
+    /** The cached paths: a path walked block by block costs calls that no budget should have to guess. */
+    override fun operatingPoints(graphs: Map<String, Graph>): List<OperatingPoint> =
+        cachedPaths.map { c -> OperatingPoint(c.path, "path", macs = pathGraphs(c.path).sumOf { graphs.getValue(it).macs }) }
 
     override fun worstCase(graphs: Map<String, Graph>): Pair<Long, String> {
         val perBlock = blocks.sumOf { step -> maxOf(step.run?.let { graphs.getValue(it).macs } ?: 0L, step.skip?.let { graphs.getValue(it).macs } ?: 0L) }
@@ -139,6 +144,7 @@ private class PolicyDispatcher(manifest: Manifest) : Dispatcher {
             row
         }
         val keep = Array(n) { i -> BooleanArray(count) { k -> forced?.get(k) ?: (probabilities.data[i * count + k] >= 0.5f && !leftOut[k]) } }
+        if (forced == null && request.admitted != null) within(keep, probabilities, request.admitted)
         val paths = pathStrings(keep)
         val samples = LinkedHashMap<String, MutableList<Int>>()
         paths.forEachIndexed { i, path -> samples.getOrPut(path) { mutableListOf() } += i }
@@ -159,6 +165,33 @@ private class PolicyDispatcher(manifest: Manifest) : Dispatcher {
             logits.scatterRows(rows, walk(call, batch.rows(rows), Array(rows.size) { keep[rows[it]] }, rows.map { paths[it] }))
         }
         return Decision(logits, paths, LongArray(n) { plan(paths[it]).second })
+    }
+
+    /**
+     * Images whose policy path a budget does not admit take, in place, the
+     * admitted path their keep-probabilities rate most likely: the highest
+     * log-likelihood, the first of the sorted paths on ties. float32 throughout,
+     * as Python's `np.log(np.clip(p, 1e-7, 1 - 1e-7))` and its float32 matmul.
+     */
+    private fun within(keep: Array<BooleanArray>, probabilities: Tensor, admitted: Set<String>) {
+        val paths = pathStrings(keep)
+        if (paths.all { it in admitted }) return
+        val masks = admitted.sorted().map { parsePath(it, count) }
+        val low = 1e-7.toFloat()
+        val high = (1 - 1e-7).toFloat()
+        for ((i, path) in paths.withIndex()) {
+            if (path in admitted) continue
+            val p = FloatArray(count) { k -> probabilities.data[i * count + k].coerceIn(low, high) }
+            val logKept = FloatArray(count) { k -> ln(p[k].toDouble()).toFloat() }
+            val logSkipped = FloatArray(count) { k -> ln1p(-p[k].toDouble()).toFloat() }
+            val likelihood = masks.map { mask ->
+                var kept = 0f
+                var skipped = 0f
+                for (k in 0 until count) if (mask[k]) kept += logKept[k] else skipped += logSkipped[k]
+                kept + skipped
+            }
+            keep[i] = masks[likelihood.indices.maxBy { likelihood[it] }].copyOf()
+        }
     }
 
     /** Logits of samples whose paths are not cached: stem, blocks, head, each graph once per subset. */

@@ -30,6 +30,15 @@ data class Request(
     val budgetMacs: Double? = null,  // per-image ceiling, selector included, for rules that take a budget
     val budgetMs: Double? = null,  // per-image ceiling on latency measured at latencyKey
     val latencyKey: String? = null,  // "device/backend" where the session runs
+    val admitted: Set<String>? = null,  // the paths a budget admits (the session's `allowance`); null: all
+)
+
+/** What a user can ask [org.adaptiveedge.core.Session.run] for: a path every image takes, or URNet's compute scale S. */
+data class OperatingPoint(
+    val name: String,
+    val kind: String,  // "path" | "scale"
+    val value: Double? = null,  // S, for a scale point
+    val macs: Long? = null,  // per image, selector included; null where it depends on the image (a scale)
 )
 
 /** A rule's part of the manifest (`dispatch`). */
@@ -38,8 +47,8 @@ interface Section {
     val reference: String  // graph of the static full model, image to logits: the baseline of every speedup
     val selector: String?  // the graph that chooses each sample's path; null where gates inside the blocks choose
 
-    /** The paths worth timing one by one, with the MACs of one sample taking each. */
-    fun probePaths(graphs: Map<String, Graph>): Map<String, Long>
+    /** What [org.adaptiveedge.core.Session.run] can be asked for: the points a budget chooses among, and the benchmark times. */
+    fun operatingPoints(graphs: Map<String, Graph>): List<OperatingPoint>
 
     /** The most MACs any input can cost, and the path that costs it. */
     fun worstCase(graphs: Map<String, Graph>): Pair<Long, String>

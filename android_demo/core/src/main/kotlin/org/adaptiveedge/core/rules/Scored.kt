@@ -30,6 +30,6 @@ internal fun checkScoredPaths(
 }
 
 /** The most MACs any path costs, and that path (the first of equals, as Python's max): a scored rule's worst case. */
-internal fun dearest(pathMacs: Map<String, Long>): Pair<Long, String> =
+internal fun costliestPath(pathMacs: Map<String, Long>): Pair<Long, String> =
     pathMacs.entries.fold(null as Map.Entry<String, Long>?) { best, e -> if (best == null || e.value > best.value) e else best }!!
         .let { it.value to it.key }

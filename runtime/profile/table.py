@@ -3,9 +3,9 @@
 An operating point is what a user can ask `Session.run` for: a path every
 image takes (DRNet's resolutions, BlockDrop's cached paths, Resizable's
 configurations) or URNet's compute scale S. Everything is timed in one
-interleaved measurement (runtime.timing.measure), each call on a new input;
+interleaved measurement (runtime.profile.timing.measure), each call on a new input;
 rows whose spread shows a noisy machine are measured again, and flagged if
-they stay noisy. The table's format is runtime/latency_table.py.
+they stay noisy. The table's format is runtime/format/latency_table.py.
 """
 
 from __future__ import annotations
@@ -15,39 +15,46 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import asdict
 from datetime import datetime, timezone
 
 import numpy as np
 
-from runtime.devices import Device
-from runtime.files import sha256_of
-from runtime.latency_table import GraphRow, Latency, LatencyTable, PointRow, fit_latency
-from runtime.manifest import MANIFEST_FILE, Manifest
+from runtime.format.devices import Device
+from runtime.format.files import sha256_of
+from runtime.format.latency_table import GraphRow, Latency, LatencyTable, Pipeline, PointRow, fit_latency
+from runtime.format.manifest import MANIFEST_FILE, Manifest
 from runtime.preprocess import prepare
-from runtime.session import Session
-from runtime.timing import Timing, measure
+from runtime.profile.timing import Timing, measure
+from runtime.rules import OperatingPoint, graphs_in_role
+from runtime.session import Session, check_finite
 
-__all__ = ["SCALES", "POOL", "operating_points", "graph_inputs", "measure_table", "predict_run"]
+__all__ = ["POOL", "REMEASURES", "points_to_measure", "graph_inputs", "measure_table", "predict_run", "recording"]
 
-SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)  # URNet's S sweep, as its paper's Table 1
 POOL = 16  # distinct inputs per callable, cycled, so that no call replays the one before
 REMEASURES = 2  # how many times a noisy row is measured again before it is flagged
 
 
-def operating_points(manifest: Manifest) -> list[tuple[str, str, float | None, dict]]:
-    """(name, kind, value, Session.run options) for every point of the bundle."""
-    if manifest.rule.takes_scale:
-        return [(f"S={s:g}", "scale", s, {"scale": s}) for s in SCALES]
-    paths = manifest.dispatch.probe_paths(manifest.graphs)
-    return [(path, "path", None, {"path": path}) for path in paths]
+def points_to_measure(manifest: Manifest, scales: Sequence[float] | None = None) -> tuple[OperatingPoint, ...]:
+    """The bundle's operating points; for a bundle that takes a compute scale, `scales` replaces its S sweep."""
+    if scales is None:
+        return manifest.dispatch.operating_points(manifest.graphs)
+    if not manifest.rule.takes_scale:
+        raise ValueError(f"a {manifest.family} bundle takes no compute scale; its points are its paths")
+    if not scales or any(not 0 <= s <= 1 for s in scales):
+        raise ValueError(f"scales must be values of S in [0, 1], got {list(scales)}")
+    return tuple(OperatingPoint(f"S={s:g}", "scale", float(s)) for s in scales)
 
 
 @contextlib.contextmanager
 def _counting_calls(session: Session) -> Iterator[Counter]:
     """Count the session's graph calls while inside."""
     counts: Counter = Counter()
-    with session.observing(lambda name, _: counts.update((name,))):
+
+    def count(name: str, inputs, run) -> list[np.ndarray]:
+        counts[name] += 1
+        return run(inputs)
+
+    with session.hooked(count):
         yield counts
 
 
@@ -91,15 +98,16 @@ def _check_threads(session: Session, device: Device) -> str:
 
 def measure_table(
     session: Session, device: Device, *, runs: int = 100, warmup: int = 10, batches: Sequence[int] = (1,),
-    images: np.ndarray | None = None, noise_threshold: float = 0.1, command: str = "",
-    progress: Callable[[], object] | None = None,
+    images: np.ndarray | None = None, scales: Sequence[float] | None = None, noise_threshold: float = 0.1,
+    command: str = "", progress: Callable[[], object] | None = None,
 ) -> LatencyTable:
-    """The latency table of `session`'s bundle on `device`.
+    """The latency table of `session`'s bundle on `device`: the one measurement the profiler's report is a view of.
 
     `images`, uint8 NHWC, feed the operating points and the pipeline (its
     real selector decisions); without them, random uint8 images at the
     bundle's resolution feed the points, and there is no pipeline row.
-    `progress` is called after every round of interleaved calls (runtime.timing.measure).
+    `scales` replaces URNet's S sweep. `progress` is called after every
+    round of interleaved calls (runtime.profile.timing.measure).
     """
     manifest, rng = session.manifest, np.random.default_rng(0)
     detail = _check_threads(session, device)
@@ -111,26 +119,28 @@ def measure_table(
         pool = rng.integers(0, 256, (POOL, side, side, channels), dtype=np.uint8)
     else:
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 NHWC, got {images.dtype} of shape {images.shape}")
+            raise ValueError(f"images must be a 4-D batch of uint8 NHWC, (N, H, W, 3), got {images.dtype} of shape "
+                             f"{images.shape}")
         pool = images
     singles = [pool[i : i + 1] for i in range(len(pool))]
     next_single = itertools.cycle(singles).__next__
-    points = operating_points(manifest)
+    points = points_to_measure(manifest, scales)
 
     def graph_call(name: str, batch: int) -> Callable[[], object]:
+        """The graph alone, with the check every Session.run call makes of its outputs."""
         run = session.graphs[name]
         inputs = itertools.cycle([graph_inputs(manifest.graphs[name], batch, rng) for _ in range(POOL)]).__next__
-        return lambda: run(inputs())
+        return lambda: check_finite(session.bundle, name, run(inputs()))
 
-    def point_call(options: dict) -> Callable[[], object]:
-        return lambda: session.run(next_single(), **options)
+    def point_call(point: OperatingPoint) -> Callable[[], object]:
+        return lambda: session.run(next_single(), **point.options)
 
     fns: dict[Hashable, Callable[[], object]] = {
         ("preprocess",): lambda: prepare(next_single(), manifest.preprocessing),
         ("static",): lambda: session.run(next_single(), static=True),
     }
     fns.update({("graph", name, b): graph_call(name, b) for name in manifest.graphs for b in batches})
-    fns.update({("point", name): point_call(options) for name, _, _, options in points})
+    fns.update({("point", point.name): point_call(point) for point in points})
     measured = _measure_quietly(fns, runs=runs, warmup=warmup, threshold=noise_threshold, progress=progress)
 
     graphs = {
@@ -141,24 +151,25 @@ def measure_table(
     overhead = static.median_ms - preprocess.median_ms - graphs[manifest.dispatch.reference].batches[1].median_ms
     per_call = _dispatch_ms_per_call(session, singles[0], points, runs=runs, warmup=warmup)
     rows = []
-    for name, kind, value, options in points:
+    for point in points:
         macs = []
         with _counting_calls(session) as counts:
             for single in singles:
-                macs.append(float(session.run(single, **options).macs[0]))
+                macs.append(float(session.run(single, **point.options).macs[0]))
         calls = {graph: count / len(singles) for graph, count in sorted(counts.items())}
         predicted = _predicted_ms(preprocess.median_ms, overhead, per_call, graphs, calls)
-        rows.append(PointRow(name, kind, value, float(np.mean(macs)), calls, measured[("point", name)], predicted))
+        rows.append(PointRow(point.name, point.kind, point.value, float(np.mean(macs)), calls,
+                             measured[("point", point.name)], predicted))
 
     return LatencyTable(
         bundle=str(session.bundle), manifest_sha256=sha256_of(session.bundle / MANIFEST_FILE),
-        family=manifest.family, device=device.name, backend=session.backend.name, backend_detail=detail,
-        threads=device.threads, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command,
-        warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess,
+        family=manifest.family, target=manifest.target, device=device.name, backend=session.backend.name,
+        backend_detail=detail, threads=device.threads, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=command, warmup=warmup, runs=runs, noise_threshold=noise_threshold, preprocess=preprocess,
         reference=manifest.dispatch.reference, static=static,
         session_overhead_ms=overhead, dispatch_ms_per_call=per_call, graphs=graphs, points=rows,
         fit=fit_latency(graphs, rows),
-        pipeline=None if images is None else _pipeline(session, singles, runs=max(3, runs // 10)),
+        pipeline=None if images is None else _pipeline(session, pool, runs=max(3, runs // 10)),
     )
 
 
@@ -182,7 +193,7 @@ def _predicted_ms(preprocess_ms: float, overhead_ms: float, per_call_ms: float, 
 
 
 def _dispatch_ms_per_call(
-    session: Session, image: np.ndarray, points: list[tuple[str, str, float | None, dict]], *, runs: int, warmup: int,
+    session: Session, image: np.ndarray, points: Sequence[OperatingPoint], *, runs: int, warmup: int,
 ) -> float:
     """What each graph call beyond the first adds to `Session.run` outside the graphs: the rule's dispatch.
 
@@ -193,8 +204,12 @@ def _dispatch_ms_per_call(
     extra calls. The graphs themselves are measured apart, so nothing here
     is fitted to the points the table predicts.
     """
-    options = {("static",): {"static": True}} | {("point", name): o for name, _, _, o in points}
-    recorded: dict[Hashable, list] = {key: [] for key in options}
+    options = {("static",): {"static": True}} | {("point", p.name): p.options for p in points}
+    recorded: dict[Hashable, list] = {}
+    for key, extra in options.items():
+        with recording(session) as calls:
+            session.run(image, **extra)
+        recorded[key] = [outputs for _, _, outputs in calls]
     answers: Iterator = iter(())
 
     def replay(key: Hashable) -> Callable[[], object]:
@@ -204,34 +219,38 @@ def _dispatch_ms_per_call(
             return session.run(image, **options[key])
         return run
 
-    original = dict(session.graphs)
-    try:
-        for key, extra in options.items():
-            session.graphs.update({name: _recording(run, recorded[key]) for name, run in original.items()})
-            session.run(image, **extra)
-        session.graphs.update(dict.fromkeys(original, lambda inputs: next(answers)))
+    with session.hooked(lambda name, inputs, run: next(answers)):
         times = measure({key: replay(key) for key in options}, runs=runs, warmup=warmup)
-    finally:
-        session.graphs.update(original)
     static = times[("static",)].median_ms
     extra = [(times[key].median_ms - static, len(calls) - 1) for key, calls in recorded.items() if len(calls) > 1]
     return max(0.0, sum(ms for ms, _ in extra) / sum(n for _, n in extra)) if extra else 0.0
 
 
-def _recording(run: Callable, outputs: list) -> Callable:
-    """`run`, keeping each call's outputs in `outputs`."""
-    def call(inputs):
-        outputs.append(result := run(inputs))
-        return result
-    return call
+@contextlib.contextmanager
+def recording(session: Session) -> Iterator[list[tuple[str, Sequence[np.ndarray], list[np.ndarray]]]]:
+    """Every graph call the session makes while inside, in order: (graph, inputs, outputs)."""
+    calls: list[tuple[str, Sequence[np.ndarray], list[np.ndarray]]] = []
+
+    def record(name: str, inputs, run) -> list[np.ndarray]:
+        outputs = run(inputs)
+        calls.append((name, inputs, outputs))
+        return outputs
+
+    with session.hooked(record):
+        yield calls
 
 
-def _pipeline(session: Session, singles: list[np.ndarray], *, runs: int) -> dict:
-    """The whole pipeline over the image set, one image per call: wall time, and the shares of preprocessing and selector.
+def _pipeline(session: Session, images: np.ndarray, *, runs: int) -> Pipeline:
+    """The whole pipeline over the image set against the static full model over the same images.
 
-    Shares come from the session's own per-call timings (RunResult.timings).
+    One image per call (the latency a user waits for): its distribution, and
+    the shares of preprocessing and selector from the session's own per-call
+    timings (RunResult.timings). Then, interleaved, the set one image per
+    call and as one batch (throughput), dynamic and static, all through
+    `Session.run`.
     """
-    selector = getattr(session.manifest.dispatch, "selector", None)
+    singles = [images[i : i + 1] for i in range(len(images))]
+    selector = next(iter(graphs_in_role(session.manifest.dispatch, "selector")), None)
     walls, preprocess, selecting = [], [], []
     for _ in range(runs):
         for single in singles:
@@ -241,8 +260,22 @@ def _pipeline(session: Session, singles: list[np.ndarray], *, runs: int) -> dict
             preprocess.append(timings["preprocess"])
             selecting.append(timings.get(selector, 0.0))
     total = Timing.of(np.array(walls))
-    return {
-        "images": len(singles), "rounds": runs, "total": asdict(_latency(total, 0, float("inf"))),
-        "preprocess_share": float(np.median(preprocess)) * 1e3 / total.median_ms,
-        "selector": selector, "selector_share": float(np.median(selecting)) * 1e3 / total.median_ms,
-    }
+
+    def one_by_one(**options):
+        return lambda: [session.run(x, **options) for x in singles]
+
+    times = measure(
+        {"dynamic": one_by_one(), "static": one_by_one(static=True),
+         "batched": lambda: session.run(images), "batched_static": lambda: session.run(images, static=True)},
+        runs=runs, warmup=1,
+    )
+    per_image = {name: t.median_ms / len(images) for name, t in times.items()}
+    result = session.run(images)
+    return Pipeline(
+        images=len(images), rounds=runs, total=_latency(total, 0, float("inf")),
+        preprocess_share=float(np.median(preprocess)) * 1e3 / total.median_ms,
+        selector=selector, selector_share=float(np.median(selecting)) * 1e3 / total.median_ms,
+        dynamic_ms=per_image["dynamic"], static_ms=per_image["static"], batched_ms=per_image["batched"],
+        batched_static_ms=per_image["batched_static"], mean_macs=float(result.macs.mean()),
+        histogram=dict(Counter(result.paths).most_common()),
+    )

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.files import atomic_directory, sha256_of
-from runtime.manifest import MANIFEST_FILE, Artifact, BundleError, Manifest, read_manifest
+from runtime.format.files import atomic_directory, sha256_of
+from runtime.format.fields import BundleError
+from runtime.format.manifest import MANIFEST_FILE, Artifact, Manifest, read_manifest
 
 __all__ = ["open_bundle", "write_bundle", "artifact_table", "write_manifest"]
 

@@ -8,14 +8,13 @@ skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from runtime.manifest import FieldReader, Graph
+from runtime.format.fields import FieldReader, Graph
+from runtime.rules.rule import BlockWalk
 
-__all__ = ["BlockStep", "parse_steps"]
+__all__ = ["BlockStep", "parse_steps", "walk_every_block", "block_roles"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +36,21 @@ def parse_steps(r: FieldReader, data: object, graphs: Mapping[str, Graph]) -> tu
     if not steps:
         raise r.fail("dispatch.blocks", "must list at least one block")
     return tuple(steps)
+
+
+def block_roles(stem: str, steps: Sequence[BlockStep]) -> dict[str, str]:
+    """The stem's and each block's run and skip graphs, by role."""
+    roles = {stem: "stem"}
+    for step in steps:
+        roles.update({graph: role for graph, role in ((step.run, "block"), (step.skip, "skip")) if graph is not None})
+    return roles
+
+
+def walk_every_block(
+    stem: str, steps: Sequence[BlockStep], head: str | None, segments: Sequence[tuple[str, int]] = ()
+) -> BlockWalk:
+    """The walk of a sample that runs every block; `segments` are (graph, first block) of fused runs."""
+    starts = [[g for g in (step.run, step.skip) if g is not None] for step in steps]
+    for graph, first in segments:
+        starts[first].append(graph)
+    return BlockWalk(stem, tuple(map(tuple, starts)), tuple(step.run or step.skip for step in steps), head)

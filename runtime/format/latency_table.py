@@ -1,6 +1,6 @@
 """A device's latency table for one bundle: every graph and operating point, measured on that device.
 
-`python -m runtime.profile table` writes it (runtime/operating_points.py);
+`python -m runtime.profile table` writes it (runtime/profile/table.py);
 the runtime reads it. The format is JSON, documented in
 docs/latency_table.md and validated field by field on read, with errors that
 name the file and the field. Torch-free, like the rest of the format layer.
@@ -30,17 +30,23 @@ from typing import Any
 
 import numpy as np
 
-from runtime.files import atomic_write
-from runtime.manifest import FieldReader
+from runtime.format.files import atomic_write
+from runtime.format.fields import FieldReader, FormatError
 
 __all__ = [
-    "TABLE_FORMAT", "TABLE_VERSION", "Latency", "GraphRow", "PointRow", "Fit", "LatencyTable",
-    "fit_latency", "read_latency_table", "write_latency_table",
+    "LATENCY_TABLE_FORMAT", "LATENCY_TABLE_VERSION", "LatencyTableError", "Latency", "GraphRow", "PointRow", "Fit",
+    "Pipeline", "LatencyTable", "fit_latency", "read_latency_table", "write_latency_table",
 ]
 
-TABLE_FORMAT = "adaptive-edge-latency-table"
-TABLE_VERSION = 2  # 2 adds dispatch_ms_per_call; a version 1 table is read with 0, as its predictions were made
+LATENCY_TABLE_FORMAT = "adaptive-edge-latency-table"
+# 2 adds dispatch_ms_per_call (a version 1 table is read with 0, as its predictions were made); 3 adds target and the
+# pipeline's comparison with the static model (a version 2 pipeline is read without it).
+LATENCY_TABLE_VERSION = 3
 PREDICTION_TOLERANCE = 0.10  # a prediction within 10% of the measured latency counts as right
+
+
+class LatencyTableError(FormatError):
+    """A latency table that does not follow docs/latency_table.md."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,32 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class Pipeline:
+    """The whole pipeline over a given image set, with the selector deciding, against the static full model.
+
+    The static and batched figures are from version 3; a version 2 table has none.
+    """
+
+    images: int
+    rounds: int
+    total: Latency  # one image per call, per image
+    preprocess_share: float  # of `total`'s median
+    selector: str | None  # the selector graph, where the rule has one
+    selector_share: float
+    dynamic_ms: float | None = None  # per image, the set one image per call, timed beside `static_ms`
+    static_ms: float | None = None  # the static full model likewise
+    batched_ms: float | None = None  # per image, the set as one batch
+    batched_static_ms: float | None = None
+    mean_macs: float | None = None  # per image, selector included
+    histogram: Mapping[str, int] | None = None  # images per path
+
+    @property
+    def speedup(self) -> float | None:
+        """The static full model's time over the dynamic one's, one image per call."""
+        return None if self.dynamic_ms is None else self.static_ms / self.dynamic_ms
+
+
+@dataclass(frozen=True)
 class LatencyTable:
     bundle: str
     manifest_sha256: str  # the bundle the table describes: a table of another bundle is refused
@@ -112,7 +144,8 @@ class LatencyTable:
     graphs: Mapping[str, GraphRow]
     points: Sequence[PointRow]
     fit: Fit | None  # None with fewer operating points than parameters
-    pipeline: Mapping[str, Any] | None = None  # over a given image set: total, preprocessing and selector shares
+    pipeline: Pipeline | None = None  # over a given image set
+    target: str | None = None  # the bundle's target; None in tables before version 3
 
     @property
     def within_tolerance(self) -> float:
@@ -144,7 +177,7 @@ def fit_latency(graphs: Mapping[str, GraphRow], points: Sequence[PointRow]) -> F
 
 
 def write_latency_table(path: str | Path, table: LatencyTable) -> None:
-    data = {"format": TABLE_FORMAT, "version": TABLE_VERSION, **asdict(table)}
+    data = {"format": LATENCY_TABLE_FORMAT, "version": LATENCY_TABLE_VERSION, **asdict(table)}
     for row in data["graphs"].values():
         row["batches"] = {str(batch): latency for batch, latency in row["batches"].items()}
     atomic_write(Path(path), lambda temporary: Path(temporary).write_text(json.dumps(data, indent=1) + "\n"))
@@ -155,26 +188,28 @@ VERSION_1_FIELDS = frozenset({
     "warmup", "runs", "noise_threshold", "preprocess", "reference", "static", "session_overhead_ms", "graphs", "points",
     "fit", "pipeline",
 })
-ADDED_IN_VERSION_2 = frozenset({"dispatch_ms_per_call"})
+ADDED_IN = {2: frozenset({"dispatch_ms_per_call"}), 3: frozenset({"target"})}
+PIPELINE_FIELDS = frozenset({"images", "rounds", "total", "preprocess_share", "selector", "selector_share"})
+PIPELINE_ADDED_IN_3 = frozenset({"dynamic_ms", "static_ms", "batched_ms", "batched_static_ms", "mean_macs", "histogram"})
 
 
 def read_latency_table(path: str | Path) -> LatencyTable:
-    """Read and validate a table; BundleError naming the file and the field on any problem."""
+    """Read and validate a table; LatencyTableError naming the file and the field on any problem."""
     path = Path(path)
-    r = FieldReader(path)
+    r = FieldReader(path, LatencyTableError)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise r.fail("table", "no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise r.fail("table", f"not valid JSON: {error}") from None
-    top = r.fields(data, "table", {"format", "version"}, ADDED_IN_VERSION_2 | VERSION_1_FIELDS)
-    if top["format"] != TABLE_FORMAT:
-        raise r.fail("format", f"{top['format']!r} is not {TABLE_FORMAT!r}")
-    if top["version"] not in (1, TABLE_VERSION):
-        raise r.fail("version", f"unknown version {top['version']!r}; this runtime reads [1, {TABLE_VERSION}]")
-    added = ADDED_IN_VERSION_2 if top["version"] == TABLE_VERSION else frozenset()
-    r.fields(top, "table", {"format", "version"} | VERSION_1_FIELDS | added)
+    top = r.fields(data, "table", {"format", "version"}, VERSION_1_FIELDS.union(*ADDED_IN.values()))
+    if top["format"] != LATENCY_TABLE_FORMAT:
+        raise r.fail("format", f"{top['format']!r} is not {LATENCY_TABLE_FORMAT!r}")
+    version = top["version"]
+    if version not in range(1, LATENCY_TABLE_VERSION + 1):
+        raise r.fail("version", f"unknown version {version!r}; this runtime reads 1 to {LATENCY_TABLE_VERSION}")
+    r.fields(top, "table", {"format", "version"} | VERSION_1_FIELDS.union(*(ADDED_IN[v] for v in range(2, version + 1))))
     graphs = {}
     for name, row in r.typed(top["graphs"], dict, "graphs").items():
         where = f"graphs[{name!r}]"
@@ -208,7 +243,8 @@ def read_latency_table(path: str | Path) -> LatencyTable:
                   r.count(f["points"], "fit.points", 4))
     return LatencyTable(
         bundle=r.text(top["bundle"], "bundle"), manifest_sha256=r.text(top["manifest_sha256"], "manifest_sha256"),
-        family=r.text(top["family"], "family"), device=r.text(top["device"], "device"),
+        family=r.text(top["family"], "family"),
+        target=r.text(top["target"], "target") if version >= 3 else None, device=r.text(top["device"], "device"),
         backend=r.text(top["backend"], "backend"), backend_detail=r.text(top["backend_detail"], "backend_detail"),
         threads=None if top["threads"] is None else r.count(top["threads"], "threads", 1),
         created=r.text(top["created"], "created"), command=r.typed(top["command"], str, "command"),
@@ -219,7 +255,24 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         session_overhead_ms=r.number(top["session_overhead_ms"], "session_overhead_ms"),
         dispatch_ms_per_call=_nonnegative(r, top.get("dispatch_ms_per_call", 0.0), "dispatch_ms_per_call"),
         graphs=graphs, points=points, fit=fit,
-        pipeline=None if top["pipeline"] is None else r.typed(top["pipeline"], dict, "pipeline"),
+        pipeline=None if top["pipeline"] is None else _pipeline(r, top["pipeline"], version),
+    )
+
+
+def _pipeline(r: FieldReader, data: Any, version: int) -> Pipeline:
+    p = r.fields(data, "pipeline", set(PIPELINE_FIELDS | (PIPELINE_ADDED_IN_3 if version >= 3 else frozenset())))
+    share = lambda key: _nonnegative(r, p[key], f"pipeline.{key}")  # noqa: E731
+    added = {}
+    if version >= 3:
+        added = {key: _nonnegative(r, p[key], f"pipeline.{key}")
+                 for key in ("dynamic_ms", "static_ms", "batched_ms", "batched_static_ms", "mean_macs")}
+        histogram = r.typed(p["histogram"], dict, "pipeline.histogram")
+        added["histogram"] = {k: r.count(v, f"pipeline.histogram[{k!r}]") for k, v in histogram.items()}
+    return Pipeline(
+        images=r.count(p["images"], "pipeline.images", 1), rounds=r.count(p["rounds"], "pipeline.rounds", 1),
+        total=_latency(r, p["total"], "pipeline.total"), preprocess_share=share("preprocess_share"),
+        selector=None if p["selector"] is None else r.text(p["selector"], "pipeline.selector"),
+        selector_share=share("selector_share"), **added,
     )
 
 
@@ -235,7 +288,5 @@ def _latency(r: FieldReader, data: Any, where: str) -> Latency:
     median, p90, p99, mad = (_nonnegative(r, t[k], f"{where}.{k}") for k in ("median_ms", "p90_ms", "p99_ms", "mad_ms"))
     if not median <= p90 <= p99:
         raise r.fail(where, f"needs median <= p90 <= p99, got {median}, {p90}, {p99}")
-    if not isinstance(t["noisy"], bool):
-        raise r.fail(f"{where}.noisy", f"expected true or false, got {t['noisy']!r}")
-    return Latency(median, p90, p99, mad, r.count(t["runs"], f"{where}.runs", 1), t["noisy"],
+    return Latency(median, p90, p99, mad, r.count(t["runs"], f"{where}.runs", 1), r.flag(t["noisy"], f"{where}.noisy"),
                    r.count(t["remeasured"], f"{where}.remeasured"))

@@ -1,7 +1,7 @@
 """Hold a latency objective under changing load: pick each request's operating point from the queue in front of it.
 
 URNet's motivation is a network that shrinks when load rises. Here any
-bundle does, through its budgets (runtime/budgets.py): the controller sets
+bundle does, through its budgets (runtime/serving/budgets.py): the controller sets
 each request's `budget_ms` to the dearest level of the device's latency table
 that still lets the request and the ones waiting before it finish within the
 objective. A DRNet or BlockDrop bundle stays input-adaptive within that
@@ -89,7 +89,7 @@ class AdaptiveController:
         return result, budget, seconds
 
     def serve(self, image: np.ndarray, budget_ms: float) -> RunResult:
-        """Run one image within `budget_ms`; the input-adaptive choice is the session's (runtime/budgets.py)."""
+        """Run one image within `budget_ms`; the input-adaptive choice is the session's (runtime/serving/budgets.py)."""
         return self.session.run(image, budget_ms=budget_ms)
 
     def observe(self, latency_ms: float) -> None:

@@ -1,7 +1,7 @@
 """Where each operating point's time goes, op by op, from the backend's own profiler.
 
 `python -m runtime.profile ops --bundle BUNDLE --device NAME [--backend B]`
-runs every operating point (runtime/operating_points.py) with profiling on,
+runs every operating point (Section.operating_points) with profiling on,
 in sessions of its own, and sums the profiler's per-op kernel times by op
 type: the top ops per path, and the share of kernel time on each provider (a
 check, op by op, that the provider asked for really ran).
@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import Backend
-from runtime.bundle import open_bundle
-from runtime.devices import Device
-from runtime.manifest import Manifest
-from runtime.operating_points import operating_points
+from runtime.format.bundle import open_bundle
+from runtime.format.devices import Device
+from runtime.format.manifest import Manifest
 from runtime.session import Session
-from runtime.targets import TARGETS
+from runtime.format.targets import TARGETS
 
 __all__ = ["PROFILERS", "op_breakdown", "tensorrt_op_type"]
 
@@ -144,18 +143,18 @@ def op_breakdown(
     images = np.random.default_rng(0).integers(0, 256, (runs, 1, side, side, channels), dtype=np.uint8)
     report = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for index, (name, _, _, options) in enumerate(operating_points(manifest)):
+        for index, point in enumerate(manifest.dispatch.operating_points(manifest.graphs)):
             point_dir = Path(scratch) / f"point{index}"
             point_dir.mkdir()
             profiling, kernel_times = PROFILERS[backend](device, point_dir, bundle, manifest)
             session = Session(bundle, manifest, profiling, device.name)
-            session.run(images[0], **options)  # warm-up: the first run's allocations are not the point's cost
+            session.run(images[0], **point.options)  # warm-up: the first run's allocations are not the point's cost
             for image in images:
-                session.run(image, **options)
+                session.run(image, **point.options)
             kernels, providers = kernel_times()
             total = sum(kernels.values()) or 1
             calls = runs + 1  # a profiler records from the session's start, the warm-up included
-            report[name] = {
+            report[point.name] = {
                 "kernel_ms_per_image": total / calls,
                 "top_ops": [{"op": op, "ms_per_image": ms / calls, "share": ms / total}
                             for op, ms in kernels.most_common(top)],

@@ -5,7 +5,7 @@ runtime (`pip install adaptive-edge[device-onnxruntime]`) finds it; the fields
 are documented in its header. Pass another file to `load_devices` or to
 `python -m runtime.profile --devices FILE`.
 
->>> from runtime.devices import get_device
+>>> from runtime.format.devices import get_device
 >>> device = get_device("jetson-orin-nano")
 >>> device.opt_batch, device.max_batch, device.providers
 (8, 32, ('TensorrtExecutionProvider', 'CUDAExecutionProvider'))
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from runtime.manifest import COMPUTE_UNITS, PRECISIONS
+from runtime.format.manifest import COMPUTE_UNITS, PRECISIONS
 
 __all__ = ["Device", "DEFAULT_DEVICES_FILE", "ONNXRUNTIME_PROVIDERS", "load_devices", "get_device"]
 

@@ -2,8 +2,9 @@
 
 The manifest is the contract between exporter, runtime and the Android app;
 docs/bundle.md is its specification. Each dispatch rule parses its own
-section (runtime/rules). Everything here is plain Python, so reading a bundle
-needs neither torch nor numpy.
+section (runtime/rules), through the same FieldReader (runtime/format/fields.py).
+Reading a bundle needs no torch; the rules' dispatchers, imported with their
+sections, use numpy.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.rules import RULES, Rule, Section
-from runtime.targets import TARGETS
+from runtime.format.fields import BundleError, FieldReader, Graph, TensorSpec
+from runtime.format.targets import TARGETS
+from runtime.rules import RULES, Dispatcher, Rule, Section
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,21 +27,17 @@ __all__ = [
     "MACS_CONVENTION",
     "PRECISIONS",
     "COMPUTE_UNITS",
-    "BundleError",
-    "TensorSpec",
-    "Graph",
     "Preprocessing",
     "Artifact",
     "EngineProfile",
     "BuildPlan",
     "PointAccuracy",
     "Accuracy",
-    "Calibration",
+    "Int8Calibration",
     "SelectorPrecision",
     "QuantizedCheck",
     "Quantization",
     "Manifest",
-    "FieldReader",
     "read_manifest",
 ]
 
@@ -48,34 +45,9 @@ FORMAT_VERSION = 6
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
 MACS_CONVENTION = "conv+linear multiply-accumulates per image"
-DTYPES = ("float32",)
 PRECISIONS = ("fp32", "fp16", "int8")
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be trusted; the message names the offending file."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]  # per sample: the batch dimension, first, is not listed
-    dtype: str = "float32"
-
-
-@dataclass(frozen=True)
-class Graph:
-    """One static graph: an artifact file, and the method inside it for multi-method formats."""
-
-    name: str
-    artifact: str
-    entry: str | None
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    macs: int  # per sample
-    precision: str = "fp32"  # from version 6, written unless fp32: what its weights and activations run in
 
 
 @dataclass(frozen=True)
@@ -137,7 +109,7 @@ class PointAccuracy:
 class Accuracy:
     """Top-1 of each operating point, measured by the exporter on held-out labelled images (from version 6).
 
-    Budgets rank the points that fit by it (runtime/budgets.py)."""
+    Budgets rank the points that fit by it (runtime/serving/budgets.py)."""
 
     source: str  # which images, and what ran them: the bundle on a backend, or the eager model
     images: int
@@ -145,7 +117,7 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Int8Calibration:
     """Where int8 activation ranges came from: each graph calibrated on the inputs routed to it."""
 
     source: str  # e.g. "cifar10 train, first 512 images"
@@ -182,7 +154,7 @@ class Quantization:
     """What the exporter changed below fp32 (from version 6), and how it checked the result."""
 
     precision: str  # fp16 | int8
-    calibration: Calibration | None  # int8 only
+    calibration: Int8Calibration | None  # int8 only
     selector: SelectorPrecision | None  # bundles with a selector, int8 only
     check: QuantizedCheck | None  # None where no backend runs the target here
 
@@ -208,6 +180,10 @@ class Manifest:
     def rule(self) -> Rule:
         return RULES[self.dispatch.rule]
 
+    def dispatcher(self) -> Dispatcher:
+        """The rule's batch dispatcher for this bundle's section and graphs."""
+        return self.rule.dispatcher(self.dispatch, self.graphs, len(self.classes))
+
     def to_json(self) -> str:
         data = asdict(self)
         data["dispatch"] = {"rule": self.dispatch.rule, **data["dispatch"]}
@@ -220,87 +196,6 @@ class Manifest:
             if graph["precision"] == "fp32":  # the default: fp32 bundles read as they did before version 6
                 del graph["precision"]
         return json.dumps(data, indent=2)
-
-
-class FieldReader:
-    """Typed field access that names the file and the field in every error; the rules parse with it too."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.graphs: dict[str, Graph] = {}
-
-    def fail(self, where: str, problem: str) -> BundleError:
-        return BundleError(f"{self.source}: {where}: {problem}")
-
-    def fields(self, data: Any, where: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict:
-        if not isinstance(data, dict):
-            raise self.fail(where, f"expected an object, got {type(data).__name__}")
-        missing = required - data.keys()
-        if missing:
-            raise self.fail(where, f"missing field(s) {sorted(missing)}")
-        unknown = data.keys() - required - optional
-        if unknown:
-            raise self.fail(where, f"unknown field(s) {sorted(unknown)}")
-        return data
-
-    def typed(self, value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-        if isinstance(value, bool) or not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(where, f"expected {expected}, got {value!r}")
-        return value
-
-    def text(self, value: Any, where: str) -> str:
-        if not self.typed(value, str, where):
-            raise self.fail(where, "must not be empty")
-        return value
-
-    def count(self, value: Any, where: str, minimum: int = 0) -> int:
-        if self.typed(value, int, where) < minimum:
-            raise self.fail(where, f"must be at least {minimum}, got {value}")
-        return value
-
-    def number(self, value: Any, where: str) -> float:
-        return float(self.typed(value, (int, float), where))
-
-    def choice(self, value: Any, options: tuple | dict, where: str) -> Any:
-        if not isinstance(value, Hashable) or value not in options:  # a list or object is never a choice
-            raise self.fail(where, f"{value!r} is not one of {list(options)}")
-        return value
-
-    def floats(self, value: Any, where: str, length: int) -> tuple[float, ...]:
-        items = self.typed(value, list, where)
-        if len(items) != length:
-            raise self.fail(where, f"expected {length} numbers, got {len(items)}")
-        return tuple(self.number(v, f"{where}[{i}]") for i, v in enumerate(items))
-
-    def graph(self, value: Any, where: str) -> str:
-        """A reference to one of the manifest's graphs."""
-        return self.choice(value, self.graphs, where)
-
-    def logits(self, graph: str, classes: int) -> None:
-        """Check that `graph`'s first output is one logit per class."""
-        shape = self.graphs[graph].outputs[0].shape
-        if shape != (classes,):
-            raise self.fail(f"graphs[{graph!r}].outputs[0]", f"shape {list(shape)} is not [{classes}], one logit per class")
-
-    def tensor(self, data: Any, where: str) -> TensorSpec:
-        data = self.fields(data, where, {"name", "shape", "dtype"})
-        shape = self.typed(data["shape"], list, f"{where}.shape")
-        return TensorSpec(
-            name=self.text(data["name"], f"{where}.name"),
-            shape=tuple(self.count(d, f"{where}.shape[{i}]", 1) for i, d in enumerate(shape)),
-            dtype=self.choice(data["dtype"], DTYPES, f"{where}.dtype"),
-        )
-
-    def tensors(self, data: Any, where: str) -> tuple[TensorSpec, ...]:
-        items = self.typed(data, list, where)
-        if not items:
-            raise self.fail(where, "must list at least one tensor")
-        specs = tuple(self.tensor(item, f"{where}[{i}]") for i, item in enumerate(items))
-        names = [spec.name for spec in specs]
-        if len(set(names)) != len(names):
-            raise self.fail(where, f"tensor names repeat: {names}")
-        return specs
 
 
 def _upgrade(data: dict, r: FieldReader) -> dict:
@@ -462,7 +357,7 @@ def _parse_quantization(r: FieldReader, data: Any, target: str) -> Quantization:
             where = f"quantization.calibration.{side}"
             counts[side] = {r.graph(g, f"{where}[{g!r}]"): r.count(n, f"{where}[{g!r}]")
                             for g, n in r.typed(c[side], dict, where).items()}
-        calibration = Calibration(r.text(c["source"], "quantization.calibration.source"),
+        calibration = Int8Calibration(r.text(c["source"], "quantization.calibration.source"),
                                   r.count(c["images"], "quantization.calibration.images", 1), digest, **counts)
     if precision == "int8" and calibration is None and TARGETS[target].calibrates_int8:
         raise r.fail("quantization.calibration", f"int8 graphs on {target} need their calibration recorded")
@@ -526,7 +421,7 @@ def _parse_build(r: FieldReader, data: Any, artifacts: dict[str, Artifact]) -> B
 
 
 def read_manifest(bundle: str | Path) -> Manifest:
-    """Parse and validate `bundle/manifest.json`; artifacts are checked by `runtime.bundle`."""
+    """Parse and validate `bundle/manifest.json`; artifacts are checked by `runtime.format.bundle`."""
     source = Path(bundle) / MANIFEST_FILE
     if not Path(bundle).is_dir():
         raise BundleError(f"{bundle}: not a bundle directory")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.latency_table import LatencyTable
+from runtime.format.latency_table import LatencyTable
+from runtime.profile.compare import Measured, labels
 
 __all__ = ["plot_table", "plot_latency_against_macs", "plot_frontier", "plot_controller_trace"]
 
@@ -34,22 +35,28 @@ def _save(figure, path: str | Path) -> Path:
 
 
 def plot_table(table: LatencyTable, directory: str | Path) -> list[Path]:
-    """`points.png`: each operating point's median with p90 and p99, and its prediction from its graph calls;
+    """`points.png`: each operating point's median with p90, and its prediction from its graph calls;
     `fit.png`: measured latency against the fit latency ~ MACs + calls, graphs and points."""
     plt, directory = _pyplot(), Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(table.points) + 2), 4))
+    figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(table.points) + 2) + 2.5, 4))
     x = np.arange(len(table.points))
     medians = [p.latency.median_ms for p in table.points]
+    p90 = [p.latency.p90_ms for p in table.points]
+    predicted = [p.predicted_ms for p in table.points]
     axes.bar(x, medians, color="tab:blue", label="median")
-    axes.vlines(x, medians, [p.latency.p99_ms for p in table.points], color="black", label="up to p99")
-    axes.plot(x, [p.latency.p90_ms for p in table.points], "_", color="black", markersize=12, label="p90")
-    axes.plot(x, [p.predicted_ms for p in table.points], "D", color="tab:orange", label="predicted from graph calls")
+    axes.vlines(x, medians, p90, color="black", label="up to p90")
+    axes.plot(x, predicted, "D", color="tab:orange", label="predicted from graph calls")
     axes.axhline(table.static.median_ms, color="gray", linestyle="--", label="static full model")
+    top = 1.25 * max(*p90, *predicted, table.static.median_ms)
+    axes.set_ylim(0, top)  # p99 tails would squash the medians: they are in the table, named, when beyond
+    for i, point in enumerate(table.points):
+        if point.latency.p99_ms > top:
+            axes.annotate(f"p99 {point.latency.p99_ms:.2f}", (i, top), ha="center", va="top", fontsize=6)
     axes.set_xticks(x, [p.name for p in table.points], rotation=45, ha="right", fontsize="small")
     axes.set_ylabel("ms per image, batch 1")
     axes.set_title(f"{table.family} on {table.device}/{table.backend}")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     written = [_save(figure, directory / "points.png")]
     if table.fit:
         fit = table.fit
@@ -70,17 +77,22 @@ def plot_table(table: LatencyTable, directory: str | Path) -> list[Path]:
     return written
 
 
-def plot_latency_against_macs(measured: Sequence, path: str | Path) -> Path:
-    """Latency against MACs per device and backend (runtime.compare.Measured), the static full model starred."""
+def plot_latency_against_macs(measured: Sequence[Measured], path: str | Path) -> Path:
+    """Latency against MACs per source (runtime.profile.compare.Measured), each point named, the static full model
+    starred."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for m in measured:
-        macs, ms = zip(*m.rows.values())
-        line, = axes.plot([x / 1e6 for x in macs], ms, "o", label=m.label)
+    for label, m in zip(labels(measured), measured):
+        names, costs = zip(*m.rows.items())
+        macs, ms = zip(*costs)
+        line, = axes.plot([x / 1e6 for x in macs], ms, "o", label=label)
         axes.plot([m.static_macs / 1e6], [m.static_ms], "*", markersize=12, color=line.get_color())
+        for name, x, y in zip(names, macs, ms):
+            axes.annotate(name, (x / 1e6, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                          color=line.get_color())
     axes.set_xlabel("MMACs per image (conv + linear)")
     axes.set_ylabel("median latency, batch 1 (ms)")
-    axes.set_title("paths and operating points; * the static full model")
+    axes.set_title("operating points; * the static full model")
     axes.legend(fontsize="small")
     return _save(figure, path)
 
@@ -104,7 +116,7 @@ def plot_frontier(curves: dict[str, Sequence[tuple[str, float, float]]], path: s
 
 
 def plot_controller_trace(served: Sequence, objective_ms: float, path: str | Path, *, window: int = 50) -> Path:
-    """A replayed stream (runtime.controller.Served): arrival rate, rolling p95 against the objective, the budget."""
+    """A replayed stream (runtime.serving.controller.Served): arrival rate, rolling p95 against the objective, the budget."""
     plt = _pyplot()
     index = np.arange(len(served))
     arrivals = np.array([s.arrival for s in served])

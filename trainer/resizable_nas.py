@@ -1,14 +1,14 @@
 """Resizable-NAS (Sec. 3.3): a lookup table of every configuration, queried within a budget, and finetuning.
 
-    python -m trainer.resizable CHECKPOINT [--profile REPORT.json ...]
-    python -m trainer.resizable CHECKPOINT --query --budget-ms 0.5 --latency-on host-cpu/onnxruntime
-    python -m trainer.resizable CHECKPOINT --finetune NAME --epochs 15 --out DIR
+    python -m trainer.resizable_nas CHECKPOINT [--profile REPORT_OR_TABLE.json ...]
+    python -m trainer.resizable_nas CHECKPOINT --query --budget-ms 0.5 --latency-on host-cpu/onnxruntime
+    python -m trainer.resizable_nas CHECKPOINT --finetune NAME --epochs 15 --out DIR
 
 Accuracy after BN calibration and MACs come from the checkpoint's own test
-evaluation. Latency comes from `python -m runtime.profile` reports, on any
-device, of a bundle exported with `--configurations all --no-selector`; each
-report merges in under its device/backend key, so a table gathers phones,
-Jetsons and this machine side by side. The table (runtime/lookup_table.py,
+evaluation. Latency comes from `python -m runtime.profile` reports or latency
+tables, on any device, of a bundle exported with `--configurations all
+--no-selector`; each merges in under its device/backend key, so a table gathers phones,
+Jetsons and this machine side by side. The table (runtime/format/lookup_table.py,
 docs/lookup_table.md) is written beside the checkpoint, where the exporter
 finds it.
 """
@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from runtime.lookup_table import (
-    TABLE_FILE, BudgetError, Entry, LookupTable, frontier, query, read_table, write_table,
-)
+from runtime.format.lookup_table import LOOKUP_TABLE_FILE, Entry, LookupTable, read_table, write_table
+from runtime.profile.compare import Measured, read_measurement
+from runtime.serving.costs import Budget, BudgetError, Option, admissible, require_latencies
+from runtime.serving.costs import frontier as options_frontier
 from trainer.checkpoint import load_checkpoint, read_config, save_checkpoint
 from trainer.evaluate import evaluate_model
-from trainer.families.resizable import configuration_name, fit
+from trainer.families.resizable import configuration_name, fit, lookup_table
 from trainer.loop import Phase
 from trainer.train import training_loader
 
@@ -37,56 +38,77 @@ __all__ = ["query", "frontier", "table_from_checkpoint", "merge_profile", "finet
 FINETUNE_EPOCHS = 15  # Sec. 3.3: "fine-tune 15 epochs is sufficient"
 
 
+def _options(entries: list[Entry], key: str | None = None) -> list[Option]:
+    return [Option(e.name, e.macs, e.latency_ms.get(key) if key else None, e.accuracy) for e in entries]
+
+
+def frontier(table: LookupTable) -> list[Entry]:
+    """Configurations no other beats on accuracy at no more cost, by MACs or by any latency measured.
+
+    The union over cost measures, in table order: a bundle exported from it can
+    answer a budget in MACs or in milliseconds on any measured device.
+    """
+    entries = list(table.configurations)
+    kept = {o.name for o in options_frontier(_options(entries), lambda o: o.macs)}
+    for key in table.latency_keys():
+        kept |= {o.name for o in options_frontier(_options(entries, key), lambda o: o.ms)}
+    return [e for e in entries if e.name in kept]
+
+
+def query(
+    table: LookupTable, *, budget_macs: float | None = None, budget_ms: float | None = None, key: str | None = None
+) -> Entry:
+    """The most accurate configuration within budget (Sec. 3.3); `key` names where `budget_ms` was measured.
+
+    It picks from the frontier, as a bundle exported from it does, so that both
+    agree even where accuracies tie. BudgetError names the cheapest when none fits.
+    """
+    if budget_ms is not None:
+        require_latencies({e.name: e.latency_ms for e in table.configurations}, key,
+                          "Profile the configurations there and merge the table or report (--profile).")
+    entries = frontier(table)
+    best = admissible(_options(entries, key if budget_ms is not None else None), Budget(budget_macs, budget_ms, key))[0]
+    return table.entry(best.name)
+
+
 def table_from_checkpoint(checkpoint: str | Path) -> LookupTable:
     """Accuracy (calibrated and not) and MACs of every configuration the checkpoint evaluated."""
     config = read_config(checkpoint)
     if config["family"] != "resizable":
         raise ValueError(f"{checkpoint}: a {config['family']} checkpoint has no spatial configurations")
-    metrics, options = config["metrics"], config["model"]["options"]
-    entries = tuple(
-        Entry(name, tuple(row["factors"]), int(row["mean_macs"]), row["accuracy"], row["accuracy_uncalibrated"])
-        for name, row in metrics["configurations"].items()
-    )
-    learner = metrics["model"].get("learner_macs")
-    return LookupTable(
-        factors=tuple(options["factors"]),
-        stages=len(entries[0].factors),
-        test_images=metrics["images"],
-        calibration_images=metrics["calibration_images"],
-        configurations=entries,
-        learner_macs=learner,
-        source={"checkpoint": str(checkpoint), "recipe": config["recipe"]},
-    )
+    return lookup_table(config, checkpoint)
 
 
-def merge_profile(table: LookupTable, report: dict, source: str) -> LookupTable:
-    """`table` with the latencies of one runtime.profile report merged in under its device/backend.
+def merge_profile(table: LookupTable, measured: Measured) -> LookupTable:
+    """`table` with the latencies of one measurement (a runtime.profile report or latency table) merged in under
+    its device/backend.
 
     Configurations are timed from a bundle without selector, where a path's
     latency is the configuration's own. A bundle with the ResizeLearner gives
     the learner's latency (its graph's); its path times include the learner
     and are not taken.
     """
-    key = report.get("latency_key")
-    if report.get("family") != "resizable" or not key:
-        raise ValueError(f"{source}: not a runtime.profile report of a Resizable bundle")
-    if "learner" in report["graphs"]:
-        learner = {**table.learner_latency_ms, key: report["graphs"]["learner"]["median_ms"]}
+    key, source = measured.where, measured.source
+    if measured.family != "resizable":
+        raise ValueError(f"{source}: measures a {measured.family} bundle, not a Resizable one")
+    if "learner" in measured.graphs:
+        learner = {**table.learner_latency_ms, key: measured.graphs["learner"]}
         return dataclasses.replace(table, learner_latency_ms=learner, source={**table.source, f"learner {key}": source})
-    paths, measured = report["paths"], {}
+    found = {}
     for entry in table.configurations:
-        if entry.name not in paths:
+        if entry.name not in measured.rows:
             continue
-        if paths[entry.name]["macs"] != entry.macs:
+        macs, ms = measured.rows[entry.name]
+        if macs != entry.macs:
             raise ValueError(
-                f"{source}: path {entry.name} costs {paths[entry.name]['macs']} MACs there, {entry.macs} in the table: "
+                f"{source}: path {entry.name} costs {macs:.0f} MACs there, {entry.macs} in the table: "
                 "the bundle belongs to another checkpoint"
             )
-        measured[entry.name] = paths[entry.name]["median_ms"]
-    if not measured:
+        found[entry.name] = ms
+    if not found:
         raise ValueError(f"{source}: measures none of the table's configurations")
     entries = tuple(
-        dataclasses.replace(e, latency_ms={**e.latency_ms, key: measured[e.name]}) if e.name in measured else e
+        dataclasses.replace(e, latency_ms={**e.latency_ms, key: found[e.name]}) if e.name in found else e
         for e in table.configurations
     )
     return dataclasses.replace(table, configurations=entries, source={**table.source, f"profile {key}": source})
@@ -131,10 +153,11 @@ def _format(table: LookupTable) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.resizable", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.resizable_nas", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="output directory of `python -m trainer` for a resizable recipe")
-    parser.add_argument("--profile", type=Path, action="append", default=[], metavar="REPORT",
-                        help="runtime.profile --out report to merge (repeatable)")
+    parser.add_argument("--profile", type=Path, action="append", default=[], metavar="FILE",
+                        help="a runtime.profile report (--out) or latency table (table --out) of a bundle exported "
+                        "with --configurations all --no-selector, to merge (repeatable)")
     parser.add_argument("--query", action="store_true", help="print the most accurate configuration within budget")
     parser.add_argument("--budget-macs", type=float)
     parser.add_argument("--budget-ms", type=float)
@@ -145,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="checkpoint directory for --finetune")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    path = args.checkpoint / TABLE_FILE
+    path = args.checkpoint / LOOKUP_TABLE_FILE
     try:
         if args.finetune:
             if not args.out:
@@ -159,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{entry.name}: {entry.macs / 1e6:.3f} MMACs, top-1 {entry.accuracy:.2%}, latency {dict(entry.latency_ms)}")
             return 0
         table = read_table(path) if path.is_file() and args.profile else table_from_checkpoint(args.checkpoint)
-        for report in args.profile:
-            table = merge_profile(table, json.loads(report.read_text()), str(report))
+        for measurement in args.profile:
+            table = merge_profile(table, read_measurement(measurement))
         write_table(path, table)
     except (BudgetError, FileNotFoundError, KeyError, ValueError) as error:
-        print(f"trainer.resizable: error: {error}", file=sys.stderr)
+        print(f"trainer.resizable_nas: error: {error}", file=sys.stderr)
         return 2
     print(_format(table))
     print(f"wrote {path}")

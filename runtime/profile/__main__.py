@@ -1,0 +1,5 @@
+import sys
+
+from runtime.profile.cli import main
+
+sys.exit(main())
