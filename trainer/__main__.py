@@ -29,10 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
     parser.add_argument("--epochs", type=int, help="total epochs, shared among the recipe's phases")
     parser.add_argument("--out", type=Path, help="checkpoint directory (default: runs/<recipe>)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data-root", type=Path, help="CIFAR-10 as an ImageFolder tree or torchvision batches")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where to train (default: %(default)s); on a CPU a recipe may fix its threads")
+    parser.add_argument("--data-root", type=Path,
+                        help="the dataset: CIFAR-10 as an ImageFolder tree or torchvision batches, or ImageNet as "
+                        "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; digits ship with scikit-learn and need none")
     parser.add_argument("--subset", type=int, help="train on a fixed random subset of this many images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the networks' initial weights and every random draw of training (default: 0)")
     parser.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
                         help="save the training state every STEPS steps, and at the end of each phase (default: %(default)s)")
     parser.add_argument("--init", type=Path, metavar="WEIGHTS",

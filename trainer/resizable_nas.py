@@ -149,7 +149,8 @@ def _format(table: LookupTable) -> str:
         cells = "  ".join(f"{e.latency_ms.get(k, float('nan')):21.3f} ms" for k in keys)
         mark = " *" if e.name in front else ""
         lines.append(f"{e.name:14} {e.macs / 1e6:8.3f} {e.accuracy:7.2%} {e.accuracy_uncalibrated:7.2%}  {cells}{mark}")
-    return "\n".join(lines + ["(* on the accuracy-cost frontier)"])
+    return "\n".join(lines + ["(* on the accuracy-cost frontier; uncal.: top-1 with the BN statistics training left, "
+                              "before each configuration's BN calibration, Table 5's ablation)"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="a runtime.profile report (--out) or latency table (table --out) of a bundle exported "
                         "with --configurations all --no-selector, to merge (repeatable)")
     parser.add_argument("--query", action="store_true", help="print the most accurate configuration within budget")
-    parser.add_argument("--budget-macs", type=float)
-    parser.add_argument("--budget-ms", type=float)
-    parser.add_argument("--latency-on", metavar="DEVICE/BACKEND", help="where --budget-ms was measured")
-    parser.add_argument("--finetune", metavar="NAME", help="finetune this configuration alone into --out")
-    parser.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--budget-macs", type=float, metavar="MACS", help="--query: MACs per image, at most")
+    parser.add_argument("--budget-ms", type=float, metavar="MS",
+                        help="--query: median ms per image at batch 1, at most, as measured on --latency-on")
+    parser.add_argument("--latency-on", metavar="DEVICE/BACKEND",
+                        help="where --budget-ms was measured, as the table keys it (e.g. host-cpu/onnxruntime)")
+    parser.add_argument("--finetune", metavar="NAME", help="finetune this configuration alone into --out (RS-NAS)")
+    parser.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS,
+                        help="--finetune: epochs (default: %(default)s, Sec. 3.3)")
+    parser.add_argument("--lr", type=float, default=0.01, help="--finetune: learning rate (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="checkpoint directory for --finetune")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="--finetune: cpu or cuda (default: %(default)s)")
     args = parser.parse_args(argv)
     path = args.checkpoint / LOOKUP_TABLE_FILE
     try:

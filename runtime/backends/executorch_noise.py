@@ -4,7 +4,8 @@
   enum no longer needs registering, whenever executorch's bindings or its
   exporter first import torchao;
 - ExecuTorch logs, through Python's sys.stderr, how it probed /sys for CPU
-  details, once per process, when its thread pool first starts.
+  details, once per process, when its thread pool first starts, and that it
+  resized its thread pool when a device's thread count is applied.
 
 Each filter is on only around the call that prints, and drops only those
 lines; every other warning and log line still shows.
@@ -17,9 +18,9 @@ import logging
 import sys
 from collections.abc import Iterator
 
-__all__ = ["without_kernel_preference_notice", "without_cpuinfo_lines"]
+__all__ = ["without_kernel_preference_notice", "without_cpuinfo_lines", "THREAD_POOL_NOTICES"]
 
-CPUINFO_PREFIX = "[cpuinfo_utils.cpp:"
+THREAD_POOL_NOTICES = ("[cpuinfo_utils.cpp:", "[threadpool.cpp:")  # the lines its thread pool prints
 
 
 class _KernelPreferenceNotice(logging.Filter):
@@ -40,16 +41,16 @@ def without_kernel_preference_notice() -> Iterator[None]:
 
 
 class _DropLines:
-    """A stand-in for sys.stderr that drops whole lines starting with `prefix` and forwards the rest."""
+    """A stand-in for sys.stderr that drops whole lines starting with one of `prefixes` and forwards the rest."""
 
-    def __init__(self, stream, prefix: str) -> None:
-        self.stream, self.prefix, self.pending = stream, prefix, ""
+    def __init__(self, stream, prefixes: tuple[str, ...]) -> None:
+        self.stream, self.prefixes, self.pending = stream, prefixes, ""
 
     def write(self, text: str) -> int:
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            if not line.startswith(self.prefix):
+            if not line.startswith(self.prefixes):
                 self.stream.write(line + "\n")
         return len(text)
 
@@ -63,10 +64,10 @@ class _DropLines:
 @contextlib.contextmanager
 def without_cpuinfo_lines() -> Iterator[None]:
     stream = sys.stderr
-    sys.stderr = _DropLines(stream, CPUINFO_PREFIX)
+    sys.stderr = _DropLines(stream, THREAD_POOL_NOTICES)
     try:
         yield
     finally:
         pending, sys.stderr = sys.stderr.pending, stream
-        if pending and not pending.startswith(CPUINFO_PREFIX):
+        if pending and not pending.startswith(THREAD_POOL_NOTICES):
             stream.write(pending)
