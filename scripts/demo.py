@@ -21,11 +21,11 @@ import numpy as np
 import runtime
 from runtime.format.latency_table import read_latency_table
 from trainer.data import raw_images
+from trainer.families.drnet import claims
 
 RECIPE = "drnet-digits"
 TARGETS = ("onnx", "executorch")
 SHOWN_PER_PATH = 24  # test images drawn per chosen resolution in the grid
-USED = 0.10  # a resolution counts as used when it serves at least this share of the test images
 
 
 def step(title: str, *command: str) -> None:
@@ -33,24 +33,6 @@ def step(title: str, *command: str) -> None:
     started = time.perf_counter()
     subprocess.run([sys.executable, *command[1:]] if command[0] == "python" else command, check=True)
     print(f"({time.perf_counter() - started:.0f} s)", flush=True)
-
-
-def claims(metrics: dict) -> list[tuple[str, bool, str]]:
-    """Each claim the demo makes about the trained model, whether it holds, and by how much."""
-    model, baselines = metrics["model"], metrics["baselines"]
-    random = baselines["random resolution, equal MACs"]["accuracy"]
-    frontier = baselines["frontier of the static models, equal MACs"]
-    mixes = " and ".join(frontier["mixes"]) or "the best static model at no more MACs"
-    images = sum(model["histogram"].values())
-    used = {path: count / images for path, count in model["histogram"].items() if count >= USED * images}
-    return [
-        ("DRNet beats random resolution at equal MACs", model["accuracy"] > random,
-         f"{100 * (model['accuracy'] - random):+.1f} pp"),
-        ("above the static frontier", model["accuracy"] > frontier["accuracy"],
-         f"{100 * (model['accuracy'] - frontier['accuracy']):+.1f} pp over mixing {mixes}"),
-        (f"input-adaptive: at least two resolutions serve {USED:.0%} of the images or more", len(used) >= 2,
-         ", ".join(f"{path} {share:.0%}" for path, share in used.items()) or "none"),
-    ]
 
 
 def plot_plane(metrics: dict, tables: dict[str, Path], path: Path) -> Path:
@@ -166,8 +148,8 @@ def main() -> int:
     print(f"DRNet   top-1 {model['accuracy']:.2%}, {model['mean_macs'] / 1e6:.3f} MMACs/image, resolutions {model['histogram']}")
     for name, row in trained["baselines"].items():
         print(f"{name:31} top-1 {row['accuracy']:.2%}, {row['mean_macs'] / 1e6:.3f} MMACs/image")
-    for claim, holds, by in claims(trained):
-        print(f"{claim}: {'yes' if holds else 'NO'} ({by})")
+    for claim in claims(trained):
+        print(f"{claim.statement}: {'yes' if claim.holds else 'NO'} ({claim.by})")
     for target, report in reports.items():
         d = report["dynamic"]
         print(

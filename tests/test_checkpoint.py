@@ -149,7 +149,14 @@ def test_missing_weights_are_named(saved):
 def test_garbage_weights_are_named(saved):
     directory, _, _ = saved
     (directory / WEIGHTS_FILE).write_bytes(b"\x00not a torch file" * 10)
-    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: cannot read checkpoint weights"):
+    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: unreadable"):
+        load_checkpoint(directory)
+
+
+def test_empty_weights_say_so(saved):
+    directory, _, _ = saved
+    (directory / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: unreadable .*: the file is empty or cut short"):
         load_checkpoint(directory)
 
 
@@ -185,7 +192,7 @@ def test_a_pickled_payload_is_refused_without_running_it(saved, tmp_path):
     torch.save(state, directory / WEIGHTS_FILE)
     assert not marker.exists(), "saving must not run the payload"
     # The file really is a live payload: plain pickle loading would have run it.
-    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: cannot read checkpoint weights"):
+    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: unreadable"):
         load_checkpoint(directory)
     assert not marker.exists(), "load_checkpoint executed code from the weights file"
 
@@ -202,7 +209,7 @@ def test_the_payload_is_live_under_full_unpickling(tmp_path):
 def test_an_arbitrary_class_instance_is_refused(saved):
     directory, _, _ = saved
     torch.save({"model": Innocent()}, directory / WEIGHTS_FILE)
-    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: cannot read checkpoint weights"):
+    with pytest.raises(ValueError, match=f"{directory / WEIGHTS_FILE}: unreadable"):
         load_checkpoint(directory)
 
 

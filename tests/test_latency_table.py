@@ -209,10 +209,11 @@ def test_a_profiling_onnxruntime_backend_writes_one_profile_per_graph(onnx_bundl
         assert isinstance(json.loads(path.read_text()), list), f"{path}: one session's profile, valid JSON"
 
 
-def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path):
+def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path, recwarn):
     pytest.importorskip("executorch.devtools")
     out = tmp_path / "ops.json"
     assert profile_main(["ops", "--bundle", str(et_bundle), "--device", "host-cpu", "--runs", "3", "--out", str(out)]) == 0
+    assert not [str(w.message) for w in recwarn], "the Inspector's notice about a debug buffer nobody asked for"
     report = json.loads(out.read_text())
     assert list(report) == [p.name for p in runtime.load(et_bundle, backend="executorch").manifest.dispatch.paths]
     for point, row in report.items():

@@ -14,7 +14,7 @@ from torch import nn
 
 from runtime.format.files import atomic_write, sha256_of
 from trainer.families import get_family
-from trainer.resume import PREVIOUS_STATE_FILE, STATE_FILE
+from trainer.resume import PREVIOUS_STATE_FILE, STATE_FILE, read_tensors
 
 __all__ = [
     "CONFIG_FILE", "WEIGHTS_FILE", "save_checkpoint", "load_checkpoint", "load_extras", "read_config",
@@ -34,10 +34,7 @@ def _save_state(path: Path, module: nn.Module) -> None:
 def _load_state(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint weights are missing")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read checkpoint weights ({error})") from None
+    return read_tensors(path)
 
 
 def save_checkpoint(

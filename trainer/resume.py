@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from runtime.format.files import atomic_write
 from trainer.distributed import gather_objects, ranks
 
-__all__ = ["STATE_FILE", "PREVIOUS_STATE_FILE", "Start", "TrainingRun", "load_state"]
+__all__ = ["STATE_FILE", "PREVIOUS_STATE_FILE", "Start", "TrainingRun", "load_state", "read_tensors"]
 
 STATE_FILE = "run-state.pt"
 PREVIOUS_STATE_FILE = "run-state.previous.pt"  # the generation before STATE_FILE: what a damaged save falls back to
@@ -55,14 +55,19 @@ STATE_KEYS = frozenset({"phase", "epoch", "step", "finished", "modules", "optimi
                         "world_size", "rank_random"})
 
 
-def _read_state(path: Path) -> dict:
-    """One saved state, or ValueError saying what is wrong with it."""
+def read_tensors(path: Path) -> object:
+    """What torch saved at `path`, on the CPU, or ValueError saying in one line why the file cannot be read."""
     try:
         # weights_only: tensors, numbers and strings only, never arbitrary objects.
-        state = torch.load(path, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, pickle errors... for damaged files
         reason = str(error).splitlines()[0] if str(error) else "the file is empty or cut short"
         raise ValueError(f"{path}: unreadable ({type(error).__name__}: {reason})") from None
+
+
+def _read_state(path: Path) -> dict:
+    """One saved state, or ValueError saying what is wrong with it."""
+    state = read_tensors(path)
     missing = STATE_KEYS - state.keys() if isinstance(state, dict) else STATE_KEYS
     if missing:
         raise ValueError(f"{path}: not a complete training state (missing {sorted(missing)})")

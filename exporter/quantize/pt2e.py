@@ -24,7 +24,7 @@ from torch import Tensor
 
 from exporter.graphs import ExportGraph
 from exporter.targets.batch import batched_example
-from runtime.backends.executorch_noise import without_kernel_preference_notice
+from runtime.backends.quiet import without_kernel_preference_notice
 
 with without_kernel_preference_notice():
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (

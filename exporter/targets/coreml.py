@@ -42,8 +42,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import coremltools as ct
-import coremltools.optimize as cto
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -54,8 +52,13 @@ from exporter.graphs import ExportGraph
 from exporter.targets import Int8Inputs, Written, graph_precision
 from exporter.targets.batch import batched_example
 from runtime.backends.coreml import enumerated_batches
+from runtime.backends.quiet import without_coremltools_import_notices
 from runtime.format.devices import Device
 from runtime.format.manifest import BuildPlan
+
+with without_coremltools_import_notices():
+    import coremltools as ct
+    import coremltools.optimize as cto
 
 __all__ = ["PACKAGE", "ARCHIVE", "write", "zip_package"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.backends.executorch_noise import without_kernel_preference_notice
+from runtime.backends.quiet import without_kernel_preference_notice
 
 with without_kernel_preference_notice():
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

@@ -14,13 +14,16 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import coremltools as ct
 import numpy as np
 
+from runtime.backends.quiet import without_coremltools_import_notices
 from runtime.format.devices import Device
 from runtime.format.files import atomic_directory
 from runtime.format.fields import BundleError, Graph
 from runtime.format.manifest import Manifest
+
+with without_coremltools_import_notices():
+    import coremltools as ct
 
 __all__ = ["CoreMLBackend", "default_cache", "unpack", "create", "enumerated_batches", "split_batch"]
 

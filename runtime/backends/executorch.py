@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import check_signature
-from runtime.backends.executorch_noise import without_cpuinfo_lines, without_kernel_preference_notice
+from runtime.backends.quiet import without_cpuinfo_lines, without_kernel_preference_notice
 from runtime.format.devices import Device
 from runtime.format.fields import BundleError, Graph
 from runtime.format.manifest import Manifest

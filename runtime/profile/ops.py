@@ -67,16 +67,20 @@ _OP_INSTANCE = re.compile(r" #\d+$")  # XNNPACK numbers each op of a delegate: "
 
 
 def _executorch(device: Device, scratch: Path, bundle: Path, manifest: Manifest) -> Profiling:
-    from executorch.devtools import Inspector
-
     from runtime.backends.executorch import ExecuTorchBackend
+    from runtime.backends.quiet import without_debug_buffer_notice, without_kernel_preference_notice
+
+    with without_kernel_preference_notice():
+        from executorch.devtools import Inspector
 
     backend = ExecuTorchBackend(device.threads, etdump=True)
 
     def kernel_times() -> KernelTimes:
         kernels, providers = Counter(), Counter()
         for trace in backend.write_etdumps(scratch):
-            for block in Inspector(etdump_path=str(trace)).event_blocks:
+            with without_debug_buffer_notice():
+                blocks = Inspector(etdump_path=str(trace)).event_blocks
+            for block in blocks:
                 for event in block.events:
                     if event.name in _ENVELOPES or event.perf_data is None:
                         continue

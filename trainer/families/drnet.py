@@ -24,6 +24,7 @@ from trainer.torchvision_backbones import PREFIX, inverted_residual_predictor, r
 
 __all__ = [
     "DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix", "static_frontier",
+    "Claim", "claims",
 ]
 
 
@@ -253,3 +254,30 @@ def evaluate(model: DRNet, loader: DataLoader, *, device: torch.device, extras: 
         },
         "baselines": baselines,
     }
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str
+    holds: bool
+    by: str  # the margin, in words
+
+
+def claims(metrics: dict, used_share: float = 0.10) -> list[Claim]:
+    """What a trained DRNet must show to be worth deploying, from `evaluate`'s metrics: it beats random
+    resolution and the static models' frontier at its own MACs, and it is input-adaptive (at least two
+    resolutions each serve `used_share` of the images or more), not a static model behind a predictor."""
+    model, baselines = metrics["model"], metrics["baselines"]
+    random = baselines["random resolution, equal MACs"]["accuracy"]
+    frontier = baselines["frontier of the static models, equal MACs"]
+    mixes = " and ".join(frontier["mixes"]) or "the best static model at no more MACs"
+    images = sum(model["histogram"].values())
+    used = {path: count / images for path, count in model["histogram"].items() if count >= used_share * images}
+    return [
+        Claim("DRNet beats random resolution at equal MACs", model["accuracy"] > random,
+              f"{100 * (model['accuracy'] - random):+.1f} pp"),
+        Claim("above the static frontier", model["accuracy"] > frontier["accuracy"],
+              f"{100 * (model['accuracy'] - frontier['accuracy']):+.1f} pp over mixing {mixes}"),
+        Claim(f"input-adaptive: at least two resolutions serve {used_share:.0%} of the images or more", len(used) >= 2,
+              ", ".join(f"{path} {share:.0%}" for path, share in used.items()) or "none"),
+    ]
