@@ -25,7 +25,7 @@ from exporter.splits import plans_on_calibration, split_model
 from exporter.targets import Int8Inputs, default_device, graph_precision, write_artifacts
 from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
 from runtime.format.bundle import artifact_table, write_bundle, write_manifest
-from runtime.format.devices import load_devices
+from runtime.format.devices import Device, load_devices
 from runtime.format.fields import Graph
 from runtime.format.manifest import FORMAT_VERSION, Manifest, Preprocessing
 from runtime.format.targets import get_target
@@ -49,6 +49,20 @@ def _default_calibration(config: dict, say: Callable[[str], object]) -> tuple[to
         return None, None
     say(f"calibrating the export plan on {source} (--calibration to choose others)")
     return images, source
+
+
+def _check_cost_device(checkpoint, config: dict, target: str, device: Device | None) -> None:
+    """A model whose decisions trained against one device's latency (trainer/device_costs.py) is exported for that
+    device and target: on another, its choices would be tuned for the wrong costs."""
+    cost = config.get("training", {}).get("cost", {})
+    if cost.get("cost") != "latency":
+        return
+    here = (target, device.name if device else None)
+    if here != (cost["target"], cost["device"]):
+        raise ValueError(
+            f"{checkpoint}: its decisions trained against latency on {cost['device']} for {cost['target']} "
+            f"({cost['table']}); this export is for {target} on {here[1] or 'no device entry'}. Export with --target "
+            f"{cost['target']} --device {cost['device']}, or retrain with costs measured there")
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ def export(
     calibration_source: str | None = None,
     max_top1_drop: float = MAX_TOP1_DROP,
     progress: Callable[[str], object] | None = None,
+    plan: bool = True,
     **split_options,
 ) -> ExportReport:
     """Export `checkpoint` for `target` into the bundle directory `out`.
@@ -97,6 +112,9 @@ def export(
     `split_options` are the options of the checkpoint's family's own split
     (its EXPORT_OPTIONS, exporter/splits); one it does not take is refused.
     `progress` is told, in a line, each stage as it starts: some take minutes.
+    `plan=False` leaves out the calibration plan of a block split (no fused
+    segments, left-out blocks or cached paths): every block its own graph, as a
+    device cost table times them (python -m runtime.profile costs).
     Each operating point's top-1 on the first `accuracy_images` test images
     goes into the manifest, for budgets to rank points by (0, or a dataset
     not on this machine: none).
@@ -113,6 +131,7 @@ def export(
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     model, config = load_checkpoint(checkpoint)
+    _check_cost_device(checkpoint, config, target, chosen)
     data = config["data"]
     precision = precision or (chosen.precision if chosen else spec.precisions[0])
     if precision not in spec.precisions:
@@ -125,12 +144,12 @@ def export(
     if precision == "int8" and spec.calibrates_int8:
         int8_calibration = CalibrationImages(calibration, calibration_source or "images passed to export()")
     say = progress or (lambda line: None)
-    if calibration is None and plans_on_calibration(config["family"]):
+    if calibration is None and plan and plans_on_calibration(config["family"]):
         calibration, calibration_source = _default_calibration(config, say)
     say(f"splitting the {config['family']} model")
     split = split_model(
-        model, config["family"], data["resolution"], calibration=calibration, checkpoint=Path(checkpoint),
-        **split_options,
+        model, config["family"], data["resolution"], calibration=calibration if plan else None,
+        checkpoint=Path(checkpoint), **split_options,
     )
     verify_backend = spec.verify_backend if verify else None
     labelled = labelled_samples(config, accuracy_images) if accuracy_images else None

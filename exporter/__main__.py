@@ -1,4 +1,4 @@
-"""python -m exporter --checkpoint DIR --target onnx|executorch|coreml|tensorrt --out BUNDLE
+"""python -m exporter --checkpoint DIR | --recipe NAME [--init WEIGHTS] --target onnx|executorch|coreml|tensorrt --out BUNDLE
                      [--device NAME] [--max-batch N] [--calibration DATA] [--force] [--no-verify]
                      [--accuracy-images N] [--precision fp32|fp16|int8] [--max-top1-drop D]
                      [the options of the checkpoint's family's split: --help lists them, family by family]"""
@@ -6,22 +6,32 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from pathlib import Path
 
 from exporter import ACCURACY_IMAGES, ParityError, QuantizationError, UnsplittableModel, export
 from exporter.quantize.check import MAX_TOP1_DROP, TOLERANCES
 from exporter.calibration import load_calibration
-from exporter.splits import add_family_arguments, family_option_names
+from exporter.splits import add_family_arguments, every_candidate_options, family_option_names
 from exporter.verify import TOLERANCE
 from runtime.format.manifest import PRECISIONS
 from runtime.format.targets import TARGETS
 from trainer.checkpoint import read_config
+from trainer.recipes import get_recipe
+from trainer.train import untrained_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter", description="Split and export a trained dynamic model.")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="output directory of `python -m trainer`")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="output directory of `python -m trainer`")
+    source.add_argument("--recipe", help="export the recipe's model untrained, every candidate its own graph: latency "
+                        "depends on shapes, not weights, so this is what a device cost table measures before training "
+                        "(python -m runtime.profile costs)")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS", help="--recipe: the backbone it would start from")
+    parser.add_argument("--data-root", type=Path, help="--recipe: its dataset, where it is not digits")
     parser.add_argument(
         "--target", required=True, choices=sorted(TARGETS),
         help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()),
@@ -54,16 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     add_family_arguments(parser)
     args = parser.parse_args(argv)
     split_options = {name: value for name, value in vars(args).items() if name in family_option_names()}
+    if args.checkpoint and (args.init or args.data_root):
+        parser.error("--init and --data-root go with --recipe; a checkpoint knows its own")
+    say = lambda line: print(f"exporter: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        calibration = load_calibration(args.calibration, read_config(args.checkpoint)) if args.calibration else None
-        report = export(
-            args.checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
-            tolerance=args.tolerance,
-            calibration=calibration, device=args.device, max_batch=args.max_batch,
-            accuracy_images=args.accuracy_images, precision=args.precision, calibration_source=args.calibration,
-            max_top1_drop=args.max_top1_drop, progress=lambda line: print(f"exporter: {line}", file=sys.stderr, flush=True),
-            **split_options,
-        )
+        with contextlib.ExitStack() as scratch:
+            checkpoint, plan = args.checkpoint, True
+            if args.recipe:
+                recipe = get_recipe(args.recipe)
+                say(f"building {recipe.name}'s model untrained ({'from ' + str(args.init) if args.init else 'seeded'})")
+                checkpoint = untrained_checkpoint(recipe, Path(scratch.enter_context(tempfile.TemporaryDirectory())),
+                                                  init=args.init, data_root=args.data_root)
+                split_options = {**every_candidate_options(recipe.family), **split_options}
+                plan, args.accuracy_images = False, 0
+            calibration = load_calibration(args.calibration, read_config(checkpoint)) if args.calibration else None
+            report = export(
+                checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
+                tolerance=args.tolerance,
+                calibration=calibration, device=args.device, max_batch=args.max_batch,
+                accuracy_images=args.accuracy_images, precision=args.precision, calibration_source=args.calibration,
+                max_top1_drop=args.max_top1_drop, progress=say, plan=plan, **split_options,
+            )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
         print(f"exporter: error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """python -m trainer --recipe NAME [--epochs N] [--out DIR] [--device cpu|cuda] [--data-root DIR] [--init WEIGHTS]
+                    [--cost latency --costs TABLE]   (train the decisions against a device's ms, not MACs)
 python -m trainer --resume DIR      (continue an interrupted run exactly where it was saved)
 torchrun --nproc-per-node=8 [--nnodes=N ...] -m trainer --recipe NAME ...   (one process per GPU)"""
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from runtime.format.files import atomic_write
+from trainer.device_costs import COSTS, read_device_costs
 from trainer.distributed import ranks, start, stop
 from trainer.evaluate import format_metrics
 from trainer.families import get_family
@@ -46,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, metavar="N",
                         help="data-loading processes per GPU process (ImageNet; default: the cores, up to 8)")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR exactly")
+    parser.add_argument("--cost", choices=sorted(COSTS), default="macs",
+                        help="what the decisions are trained to save: " + "; ".join(f"{k}: {v}" for k, v in COSTS.items())
+                        + " (default: %(default)s, the papers'; latency is a deviation the checkpoint records)")
+    parser.add_argument("--costs", type=Path, metavar="TABLE",
+                        help="--cost latency: the device's latency table for this recipe, from python -m runtime.profile "
+                        "costs --recipe R --target T --device D --out TABLE")
     args = parser.parse_args(argv)
     if args.resume is not None:
         saved = args.resume / RUN_FILE
@@ -73,20 +81,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if recipe.dataset != "digits" and args.data_root is None:
         parser.error(f"recipe {recipe.name} trains on {recipe.dataset}: pass --data-root DIR")
+    if (args.cost == "latency") != (args.costs is not None):
+        parser.error("--cost latency needs --costs TABLE, and --costs needs --cost latency")
+    try:
+        costs = read_device_costs(args.costs, recipe.name) if args.costs else None
+    except ValueError as error:
+        parser.error(str(error))
+    if costs is not None and ranks().main:
+        print(f"trainer: the decisions train against {costs.table.device}/{costs.table.backend} latency from "
+              f"{args.costs}, not the paper's MACs", flush=True)
 
     out = Path(args.out or Path("runs") / recipe.name)
     place = start(args.device)
     if not args.resume and place.main:
         command = {key: getattr(args, key)
                    for key in ("recipe", "epochs", "device", "subset", "seed", "checkpoint_every", "compile", "workers")}
-        for key in ("data_root", "init"):
+        command["cost"] = args.cost
+        for key in ("data_root", "init", "costs"):
             command[key] = str(getattr(args, key)) if getattr(args, key) else None
         atomic_write(out / RUN_FILE, lambda path: Path(path).write_text(json.dumps(command, indent=2)))
     try:
         result = train(
             recipe, out, device=args.device, data_root=args.data_root, subset=args.subset, seed=args.seed,
             checkpoint_every=args.checkpoint_every, resume=bool(args.resume), init=args.init,
-            command=command_line(args, out), torch_compile=args.compile, workers=args.workers,
+            command=command_line(args, out), torch_compile=args.compile, workers=args.workers, costs=costs,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
@@ -117,9 +135,11 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
         launcher = f"torchrun --nnodes={place.world_size // per_node} --nproc-per-node={per_node}"
     words = [f"{launcher} -m trainer", f"--recipe {args.recipe}", f"--out {out}", f"--seed {args.seed}"]
     for flag, value in (("--epochs", args.epochs), ("--subset", args.subset), ("--data-root", args.data_root),
-                        ("--init", args.init), ("--workers", args.workers)):
+                        ("--init", args.init), ("--workers", args.workers), ("--costs", args.costs)):
         if value is not None:
             words.append(f"{flag} {value}")
+    if args.costs is not None:
+        words.append("--cost latency")
     return " ".join(words + (["--compile"] if args.compile else []))
 
 

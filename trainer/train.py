@@ -15,6 +15,7 @@ from runtime.format.files import sha256_of
 from trainer.backbone import backbone_from_config
 from trainer.checkpoint import save_checkpoint
 from trainer.data import DataInfo, load_split
+from trainer.device_costs import DeviceCosts
 from trainer.distributed import ranks
 from trainer.evaluate import evaluate_model
 from trainer.families import get_family
@@ -82,6 +83,7 @@ def train(
     command: str = "",
     torch_compile: bool = False,
     workers: int | None = None,
+    costs: DeviceCosts | None = None,
 ) -> dict:
     """Train `recipe`, evaluate it on the test split (or a seeded `test_subset` of it), and checkpoint it to `out`.
 
@@ -93,6 +95,9 @@ def train(
     its record, and returns the record; `command` is written into it.
     `torch_compile` runs the backbone through torch.compile (compile_backbone).
     `workers` data-loading processes, for ImageNet (training_loader).
+    `costs`, a device's latency table (trainer/device_costs.py), replaces the
+    family's MACs cost term with that device's milliseconds: a deviation from
+    the paper, which the checkpoint records.
 
     Under torchrun (trainer/distributed.py) every rank trains; the main rank
     alone evaluates and writes, and the others return an empty dict. On a
@@ -103,7 +108,20 @@ def train(
     with cpu_threads(threads):
         return _train(recipe, out, device=device, data_root=data_root, subset=subset, seed=seed,
                       test_subset=test_subset, checkpoint_every=checkpoint_every, resume=resume, init=init,
-                      command=command, torch_compile=torch_compile, workers=workers)
+                      command=command, torch_compile=torch_compile, workers=workers, costs=costs)
+
+
+UNTRAINED_IMAGES = 256  # training images an untrained checkpoint loads: its data's shapes and classes, no more
+
+
+def untrained_checkpoint(recipe: Recipe, out: str | Path, *, init: str | Path | None = None,
+                         data_root: str | Path | None = None, seed: int = 0) -> Path:
+    """`recipe`'s model as its training would start (seeded, or from the `init` backbone), with every phase
+    switched off, saved as a checkpoint in `out`: graphs of the shapes training will export, whose latency a
+    device cost table measures before any training (python -m runtime.profile costs)."""
+    train(recipe.without(tuple(recipe.phases)), out, data_root=data_root, subset=UNTRAINED_IMAGES, seed=seed,
+          test_subset=UNTRAINED_IMAGES, init=init)
+    return Path(out)
 
 
 @contextlib.contextmanager
@@ -119,13 +137,15 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
 
 def _train(recipe: Recipe, out, *, device, data_root, subset, seed, test_subset, checkpoint_every, resume, init,
-           command, torch_compile, workers) -> dict:
+           command, torch_compile, workers, costs) -> dict:
     backbones = get_family(recipe.family).backbones if recipe.family else ("cifar-resnet",)
     if recipe.backbone not in backbones:
         raise ValueError(f"recipe {recipe.name}: the {recipe.backbone} backbone is not supported yet; "
                          f"{recipe.family or 'a plain backbone recipe'} runs on {', '.join(backbones)}")
     if recipe.family is None and init is not None:
         raise ValueError(f"recipe {recipe.name} trains a backbone from scratch; --init is for the family recipes")
+    if recipe.family is None and costs is not None:
+        raise ValueError(f"recipe {recipe.name} trains a plain backbone, which makes no decisions to cost")
     torch.manual_seed(seed)
     place = ranks()
     loader, info = training_loader(
@@ -148,6 +168,8 @@ def _train(recipe: Recipe, out, *, device, data_root, subset, seed, test_subset,
         "device": device,
         "compiled": torch_compile,
         "resumed": resume,
+        # The cost term the decisions trained against: the papers' MACs, or a device's ms (a deviation, named).
+        "cost": {"cost": "macs"} if costs is None else costs.describe(),
     }
     run = TrainingRun(out, every_steps=checkpoint_every, resume=resume)
     if run.resumed_from and ranks().main:
@@ -177,7 +199,7 @@ def _train(recipe: Recipe, out, *, device, data_root, subset, seed, test_subset,
     run.keep("model", model)
     _draw_per_rank(seed)
 
-    extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run)
+    extras = family.fit(model, loader, phases=recipe.phases, device=torch.device(device), run=run, costs=costs)
     training.update(run.times())  # every process's share, when the run resumed
     if not place.main:
         return {}

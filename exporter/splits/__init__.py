@@ -3,7 +3,8 @@
 A split module is `exporter/splits/<family>.py`: `split(model, options: SplitOptions) -> Split`, and, where the
 family takes export options of its own, `EXPORT_OPTIONS`: a frozen dataclass whose fields are those options, with
 their defaults and, in each field's metadata, the help the exporter CLI shows. `PLANS_ON_CALIBRATION = True`
-where the split's plan is made on calibration images. `exporter.export(**options)` and
+where the split's plan is made on calibration images. `EVERY_CANDIDATE`: the options that export every candidate
+as its own graph (configurations, for Resizable), for a device cost table. `exporter.export(**options)` and
 the CLI's flags both come from it, so neither names a family.
 """
 
@@ -24,7 +25,7 @@ from trainer.families import FAMILIES
 
 __all__ = [
     "split_model", "split_module", "family_options", "add_family_arguments", "family_option_names",
-    "plans_on_calibration",
+    "plans_on_calibration", "every_candidate_options",
 ]
 
 
@@ -42,6 +43,11 @@ def plans_on_calibration(family: str) -> bool:
     """Whether the family's split plans its graphs on calibration images (`PLANS_ON_CALIBRATION`): the exporter
     then draws the default ones when the user gives none."""
     return bool(getattr(split_module(family), "PLANS_ON_CALIBRATION", False))
+
+
+def every_candidate_options(family: str) -> dict[str, Any]:
+    """The split's options that export every candidate as a graph of its own (`EVERY_CANDIDATE`; none: it does)."""
+    return dict(getattr(split_module(family), "EVERY_CANDIDATE", {}))
 
 
 def _fields(family: str) -> tuple[dataclasses.Field, ...]:

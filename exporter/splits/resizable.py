@@ -38,6 +38,7 @@ class ResizableExport:
 
 
 EXPORT_OPTIONS = ResizableExport
+EVERY_CANDIDATE = {"configurations": "all"}  # a device cost table times every configuration
 
 
 class LearnerSelector(nn.Module):

@@ -35,13 +35,14 @@ from runtime.format.fields import FieldReader, FormatError
 
 __all__ = [
     "LATENCY_TABLE_FORMAT", "LATENCY_TABLE_VERSION", "LatencyTableError", "Latency", "GraphRow", "PointRow", "Fit",
-    "Pipeline", "LatencyTable", "fit_latency", "read_latency_table", "write_latency_table",
+    "Pipeline", "LatencyTable", "fit_latency", "predicted_ms", "read_latency_table", "write_latency_table",
 ]
 
 LATENCY_TABLE_FORMAT = "adaptive-edge-latency-table"
 # 2 adds dispatch_ms_per_call (a version 1 table is read with 0, as its predictions were made); 3 adds target and the
-# pipeline's comparison with the static model (a version 2 pipeline is read without it).
-LATENCY_TABLE_VERSION = 3
+# pipeline's comparison with the static model (a version 2 pipeline is read without it); 4 adds the recipe a cost
+# table was measured for (python -m runtime.profile costs), which the trainer checks.
+LATENCY_TABLE_VERSION = 4
 PREDICTION_TOLERANCE = 0.10  # a prediction within 10% of the measured latency counts as right
 
 
@@ -146,6 +147,13 @@ class LatencyTable:
     fit: Fit | None  # None with fewer operating points than parameters
     pipeline: Pipeline | None = None  # over a given image set
     target: str | None = None  # the bundle's target; None in tables before version 3
+    recipe: str | None = None  # the training recipe a cost table was measured for; None for a trained bundle's table
+
+    def predicted_ms(self, calls: Mapping[str, float]) -> float:
+        """The table's prediction for a run making `calls` (graph -> calls per image): what the trainer's
+        latency cost and the profiler's per-image predictions both use."""
+        return predicted_ms(self.preprocess.median_ms, self.session_overhead_ms, self.dispatch_ms_per_call,
+                            self.graphs, calls)
 
     @property
     def within_tolerance(self) -> float:
@@ -157,6 +165,15 @@ class LatencyTable:
         rows = [f"graph {g.name} batch {b}" for g in self.graphs.values() for b, t in g.batches.items() if t.noisy]
         rows += [f"point {p.name}" for p in self.points if p.latency.noisy]
         return rows + [name for name, t in (("preprocess", self.preprocess), ("static", self.static)) if t.noisy]
+
+
+def predicted_ms(preprocess_ms: float, overhead_ms: float, per_call_ms: float, graphs: Mapping[str, GraphRow],
+                 calls: Mapping[str, float]) -> float:
+    """Preprocessing, the session's cost of a one-call run (the static model's), the dispatch cost of every
+    further call, and each call at its graph's batch-1 median."""
+    total = sum(calls.values())
+    return (preprocess_ms + overhead_ms + per_call_ms * max(total - 1, 0)
+            + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items()))
 
 
 def fit_latency(graphs: Mapping[str, GraphRow], points: Sequence[PointRow]) -> Fit | None:
@@ -188,7 +205,7 @@ VERSION_1_FIELDS = frozenset({
     "warmup", "runs", "noise_threshold", "preprocess", "reference", "static", "session_overhead_ms", "graphs", "points",
     "fit", "pipeline",
 })
-ADDED_IN = {2: frozenset({"dispatch_ms_per_call"}), 3: frozenset({"target"})}
+ADDED_IN = {2: frozenset({"dispatch_ms_per_call"}), 3: frozenset({"target"}), 4: frozenset({"recipe"})}
 PIPELINE_FIELDS = frozenset({"images", "rounds", "total", "preprocess_share", "selector", "selector_share"})
 PIPELINE_ADDED_IN_3 = frozenset({"dynamic_ms", "static_ms", "batched_ms", "batched_static_ms", "mean_macs", "histogram"})
 
@@ -256,6 +273,7 @@ def read_latency_table(path: str | Path) -> LatencyTable:
         dispatch_ms_per_call=_nonnegative(r, top.get("dispatch_ms_per_call", 0.0), "dispatch_ms_per_call"),
         graphs=graphs, points=points, fit=fit,
         pipeline=None if top["pipeline"] is None else _pipeline(r, top["pipeline"], version),
+        recipe=None if version < 4 or top["recipe"] is None else r.text(top["recipe"], "recipe"),
     )
 
 

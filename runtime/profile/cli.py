@@ -6,6 +6,9 @@ python -m runtime.profile table --bundle BUNDLE --device NAME [--batches 1 4 8] 
     (the device's latency table: every graph and operating point, docs/latency_table.md)
 python -m runtime.profile ops --bundle BUNDLE --device NAME [--backend B] [--runs N] [--top K]
     (each operating point's per-op breakdown, from onnxruntime's profiler or ExecuTorch's ETDump)
+python -m runtime.profile costs --recipe R --target T --device NAME [--init W] --out COSTS.json
+python -m runtime.profile costs --bundle BUNDLE --device NAME --out COSTS.json    (on the device itself)
+    (a device cost table before training: the recipe's graphs untrained, measured; python -m trainer --cost latency)
 python -m runtime.profile compare A.json B.json ... [--plot latency.png]
     (reports and tables from several devices and backends, the Android app's included, in one table)
 
@@ -20,7 +23,9 @@ import argparse
 import contextlib
 import json
 import shlex
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +47,7 @@ SUBCOMMANDS = {
     "table": "measure the device's latency table of a bundle",
     "ops": "break each operating point down op by op, from the backend's own profiler",
     "compare": "line up reports and tables from several devices and backends",
+    "costs": "measure a recipe's graphs before training: the latency table python -m trainer --cost latency reads",
 }
 ERRORS = (ValueError, FileNotFoundError, ImportError, RuntimeError)
 
@@ -170,6 +176,59 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
+def costs_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.profile costs",
+        description="A device's latency table for a recipe, before training: its model exported untrained (latency "
+        "depends on shapes, not weights) with every candidate its own graph, then measured through Session.run, as "
+        "the table subcommand does. On a host: --recipe and --target export it (python -m exporter --recipe); on a "
+        "phone or Jetson: --bundle, a bundle exported so on the host. python -m trainer --recipe R --cost latency "
+        "--costs TABLE trains against it.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", help="the training recipe; with --target, exported here (needs torch)")
+    source.add_argument("--bundle", type=Path, help="a bundle from python -m exporter --recipe, measured here")
+    parser.add_argument("--target", help="--recipe: the target the model will be exported for")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS", help="--recipe: the backbone training starts from")
+    parser.add_argument("--data-root", type=Path, help="--recipe: its dataset, where it is not digits")
+    parser.add_argument("--device", required=True, help="a device name from devices.yaml, where the table is measured")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
+    parser.add_argument("--backend", help="override the backend (must be one the device lists)")
+    parser.add_argument("--runs", type=int, default=100, help="timed calls per row (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
+    args = parser.parse_args(argv)
+    if args.recipe and not args.target:
+        parser.error("--recipe needs --target: the graphs are measured as that target runs them")
+    if args.bundle and (args.target or args.init or args.data_root):
+        parser.error("--target, --init and --data-root go with --recipe; a bundle knows its own")
+    command = shlex.join(["python", "-m", "runtime.profile", "costs", *argv])
+    with contextlib.ExitStack() as scratch:
+        if args.recipe:
+            args.bundle = Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "bundle"
+            export = [sys.executable, "-m", "exporter", "--recipe", args.recipe, "--target", args.target,
+                      "--device", args.device, "--out", str(args.bundle)]
+            for flag, value in (("--init", args.init), ("--data-root", args.data_root)):
+                export += [flag, str(value)] if value else []
+            if subprocess.run(export).returncode != 0:
+                print(f"runtime.profile costs: error: exporting {args.recipe} failed (above)", file=sys.stderr)
+                return 2
+        args.images, args.scales = None, None
+        try:
+            _, _, table = _measure(args, command)
+        except ERRORS as error:
+            print(f"runtime.profile costs: error: {error}", file=sys.stderr)
+            return 2
+    if table.recipe is None:
+        print(f"runtime.profile costs: error: {args.bundle} names no recipe (manifest producer.recipe)", file=sys.stderr)
+        return 2
+    write_latency_table(args.out, table)
+    print(format_table(table))
+    print(f"\nwrote {args.out}: {table.recipe}'s costs on {table.device}/{table.backend}; train against them with "
+          f"python -m trainer --recipe {table.recipe} --cost latency --costs {args.out}")
+    return 0
+
+
 def compare_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.profile compare",
@@ -224,7 +283,7 @@ def ops_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    subcommands = {"table": table_main, "ops": ops_main, "compare": compare_main}
+    subcommands = {"table": table_main, "ops": ops_main, "compare": compare_main, "costs": costs_main}
     if argv and argv[0] in subcommands:
         return subcommands[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(

@@ -21,7 +21,9 @@ import numpy as np
 
 from runtime.format.devices import Device
 from runtime.format.files import sha256_of
-from runtime.format.latency_table import GraphRow, Latency, LatencyTable, Pipeline, PointRow, fit_latency
+from runtime.format.latency_table import (
+    GraphRow, Latency, LatencyTable, Pipeline, PointRow, fit_latency, predicted_ms,
+)
 from runtime.format.manifest import MANIFEST_FILE, Manifest
 from runtime.preprocess import prepare
 from runtime.profile.timing import Timing, measure
@@ -157,7 +159,7 @@ def measure_table(
             for single in singles:
                 macs.append(float(session.run(single, **point.options).macs[0]))
         calls = {graph: count / len(singles) for graph, count in sorted(counts.items())}
-        predicted = _predicted_ms(preprocess.median_ms, overhead, per_call, graphs, calls)
+        predicted = predicted_ms(preprocess.median_ms, overhead, per_call, graphs, calls)
         rows.append(PointRow(point.name, point.kind, point.value, float(np.mean(macs)), calls,
                              measured[("point", point.name)], predicted))
 
@@ -170,6 +172,7 @@ def measure_table(
         session_overhead_ms=overhead, dispatch_ms_per_call=per_call, graphs=graphs, points=rows,
         fit=fit_latency(graphs, rows),
         pipeline=None if images is None else _pipeline(session, pool, runs=max(3, runs // 10)),
+        recipe=manifest.producer.get("recipe"),
     )
 
 
@@ -179,17 +182,7 @@ def predict_run(session: Session, table: LatencyTable, image: np.ndarray, **opti
     dispatch of every further call."""
     with _counting_calls(session) as counts:
         session.run(image, **options)
-    return _predicted_ms(table.preprocess.median_ms, table.session_overhead_ms, table.dispatch_ms_per_call,
-                         table.graphs, counts)
-
-
-def _predicted_ms(preprocess_ms: float, overhead_ms: float, per_call_ms: float, graphs: dict[str, GraphRow],
-                  calls: dict) -> float:
-    """Preprocessing, the session's cost of a one-call run (the static model's), the dispatch cost of every
-    further call, and each call at its graph's batch-1 median."""
-    total = sum(calls.values())
-    return (preprocess_ms + overhead_ms + per_call_ms * max(total - 1, 0)
-            + sum(n * graphs[g].batches[1].median_ms for g, n in calls.items()))
+    return table.predicted_ms(counts)
 
 
 def _dispatch_ms_per_call(

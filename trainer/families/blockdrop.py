@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from trainer.backbone import CifarResNet, backbone_from_config, cifar_resnet
 from trainer.torchvision_backbones import PREFIX, resnet10
 from trainer.block_loop import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.device_costs import DeviceCosts
 from trainer.dynamic import DynamicOutput, block_path, resize
 from trainer.distributed import mean_over_ranks
 from trainer.loop import pretrain_backbone, train_phase
@@ -31,7 +33,8 @@ from trainer.resume import TrainingRun
 
 __all__ = [
     "BlockDropOptions", "BlockDrop", "build", "build_extra", "fit", "evaluate", "BASELINES", "blocks_kept",
-    "reward", "bound_probabilities", "self_critical_advantage", "curriculum_learned", "policy_loss", "baseline_masks",
+    "block_share", "usage_of", "reward", "bound_probabilities", "self_critical_advantage", "curriculum_learned",
+    "policy_loss", "baseline_masks",
 ]
 
 BASELINES = ("FirstK", "RandomK", "DistributeK")  # Table 1's heuristics, each keeping K blocks
@@ -52,10 +55,16 @@ class BlockDropOptions:
     baseline_finetune_epochs: int | None = None
 
 
-def reward(executed: Tensor, correct: Tensor, gamma: float) -> Tensor:
-    """1 - (|u|_0 / K)^2 for a correct prediction, -gamma otherwise."""
-    usage = executed.float().sum(dim=1) / executed.shape[1]
-    return torch.where(correct, 1 - usage**2, torch.full_like(usage, -gamma))
+def block_share(executed: Tensor) -> Tensor:
+    """|u|_0 / K: the share of blocks a sample runs, the paper's usage."""
+    return executed.float().sum(dim=1) / executed.shape[1]
+
+
+def reward(executed: Tensor, correct: Tensor, gamma: float, usage: Callable[[Tensor], Tensor] = block_share) -> Tensor:
+    """1 - usage^2 for a correct prediction, -gamma otherwise; usage is the share of blocks run (the paper), or
+    of the static model's latency on a device (`BlockLatency.share`, --cost latency)."""
+    share = usage(executed.float())
+    return torch.where(correct, 1 - share**2, torch.full_like(share, -gamma))
 
 
 def bound_probabilities(probs: Tensor, alpha: float) -> Tensor:
@@ -148,7 +157,14 @@ def blocks_kept(mean_blocks: float) -> int:
     return math.ceil(mean_blocks - 1e-9)
 
 
-def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tensor, gamma: float, *, joint: bool):
+def usage_of(model: BlockDrop, costs: DeviceCosts | None) -> Callable[[Tensor], Tensor]:
+    """The reward's usage: the paper's share of blocks, or a path's latency as the runtime runs it block by block
+    over the static model's, on the costs' device (policy, stem and head run on every path)."""
+    return block_share if costs is None else costs.blocks(model.num_blocks, fixed=("policy", "stem", "head")).share
+
+
+def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tensor, gamma: float, *, joint: bool,
+                 usage: Callable[[Tensor], Tensor]):
     probs = bound_probabilities(model.keep_probabilities(images), model.options.alpha)
     forced = ~learned.bool()
     sampled = Bernoulli(probs).sample().masked_fill(forced, 1.0)
@@ -158,8 +174,8 @@ def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tens
     with torch.no_grad():
         greedy_correct = model(images, greedy).argmax(1) == labels
     sampled_correct = sampled_logits.argmax(1) == labels
-    sampled_reward = reward(sampled, sampled_correct, gamma)
-    advantage = self_critical_advantage(sampled_reward, reward(greedy, greedy_correct, gamma))
+    sampled_reward = reward(sampled, sampled_correct, gamma, usage)
+    advantage = self_critical_advantage(sampled_reward, reward(greedy, greedy_correct, gamma, usage))
     loss = policy_loss(probs, sampled, advantage, learned, model.options.entropy)
     logs = {"reward": sampled_reward.mean().item(), "blocks": sampled.sum(1).mean().item()}
     if joint:
@@ -170,10 +186,12 @@ def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tens
 
 
 def fit(
-    model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+    model: BlockDrop, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None,
+    costs: DeviceCosts | None = None,
 ) -> dict[str, nn.Module]:
     options, blocks = model.options, model.num_blocks
     run = run or TrainingRun()
+    usage = usage_of(model, costs)
 
     pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device, run=run)
     pretrained = run.keep("pretrained", copy.deepcopy(model.backbone))
@@ -189,7 +207,8 @@ def fit(
 
     train_phase(
         model, loader,
-        lambda images, labels: _policy_step(model, images, labels, learned, options.curriculum_gamma, joint=False),
+        lambda images, labels: _policy_step(model, images, labels, learned, options.curriculum_gamma, joint=False,
+                                            usage=usage),
         phase=curriculum, param_groups=[{"params": model.policy.parameters()}], device=device,
         desc="policy curriculum", before_epoch=start_curriculum_epoch, run=run,
     )
@@ -201,7 +220,7 @@ def fit(
     # parameter gets a gradient each step, dropped blocks included: no `skips_parameters`.
     train_phase(
         model, loader,
-        lambda images, labels: _policy_step(model, images, labels, learned, options.gamma, joint=True),
+        lambda images, labels: _policy_step(model, images, labels, learned, options.gamma, joint=True, usage=usage),
         phase=phases["finetune"], param_groups=[{"params": model.parameters()}], device=device,
         desc="joint finetune", run=run,
     )

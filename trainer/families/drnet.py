@@ -7,6 +7,7 @@ alone on every resolution, then jointly with the predictor under a MACs budget.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from trainer.backbone import backbone_from_config, cifar_resnet
+from trainer.device_costs import DeviceCosts
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
@@ -24,7 +26,7 @@ from trainer.torchvision_backbones import PREFIX, inverted_residual_predictor, r
 
 __all__ = [
     "DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix", "static_frontier",
-    "Claim", "claims",
+    "Claim", "claims", "budget",
 ]
 
 
@@ -34,7 +36,8 @@ class DRNetOptions:
     predictor_depth: int = 8  # the CIFAR ResNet predictor; on torchvision backbones it is the paper's ResNet-10
     predictor_width: int = 8
     predictor_resolution: int = 16
-    macs_target: float = 0.5  # alpha, as a fraction of the full-resolution backbone's MACs
+    # alpha, as a fraction of the full-resolution backbone's MACs (--cost latency: of the static model's measured ms)
+    macs_target: float = 0.5
     eta: float = 0.2  # weight of the MACs loss: the paper's 0.2 (Table 1, Sec. 4.3; swept 0.1-1 in Table 2)
     tau: float = 1.0  # Gumbel-softmax temperature
     predictor_lr_scale: float = 0.1  # the predictor learns at 0.1x the backbone's rate
@@ -44,9 +47,9 @@ class DRNetOptions:
     every_candidate: bool = False
 
 
-def flops_loss(expected_macs: Tensor, target: float, c_max: float, c_min: float) -> Tensor:
-    """DRNet's budget penalty max(0, (E[F] - alpha) / (C_max - C_min)), zero under budget."""
-    return torch.clamp((expected_macs - target) / (c_max - c_min), min=0)
+def flops_loss(expected: Tensor, target: float, c_max: float, c_min: float) -> Tensor:
+    """DRNet's budget penalty max(0, (E[F] - alpha) / (C_max - C_min)), zero under budget; in MACs or in ms."""
+    return torch.clamp((expected - target) / (c_max - c_min), min=0)
 
 
 class DRNet(nn.Module):
@@ -80,7 +83,7 @@ class DRNet(nn.Module):
         """One score per candidate resolution."""
         return self.predictor(resize(x, self.options.predictor_resolution))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, path_costs: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
         """Training-time selection, as the paper routes a batch (Sec. 3.1): each sample runs only its hard choice
         (or, with `every_candidate`, every resolution, their logits mixed by the one-hot gate).
 
@@ -90,13 +93,15 @@ class DRNet(nn.Module):
         one-hot: a group's logits are multiplied by its gate entry, which is 1
         forward and carries the soft Gumbel-softmax gradient backward.
 
-        Returns the selected logits and each sample's expected backbone MACs.
+        Returns the selected logits and each sample's expected cost: its backbone MACs (the paper), or
+        `path_costs`, one per resolution (a device's ms, trainer/device_costs.py).
         """
         gate = F.gumbel_softmax(self.predictor_logits(x), tau=self.options.tau, hard=True)
-        expected_macs = gate @ torch.tensor(self.backbone_macs, dtype=gate.dtype, device=gate.device)
+        costs = self.backbone_macs if path_costs is None else path_costs
+        expected = gate @ torch.tensor(costs, dtype=gate.dtype, device=gate.device)
         if self.options.every_candidate:
             every = torch.stack([self.backbone_logits(x, i) for i in range(len(self.resolutions))])
-            return torch.einsum("nr,rnc->nc", gate, every), expected_macs
+            return torch.einsum("nr,rnc->nc", gate, every), expected
         choice = gate.argmax(dim=1)
         rows, parts = [], []
         for index in choice.unique().tolist():
@@ -104,7 +109,7 @@ class DRNet(nn.Module):
             parts.append(self.backbone_logits(x[picked], index) * gate[picked, index].unsqueeze(1))
             rows.append(picked)
         logits = torch.cat(parts)[torch.argsort(torch.cat(rows))]  # back in input order
-        return logits, expected_macs
+        return logits, expected
 
     @torch.no_grad()
     def infer(self, x: Tensor) -> DynamicOutput:
@@ -135,8 +140,21 @@ def build(model: dict) -> DRNet:
     return DRNet(backbone, predictor, options)
 
 
+def budget(model: DRNet, costs: DeviceCosts | None) -> tuple[list[float], float]:
+    """Each resolution's cost and the target alpha the FLOPs loss holds their expectation to.
+
+    The paper (Sec. 3.2): backbone MACs, alpha a share of the full resolution's. With a device's `costs`: each
+    path as the runtime runs it, predictor included, and alpha the same share of the static model's ms.
+    """
+    if costs is None:
+        return list(model.backbone_macs), model.options.macs_target * model.backbone_macs[0]
+    paths = costs.paths_ms([{"predictor": 1.0, model.path_name(i): 1.0} for i in range(len(model.resolutions))])
+    return paths, model.options.macs_target * costs.static_ms
+
+
 def fit(
-    model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+    model: DRNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None,
+    costs: DeviceCosts | None = None,
 ) -> dict[str, nn.Module]:
     options = model.options
     resolutions = range(len(model.resolutions))
@@ -151,14 +169,15 @@ def fit(
         param_groups=[{"params": model.backbone.parameters()}], device=device, desc="pretrain backbone", run=run,
     )
 
-    c_max, c_min = max(model.backbone_macs), min(model.backbone_macs)
-    target = options.macs_target * model.backbone_macs[0]
+    path_costs, target = budget(model, costs)
+    c_max, c_min = max(path_costs), min(path_costs)
+    unit, scale = ("macs", 1e6) if costs is None else ("ms", 1.0)
 
     def joint_loss(images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        logits, expected_macs = model(images)
+        logits, expected = model(images, path_costs)
         ce = F.cross_entropy(logits, labels)
-        budget = flops_loss(expected_macs.mean(), target, c_max, c_min)
-        return ce + options.eta * budget, {"ce": ce.item(), "macs": expected_macs.mean().item() / 1e6}
+        budget = flops_loss(expected.mean(), target, c_max, c_min)
+        return ce + options.eta * budget, {"ce": ce.item(), unit: expected.mean().item() / scale}
 
     train_phase(
         model, loader, joint_loss, phase=phases["finetune"],

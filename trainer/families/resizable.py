@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from runtime.format.lookup_table import LOOKUP_TABLE_FILE, Entry, LookupTable, write_table
 from trainer.backbone import backbone_from_config, conv1x1, conv3x3
 from trainer.bn_calibration import DEFAULT_IMAGES, calibrate_batchnorm
+from trainer.device_costs import DeviceCosts
 from trainer.dynamic import DynamicOutput, resize
 from trainer.loop import train_phase
 from trainer.macs import count_macs, eval_mode
@@ -33,7 +34,7 @@ from trainer.switchable_bn import freeze_active_bn_sets, make_switchable, use_bn
 
 __all__ = [
     "Configuration", "ResizableOptions", "ResizableNetwork", "ResizeLearner", "SpatialSubnetwork",
-    "configuration_name", "fair_configurations", "learner_targets", "build", "fit", "evaluate",
+    "configuration_name", "fair_configurations", "learner_targets", "configuration_costs", "build", "fit", "evaluate",
 ]
 
 Configuration = tuple[float, ...]  # one scale factor per stage
@@ -52,6 +53,10 @@ class ResizableOptions:
     calibration_images: int = DEFAULT_IMAGES  # BN post-statistics per configuration
     learner_images: int = 50_000  # Sec. 3.5 labels 50k training images for the ResizeLearner
     learner_width: int = 16
+    # The ResizeLearner's label: None, the paper's (Sec. 3.5), the cheapest configuration that is right; a number m
+    # (ours), the cheapest whose true-class probability is within m of the highest, which trades a little
+    # confidence for cost where several configurations are right or none is.
+    learner_margin: float | None = None
 
 
 def configuration_name(configuration: Configuration) -> str:
@@ -69,15 +74,20 @@ def fair_configurations(factors: tuple[float, ...], stages: int, generator: torc
     return [tuple(factors[order[j]] for order in orders) for j in range(len(factors))]
 
 
-def learner_targets(correct: Tensor, true_probability: Tensor, macs: Tensor) -> Tensor:
-    """The ResizeLearner's label per image (N, K inputs over K configurations).
+def learner_targets(correct: Tensor, true_probability: Tensor, costs: Tensor, margin: float | None = None) -> Tensor:
+    """The ResizeLearner's label per image (N, K inputs over K configurations), `costs` per configuration in MACs
+    (the paper) or a device's ms.
 
-    The cheapest configuration that classifies the image correctly; equal MACs
+    The cheapest configuration that classifies the image correctly; equal costs
     go to the higher probability of the true class. When none is correct, the
     configuration that gives the true class the highest probability: the one
-    nearest to being right.
+    nearest to being right. With a `margin`, a configuration qualifies when its
+    true-class probability is within `margin` of the image's highest instead of
+    when it is right.
     """
-    cost = torch.where(correct, macs.to(true_probability.dtype).expand_as(true_probability), math.inf)
+    if margin is not None:
+        correct = true_probability >= true_probability.max(dim=1, keepdim=True).values - margin
+    cost = torch.where(correct, costs.to(true_probability.dtype).expand_as(true_probability), math.inf)
     cheapest = correct & (cost == cost.min(dim=1, keepdim=True).values)
     best_correct = torch.where(cheapest, true_probability, -math.inf).argmax(dim=1)
     return torch.where(correct.any(dim=1), best_correct, true_probability.argmax(dim=1))
@@ -329,22 +339,32 @@ def _images(loader: DataLoader, count: int) -> tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
+def configuration_costs(model: ResizableNetwork, costs: DeviceCosts | None) -> Tensor:
+    """What the learner's label calls "cheapest": each configuration's MACs (the paper), or its graph's latency on
+    the costs' device (the learner runs before every configuration alike, so it orders none of them)."""
+    if costs is None:
+        return torch.tensor(model.macs)
+    return torch.tensor(costs.paths_ms([{configuration_name(c): 1.0} for c in model.configurations]))
+
+
 @torch.no_grad()
-def _label_learner_images(model: ResizableNetwork, images: Tensor, labels: Tensor, device: torch.device) -> Tensor:
+def _label_learner_images(
+    model: ResizableNetwork, images: Tensor, labels: Tensor, device: torch.device, costs: Tensor
+) -> Tensor:
     networks = [model.subnetwork(c).to(device) for c in model.configurations]
-    macs = torch.tensor(model.macs)
     targets = []
     for x, y in zip(images.split(256), labels.split(256)):
         x, y = x.to(device), y.to(device)
         probabilities = torch.stack([net(x).softmax(dim=1) for net in networks], dim=1).cpu()  # (n, K, classes)
         correct = probabilities.argmax(dim=2) == y.cpu()[:, None]
         true_probability = probabilities.gather(2, y.cpu()[:, None, None].expand(-1, len(networks), 1)).squeeze(2)
-        targets.append(learner_targets(correct, true_probability, macs))
+        targets.append(learner_targets(correct, true_probability, costs, model.options.learner_margin))
     return torch.cat(targets)
 
 
 def fit(
-    model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+    model: ResizableNetwork, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None,
+    costs: DeviceCosts | None = None,
 ) -> dict[str, nn.Module]:
     options = model.options
     run = run or TrainingRun()
@@ -381,7 +401,7 @@ def fit(
 
     if phases["learner"].epochs:
         images, labels = _images(loader, options.learner_images)
-        targets = _label_learner_images(model, images, labels, device)
+        targets = _label_learner_images(model, images, labels, device, configuration_costs(model, costs))
         run.tensor("learner images", images)  # on resume, as drawn before the interruption
         run.tensor("learner targets", targets)
         learner_loader = DataLoader(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from runtime.rules.gated import SCALES  # the evaluation sweep is the bundle's operating points
 from trainer.backbone import CifarResNet, backbone_from_config
 from trainer.block_loop import BlockCosts, block_costs, blend_blocks, run_blocks
+from trainer.device_costs import DeviceCosts
 from trainer.dynamic import DynamicOutput, block_path
 from trainer.loop import pretrain_backbone, train_phase
 from trainer.macs import count_macs, eval_mode
@@ -27,7 +29,7 @@ from trainer.resume import TrainingRun
 
 __all__ = [
     "URNetOptions", "ConditionalGate", "URNet", "build", "build_extra", "fit", "evaluate",
-    "scale_loss", "straight_through", "sample_scale", "random_drop_mask",
+    "scale_loss", "usage_of", "straight_through", "sample_scale", "random_drop_mask",
 ]
 
 
@@ -60,9 +62,12 @@ class URNetOptions:
             raise ValueError(f"unknown gate_mode {self.gate_mode!r}; choose from {list(GATE_MODES)}")
 
 
-def scale_loss(gates: Tensor, scale: Tensor) -> Tensor:
-    """((1/N) * sum_n gate_n - S)^2, averaged over the batch."""
-    return ((gates.mean(dim=1) - scale) ** 2).mean()
+def scale_loss(gates: Tensor, scale: Tensor, usage: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(usage - S)^2, averaged over the batch: usage is the share of gates open, (1/N) * sum_n gate_n (the paper),
+    or `usage(gates)`, the share of the static model's latency on a device (`BlockLatency.share`, --cost latency),
+    so that S asks for a share of the device's time."""
+    share = gates.mean(dim=1) if usage is None else usage(gates)
+    return ((share - scale) ** 2).mean()
 
 
 class _StraightThroughStep(torch.autograd.Function):
@@ -215,19 +220,28 @@ def random_drop_mask(samples: int, blocks: int, keep: float, generator: torch.Ge
     return torch.rand(samples, blocks, generator=generator) < keep
 
 
+def usage_of(model: URNet, costs: DeviceCosts | None) -> Callable[[Tensor], Tensor] | None:
+    """The scale loss's usage: None, the paper's share of gates open; or a path's latency over the static model's
+    on the costs' device, every block step a graph call (exporter/splits/urnet.py), the stem's included."""
+    return None if costs is None else costs.blocks(model.num_blocks, fixed=("stem",)).share
+
+
 def fit(
-    model: URNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None
+    model: URNet, loader: DataLoader, *, phases: dict, device: torch.device, run: TrainingRun | None = None,
+    costs: DeviceCosts | None = None,
 ) -> dict[str, nn.Module]:
     """Pretrain the ResNet, train the CGMs alone, then everything jointly; also train the baselines.
 
     Returns the baselines: the pretrained ResNet ("rand, val": random drop at
     test time only) and a copy finetuned with random drop ("rand, train/val")
-    for as many epochs as the joint phase.
+    for as many epochs as the joint phase. With `costs`, S is a share of the static model's latency on the
+    costs' device (usage_of).
     """
     options = model.options
     run = run or TrainingRun()
     rng = run.generator("random-drop keep", 0)  # every draw of training comes from seeded generators
     blocks = model.num_blocks
+    usage = usage_of(model, costs)
 
     pretrain_backbone(model.backbone, loader, phase=phases["pretrain"], device=device, run=run)
     resnet = run.keep("resnet", copy.deepcopy(model.backbone))
@@ -263,7 +277,7 @@ def fit(
             return None, {"S": scale.mean().item()}
         logits, gates = model(images, scale, soft=soft, generator=gate_rng)
         ce = F.cross_entropy(logits, labels)
-        ls = scale_loss(gates, scale)
+        ls = scale_loss(gates, scale, usage)
         return ce + options.beta * ls, {"ce": ce.item(), "S": scale.mean().item(), "open": gates.mean().item()}
 
     train_phase(
