@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.format.files import atomic_write, sha256_of
 from trainer.checkpoint import publish_checkpoint, read_config
+from trainer.device_costs import DeviceCosts
 from trainer.families import get_family
 from trainer.pretrained import load_backbone
 from trainer.recipes import Recipe, get_recipe
@@ -123,15 +124,18 @@ class Evidence:
         results = json.loads(path.read_text())["results"] if path.is_file() else {}
         return {name: result for name, result in results.items() if result["init"]["sha256"] == self.init_sha256}
 
-    def trained(self, recipe: Recipe, run: Run, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
+    def trained(self, recipe: Recipe, run: Run, *, data_root: Path, subset: int | None,
+                costs: DeviceCosts | None = None) -> tuple[dict, str]:
         """The run's checkpoint config (with its metrics) and how it came about: in one go or resumed, and whether
-        this process trained it or read it back. A deployed run's model is published to PUBLISHED."""
-        config, how = self._trained(recipe, run.name, data_root=data_root, subset=subset)
+        this process trained it or read it back. A deployed run's model is published to PUBLISHED. `costs`: the
+        decisions train against a device's latency (trainer/device_costs.py)."""
+        config, how = self._trained(recipe, run.name, data_root=data_root, subset=subset, costs=costs)
         if run.deployed and not self.reduced:
             publish_checkpoint(self.runs / run.name, PUBLISHED / self.name / run.name)
         return config, how
 
-    def _trained(self, recipe: Recipe, run: str, *, data_root: Path, subset: int | None) -> tuple[dict, str]:
+    def _trained(self, recipe: Recipe, run: str, *, data_root: Path, subset: int | None,
+                 costs: DeviceCosts | None) -> tuple[dict, str]:
         out = self.runs / run
         finished = (out / "config.json").is_file() and not (out / STATE_FILE).is_file()
         if finished:
@@ -140,12 +144,16 @@ class Evidence:
             if started_from["sha256"] != self.init_sha256:
                 raise ValueError(f"{out} was trained from {started_from['weights']}, not {self.init}; "
                                  "give runs from another backbone their own --out")
+            cost = "macs" if costs is None else "latency"
+            if config["training"].get("cost", {"cost": "macs"})["cost"] != cost:
+                raise ValueError(f"{out} was trained against {config['training']['cost']['cost']}, not {cost}; "
+                                 "move it aside to train the run again")
             if changed := _changed_settings(recipe, config):
                 raise ValueError(f"{out / 'config.json'} was trained with other settings than run {run!r} now "
                                  f"states ({'; '.join(changed)}); move it aside to train the run again")
         else:
             config = train(recipe, out, data_root=data_root, subset=subset, init=self.init,
-                           resume=(out / STATE_FILE).is_file())
+                           resume=(out / STATE_FILE).is_file(), costs=costs)
         how = "resumed after an interruption" if config["training"]["resumed"] else "trained in one go"
         return config, f"{how}, read back" if finished else how
 

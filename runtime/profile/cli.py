@@ -193,9 +193,7 @@ def costs_main(argv: list[str]) -> int:
     parser.add_argument("--data-root", type=Path, help="--recipe: its dataset, where it is not digits")
     parser.add_argument("--device", required=True, help="a device name from devices.yaml, where the table is measured")
     parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE, help="devices file (default: %(default)s)")
-    parser.add_argument("--backend", help="override the backend (must be one the device lists)")
-    parser.add_argument("--runs", type=int, default=100, help="timed calls per row (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default: %(default)s)")
+    _measuring(parser, runs=100)
     parser.add_argument("--out", required=True, type=Path, help="where to write the table (JSON)")
     args = parser.parse_args(argv)
     if args.recipe and not args.target:
@@ -213,7 +211,6 @@ def costs_main(argv: list[str]) -> int:
             if subprocess.run(export).returncode != 0:
                 print(f"runtime.profile costs: error: exporting {args.recipe} failed (above)", file=sys.stderr)
                 return 2
-        args.images, args.scales = None, None
         try:
             _, _, table = _measure(args, command)
         except ERRORS as error:

@@ -1,0 +1,229 @@
+"""Evidence that training against a device's latency beats training against MACs, on that device.
+
+python -m benchmarks.latency_training [--families drnet urnet] [--subset N] [--epoch-scale F]
+    [--images N] [--rounds N]
+
+For each family, two runs from the committed pretrained ResNet-20 that differ
+only in the cost term: the papers' MACs, and host-cpu's measured ms on
+onnxruntime (`python -m trainer --cost latency`, trainer/device_costs.py), at
+the same share (DRNet's alpha, URNet's S). The latency table is measured first
+on the recipe's untrained graphs (`python -m runtime.profile costs`). Both runs
+are exported for onnx on host-cpu and measured in one interleaved run through
+`Session.run`, one test image per call, beside the static full model of each
+bundle; top-1 on the same test images through the bundle.
+
+Goals (benchmarks/results/latency_training.md): on the frontier of top-1
+against measured latency, the latency-trained model is at least 10% faster at
+equal top-1 (within 0.3 pp) or at least 0.5 pp better at equal latency; URNet's
+latency-trained S = 0.5 runs within 10% of half the static model's latency.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
+from benchmarks.rigs import machine
+from runtime.profile.timing import measure
+from runtime.session import load
+from trainer.data import raw_images
+from trainer.device_costs import read_device_costs
+
+TARGET, DEVICE = "onnx", "host-cpu"
+SAME_TOP1, FASTER, BETTER = 0.003, 0.10, 0.005  # the goals: within 0.3 pp, 10% faster; or 0.5 pp better
+URNET_SCALE, URNET_TOLERANCE = 0.5, 0.10
+SCALES = (0.2, 0.35, 0.5, 0.7, 1.0)
+LATENCY = "cost: host-cpu/onnxruntime milliseconds from its latency table (paper: MACs)"
+DRNET_SETTING = ("multi-resolution pretraining 2 epochs at 0.01 from the pretrained {backbone}, finetuning 6 epochs "
+                 "(paper: 70 and 100 epochs from scratch)", "alpha 0.6 of the full resolution's cost")
+URNET_SETTING = ("gates 4 epochs, joint 4 epochs from the pretrained {backbone} (paper: 100 and 100)",)
+FAMILIES = {
+    "drnet": ("drnet-cifar10", (
+        Run("drnet-macs", "drnet-cifar10", {"pretrain": 2, "finetune": 6}, lr={"pretrain": 0.01},
+            options={"macs_target": 0.6}, deviations=DRNET_SETTING),
+        Run("drnet-latency", "drnet-cifar10", {"pretrain": 2, "finetune": 6}, lr={"pretrain": 0.01},
+            options={"macs_target": 0.6}, deviations=(*DRNET_SETTING, LATENCY)),
+    )),
+    "urnet": ("urnet-cifar10-resnet20", (
+        Run("urnet-macs", "urnet-cifar10-resnet20", {"gates": 4, "joint": 4}, deviations=URNET_SETTING),
+        Run("urnet-latency", "urnet-cifar10-resnet20", {"gates": 4, "joint": 4}, deviations=(*URNET_SETTING, LATENCY)),
+    )),
+}
+
+
+def cost_table(recipe: str, evidence: Evidence, data_root: Path) -> Path:
+    """The device's latency table for `recipe`'s untrained graphs, measured once per backbone."""
+    path = evidence.runs / f"costs-{recipe}.{DEVICE}.{TARGET}.json"
+    if not path.is_file():
+        subprocess.run([sys.executable, "-m", "runtime.profile", "costs", "--recipe", recipe, "--target", TARGET,
+                        "--device", DEVICE, "--init", str(evidence.init), "--data-root", str(data_root),
+                        "--out", str(path)], check=True)
+    return path
+
+
+def bundle_of(checkpoint: Path) -> Path:
+    bundle = checkpoint.parent / f"{checkpoint.name}-{TARGET}"
+    if not (bundle / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "exporter", "--checkpoint", str(checkpoint), "--target", TARGET,
+                        "--device", DEVICE, "--out", str(bundle), "--force", "--accuracy-images", "0"], check=True)
+    return bundle
+
+
+def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
+    """Each bundle's operating points (its one dynamic point, or URNet's S sweep) and its static model: top-1 on
+    `images`, and latency per image, one image per call, all timed in one interleaved measurement."""
+    sessions = {name: load(bundle, "onnxruntime", device=DEVICE) for name, bundle in bundles.items()}
+    singles = [images[i : i + 1] for i in range(len(images))]
+    calls, top1 = {}, {}
+    for name, session in sessions.items():
+        options = {"dynamic": {}} if session.manifest.family != "urnet" else {f"S={s}": {"scale": s} for s in SCALES}
+        options["static"] = {"static": True}
+        for point, extra in options.items():
+            result = session.run(images, **extra)
+            top1[name, point] = float((result.logits.argmax(1) == labels).mean())
+            stream = iter(range(1 << 62))
+            calls[name, point] = (lambda s=session, e=extra, k=stream: s.run(singles[next(k) % len(singles)], **e))
+    timed = measure(calls, runs=rounds, warmup=3)
+    return {name: {point: {"top1": top1[name, point], "ms": timed[name, point].median_ms,
+                           "mad_ms": timed[name, point].mad_ms}
+                   for (n, point) in calls if n == name} for name in sessions}
+
+
+def frontier_goal(macs: dict, latency: dict) -> tuple[bool, str]:
+    """Whether the latency-trained points beat the MACs-trained ones on the top-1/latency plane: some latency point
+    is >= 10% faster than a MACs point of equal top-1 (within 0.3 pp), or >= 0.5 pp better than one of no less
+    latency."""
+    best = None
+    for lp, l in latency.items():
+        for mp, m in macs.items():
+            if lp == "static" or mp == "static":
+                continue
+            faster = m["ms"] / l["ms"] - 1 if abs(l["top1"] - m["top1"]) <= SAME_TOP1 else None
+            better = l["top1"] - m["top1"] if l["ms"] <= m["ms"] else None
+            if faster is not None and faster >= FASTER or better is not None and better >= BETTER:
+                return True, (f"latency {lp}: {l['top1']:.2%} at {l['ms']:.3f} ms against MACs {mp}: "
+                              f"{m['top1']:.2%} at {m['ms']:.3f} ms")
+            gain = (faster or 0.0, better or 0.0)
+            if best is None or gain > best[0]:
+                best = (gain, f"closest: latency {lp} {l['top1']:.2%} at {l['ms']:.3f} ms against MACs {mp} "
+                              f"{m['top1']:.2%} at {m['ms']:.3f} ms")
+    return False, best[1] if best else "no points"
+
+
+def plot(points: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted({name.split("-")[0] for name in points})
+    figure, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4), squeeze=False)
+    for axis, family in zip(axes[0], families):
+        for name, marker in ((f"{family}-macs", "o-"), (f"{family}-latency", "s-")):
+            if name not in points:
+                continue
+            rows = sorted((p for p in points[name].items() if p[0] != "static"), key=lambda p: p[1]["ms"])
+            axis.plot([r["ms"] for _, r in rows], [100 * r["top1"] for _, r in rows], marker,
+                      label=f"trained against {name.split('-')[1]}")
+            for label, r in rows:
+                axis.annotate(label, (r["ms"], 100 * r["top1"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+            static = points[name]["static"]
+            axis.plot([static["ms"]], [100 * static["top1"]], "k*", markersize=10)
+        axis.set_title(f"{family}: top-1 against host-cpu/onnxruntime latency (* static)")
+        axis.set_xlabel("ms per image, batch 1, through Session.run")
+        axis.set_ylabel("top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def report(command: str, results: dict, points: dict, claims: list[dict], figure: Path | None) -> str:
+    host = machine()
+    lines = [
+        "# Training for the device: latency-trained against MACs-trained",
+        "",
+        f"Command: `{command}`. Host: {host['machine']}, {host['cpus']} CPUs; {host['versions']}.",
+        "",
+        "Both runs of a family start from the same pretrained ResNet-20, with the same seed, epochs and share; they "
+        "differ only in the cost term. Latency: the median of interleaved rounds through `Session.run`, one test "
+        "image per call, each bundle's static full model timed in the same run.",
+        "",
+        "| run | point | top-1 | ms per image | static ms | speedup vs static |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rows in points.items():
+        static = rows["static"]
+        for point, row in rows.items():
+            if point != "static":
+                lines.append(f"| {name} | {point} | {row['top1']:.2%} | {row['ms']:.3f} | {static['ms']:.3f} | "
+                             f"{static['ms'] / row['ms']:.2f}x |")
+    lines += ["", "## Goals", ""]
+    lines += [f"- **{c['verdict']}**: {c['claim']} ({c['evidence']})" for c in claims]
+    if figure:
+        lines += ["", f"![frontier]({figure.name})"]
+    for name, result in results.items():
+        lines += run_section(name, result)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
+    parser.add_argument("--images", type=int, default=1000, help="test images for top-1 and latency")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
+    args = parser.parse_args()
+    if not (args.data_root / "train").is_dir():
+        parser.error(f"no CIFAR-10 at {args.data_root}")
+    command = shlex.join(["python", "-m", "benchmarks.latency_training", *sys.argv[1:]])
+    evidence = Evidence.from_arguments(args, "latency_training")
+    evidence.runs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results, bundles = {}, {}
+    for family in args.families:
+        recipe_name, runs = FAMILIES[family]
+        table = cost_table(recipe_name, evidence, args.data_root)
+        for run in runs:
+            costs = read_device_costs(table, recipe_name) if run.name.endswith("-latency") else None
+            recipe = run.recipe_for(evidence.depth, args.epoch_scale)
+            config, how = evidence.trained(recipe, run, data_root=args.data_root, subset=args.subset, costs=costs)
+            results[run.name] = summary(run, config, how, command)
+            bundles[run.name] = bundle_of(evidence.runs / run.name)
+    images, labels = raw_images("cifar10", "test", data_root=args.data_root, limit=args.images)
+    points = measured_points(bundles, images, np.asarray(labels), args.rounds)
+    claims = []
+    for family in args.families:
+        macs, latency = points.get(f"{family}-macs"), points.get(f"{family}-latency")
+        holds, evidence_text = frontier_goal(macs, latency)
+        claims.append(claim(f"{family}: the latency-trained model is >= 10% faster at equal top-1 or >= 0.5 pp better "
+                            "at equal latency", holds, evidence_text))
+        if family == "urnet":
+            half = latency[f"S={URNET_SCALE}"]["ms"] / latency["static"]["ms"]
+            claims.append(claim(f"urnet: latency-trained S = {URNET_SCALE} runs within {URNET_TOLERANCE:.0%} of half "
+                                "the static model's latency", abs(half - URNET_SCALE) <= URNET_TOLERANCE * URNET_SCALE,
+                                f"{half:.2f} of static (MACs-trained: "
+                                f"{macs[f'S={URNET_SCALE}']['ms'] / macs['static']['ms']:.2f})"))
+    stem = evidence.name
+    figure = None
+    try:
+        figure = plot(points, RESULTS / f"{stem}.png")
+    except ImportError:
+        pass
+    results["measured"] = {"points": points, "table": {f: str(cost_table(FAMILIES[f][0], evidence, args.data_root))
+                                                       for f in args.families},
+                           "wall_time_s": time.perf_counter() - started}
+    write_results(stem, command, results, claims, report(command, {k: v for k, v in results.items() if k != "measured"},
+                                                          points, claims, figure))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
