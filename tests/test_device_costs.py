@@ -202,3 +202,19 @@ def test_a_latency_trained_model_exports_only_for_its_device(checkpoint_dir, tmp
     with pytest.raises(ValueError, match="trained against latency on host-cpu for onnx .*Export with --target onnx "
                                          "--device host-cpu"):
         export(checkpoint, "executorch", tmp_path / "bundle", accuracy_images=0)
+
+
+def test_the_candidate_report_says_which_points_do_not_pay_on_the_device():
+    from runtime.format.latency_table import PointRow
+    from runtime.profile.cli import format_candidates
+
+    costs = costs_of({"res32": 6.0, "predictor": 0.5, "res24": 4.0, "res16": 2.0})
+    graphs = {name: dataclasses.replace(row, macs=macs)
+              for (name, row), macs in zip(costs.table.graphs.items(), (100, 5, 56, 25))}
+    points = [PointRow(name, "path", None, macs, {}, latency(ms), ms)
+              for name, macs, ms in (("res32", 105, 11.0), ("res24", 61, 9.5), ("res16", 30, 4.0))]
+    table = dataclasses.replace(costs.table, graphs=graphs, points=points)
+    lines = format_candidates(table).splitlines()
+    assert "no MACs saved" in lines[1]
+    assert "keeps 0.13 of the saving (does not pay here)" in lines[2], "5% of the time for 39% of the MACs"
+    assert lines[3].endswith("keeps 0.86 of the saving")

@@ -41,7 +41,7 @@ from runtime.profile.report import format_report, report_of
 from runtime.profile.table import REMEASURES, measure_table
 from runtime.session import Session, load
 
-__all__ = ["main", "format_table"]
+__all__ = ["main", "format_table", "format_candidates"]
 
 SUBCOMMANDS = {
     "table": "measure the device's latency table of a bundle",
@@ -176,6 +176,26 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
+PAYS = 0.5  # a candidate pays on the device when it keeps at least this share of its MACs saving as latency
+
+
+def format_candidates(table: LatencyTable) -> str:
+    """Which operating points the device runs at a worse ms per MAC than the full model: each point's latency
+    saving against the static model's as a share of its MACs saving (1: latency falls as MACs do)."""
+    full = table.graphs[table.reference].macs
+    lines = [f"candidates on {table.device}/{table.backend}: the share of each one's MACs saving it keeps as latency "
+             f"(below {PAYS:g}: it does not pay here)"]
+    for point in table.points:
+        saved_macs, saved_ms = 1 - point.macs / full, 1 - point.latency.median_ms / table.static.median_ms
+        if saved_macs <= 0:
+            lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms, no MACs saved: the full model's cost")
+            continue
+        kept = saved_ms / saved_macs
+        lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms for {point.macs / full:.0%} of the MACs: "
+                     f"keeps {kept:.2f} of the saving{'' if kept >= PAYS else ' (does not pay here)'}")
+    return "\n".join(lines)
+
+
 def costs_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.profile costs",
@@ -221,6 +241,7 @@ def costs_main(argv: list[str]) -> int:
         return 2
     write_latency_table(args.out, table)
     print(format_table(table))
+    print(format_candidates(table))
     print(f"\nwrote {args.out}: {table.recipe}'s costs on {table.device}/{table.backend}; train against them with "
           f"python -m trainer --recipe {table.recipe} --cost latency --costs {args.out}")
     return 0
