@@ -250,7 +250,7 @@ def load(
     if device is not None and name not in device.backends:
         shared = [b for b in TARGETS[manifest.target].backends if b in device.backends]
         fix = (f"pass backend={shared[0]!r} (--backend {shared[0]})" if shared else
-               f"no backend of a {manifest.target} bundle runs there: use a device that runs {name}")
+               f"no backend of this {manifest.target} bundle runs there: use a device that runs {name}")
         raise ValueError(f"device {device.name} runs {list(device.backends)}, not {name}, the backend of this "
                          f"{manifest.target} bundle: {fix}")
     chosen = create_backend(name, manifest.target, threads=threads, device=device)
