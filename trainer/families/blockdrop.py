@@ -164,7 +164,7 @@ def usage_of(model: BlockDrop, costs: DeviceCosts | None) -> Callable[[Tensor], 
 
 
 def _policy_step(model: BlockDrop, images: Tensor, labels: Tensor, learned: Tensor, gamma: float, *, joint: bool,
-                 usage: Callable[[Tensor], Tensor]):
+                 usage: Callable[[Tensor], Tensor] = block_share):
     probs = bound_probabilities(model.keep_probabilities(images), model.options.alpha)
     forced = ~learned.bool()
     sampled = Bernoulli(probs).sample().masked_fill(forced, 1.0)
