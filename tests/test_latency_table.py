@@ -108,10 +108,12 @@ def test_the_fit_recovers_a_linear_device():
 
 @pytest.mark.parametrize("damage, field", [
     (lambda t: t.pop("static"), r"table: missing field\(s\) \['static'\]"),
-    (lambda t: t.update(version=4), r"version: unknown version 4; this runtime reads 1 to 3"),
-    (lambda t: t.update(version=2), r"table: unknown field\(s\) \['target'\]"),
+    (lambda t: t.update(version=5), r"version: unknown version 5; this runtime reads 1 to 4"),
+    (lambda t: t.update(version=3), r"table: unknown field\(s\) \['recipe'\]"),
+    (lambda t: t.update(version=2) or t.pop("recipe"), r"table: unknown field\(s\) \['target'\]"),
+    (lambda t: t.update(recipe=7), r"recipe: expected"),
     (lambda t: t.pop("dispatch_ms_per_call"), r"table: missing field\(s\) \['dispatch_ms_per_call'\]"),
-    (lambda t: t.update(version=1) or t.pop("target"), r"table: unknown field\(s\) \['dispatch_ms_per_call'\]"),
+    (lambda t: [t.update(version=1), t.pop("target"), t.pop("recipe")], r"table: unknown field\(s\) \['dispatch_ms_per_call'\]"),
     (lambda t: t.update(dispatch_ms_per_call=-0.1), "dispatch_ms_per_call: must be a non-negative number"),
     (lambda t: t["preprocess"].update(noisy="yes"), r"preprocess\.noisy: expected true or false"),
     (lambda t: t["preprocess"].update(p99_ms=-1.0), r"preprocess\.p99_ms: must be a non-negative number"),
@@ -132,10 +134,21 @@ def test_a_version_1_table_reads_with_no_dispatch_cost_as_its_predictions_were_m
     data = json.loads(drnet_table.read_text())
     data.pop("dispatch_ms_per_call")
     data.pop("target")
+    data.pop("recipe")
     path = tmp_path / "version-1.json"
     path.write_text(json.dumps(data | {"version": 1}))
     assert read_latency_table(path) == dataclasses.replace(read_latency_table(drnet_table), dispatch_ms_per_call=0.0,
-                                                           target=None)
+                                                           target=None, recipe=None)
+
+
+def test_a_table_records_the_recipe_its_bundle_was_exported_from_and_a_version_3_one_reads_with_none(
+        drnet_table, tmp_path):
+    data = json.loads(drnet_table.read_text())
+    assert data["recipe"] == "drnet-digits"
+    data.pop("recipe")
+    path = tmp_path / "version-3.json"
+    path.write_text(json.dumps(data | {"version": 3}))
+    assert read_latency_table(path) == dataclasses.replace(read_latency_table(drnet_table), recipe=None)
 
 
 def test_the_dispatch_cost_per_call_is_what_urnets_calls_add_outside_the_graphs(block_bundles):
@@ -213,7 +226,7 @@ def test_the_executorch_op_breakdown_reads_etdump_per_method(et_bundle, tmp_path
     pytest.importorskip("executorch.devtools")
     out = tmp_path / "ops.json"
     assert profile_main(["ops", "--bundle", str(et_bundle), "--device", "host-cpu", "--runs", "3", "--out", str(out)]) == 0
-    assert not [str(w.message) for w in recwarn], "the Inspector's notice about a debug buffer nobody asked for"
+    assert not [w for w in recwarn if "Output Buffer" in str(w.message)], "the Inspector's debug-buffer notice"
     report = json.loads(out.read_text())
     assert list(report) == [p.name for p in runtime.load(et_bundle, backend="executorch").manifest.dispatch.paths]
     for point, row in report.items():
