@@ -64,6 +64,7 @@ def plot_plane(metrics: dict, tables: dict[str, Path], path: Path) -> Path:
         axis.plot([cost["dynamic"]], [100 * model["accuracy"]], "*", markersize=16, color="tab:red",
                   label="DRNet: the predictor picks per image")
         axis.set_xlabel(label)
+        axis.margins(x=0.1, y=0.08)  # room for the points' names
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 on the test images (%)")
     axes[0].legend(fontsize="small", loc="lower right")
@@ -83,7 +84,10 @@ def plot_choices(images: np.ndarray, paths: list[str], order: list[str], path: P
 
     columns = 8
     rows_per_path = -(-SHOWN_PER_PATH // columns)
-    figure, axes = plt.subplots(rows_per_path * len(order), columns, figsize=(columns * 0.9, rows_per_path * len(order) * 0.95))
+    unused = [name for name in order if name not in paths]
+    order = [name for name in order if name in paths]
+    figure, axes = plt.subplots(rows_per_path * len(order), columns, figsize=(columns * 0.9, rows_per_path * len(order) * 0.95),
+                                squeeze=False)
     for block, name in enumerate(order):
         chosen = [i for i, p in enumerate(paths) if p == name][:SHOWN_PER_PATH]
         for k in range(rows_per_path * columns):
@@ -97,7 +101,8 @@ def plot_choices(images: np.ndarray, paths: list[str], order: list[str], path: P
             if k == 0:
                 share = paths.count(name) / len(paths)
                 axis.set_ylabel(f"{name}\n{share:.0%}", rotation=0, ha="right", va="center", fontsize=9)
-    figure.suptitle("Test images by the input resolution the predictor chose")
+    never = f" (never chosen: {', '.join(unused)})" if unused else ""
+    figure.suptitle(f"Test images by the input resolution the predictor chose{never}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -145,9 +150,11 @@ def main() -> int:
     trained = json.loads((checkpoint / "config.json").read_text())["metrics"]
     print("\n== 5. summary (MACs: conv+linear multiply-accumulates per image, predictor included)")
     model = trained["model"]
-    print(f"DRNet   top-1 {model['accuracy']:.2%}, {model['mean_macs'] / 1e6:.3f} MMACs/image, resolutions {model['histogram']}")
+    width = max(map(len, trained["baselines"]))
+    print(f"{'DRNet':{width}} top-1 {model['accuracy']:.2%}, {model['mean_macs'] / 1e6:.3f} MMACs/image, "
+          f"resolutions {model['histogram']}")
     for name, row in trained["baselines"].items():
-        print(f"{name:31} top-1 {row['accuracy']:.2%}, {row['mean_macs'] / 1e6:.3f} MMACs/image")
+        print(f"{name:{width}} top-1 {row['accuracy']:.2%}, {row['mean_macs'] / 1e6:.3f} MMACs/image")
     for claim in claims(trained):
         print(f"{claim.statement}: {'yes' if claim.holds else 'NO'} ({claim.by})")
     for target, report in reports.items():

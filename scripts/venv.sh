@@ -9,8 +9,13 @@ extras="train,export,dev"
 stamp=.venv/.installed-$(cat pyproject.toml scripts/venv.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "setting up .venv (first run installs torch, executorch, onnxruntime, coremltools: several minutes)" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[$extras]"
+    # pip's and the build backend's notices go to a log, shown only if the install fails.
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[$extras]"; } \
+        > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        echo "setting up .venv failed (log above, kept in .venv/install.log)" >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
