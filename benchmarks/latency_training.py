@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
 from benchmarks.rigs import machine
+from runtime.format.devices import get_device
 from runtime.profile.timing import measure
 from runtime.session import load
 from trainer.data import raw_images
@@ -78,7 +79,8 @@ def bundle_of(checkpoint: Path) -> Path:
 def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
     """Each bundle's operating points (its one dynamic point, or URNet's S sweep) and its static model: top-1 on
     `images`, and latency per image, one image per call, all timed in one interleaved measurement."""
-    sessions = {name: load(bundle, "onnxruntime", device=DEVICE) for name, bundle in bundles.items()}
+    device = get_device(DEVICE)
+    sessions = {name: load(bundle, "onnxruntime", device=device) for name, bundle in bundles.items()}
     singles = [images[i : i + 1] for i in range(len(images))]
     calls, top1 = {}, {}
     for name, session in sessions.items():
@@ -96,24 +98,26 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
 
 
 def frontier_goal(macs: dict, latency: dict) -> tuple[bool, str]:
-    """Whether the latency-trained points beat the MACs-trained ones on the top-1/latency plane: some latency point
-    is >= 10% faster than a MACs point of equal top-1 (within 0.3 pp), or >= 0.5 pp better than one of no less
-    latency."""
-    best = None
-    for lp, l in latency.items():
-        for mp, m in macs.items():
-            if lp == "static" or mp == "static":
-                continue
-            faster = m["ms"] / l["ms"] - 1 if abs(l["top1"] - m["top1"]) <= SAME_TOP1 else None
-            better = l["top1"] - m["top1"] if l["ms"] <= m["ms"] else None
-            if faster is not None and faster >= FASTER or better is not None and better >= BETTER:
-                return True, (f"latency {lp}: {l['top1']:.2%} at {l['ms']:.3f} ms against MACs {mp}: "
-                              f"{m['top1']:.2%} at {m['ms']:.3f} ms")
-            gain = (faster or 0.0, better or 0.0)
-            if best is None or gain > best[0]:
-                best = (gain, f"closest: latency {lp} {l['top1']:.2%} at {l['ms']:.3f} ms against MACs {mp} "
-                              f"{m['top1']:.2%} at {m['ms']:.3f} ms")
-    return False, best[1] if best else "no points"
+    """Whether a latency-trained point beats the MACs-trained frontier on the top-1/latency plane: it is >= 10%
+    faster than the fastest MACs-trained point of no lower top-1 (within 0.3 pp), or >= 0.5 pp better than the best
+    MACs-trained point of no more latency. Against the frontier, not one point: noise cannot make a model beat
+    itself."""
+    macs = {k: v for k, v in macs.items() if k != "static"}
+    findings = []
+    for name, point in ((k, v) for k, v in latency.items() if k != "static"):
+        as_good = [m for m in macs.values() if m["top1"] >= point["top1"] - SAME_TOP1]
+        as_fast = [m for m in macs.values() if m["ms"] <= point["ms"]]
+        faster = min(m["ms"] for m in as_good) / point["ms"] - 1 if as_good else None
+        better = point["top1"] - max(m["top1"] for m in as_fast) if as_fast else None
+        holds = (faster is not None and faster >= FASTER) or (better is not None and better >= BETTER)
+        findings.append((holds, faster or 0.0, f"latency-trained {name}: {point['top1']:.2%} at {point['ms']:.3f} ms, "
+                         + (f"{faster:+.0%} speed against the MACs frontier at equal top-1" if faster is not None
+                            else "no MACs-trained point as accurate")
+                         + (f", {100 * better:+.1f} pp at equal latency" if better is not None else "")))
+    if not findings:
+        return False, "no points"
+    holds, _, text = max(findings, key=lambda f: (f[0], f[1]))
+    return holds, text
 
 
 def plot(points: dict, path: Path) -> Path:
