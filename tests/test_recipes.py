@@ -44,3 +44,13 @@ def test_fewer_epochs_than_phases_is_refused():
 def test_cifar10_epochs_add_up_for_a_short_run():
     phases = get_recipe("drnet-cifar10").with_epochs(2).phases
     assert sum(p.epochs for p in phases.values()) == 2
+
+
+def test_the_digits_recipes_state_their_measured_time_on_two_cores():
+    """`--epochs N` is not the training time: the recipe list says what a whole run takes, baselines included."""
+    import re
+
+    digits = [r for r in RECIPES.values() if r.dataset == "digits"]
+    assert digits
+    for recipe in digits:
+        assert re.search(r"about [\d.]+ min on 2 cores", recipe.description), recipe.name
