@@ -45,8 +45,11 @@ def profile_args(bundle, devices, images, out, device="host-cpu"):
 def test_profile_writes_a_passing_report(onnx_bundle, onnx_session, images_npy, tmp_path, capsys):
     out = tmp_path / "reports" / "report.json"
     code = profile_module.main(profile_args(onnx_bundle, devices_file(tmp_path), images_npy, out))
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    stdout = captured.out
     assert code == 0
+    assert captured.err.startswith(f"runtime.profile: timing every graph and operating point of {onnx_bundle} on "
+                                   "host-cpu, 1 warm-up and 5 interleaved rounds\n"), "piped, a line says what runs"
     report = json.loads(out.read_text())
     assert {"graphs", "paths", "dynamic", "budgets", "pass", "reference", "command"} <= report.keys()
     assert report["pass"] is True and stdout.rstrip().endswith("PASS")

@@ -80,6 +80,9 @@ def _session(args: argparse.Namespace) -> tuple[Device, Session]:
 def _measure(args: argparse.Namespace, command: str, **options) -> tuple[Session, Device, LatencyTable]:
     device, session = _session(args)
     images = np.load(args.images, allow_pickle=False) if args.images else None
+    # A bar shows the rounds on a terminal; piped or logged, this line says what the next minute is spent on.
+    print(f"runtime.profile: timing every graph and operating point of {args.bundle} on {device.name}, "
+          f"{args.warmup} warm-up and {args.runs} interleaved rounds", file=sys.stderr, flush=True)
     with _rounds_bar(args.warmup + args.runs) as bar:
         table = measure_table(session, device, runs=args.runs, warmup=args.warmup, images=images, scales=args.scales,
                               command=command, progress=bar, **options)
