@@ -144,9 +144,9 @@ class Evidence:
             if started_from["sha256"] != self.init_sha256:
                 raise ValueError(f"{out} was trained from {started_from['weights']}, not {self.init}; "
                                  "give runs from another backbone their own --out")
-            cost = "macs" if costs is None else "latency"
-            if config["training"].get("cost", {"cost": "macs"})["cost"] != cost:
-                raise ValueError(f"{out} was trained against {config['training']['cost']['cost']}, not {cost}; "
+            cost, trained = "macs" if costs is None else "latency", config["training"].get("cost", {"cost": "macs"})
+            if trained["cost"] != cost:
+                raise ValueError(f"{out} was trained against {trained['cost']}, not {cost}; "
                                  "move it aside to train the run again")
             if changed := _changed_settings(recipe, config):
                 raise ValueError(f"{out / 'config.json'} was trained with other settings than run {run!r} now "

@@ -69,20 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(f"exporter: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         with contextlib.ExitStack() as scratch:
-            checkpoint, plan = args.checkpoint, True
+            checkpoint, plan, accuracy_images = args.checkpoint, True, args.accuracy_images
             if args.recipe:
                 recipe = get_recipe(args.recipe)
                 say(f"building {recipe.name}'s model untrained ({'from ' + str(args.init) if args.init else 'seeded'})")
                 checkpoint = untrained_checkpoint(recipe, Path(scratch.enter_context(tempfile.TemporaryDirectory())),
                                                   init=args.init, data_root=args.data_root)
                 split_options = {**every_candidate_options(recipe.family), **split_options}
-                plan, args.accuracy_images = False, 0
+                plan, accuracy_images = False, 0  # untrained: no plan to make, no top-1 worth measuring
             calibration = load_calibration(args.calibration, read_config(checkpoint)) if args.calibration else None
             report = export(
                 checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
                 tolerance=args.tolerance,
                 calibration=calibration, device=args.device, max_batch=args.max_batch,
-                accuracy_images=args.accuracy_images, precision=args.precision, calibration_source=args.calibration,
+                accuracy_images=accuracy_images, precision=args.precision, calibration_source=args.calibration,
                 max_top1_drop=args.max_top1_drop, progress=say, plan=plan, **split_options,
             )
     except (FileExistsError, FileNotFoundError, UnsplittableModel, ValueError) as error:
