@@ -20,6 +20,7 @@ latency-trained S = 0.5 runs within 10% of half the static model's latency.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import subprocess
 import sys
@@ -89,8 +90,7 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
         for point, extra in options.items():
             result = session.run(images, **extra)
             top1[name, point] = float((result.logits.argmax(1) == labels).mean())
-            stream = iter(range(1 << 62))
-            calls[name, point] = (lambda s=session, e=extra, k=stream: s.run(singles[next(k) % len(singles)], **e))
+            calls[name, point] = lambda s=session, e=extra, image=itertools.cycle(singles).__next__: s.run(image(), **e)
     timed = measure(calls, runs=rounds, warmup=3)
     return {name: {point: {"top1": top1[name, point], "ms": timed[name, point].median_ms,
                            "mad_ms": timed[name, point].mad_ms}

@@ -5,8 +5,9 @@ latency --costs TABLE` trains them against what the runtime will run on the
 device instead: each decision costs the table's prediction for the graph calls
 it makes (runtime/format/latency_table.py, `LatencyTable.predicted_ms`):
 preprocessing, the session's own cost, each graph call at its batch-1 median,
-and the dispatch of every call after the first. Those predictions are within
-10% of `Session.run` on 90-99% of images (benchmarks/results/latency_table.md).
+and the dispatch of every call after the first. Those predictions came within
+10% of `Session.run` for 93% of operating points and 90% of images of the
+trained bundles (benchmarks/results/operating_points.md).
 
 The table is measured before training, on a bundle whose graphs have the
 shapes training will export (`python -m runtime.profile costs`): latency
