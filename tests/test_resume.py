@@ -130,6 +130,22 @@ def test_a_save_keeps_the_generation_before_it(tmp_path):
     assert torch.load(tmp_path / PREVIOUS_STATE_FILE, weights_only=True)["step"] == 1
 
 
+def test_the_newest_state_is_in_place_while_the_next_one_is_written(tmp_path, monkeypatch):
+    """A reader (a monitor, the distributed kill test) never finds the run without a state between two saves."""
+    import trainer.resume
+
+    present_during_writes, atomic_write = [], trainer.resume.atomic_write
+
+    def write_checking(path, write):
+        present_during_writes.append((tmp_path / STATE_FILE).is_file())
+        atomic_write(path, write)
+
+    monkeypatch.setattr(trainer.resume, "atomic_write", write_checking)
+    saved_states(tmp_path)
+    assert present_during_writes == [False, True]
+    assert saved_step(tmp_path) == (0, 0, 2)
+
+
 @pytest.mark.parametrize("damage", [
     pytest.param(lambda path: path.write_bytes(b""), id="empty"),
     pytest.param(lambda path: path.write_bytes(path.read_bytes()[:100]), id="truncated"),

@@ -13,9 +13,10 @@ and at the end of every epoch, the run writes `run-state.pt` atomically:
   (`generator`, `track`: the training loader's among them), plus any
   counters the fit keeps (`tensor`).
 
-Two generations are kept: a save first moves the newest state to
+Two generations are kept: a save first links the newest state as
 `run-state.previous.pt`, so a save cut short (a full disk, a power cut)
-never takes the only good copy with it. `--resume` reads the newest state
+never takes the only good copy with it, and `run-state.pt` is never missing
+while a run saves. `--resume` reads the newest state
 that loads and checks, says which one it took and why not the other, and a
 run resumed from the previous state retakes the steps since, to the same
 weights.
@@ -254,8 +255,15 @@ class TrainingRun:
             "rank_random": random_states,
         }
         if self.path.is_file():
-            os.replace(self.path, self.path.with_name(PREVIOUS_STATE_FILE))
+            self._keep_as_previous()
         atomic_write(self.path, lambda path: torch.save(state, path))
+
+    def _keep_as_previous(self) -> None:
+        """Hard-link the newest state as the previous generation, so that `run-state.pt` exists at every moment."""
+        staged = self.path.with_name(PREVIOUS_STATE_FILE + ".partial")
+        staged.unlink(missing_ok=True)
+        os.link(self.path, staged)
+        os.replace(staged, self.path.with_name(PREVIOUS_STATE_FILE))
 
     def _saved_random(self) -> dict:
         """This rank's saved RNG states."""
