@@ -205,17 +205,42 @@ def test_a_latency_trained_model_exports_only_for_its_device(checkpoint_dir, tmp
         export(checkpoint, "executorch", tmp_path / "bundle", accuracy_images=0)
 
 
-def test_the_candidate_report_says_which_points_do_not_pay_on_the_device():
+
+def candidate_table(ms: dict[str, float]) -> DeviceCosts:
+    """res32/res24/res16 points at 100%, 56% and 25% of the MACs, each costing `ms` through Session.run."""
     from runtime.format.latency_table import PointRow
-    from runtime.profile.cli import format_candidates
 
     costs = costs_of({"res32": 6.0, "predictor": 0.5, "res24": 4.0, "res16": 2.0})
     graphs = {name: dataclasses.replace(row, macs=macs)
               for (name, row), macs in zip(costs.table.graphs.items(), (100, 5, 56, 25))}
-    points = [PointRow(name, "path", None, macs, {}, latency(ms), ms)
-              for name, macs, ms in (("res32", 105, 11.0), ("res24", 61, 9.5), ("res16", 30, 4.0))]
-    table = dataclasses.replace(costs.table, graphs=graphs, points=points)
-    lines = format_candidates(table).splitlines()
+    points = [PointRow(name, "path", None, macs, {}, latency(ms[name]), ms[name])
+              for name, macs in (("res32", 105), ("res24", 61), ("res16", 30))]
+    return dataclasses.replace(costs, table=dataclasses.replace(costs.table, graphs=graphs, points=points))
+
+
+def test_the_candidate_report_says_which_points_do_not_pay_on_the_device():
+    from runtime.profile.cli import format_candidates
+
+    lines = format_candidates(candidate_table({"res32": 11.0, "res24": 9.5, "res16": 4.0}).table).splitlines()
     assert "no MACs saved" in lines[1]
     assert "keeps 0.13 of the saving (does not pay here)" in lines[2], "5% of the time for 39% of the MACs"
     assert lines[3].endswith("keeps 0.86 of the saving")
+
+
+def test_drnet_trains_only_the_resolutions_that_pay_on_the_device():
+    paying = drnet.DRNetOptions(candidates="paying")
+    costs = candidate_table({"res32": 11.0, "res24": 9.5, "res16": 4.0})
+    assert drnet.choose_candidates(paying, costs).resolutions == (32, 16)
+    costs = candidate_table({"res32": 11.0, "res24": 7.0, "res16": 4.0})
+    assert drnet.choose_candidates(paying, costs).resolutions == (32, 24, 16), "a cheaper res24 pays"
+    assert drnet.choose_candidates(drnet.DRNetOptions(), costs).resolutions == (32, 24, 16), "the paper: all"
+
+
+def test_drnet_candidates_from_the_device_need_a_table_where_one_pays():
+    paying = drnet.DRNetOptions(candidates="paying")
+    with pytest.raises(ValueError, match="--cost latency --costs TABLE"):
+        drnet.choose_candidates(paying, None)
+    with pytest.raises(ValueError, match="no resolution below 32 pays on host-cpu/onnxruntime"):
+        drnet.choose_candidates(paying, candidate_table({"res32": 11.0, "res24": 10.5, "res16": 10.0}))
+    with pytest.raises(ValueError, match="unknown candidates 'cheap'"):
+        drnet.DRNetOptions(candidates="cheap")

@@ -179,7 +179,10 @@ def _train(recipe: Recipe, out, *, device, data_root, subset, seed, test_subset,
         return _train_backbone(recipe, out, loader, info, model_config, training, run, device, data_root, command, torch_compile)
 
     family = get_family(recipe.family)
-    model_config["options"] = dataclasses.asdict(recipe.options)
+    options = recipe.options
+    if family.choose_candidates is not None:
+        options = family.choose_candidates(options, costs)
+    model_config["options"] = dataclasses.asdict(options)
     model = family.build(model_config)
     if init is not None:
         state, record = load_backbone(init)

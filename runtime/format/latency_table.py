@@ -44,6 +44,7 @@ LATENCY_TABLE_FORMAT = "adaptive-edge-latency-table"
 # table was measured for (python -m runtime.profile costs), which the trainer checks.
 LATENCY_TABLE_VERSION = 4
 PREDICTION_TOLERANCE = 0.10  # a prediction within 10% of the measured latency counts as right
+PAYS = 0.5  # a candidate pays on a device when it keeps at least this share of its MACs saving as latency
 
 
 class LatencyTableError(FormatError):
@@ -154,6 +155,19 @@ class LatencyTable:
         latency cost and the profiler's per-image predictions both use."""
         return predicted_ms(self.preprocess.median_ms, self.session_overhead_ms, self.dispatch_ms_per_call,
                             self.graphs, calls)
+
+    def kept_saving(self, point: PointRow) -> float | None:
+        """The share of `point`'s MACs saving against the full model that it keeps as latency against the static
+        model (1: latency falls as MACs do; below PAYS it does not pay on this device); None where it saves no MACs."""
+        saved_macs = 1 - point.macs / self.graphs[self.reference].macs
+        if saved_macs <= 0:
+            return None
+        return (1 - point.latency.median_ms / self.static.median_ms) / saved_macs
+
+    def paying_points(self) -> list[str]:
+        """The operating points worth running on this device: those that keep at least PAYS of their MACs
+        saving as latency, and those that save no MACs (the full model's cost)."""
+        return [p.name for p in self.points if (kept := self.kept_saving(p)) is None or kept >= PAYS]
 
     @property
     def within_tolerance(self) -> float:

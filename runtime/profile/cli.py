@@ -34,7 +34,7 @@ import numpy as np
 from runtime.format.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.format.fields import FormatError
 from runtime.format.files import atomic_write
-from runtime.format.latency_table import LatencyTable, write_latency_table
+from runtime.format.latency_table import PAYS, LatencyTable, write_latency_table
 from runtime.profile.compare import compare_table, read_measurement
 from runtime.profile.ops import PROFILERS, op_breakdown
 from runtime.profile.report import format_report, report_of
@@ -179,9 +179,6 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
-PAYS = 0.5  # a candidate pays on the device when it keeps at least this share of its MACs saving as latency
-
-
 def format_candidates(table: LatencyTable) -> str:
     """Which operating points the device runs at a worse ms per MAC than the full model: each point's latency
     saving against the static model's as a share of its MACs saving (1: latency falls as MACs do)."""
@@ -189,11 +186,10 @@ def format_candidates(table: LatencyTable) -> str:
     lines = [f"candidates on {table.device}/{table.backend}: the share of each one's MACs saving it keeps as latency "
              f"(below {PAYS:g}: it does not pay here)"]
     for point in table.points:
-        saved_macs, saved_ms = 1 - point.macs / full, 1 - point.latency.median_ms / table.static.median_ms
-        if saved_macs <= 0:
+        kept = table.kept_saving(point)
+        if kept is None:
             lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms, no MACs saved: the full model's cost")
             continue
-        kept = saved_ms / saved_macs
         lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms for {point.macs / full:.0%} of the MACs: "
                      f"keeps {kept:.2f} of the saving{'' if kept >= PAYS else ' (does not pay here)'}")
     return "\n".join(lines)

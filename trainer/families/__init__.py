@@ -37,12 +37,15 @@ class Family:
     build_extra: Callable | None = None  # (config.json's "model", companion name) -> nn.Module
     # Files a finished run writes beside its checkpoint, which its export reads: (checkpoint dir, config) -> path.
     companion: Callable | None = None
+    # (options, DeviceCosts | None) -> options with the candidates its rule keeps on the device, before building.
+    choose_candidates: Callable | None = None
 
 
 FAMILIES = {
     "drnet": Family(
         "drnet", drnet.DRNet, drnet.DRNetOptions, drnet.build, drnet.fit, drnet.evaluate, ("pretrain", "finetune"),
         split="exporter.splits.drnet", backbones=("cifar-resnet", *(PREFIX + name for name in TORCHVISION_BACKBONES)),
+        choose_candidates=drnet.choose_candidates,
     ),
     "blockdrop": Family(
         "blockdrop", blockdrop.BlockDrop, blockdrop.BlockDropOptions, blockdrop.build, blockdrop.fit, blockdrop.evaluate,

@@ -8,7 +8,7 @@ alone on every resolution, then jointly with the predictor under a MACs budget.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,19 @@ from trainer.torchvision_backbones import PREFIX, inverted_residual_predictor, r
 
 __all__ = [
     "DRNetOptions", "DRNet", "build", "fit", "evaluate", "flops_loss", "random_resolution_mix", "static_frontier",
-    "Claim", "claims", "budget",
+    "Claim", "claims", "budget", "CANDIDATES", "choose_candidates", "path_name",
 ]
+
+
+CANDIDATES = {
+    "all": "every resolution in the options (the paper)",
+    "paying": "the full resolution and those that pay on the device: its latency table's paying_points",
+}
+
+
+def path_name(resolution: int) -> str:
+    """A resolution's graph and operating point, as the exporter names them (exporter/splits/drnet.py)."""
+    return f"res{resolution}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,13 @@ class DRNetOptions:
     # candidate runs on every image while finetuning and the straight-through gate picks among their logits, so the
     # predictor learns what each resolution would have scored, not only the one it chose (3x the finetuning compute).
     every_candidate: bool = False
+    # Which resolutions to train: "all" of `resolutions` (the paper), or "paying": the full one and those the
+    # device's latency table (--costs) says keep at least PAYS of their MACs saving as latency (a deviation).
+    candidates: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"unknown candidates {self.candidates!r}; choose from {list(CANDIDATES)}")
 
 
 def flops_loss(expected: Tensor, target: float, c_max: float, c_min: float) -> Tensor:
@@ -69,7 +87,7 @@ class DRNet(nn.Module):
             self.predictor_macs = count_macs(self.predictor_logits, torch.zeros(1, probe_channels, side, side))
 
     def path_name(self, index: int) -> str:
-        return f"res{self.resolutions[index]}"
+        return path_name(self.resolutions[index])
 
     def _backbone_at_size(self, x: Tensor, index: int) -> Tensor:
         with use_bn_set(self.backbone, index):
@@ -138,6 +156,24 @@ def build(model: dict) -> DRNet:
             options.predictor_depth, num_classes=len(options.resolutions), width=options.predictor_width
         )
     return DRNet(backbone, predictor, options)
+
+
+def choose_candidates(options: DRNetOptions, costs: DeviceCosts | None) -> DRNetOptions:
+    """`options` with the resolutions its `candidates` rule keeps, read from the device's table before the model
+    is built: a resolution the device runs at a poor ms per MAC only dilutes the predictor's choice."""
+    if options.candidates == "all":
+        return options
+    if costs is None:
+        raise ValueError("DRNet's candidates='paying' picks resolutions from a device's latency table; "
+                         "train with --cost latency --costs TABLE")
+    paying = set(costs.table.paying_points())
+    full, *smaller = options.resolutions
+    chosen = (full, *(r for r in smaller if path_name(r) in paying))
+    if len(chosen) == 1:
+        raise ValueError(f"{costs.source}: no resolution below {full} pays on {costs.table.device}/"
+                         f"{costs.table.backend} (python -m runtime.profile costs prints the report); "
+                         f"the static model is faster there")
+    return replace(options, resolutions=chosen)
 
 
 def budget(model: DRNet, costs: DeviceCosts | None) -> tuple[list[float], float]:
