@@ -15,13 +15,22 @@ import org.pytorch.executorch.Tensor as ExecuTorchTensor
  * manifest gives it (`Graph.entry`). Every program is loaded once, and every
  * method before the first image, so that no timing pays for loading.
  * Not thread-safe: the app calls it from one inference thread.
+ *
+ * Memory: a program is memory-mapped (`LOAD_MODE_MMAP`), so its stored weights
+ * stay in the page cache instead of a heap copy of the whole file. The AAR is
+ * built with ExecuTorch's android preset, which compiles XNNPACK's weight cache
+ * in and on by default: methods that use the same stored weight (a block graph
+ * and the cached paths through it) share one packed copy. The app has no switch
+ * to add: `Module.load`'s backend options take integers, the cache's key
+ * (`weight_cache_enabled`) a boolean.
+ * See docs/bundle.md, "Weights in memory".
  */
 class ExecuTorchRunner(bundle: File, manifest: Manifest) : GraphRunner, AutoCloseable {
     override val backend = "executorch"
     private val programs: Map<String, Module> = manifest.graphs.values.map { it.artifact }.distinct().associateWith { artifact ->
         val file = File(bundle, artifact)
         try {
-            Module.load(file.path)
+            Module.load(file.path, Module.LOAD_MODE_MMAP)
         } catch (error: RuntimeException) {
             throw BundleException("${file.path}: ExecuTorch cannot load the program: ${error.message}")
         }
@@ -37,7 +46,7 @@ class ExecuTorchRunner(bundle: File, manifest: Manifest) : GraphRunner, AutoClos
         }
     }
 
-    override fun describe() = "executorch-android ${BuildConfig.EXECUTORCH_VERSION} (XNNPACK), threads=default"
+    override fun describe() = "executorch-android ${BuildConfig.EXECUTORCH_VERSION} (XNNPACK), threads=default, programs mmapped"
 
     override fun run(graph: Graph, inputs: List<Tensor>): List<Tensor> {
         val values = inputs.map { EValue.from(ExecuTorchTensor.fromBlob(it.data, LongArray(it.shape.size) { d -> it.shape[d].toLong() })) }
