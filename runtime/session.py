@@ -7,6 +7,7 @@ which graphs run on which samples, and this module calls them.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from runtime.format.manifest import MANIFEST_FILE, Manifest
 from runtime.format.targets import TARGETS
 from runtime.preprocess import prepare
 from runtime.rules import Request
-from runtime.serving.budgets import allowance
+from runtime.serving.budgets import Allowance, allowance
 from runtime.serving.costs import latency_key
 
 __all__ = ["RunResult", "Session", "GraphHook", "NonFiniteOutput", "check_finite", "load"]
@@ -76,27 +77,39 @@ def check_finite(bundle: Path, graph: str, outputs: Sequence[np.ndarray]) -> Non
 
 class GraphCalls:
     """Calls graphs by name on batches of any size: in chunks of at most `max_batch`, timing each graph, and
-    refusing outputs that are not finite."""
+    refusing outputs that are not finite. Calls hold the session's `lock`: not every backend's runner is
+    re-entrant (TensorRT's device buffers, an ExecuTorch method), so one session runs one graph at a time."""
 
-    __slots__ = ("graphs", "max_batch", "timings", "bundle")
+    __slots__ = ("graphs", "max_batch", "timings", "bundle", "lock")
 
-    def __init__(self, graphs: dict[str, GraphRunner], max_batch: int, timings: dict[str, float], bundle: Path) -> None:
+    def __init__(
+        self, graphs: dict[str, GraphRunner], max_batch: int, timings: dict[str, float], bundle: Path,
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.graphs, self.max_batch, self.timings, self.bundle = graphs, max_batch, timings, bundle
+        self.lock = lock or threading.Lock()  # a session's own, shared by its calls; else this caller's alone
 
     def __call__(self, name: str, *inputs: np.ndarray) -> list[np.ndarray]:
         run, size = self.graphs[name], self.max_batch
         start = time.perf_counter()
-        if len(inputs[0]) <= size:
-            outputs = run(inputs)
-        else:
-            chunks = [run([x[i : i + size] for x in inputs]) for i in range(0, len(inputs[0]), size)]
-            outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+        with self.lock:
+            if len(inputs[0]) <= size:
+                outputs = run(inputs)
+            else:
+                chunks = [run([x[i : i + size] for x in inputs]) for i in range(0, len(inputs[0]), size)]
+                outputs = [np.concatenate(parts) for parts in zip(*chunks)]
         check_finite(self.bundle, name, outputs)
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
         return outputs
 
 
 class Session:
+    """A bundle on one backend. `run` may be called from several threads at once: preprocessing and dispatch run
+    concurrently, graph calls one at a time (GraphCalls), and every result is the one a lone call gives
+    (tests/test_serving.py). A `hooked` session routes every thread's calls through its hook."""
+
+    ALLOWANCES = 64  # budgets whose allowance is remembered: a serving policy asks for a few levels, again and again
+
     def __init__(
         self, bundle: Path, manifest: Manifest, backend: Backend, device: str | None = None,
         table: LatencyTable | None = None,
@@ -109,6 +122,8 @@ class Session:
         self.graphs = {name: backend.load(bundle, manifest, graph) for name, graph in manifest.graphs.items()}
         self.runners = self.graphs  # what `run` calls: the graphs, or the graphs through a hook (`hooked`)
         self.dispatcher = manifest.dispatcher()
+        self.lock = threading.Lock()  # held by each graph call: see GraphCalls
+        self.allowances: dict[tuple[float | None, float | None], Allowance] = {}
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -154,8 +169,9 @@ class Session:
         image's cost, selector included; milliseconds are those measured on
         this session's device and backend: a Resizable bundle's own, or the
         device's latency table (runtime/serving/budgets.py: URNet runs the largest S
-        that fits, DRNet and BlockDrop the paths that fit). `path` makes every
-        image take that path (the selector still runs and is counted);
+        that fits, DRNet and BlockDrop the paths that fit). A budget that admits
+        one path skips the selector, and its MACs are not counted (docs/bundle.md).
+        `path` makes every image take that path (the selector still runs and is counted);
         `static` runs the static full model alone, the baseline of every speedup.
         """
         _check_arguments(scale, path, static, budget_macs, budget_ms)
@@ -165,14 +181,14 @@ class Session:
         if (budget_macs is not None or budget_ms is not None) and not self.manifest.rule.takes_budget:
             if scale is not None:
                 raise ValueError("pass either scale= or a budget, not both: the budget picks S")
-            chosen = allowance(self.manifest, self.table, budget_macs=budget_macs, budget_ms=budget_ms)
+            chosen = self._allowance(budget_macs, budget_ms)
             scale, admitted = chosen.scale, chosen.paths
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = prepare(images, self.manifest.preprocessing)
         timings["preprocess"] = time.perf_counter() - start
         scales = self._scales(scale, len(batch))
-        call = GraphCalls(self.runners, self.manifest.max_batch, timings, self.bundle)
+        call = GraphCalls(self.runners, self.manifest.max_batch, timings, self.bundle, self.lock)
         if static:
             reference = self.manifest.dispatch.reference
             logits = call(reference, batch)[0]
@@ -184,6 +200,17 @@ class Session:
         )
         decision = self.dispatcher(call, batch, request)
         return RunResult(decision.logits, decision.paths, decision.macs, timings)
+
+    def _allowance(self, budget_macs: float | None, budget_ms: float | None) -> Allowance:
+        """What a budget allows, computed once per budget: the table and manifest do not change under a session."""
+        key = (budget_macs, budget_ms)
+        chosen = self.allowances.get(key)
+        if chosen is None:
+            chosen = allowance(self.manifest, self.table, budget_macs=budget_macs, budget_ms=budget_ms)
+            if len(self.allowances) >= self.ALLOWANCES:
+                self.allowances.clear()
+            self.allowances[key] = chosen
+        return chosen
 
     def _scales(self, scale: float | Sequence[float] | None, count: int) -> np.ndarray | None:
         if not self.takes_scale:

@@ -83,10 +83,18 @@ class ArgmaxDispatcher:
         self.names = [p.name for p in d.paths]
         self.index = {name: i for i, name in enumerate(self.names)}
         self.macs = np.array(list(d.path_macs(graphs).values()), dtype=np.int64)
+        self.selector_macs = graphs[d.selector].macs
         self.classes = classes
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
-        scores, force = call(self.selector, batch)[0], request.path
+        force = request.path
+        if force is None and request.admitted is not None and len(request.admitted) == 1:
+            # A budget that admits one path leaves the selector nothing to choose: it is skipped, and not counted.
+            (only,) = request.admitted
+            index = self.index[only]
+            logits = call(self.graphs[index], batch)[0]
+            return Decision(logits, [only] * len(batch), np.full(len(batch), self.macs[index] - self.selector_macs))
+        scores = call(self.selector, batch)[0]
         if force is None:
             if request.admitted is not None:  # a budget: the best-scored path among those it admits
                 scores = np.where([name in request.admitted for name in self.names], scores, -np.inf)

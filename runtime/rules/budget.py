@@ -4,7 +4,8 @@ Without a selector, a budget is answered by a table pick (Resizable-NAS,
 Sec. 3.3): every image runs the most accurate path within it, with no graph
 spent on choosing. With a selector (the ResizeLearner, Sec. 3.5), each image
 runs the path the selector scores best among those within the budget; the
-selector's own cost counts against it. No budget admits every path.
+selector's own cost counts against it. No budget admits every path. A budget
+that admits one path skips the selector, whose MACs then do not count.
 """
 
 from __future__ import annotations
@@ -137,11 +138,17 @@ class BudgetDispatcher:
             raise ValueError(f"path {request.path!r} is not one of this bundle's paths {list(self.index)}")
         budgeted = request.budget_macs is not None or request.budget_ms is not None
         admitted = self.admitted(request) if budgeted and request.path is None else self.unbudgeted
+        if len(admitted) == 1 and request.path is None:
+            # One admitted path leaves the selector nothing to choose: it is skipped, and not counted.
+            (index,) = admitted
+            logits = call(self.graphs[index], batch)[0]
+            return Decision(logits, [self.d.paths[index].name] * len(batch),
+                            np.full(len(batch), self.graph_macs[index], dtype=np.int64))
         scores = call(self.d.selector, batch)[0] if self.d.selector is not None else None
         if request.path is not None:
             choice = np.full(len(batch), self.index[request.path])
         elif scores is None:
-            choice = np.full(len(batch), admitted[0])
+            choice = np.full(len(batch), admitted[0])  # a table pick
         elif len(admitted) == len(self.graphs):
             choice = scores.argmax(axis=1)  # the first index on ties, as the format specifies
         else:

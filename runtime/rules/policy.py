@@ -181,7 +181,13 @@ class PolicyDispatcher:
         return self.plans[path]
 
     def __call__(self, call: GraphCall, batch: np.ndarray, request: Request) -> Decision:
-        probabilities, force = call(self.d.selector, batch)[0], request.path
+        force = request.path
+        if force is None and request.admitted is not None and len(request.admitted) == 1:
+            # A budget that admits one path leaves the selector nothing to choose: it is skipped, and not counted.
+            (only,) = request.admitted
+            keep = np.broadcast_to(parse_path(only, len(self.d.blocks)), (len(batch), len(self.d.blocks)))
+            return self._run(call, batch, keep, self.graph_macs[self.d.selector])
+        probabilities = call(self.d.selector, batch)[0]
         keep = probabilities >= 0.5
         if force is None:
             keep &= ~self.left_out
@@ -193,6 +199,11 @@ class PolicyDispatcher:
                 left_out = np.flatnonzero(self.left_out).tolist()
                 raise ValueError(f"path {force!r} runs blocks {left_out}, which this bundle's plan left out")
             keep = np.broadcast_to(forced, keep.shape)
+        return self._run(call, batch, keep, 0)
+
+    def _run(self, call: GraphCall, batch: np.ndarray, keep: np.ndarray, uncounted: int) -> Decision:
+        """Each sample through the blocks `keep` marks; its MACs are its path's, less `uncounted` (a skipped
+        selector's)."""
         paths = path_strings(keep)
         samples: dict[str, list[int]] = {}
         for i, path in enumerate(paths):
@@ -211,7 +222,7 @@ class PolicyDispatcher:
         elif uncached:
             rows = np.array(sorted(uncached))
             logits[rows] = self._walk(call, batch[rows], keep[rows], [paths[i] for i in rows])
-        macs = np.fromiter((self.plan(p)[1] for p in paths), dtype=np.int64, count=len(paths))
+        macs = np.fromiter((self.plan(p)[1] for p in paths), dtype=np.int64, count=len(paths)) - uncounted
         return Decision(logits, paths, macs)
 
     @staticmethod

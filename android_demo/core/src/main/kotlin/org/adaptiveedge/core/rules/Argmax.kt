@@ -67,11 +67,19 @@ private class ArgmaxDispatcher(manifest: Manifest) : Dispatcher {
     private val d = manifest.dispatch as ArgmaxDispatch
     private val names = d.paths.map { it.name }
     private val macs = d.pathMacs(manifest.graphs).values.toLongArray()
+    private val selectorMacs = manifest.graphs.getValue(d.selector).macs
     private val classes = manifest.classes.size
 
     override fun dispatch(call: GraphCall, batch: Tensor, request: Request): Decision {
-        val scores = call(d.selector, batch)[0]
         val force = request.path
+        val only = request.admitted?.singleOrNull()
+        if (force == null && only != null) {
+            // A budget that admits one path leaves the selector nothing to choose: it is skipped, and not counted.
+            val index = names.indexOf(only)
+            val logits = call(d.paths[index].graph, batch)[0]
+            return Decision(logits, List(batch.batch) { only }, LongArray(batch.batch) { macs[index] - selectorMacs })
+        }
+        val scores = call(d.selector, batch)[0]
         val admitted = request.admitted?.let { within -> BooleanArray(names.size) { names[it] in within } }
         val choice = when {
             // a budget: the best-scored path among those it admits

@@ -86,6 +86,7 @@ private class BudgetDispatcher(manifest: Manifest) : Dispatcher {
     private val names = d.paths.map { it.name }
     private val index = names.withIndex().associate { it.value to it.index }
     private val pathMacs = d.pathMacs(manifest.graphs).values.toList()
+    private val graphMacs = graphs.map { manifest.graphs.getValue(it).macs }
     private val classes = manifest.classes.size
     private val unbudgeted = admitted(Request())  // computed once: most calls carry no budget
 
@@ -116,8 +117,14 @@ private class BudgetDispatcher(manifest: Manifest) : Dispatcher {
         }
         val budgeted = request.budgetMacs != null || request.budgetMs != null
         val admitted = if (budgeted && force == null) admitted(request) else unbudgeted
-        val scores = d.selector?.let { call(it, batch)[0] }
         val n = batch.batch
+        if (admitted.size == 1 && force == null) {
+            // One admitted path leaves the selector nothing to choose: it is skipped, and not counted.
+            val index = admitted[0]
+            val logits = call(graphs[index], batch)[0]
+            return Decision(logits, List(n) { names[index] }, LongArray(n) { graphMacs[index] })
+        }
+        val scores = d.selector?.let { call(it, batch)[0] }
         val choice = when {
             force != null -> IntArray(n) { names.indexOf(force) }
             scores == null -> IntArray(n) { admitted[0] }

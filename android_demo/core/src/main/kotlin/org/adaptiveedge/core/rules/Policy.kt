@@ -133,8 +133,14 @@ private class PolicyDispatcher(manifest: Manifest) : Dispatcher {
     }
 
     override fun dispatch(call: GraphCall, batch: Tensor, request: Request): Decision {
-        val probabilities = call(d.selector, batch)[0]
         val n = batch.batch
+        val only = request.admitted?.singleOrNull()
+        if (request.path == null && only != null) {
+            // A budget that admits one path leaves the selector nothing to choose: it is skipped, and not counted.
+            val row = parsePath(only, count)
+            return run(call, batch, Array(n) { row.copyOf() }, graphMacs.getValue(d.selector))
+        }
+        val probabilities = call(d.selector, batch)[0]
         val forced = request.path?.let { force ->
             val row = parsePath(force, count)
             if (force !in cached && row.indices.any { row[it] && leftOut[it] }) {  // a cached path runs whole, in one graph
@@ -145,6 +151,12 @@ private class PolicyDispatcher(manifest: Manifest) : Dispatcher {
         }
         val keep = Array(n) { i -> BooleanArray(count) { k -> forced?.get(k) ?: (probabilities.data[i * count + k] >= 0.5f && !leftOut[k]) } }
         if (forced == null && request.admitted != null) within(keep, probabilities, request.admitted)
+        return run(call, batch, keep, 0L)
+    }
+
+    /** Each sample through the blocks [keep] marks; its MACs are its path's, less [uncounted] (a skipped selector's). */
+    private fun run(call: GraphCall, batch: Tensor, keep: Array<BooleanArray>, uncounted: Long): Decision {
+        val n = batch.batch
         val paths = pathStrings(keep)
         val samples = LinkedHashMap<String, MutableList<Int>>()
         paths.forEachIndexed { i, path -> samples.getOrPut(path) { mutableListOf() } += i }
@@ -164,7 +176,7 @@ private class PolicyDispatcher(manifest: Manifest) : Dispatcher {
             val rows = uncached.sorted().toIntArray()
             logits.scatterRows(rows, walk(call, batch.rows(rows), Array(rows.size) { keep[rows[it]] }, rows.map { paths[it] }))
         }
-        return Decision(logits, paths, LongArray(n) { plan(paths[it]).second })
+        return Decision(logits, paths, LongArray(n) { plan(paths[it]).second - uncounted })
     }
 
     /**
