@@ -132,7 +132,7 @@ def test_the_wheel_ships_every_runtime_module_and_the_devices_file(wheel):
 
 def test_the_base_install_is_the_runtime_and_each_device_extra_one_backend(wheel):
     requirements = {extra: _names(r) for extra, r in _requirements(wheel).items()}
-    assert requirements[None] == {"numpy", "pyyaml"}
+    assert requirements[None] == {"numpy", "pyyaml", "pillow"}
     assert requirements["device-onnxruntime"] == {"onnxruntime"}
     assert requirements["device-coreml"] == {"coremltools"}
     assert {"torch", "torchvision"} <= requirements["train"] and "torch" in requirements["export"]

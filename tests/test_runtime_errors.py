@@ -138,16 +138,16 @@ def test_binary_garbage_manifest(bundle):
     refused(bundle, f"{bundle / MANIFEST_FILE}: not valid JSON")
 
 
-@pytest.mark.parametrize("version", [0, 7, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 8, "1", 1.0, True])
 def test_unknown_format_version(bundle, version):
     edit_manifest(bundle, lambda m: m.update(format_version=version))
     refused(bundle, f"{bundle / MANIFEST_FILE}: format_version")
 
 
 def test_format_version_message_names_the_versions_read(bundle):
-    edit_manifest(bundle, lambda m: m.update(format_version=7))
-    message = refused(bundle, "unknown format_version 7")
-    assert "reads [1, 2, 3, 4, 5, 6]" in message
+    edit_manifest(bundle, lambda m: m.update(format_version=8))
+    message = refused(bundle, "unknown format_version 8")
+    assert "reads [1, 2, 3, 4, 5, 6, 7]" in message
 
 
 def test_a_rule_newer_than_the_bundle_version_is_refused(bundle):

@@ -1,4 +1,10 @@
-"""The runtime's numpy preprocessing reproduces the trainer's torch preprocessing."""
+"""The runtime's preprocessing reproduces the training evaluation transform.
+
+"pil-bilinear" (version 7) against torchvision's transforms on PIL images,
+within one level in 255 on a few values (box corners reach Pillow as float32);
+"bilinear", the definition before version 7, against its own torch arithmetic,
+as it always did; and both normalize as torchvision's ToTensor and Normalize.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
-from runtime.format.manifest import Preprocessing
-from runtime.preprocess import center_crop, prepare, resize_bilinear
+from runtime.format.fields import BundleError
+from runtime.format.manifest import RESIZES, Preprocessing, read_manifest
+from runtime.preprocess import _RESIZES, center_crop, pil_geometry, prepare, resize_bilinear
 
 
 def torch_resize(nhwc: np.ndarray, size: int) -> np.ndarray:
@@ -62,7 +70,8 @@ def test_resize_matches_torch_for_random_sizes(height, width, size, channels, se
     np.testing.assert_allclose(resize_bilinear(images, size), torch_resize(images, size), rtol=0, atol=1e-5)
 
 
-PRE = Preprocessing(resolution=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+PRE = Preprocessing(resolution=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), resize="bilinear")
+IMAGENET = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop=0.875)
 
 
 def torch_reference(uint8: np.ndarray, pre: Preprocessing) -> np.ndarray:
@@ -106,11 +115,11 @@ def test_a_crop_is_torchvisions_imagenet_evaluation_up_to_the_resize():
     from torchvision.transforms import functional as TF
 
     images = (np.random.default_rng(0).random((1, 256, 320, 3)) * 255).astype(np.uint8)
-    pre = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop=0.875)
+    pre = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", crop=0.875)
     expected = TF.normalize(TF.center_crop(torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255, [224, 224]),
                             pre.mean, pre.std)
     np.testing.assert_allclose(prepare(images, pre)[0], expected.numpy(), rtol=0, atol=1e-5)
-    uncropped = prepare(images, Preprocessing(224, pre.mean, pre.std))
+    uncropped = prepare(images, Preprocessing(224, pre.mean, pre.std, "bilinear"))
     assert np.abs(uncropped[0] - expected.numpy()).max() > 1, "without crop the image is squeezed, not cropped"
 
 
@@ -123,15 +132,13 @@ def test_prepare_passes_normalized_float_through():
     np.testing.assert_array_equal(out, x)
 
 
-def test_uint8_at_another_size_gives_the_logits_of_the_torch_pipeline(onnx_session, digits_test):
+def test_uint8_at_another_size_gives_the_logits_of_the_torchvision_pipeline(onnx_session, digits_test):
     images, _, _ = digits_test
-    big = torch.from_numpy(images[:24]).permute(0, 3, 1, 2).float()
-    big = F.interpolate(big, size=(48, 48), mode="bilinear", align_corners=False).round().clamp(0, 255)
-    big = big.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    assert big.shape == (24, 48, 48, 3)
-
+    big = np.stack([np.asarray(Image.fromarray(image).resize((48, 40), Image.Resampling.BICUBIC)) for image in images[:24]])
     pre = onnx_session.manifest.preprocessing
-    reference = onnx_session.run(torch_reference(big, pre))
+    assert pre.resize == "pil-bilinear" and big.shape == (24, 40, 48, 3)
+
+    reference = onnx_session.run(torchvision_reference(big, pre))
     result = onnx_session.run(big)
     assert result.paths == reference.paths
     np.testing.assert_allclose(result.logits, reference.logits, rtol=0, atol=1e-4)
@@ -151,4 +158,128 @@ def test_the_manifest_preprocessing_is_the_trainers(onnx_session, trained):
     pre = onnx_session.manifest.preprocessing
     assert pre.resolution == config["data"]["resolution"]
     assert pre.mean == tuple(config["data"]["mean"]) and pre.std == tuple(config["data"]["std"])
-    assert pre.resize == "bilinear"
+    assert pre.resize == "pil-bilinear"
+
+
+# "pil-bilinear": torchvision's evaluation transform on PIL images.
+
+ONE_LEVEL = 1 / 255 / 0.224 + 1e-6  # one step of 255, in normalized units, for the smallest std used here
+
+
+def torchvision_reference(uint8: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """The training evaluation transform: Resize(round(resolution / crop)) + CenterCrop, or Resize to the square."""
+    from torchvision import transforms
+
+    if pre.crop is None:
+        steps = [transforms.Resize((pre.resolution, pre.resolution))]
+    else:
+        steps = [transforms.Resize(round(pre.resolution / pre.crop)), transforms.CenterCrop(pre.resolution)]
+    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
+    return torch.stack([transform(Image.fromarray(image)) for image in uint8]).numpy()
+
+
+def assert_within_a_level(actual: np.ndarray, expected: np.ndarray, *, share: float = 1.0) -> None:
+    """Equal but for values one level in 255 apart, on at most `share` of them."""
+    difference = np.abs(actual - expected)
+    assert difference.max() <= ONE_LEVEL, f"largest difference {difference.max()}"
+    assert (difference > 1e-6).mean() <= share, f"{(difference > 1e-6).mean():.2%} of values differ"
+
+
+def photo_frame() -> np.ndarray:
+    """A 1920 x 1080 frame of real content: scikit-learn's china.jpg, enlarged."""
+    from sklearn.datasets import load_sample_image
+
+    return np.asarray(Image.fromarray(load_sample_image("china.jpg")).resize((1920, 1080), Image.Resampling.BICUBIC))
+
+
+def test_a_1080p_frame_equals_the_training_evaluation_transform():
+    frame = photo_frame()[None]
+    out = prepare(frame, IMAGENET)
+    assert out.shape == (1, 3, 224, 224) and out.dtype == np.float32 and out.flags.c_contiguous
+    expected = torchvision_reference(frame, IMAGENET)
+    assert_within_a_level(out, expected, share=1e-3)
+    assert np.abs(out - expected).mean() <= 1e-4
+    old = prepare(frame, Preprocessing(224, IMAGENET.mean, IMAGENET.std, "bilinear", crop=0.875))
+    assert np.abs(old - expected).mean() > 0.05, "the definition before version 7 does not antialias"
+
+
+def test_the_geometry_is_torchvisions_resize_then_center_crop():
+    assert pil_geometry(1080, 1920, IMAGENET) == ((256, 455), (16, 116))  # 115.5 rounds to even
+    assert pil_geometry(640, 427, IMAGENET) == ((383, 256), (80, 16))
+    assert pil_geometry(256, 300, IMAGENET) == ((256, 300), (16, 38))
+    assert pil_geometry(1080, 1920, PRE) == ((32, 32), (0, 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 160),
+    width=st.integers(1, 160),
+    resolution=st.sampled_from([8, 16, 24]),
+    crop=st.sampled_from([None, 0.875, 0.5, 1.0]),
+    count=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_pil_bilinear_equals_torchvision_for_any_size(height, width, resolution, crop, count, seed):
+    images = np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+    pre = Preprocessing(resolution, IMAGENET.mean, IMAGENET.std, crop=crop)
+    out = prepare(images, pre)
+    assert out.shape == (count, 3, resolution, resolution)
+    assert_within_a_level(out, torchvision_reference(images, pre))  # a few values of a tiny image can be a level off
+
+
+def test_a_crop_that_needs_no_resize_is_the_crop_exactly():
+    images = np.random.default_rng(3).integers(0, 256, (2, 256, 300, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(prepare(images, IMAGENET), torchvision_reference(images, IMAGENET))
+
+
+def test_an_image_at_the_resolution_is_only_normalized_as_before():
+    """The 32 x 32 path: the float32 arithmetic of the definition before version 7, value for value."""
+    images = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    mean, std = np.float32(PRE.mean), np.float32(PRE.std)
+    before = ((images.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
+    for resize in RESIZES:
+        out = prepare(images, Preprocessing(32, PRE.mean, PRE.std, resize))
+        assert out.flags.c_contiguous and out.dtype == np.float32
+        np.testing.assert_array_equal(out, before)
+    np.testing.assert_array_equal(before, torchvision_reference(images, Preprocessing(32, PRE.mean, PRE.std)))
+
+
+def test_every_resize_the_manifest_names_has_a_definition():
+    assert set(_RESIZES) == set(RESIZES)
+    with pytest.raises(ValueError, match=r"preprocessing.resize 'nearest' is not one of"):
+        prepare(np.zeros((1, 8, 8, 3), np.uint8), Preprocessing(4, (0.5,) * 3, (0.5,) * 3, "nearest"))
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((1, 32, 32, 3), np.float64), r"images must be float32 \(normalized NCHW\) or uint8 \(NHWC\), got dtype float64"),
+    (np.zeros((1, 32, 32, 3), np.int32), r"got dtype int32"),
+    (np.zeros((1, 1080, 1920, 4), np.uint8), r"uint8 images must be NHWC with 3 channels, got shape \(1, 1080, 1920, 4\)"),
+    (np.zeros((1, 3, 1080, 1920), np.uint8), r"uint8 images must be NHWC with 3 channels, got shape \(1, 3, 1080, 1920\)"),
+    (np.zeros((1080, 1920, 3), np.uint8), r"images must be a 4-D batch \(float32 NCHW or uint8 NHWC\), got shape \(1080, 1920, 3\)"),
+    (np.zeros((0, 1080, 1920, 3), np.uint8), r"images is an empty batch"),
+    (np.zeros((1, 0, 1920, 3), np.uint8), r"uint8 images have an empty side"),
+    ([[0]], r"images must be a numpy array, got list"),
+])
+def test_a_bad_frame_is_refused_naming_the_problem(images, message):
+    with pytest.raises(ValueError, match=message):
+        prepare(images, IMAGENET)
+
+
+def test_a_version_6_manifest_keeps_its_resize_and_its_arithmetic(tmp_path):
+    """Bundles exported before version 7 say "bilinear": crop, then the float resize without antialiasing."""
+    from helpers import REPO_ROOT, read_json, write_json
+
+    manifest = read_json(REPO_ROOT / "android_demo" / "golden" / "drnet.manifest.json")
+    manifest["format_version"], manifest["preprocessing"]["resize"] = 6, "bilinear"  # as every version 6 exporter wrote
+    write_json(tmp_path / "manifest.json", manifest)
+    pre = read_manifest(tmp_path).preprocessing
+    images = np.random.default_rng(5).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
+    np.testing.assert_allclose(prepare(images, pre), torch_reference(images, pre), rtol=0, atol=1e-5)
+
+    manifest["preprocessing"]["resize"] = "pil-bilinear"
+    write_json(tmp_path / "manifest.json", manifest)
+    with pytest.raises(BundleError, match=r"preprocessing.resize: 'pil-bilinear' is not one of \['bilinear'\]"):
+        read_manifest(tmp_path)
+    manifest["format_version"] = 7
+    write_json(tmp_path / "manifest.json", manifest)
+    assert read_manifest(tmp_path).preprocessing.resize == "pil-bilinear"

@@ -27,6 +27,7 @@ __all__ = [
     "MACS_CONVENTION",
     "PRECISIONS",
     "COMPUTE_UNITS",
+    "RESIZES",
     "Preprocessing",
     "Artifact",
     "EngineProfile",
@@ -41,12 +42,14 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 MANIFEST_FILE = "manifest.json"
 MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 PRECISIONS = ("fp32", "fp16", "int8")
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+# preprocessing.resize: each definition (docs/bundle.md, runtime/preprocess.py) and the version it exists from.
+RESIZES = {"bilinear": 1, "pil-bilinear": 7}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -54,7 +57,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 class Preprocessing:
     """uint8 RGB images become float32 NCHW: crop, resize to `resolution`, scale to [0, 1], then (x - mean) / std.
 
-    `crop` (from version 5): first keep the central square of side `crop` x the
+    `resize` says how (runtime/preprocess.py). "pil-bilinear" (from version 7,
+    what the exporter writes) is torchvision's evaluation transform on PIL
+    images, Pillow's antialiased resize; "bilinear" (every version, the only
+    one before 7) crops, then resizes in float without antialiasing.
+    `crop` (from version 5): the central square kept, as a fraction of the
     short side, as ImageNet models are evaluated (resize to 256, central 224:
     0.875). None: the whole image is resized, whatever its aspect.
     """
@@ -62,7 +69,7 @@ class Preprocessing:
     resolution: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "bilinear"
+    resize: str = "pil-bilinear"
     crop: float | None = None
 
 
@@ -243,7 +250,7 @@ def _parse(data: Any, source: Path) -> Manifest:
         resolution=r.count(pre["resolution"], "preprocessing.resolution", 1),
         mean=r.floats(pre["mean"], "preprocessing.mean", 3),
         std=r.floats(pre["std"], "preprocessing.std", 3),
-        resize=r.choice(pre["resize"], ("bilinear",), "preprocessing.resize"),
+        resize=r.choice(pre["resize"], tuple(k for k, since in RESIZES.items() if since <= version), "preprocessing.resize"),
         crop=r.number(pre["crop"], "preprocessing.crop") if "crop" in pre else None,
     )
     if any(s <= 0 for s in preprocessing.std):
