@@ -11,7 +11,7 @@ while recording every graph call. It writes, per family:
   every graph call (graph, inputs, outputs) in order, and the decisions
   (paths, MACs, logits), or the error the request raised;
 
-`preprocessing.json`: whole preprocessed tensors for images of awkward sizes;
+`preprocessing.json`: preprocessed tensors under each resize, for images of awkward sizes and a 1080p frame;
 `report_schema.json`: every field of a `runtime.profile` report and its JSON
 types, which the phone's benchmark report must match; and `damaged.json`: damaged manifests and bundles with the messages the
 Python reader refuses them with, and (`accepted`) edited manifests it reads, with what it read of their version 6 fields.
@@ -223,28 +223,56 @@ def budget_cases(run, session: Session, points) -> list[dict]:
     ]
 
 
+LARGE_FRAME = (1080, 1920)  # a camera's frame, to ImageNet's 224 px input
+
+
+def pattern_frame(height: int, width: int) -> np.ndarray:
+    """A uint8 frame computed, not stored: (7x + 13y + 85c + (xy >> 6)) mod 256; the Kotlin tests compute the same."""
+    y, x, c = np.ogrid[:height, :width, :3]
+    return ((7 * x + 13 * y + 85 * c + ((x * y) >> 6)) % 256).astype(np.uint8)[None]
+
+
 def preprocessing_golden(manifest: dict) -> dict:
-    """Whole preprocessed tensors for images of awkward sizes: the crop, resize and normalization, value for value.
+    """Preprocessed tensors under each `resize`: the crop, resize and normalization, value for value.
 
-    Cases run under the bundle's preprocessing, and again with ImageNet's 0.875 central crop.
+    Images of awkward sizes at the bundle's resolution and statistics, with and
+    without ImageNet's 0.875 central crop, stored whole; and a 1080p frame to
+    224 px, one fingerprint per image row. "bilinear" cases are the runtime's
+    `prepare`; "pil-bilinear" ones are the definition itself, torchvision's
+    evaluation transform on PIL images (the runtime may put a value one level
+    in 255 away, tests/test_runtime_preprocess.py).
     """
-    from runtime.format.manifest import Preprocessing
+    from benchmarks.preprocessing import training_preprocessed
+    from runtime.format.manifest import RESIZES, Preprocessing
     from runtime.preprocess import prepare
+    from trainer.data import IMAGENET_MEAN, IMAGENET_RESIZE, IMAGENET_RESOLUTION, IMAGENET_STD
 
-    plain = manifest["preprocessing"]
+    def preprocessed(images: np.ndarray, settings: dict) -> np.ndarray:
+        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+        out = prepare(images, pre) if pre.resize == "bilinear" else training_preprocessed(images, pre)
+        return np.ascontiguousarray(out, dtype="<f4")
+
+    statistics = {k: manifest["preprocessing"][k] for k in ("resolution", "mean", "std")}
+    side = statistics["resolution"]
     rng = np.random.default_rng(0)
     cases = []
-    for settings in (plain, {**plain, "crop": 0.875}):
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-        for height, width in ((pre.resolution, pre.resolution), (5, 7), (pre.resolution + 1, pre.resolution - 1), (48, 64)):
-            images = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
-            out = np.ascontiguousarray(prepare(images, pre), dtype="<f4")
-            cases.append({
-                "preprocessing": settings,
-                "images": {"shape": list(images.shape), "base64": base64.b64encode(images.tobytes()).decode("ascii")},
-                "preprocessed": {"shape": list(out.shape), "base64": base64.b64encode(out.tobytes()).decode("ascii")},
-            })
-    return {"preprocessing": plain, "cases": cases}
+    for resize in RESIZES:
+        for crop in (None, 0.875):
+            settings = {**statistics, "resize": resize, **({} if crop is None else {"crop": crop})}
+            for height, width in ((side, side), (5, 7), (side + 1, side - 1), (48, 64)):
+                images = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
+                out = preprocessed(images, settings)
+                cases.append({
+                    "preprocessing": settings,
+                    "images": {"shape": list(images.shape), "base64": base64.b64encode(images.tobytes()).decode("ascii")},
+                    "preprocessed": {"shape": list(out.shape), "base64": base64.b64encode(out.tobytes()).decode("ascii")},
+                })
+    imagenet = {"resolution": IMAGENET_RESOLUTION, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "resize": "pil-bilinear", "crop": IMAGENET_RESOLUTION / IMAGENET_RESIZE}
+    out = preprocessed(pattern_frame(*LARGE_FRAME), imagenet)
+    frame = {"preprocessing": imagenet, "pattern": [1, *LARGE_FRAME, 3],
+             "preprocessed": {"shape": list(out.shape), "row_fingerprints": fingerprints(out.reshape(-1, out.shape[-1])).tolist()}}
+    return {"preprocessing": manifest["preprocessing"], "cases": cases, "frames": [frame]}
 
 
 def family_goldens(out: Path, work: Path) -> dict[str, Path]:

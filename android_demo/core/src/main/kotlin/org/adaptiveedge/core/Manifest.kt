@@ -10,14 +10,15 @@ import org.adaptiveedge.core.rules.Section
  * docs/bundle.md is the contract, and the golden vectors in
  * `android_demo/golden` hold both readers to the same messages.
  */
-const val FORMAT_VERSION = 6
-val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5, 6)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
+const val FORMAT_VERSION = 7
+val READABLE_VERSIONS = listOf(1, 2, 3, 4, 5, 6, 7)  // 1 and 2 have batch-1 graphs and are read as version 3 with max_batch 1
 const val MANIFEST_FILE = "manifest.json"
 const val MACS_CONVENTION = "conv+linear multiply-accumulates per image"
 val TARGETS = listOf("onnx", "executorch", "coreml", "tensorrt")  // runtime/format/targets.py, in its order
 val CALIBRATES_INT8 = TARGETS.associateWith { it != "coreml" }  // Target.calibrates_int8: Core ML's int8 is weights only
 val PRECISIONS = listOf("fp32", "fp16", "int8")
 val COMPUTE_UNITS = listOf("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+val RESIZES = mapOf("bilinear" to 1, "pil-bilinear" to 7)  // preprocessing.resize: each definition (Preprocess) and the version it exists from
 private val SHA256 = Regex("[0-9a-f]{64}")
 
 data class TensorSpec(val name: String, val shape: List<Int>, val dtype: String = "float32")  // shape per sample
@@ -32,13 +33,17 @@ data class Graph(
     val precision: String = "fp32",  // from version 6, written unless fp32: what its weights and activations run in
 )
 
-/** uint8 RGB images become float32 NCHW: resize to [resolution], scale to [0, 1], then (x - mean) / std. */
-/** `crop` (version 5): keep the central square of side crop x the short side first, as ImageNet models are evaluated. */
+/**
+ * uint8 RGB images become float32 NCHW: crop, resize to [resolution], scale to [0, 1], then (x - mean) / std.
+ * [resize] says how ([Preprocess]): "pil-bilinear" (version 7) is torchvision's evaluation transform on PIL
+ * images; "bilinear" crops, then resizes without antialiasing. [crop] (version 5): the central square kept,
+ * as a fraction of the short side, as ImageNet models are evaluated.
+ */
 data class Preprocessing(
     val resolution: Int,
     val mean: List<Double>,
     val std: List<Double>,
-    val resize: String = "bilinear",
+    val resize: String = "pil-bilinear",
     val crop: Double? = null,
 )
 
@@ -157,7 +162,7 @@ data class Manifest(
                 resolution = r.count(pre["resolution"], "preprocessing.resolution", 1),
                 mean = r.floats(pre["mean"], "preprocessing.mean", 3),
                 std = r.floats(pre["std"], "preprocessing.std", 3),
-                resize = r.choice(pre["resize"], listOf("bilinear"), "preprocessing.resize"),
+                resize = r.choice(pre["resize"], RESIZES.filterValues { it <= version }.keys, "preprocessing.resize"),
                 crop = if ("crop" in pre) r.number(pre["crop"], "preprocessing.crop") else null,
             )
             if (preprocessing.std.any { it <= 0 }) {

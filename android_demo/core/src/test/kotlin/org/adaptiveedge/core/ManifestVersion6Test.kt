@@ -19,7 +19,7 @@ class ManifestVersion6Test {
     fun goldenBundlesAreVersion6AndCarryEachPointsTop1() {
         for (family in GoldenReplayTest.FAMILIES) {
             val manifest = Manifest.parse(Golden.text("$family.manifest.json"), family)
-            assertEquals(FORMAT_VERSION, manifest.formatVersion)
+            assertTrue(family, manifest.formatVersion >= 6)  // golden bundles written since version 6
             assertNotNull(family, manifest.accuracy)
             val points = manifest.accuracy!!.points
             assertEquals(family, points.size, points.map { it.name }.toSet().size)
