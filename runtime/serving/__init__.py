@@ -1,2 +1,3 @@
-"""Serving a bundle within budgets: the one budget solver (costs), budgets through the device's latency table, and
-the controller that holds a latency objective under load."""
+"""Serving a bundle within budgets and deadlines: the one budget solver (costs), budgets through the device's latency
+table (budgets), the deadline policy (deadline) with its queue and worker thread (server), camera streams (stream),
+the clocks they run on (clock), and the queue-driven controller kept as a baseline (controller)."""

@@ -20,14 +20,14 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.session import RunResult, Session
 
-__all__ = ["AdaptiveController", "Served", "Soak", "replay", "serve_stream", "soak"]
+__all__ = ["AdaptiveController", "Served", "Soak", "replay", "replay_stream", "soak"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,11 @@ class Served:
 class AdaptiveController:
     def __init__(
         self, session: Session, objective_ms: float, *, margin: float = 0.8, window: int = 100, smoothing: float = 0.1,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """`objective_ms`: the p95 of end-to-end latency to hold. `margin`: the share of it the plan may fill.
-        `window`: requests over which the p95 is watched. `smoothing`: weight of each new observed/tabled ratio."""
+        `window`: requests over which the p95 is watched. `smoothing`: weight of each new observed/tabled ratio.
+        `timer`: what service times are measured with (time.thread_time leaves other jobs' preemptions out)."""
         if session.table is None:
             raise ValueError("the controller plans with the device's latency table: runtime.load(..., table=TABLE.json) "
                              "(make it with `python -m runtime.profile table`)")
@@ -66,6 +68,7 @@ class AdaptiveController:
         self.smoothing = smoothing
         self.correction = 1.0  # observed service time / tabled latency
         self.recent: deque[float] = deque(maxlen=window)
+        self.timer = timer
 
     @property
     def p95_ms(self) -> float:
@@ -80,9 +83,9 @@ class AdaptiveController:
     def run(self, image: np.ndarray, queued: int) -> tuple[RunResult, float, float]:
         """Serve one image with `queued` requests waiting behind it: (result, budget_ms, service seconds)."""
         budget = self.budget_for(queued)
-        start = time.perf_counter()
+        start = self.timer()
         result = self.serve(image, budget)
-        seconds = time.perf_counter() - start
+        seconds = self.timer() - start
         # What the table expected: the path's own row (DRNet, BlockDrop), or the level's point (URNet's S).
         tabled = max(self.tabled.get(result.paths[0], budget), 1e-6)
         self.correction += self.smoothing * (seconds * 1e3 / tabled - self.correction)
@@ -109,10 +112,10 @@ def replay(controller: AdaptiveController, images: Sequence[np.ndarray], arrival
     machine; only the waiting is simulated, so a stream of minutes replays in
     the time its compute takes.
     """
-    return list(serve_stream(controller, images, arrivals))
+    return list(replay_stream(controller, images, arrivals))
 
 
-def serve_stream(
+def replay_stream(
     controller: AdaptiveController, images: Sequence[np.ndarray], arrivals: Sequence[float]
 ) -> Iterator[Served]:
     """`replay`, one request at a time: a long stream need not be held in memory."""
@@ -156,7 +159,7 @@ def soak(
     if not 0 < warmup < len(arrivals):
         raise ValueError(f"warmup must lie between 0 and the stream's {len(arrivals)} requests, got {warmup}")
     samples, within, expected = [], 0, 0
-    for request in serve_stream(controller, images, arrivals):
+    for request in replay_stream(controller, images, arrivals):
         if request.request != expected:
             raise RuntimeError(f"request {expected} was answered as {request.request}: out of order")
         expected += 1
