@@ -84,8 +84,8 @@ def _frames() -> list[np.ndarray]:
     return frames
 
 
-def _timed(fns: dict, rounds: int) -> dict:
-    """Wall medians from `measure`, and the median CPU time of the same calls (this thread's)."""
+def _timed(fns: dict, rounds: int, warmup: int = 5) -> dict:
+    """Wall medians from `measure`, and the median CPU time (this thread's) of the calls it timed."""
     from runtime.profile.timing import measure
 
     cpu: dict = {name: [] for name in fns}
@@ -97,8 +97,10 @@ def _timed(fns: dict, rounds: int) -> dict:
             cpu[name].append(time.thread_time() - start)
         return call
 
-    times = measure({name: counting(name, fn) for name, fn in fns.items()}, runs=rounds, warmup=5)
-    return {name: {"wall_ms": times[name].median_ms, "cpu_ms": float(np.median(cpu[name])) * 1e3} for name in fns}
+    times = measure({name: counting(name, fn) for name, fn in fns.items()}, runs=rounds, warmup=warmup)
+    # measure calls each once per warm-up round, then twice a round and times the second.
+    return {name: {"wall_ms": times[name].median_ms, "cpu_ms": float(np.median(cpu[name][warmup + 1 :: 2])) * 1e3}
+            for name in fns}
 
 
 def speed(rounds: int, session) -> dict:

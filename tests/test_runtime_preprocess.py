@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from benchmarks.preprocessing import training_preprocessed
 from runtime.format.fields import BundleError
 from runtime.format.manifest import RESIZES, Preprocessing, read_manifest
 from runtime.preprocess import _RESIZES, center_crop, pil_geometry, prepare, resize_bilinear
@@ -138,7 +139,7 @@ def test_uint8_at_another_size_gives_the_logits_of_the_torchvision_pipeline(onnx
     pre = onnx_session.manifest.preprocessing
     assert pre.resize == "pil-bilinear" and big.shape == (24, 40, 48, 3)
 
-    reference = onnx_session.run(torchvision_reference(big, pre))
+    reference = onnx_session.run(training_preprocessed(big, pre))
     result = onnx_session.run(big)
     assert result.paths == reference.paths
     np.testing.assert_allclose(result.logits, reference.logits, rtol=0, atol=1e-4)
@@ -163,25 +164,10 @@ def test_the_manifest_preprocessing_is_the_trainers(onnx_session, trained):
 
 # "pil-bilinear": torchvision's evaluation transform on PIL images.
 
-ONE_LEVEL = 1 / 255 / 0.224 + 1e-6  # one step of 255, in normalized units, for the smallest std used here
-
-
-def torchvision_reference(uint8: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """The training evaluation transform: Resize(round(resolution / crop)) + CenterCrop, or Resize to the square."""
-    from torchvision import transforms
-
-    if pre.crop is None:
-        steps = [transforms.Resize((pre.resolution, pre.resolution))]
-    else:
-        steps = [transforms.Resize(round(pre.resolution / pre.crop)), transforms.CenterCrop(pre.resolution)]
-    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
-    return torch.stack([transform(Image.fromarray(image)) for image in uint8]).numpy()
-
-
-def assert_within_a_level(actual: np.ndarray, expected: np.ndarray, *, share: float = 1.0) -> None:
-    """Equal but for values one level in 255 apart, on at most `share` of them."""
+def assert_within_a_level(actual: np.ndarray, expected: np.ndarray, pre: Preprocessing, *, share: float = 1.0) -> None:
+    """Equal but for values one level in 255 apart (in normalized units: 1 / 255 / std), on at most `share` of them."""
     difference = np.abs(actual - expected)
-    assert difference.max() <= ONE_LEVEL, f"largest difference {difference.max()}"
+    assert difference.max() <= 1 / 255 / min(pre.std) + 1e-6, f"largest difference {difference.max()}"
     assert (difference > 1e-6).mean() <= share, f"{(difference > 1e-6).mean():.2%} of values differ"
 
 
@@ -196,8 +182,8 @@ def test_a_1080p_frame_equals_the_training_evaluation_transform():
     frame = photo_frame()[None]
     out = prepare(frame, IMAGENET)
     assert out.shape == (1, 3, 224, 224) and out.dtype == np.float32 and out.flags.c_contiguous
-    expected = torchvision_reference(frame, IMAGENET)
-    assert_within_a_level(out, expected, share=1e-3)
+    expected = training_preprocessed(frame, IMAGENET)
+    assert_within_a_level(out, expected, IMAGENET, share=1e-3)
     assert np.abs(out - expected).mean() <= 1e-4
     old = prepare(frame, Preprocessing(224, IMAGENET.mean, IMAGENET.std, "bilinear", crop=0.875))
     assert np.abs(old - expected).mean() > 0.05, "the definition before version 7 does not antialias"
@@ -224,12 +210,12 @@ def test_pil_bilinear_equals_torchvision_for_any_size(height, width, resolution,
     pre = Preprocessing(resolution, IMAGENET.mean, IMAGENET.std, crop=crop)
     out = prepare(images, pre)
     assert out.shape == (count, 3, resolution, resolution)
-    assert_within_a_level(out, torchvision_reference(images, pre))  # a few values of a tiny image can be a level off
+    assert_within_a_level(out, training_preprocessed(images, pre), pre)  # a few values of a tiny image can be a level off
 
 
 def test_a_crop_that_needs_no_resize_is_the_crop_exactly():
     images = np.random.default_rng(3).integers(0, 256, (2, 256, 300, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(prepare(images, IMAGENET), torchvision_reference(images, IMAGENET))
+    np.testing.assert_array_equal(prepare(images, IMAGENET), training_preprocessed(images, IMAGENET))
 
 
 def test_an_image_at_the_resolution_is_only_normalized_as_before():
@@ -241,7 +227,7 @@ def test_an_image_at_the_resolution_is_only_normalized_as_before():
         out = prepare(images, Preprocessing(32, PRE.mean, PRE.std, resize))
         assert out.flags.c_contiguous and out.dtype == np.float32
         np.testing.assert_array_equal(out, before)
-    np.testing.assert_array_equal(before, torchvision_reference(images, Preprocessing(32, PRE.mean, PRE.std)))
+    np.testing.assert_array_equal(before, training_preprocessed(images, Preprocessing(32, PRE.mean, PRE.std)))
 
 
 def test_every_resize_the_manifest_names_has_a_definition():
@@ -283,3 +269,24 @@ def test_a_version_6_manifest_keeps_its_resize_and_its_arithmetic(tmp_path):
     manifest["format_version"] = 7
     write_json(tmp_path / "manifest.json", manifest)
     assert read_manifest(tmp_path).preprocessing.resize == "pil-bilinear"
+
+
+def test_the_android_golden_cases_are_this_runtimes():
+    """android_demo/golden/preprocessing.json: "bilinear" recorded from this runtime, "pil-bilinear" from torchvision."""
+    import base64
+
+    from helpers import REPO_ROOT, read_json
+
+    cases = read_json(REPO_ROOT / "android_demo" / "golden" / "preprocessing.json")["cases"]
+    assert {case["preprocessing"]["resize"] for case in cases} == set(RESIZES)
+    for case in cases:
+        settings = case["preprocessing"]
+        pre = Preprocessing(settings["resolution"], tuple(settings["mean"]), tuple(settings["std"]), settings["resize"],
+                            settings.get("crop"))
+        images = np.frombuffer(base64.b64decode(case["images"]["base64"]), np.uint8).reshape(case["images"]["shape"])
+        recorded = case["preprocessed"]
+        expected = np.frombuffer(base64.b64decode(recorded["base64"]), "<f4").reshape(recorded["shape"])
+        if pre.resize == "bilinear":
+            np.testing.assert_array_equal(prepare(images, pre), expected)
+        else:
+            assert_within_a_level(prepare(images, pre), expected, pre)
