@@ -1,7 +1,26 @@
-"""ONNX Runtime backend: one InferenceSession per graph file, on the device's execution providers."""
+"""ONNX Runtime backend: one InferenceSession per graph file, on the device's execution providers.
+
+A bundle's graphs repeat each other's weights (a cached path holds the
+convolutions of its blocks). onnxruntime rewrites weights while it loads a
+graph: it folds BN's affine into the conv and, on x86, reorders filters for
+its NCHWc kernels; each session keeps its own rewritten copy, and Python has
+no prepacked-weights container to share them. With `weight_sharing="shared"` each
+graph is optimized once into an in-memory ORT-format copy, whose initializers
+are matched by content across the bundle's graphs: every distinct tensor, as
+this CPU runs it, becomes one buffer (`SharedWeights`) handed to every session
+that uses it through `SessionOptions.add_initializer`, and the session loads
+that copy without optimizing again. onnxruntime keeps a CPU OrtValue given
+this way instead of copying it. Peak RSS and latency of either setting:
+benchmarks/results/memory.md.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,11 +28,12 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.backends import check_signature
-from runtime.format.devices import Device
+from runtime.format.devices import Device, check_weight_sharing, default_weight_sharing
 from runtime.format.fields import BundleError, Graph
 from runtime.format.manifest import Manifest
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+SHARED_MIN_BYTES = 1024  # smaller initializers (shapes, axes, scales) stay inside each session, as ONNX keeps them inline
 _shared_arena: list[bool] = []  # whether this process has registered its shared CPU arena
 
 
@@ -30,43 +50,106 @@ def _share_cpu_arena(options: ort.SessionOptions) -> None:
     options.add_session_config_entry("session.use_env_allocators", "1")
 
 
+def _ort_format_schema():
+    """onnxruntime's flatbuffers schema of ORT-format models, as its wheel ships it (tools/ort_format_model), read
+    with the `flatbuffers` package onnxruntime depends on.
+
+    Loaded as the top-level package its modules import themselves by, without
+    running onnxruntime.tools' __init__, which imports torch wherever torch is installed.
+    """
+    name = "ort_flatbuffers_py"
+    if name not in sys.modules:
+        location = Path(ort.__file__).parent / "tools" / "ort_format_model" / name
+        spec = importlib.util.spec_from_file_location(name, location / "__init__.py",
+                                                      submodule_search_locations=[str(location)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.fbs.InferenceSession").InferenceSession
+
+
+class SharedWeights:
+    """The distinct initializers of a bundle's optimized graphs, each one OrtValue, matched by type, shape and bytes.
+
+    `registered[graph]` maps each initializer name of that graph's session to
+    the OrtValue it was given, so a caller can see which sessions share a buffer.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, ort.OrtValue] = {}  # by content: sha256 of (ONNX type, shape, bytes)
+        self.registered: dict[str, dict[str, ort.OrtValue]] = {}
+
+    def share(self, graph: str, model: bytes, options: ort.SessionOptions) -> None:
+        """Give `options` this process's buffer for every initializer of `model` (ORT format) of SHARED_MIN_BYTES or more."""
+        parsed = _ort_format_schema().GetRootAs(model, 0).Model().Graph()
+        registered = self.registered.setdefault(graph, {})
+        for index in range(parsed.InitializersLength()):
+            tensor = parsed.Initializers(index)
+            if tensor.RawDataLength() < SHARED_MIN_BYTES:
+                continue
+            raw, dims = tensor.RawDataAsNumpy(), tuple(int(d) for d in tensor.DimsAsNumpy())
+            key = hashlib.sha256(repr((tensor.DataType(), dims)).encode() + raw.tobytes()).digest()
+            if key not in self.values:
+                # A copy: `raw` views the model's bytes, which are dropped once the session is created. The OrtValue
+                # holds the array, and onnxruntime reads the bytes as the tensor's ONNX type.
+                self.values[key] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    raw.copy().view(_unsigned(raw.nbytes, dims)).reshape(dims), tensor.DataType()
+                )
+            registered[tensor.Name().decode()] = self.values[key]
+            options.add_initializer(tensor.Name().decode(), self.values[key])
+
+
+
+def _unsigned(nbytes: int, dims: tuple[int, ...]) -> np.dtype:
+    """An unsigned numpy type as wide as one element of a tensor of `nbytes` and shape `dims`."""
+    return np.dtype(f"u{nbytes // int(np.prod(dims, dtype=np.int64))}")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, threads: int | None, providers: tuple[str, ...], *, profile_dir: Path | None = None) -> None:
-        """`profile_dir`: every session writes onnxruntime's profile there, one file per graph."""
+    def __init__(
+        self, threads: int | None, providers: tuple[str, ...], *, profile_dir: Path | None = None,
+        weight_sharing: str | None = None,
+    ) -> None:
+        """`profile_dir`: every session writes onnxruntime's profile there, one file per graph.
+        `weight_sharing`: "shared" or "per-session", as devices.yaml documents it (None: the providers' default)."""
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
             raise RuntimeError(
                 f"onnxruntime {ort.__version__} here offers {ort.get_available_providers()}, not {missing}; "
                 "install the onnxruntime build for this device or change its providers in devices.yaml"
             )
-        self.options = ort.SessionOptions()
-        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        _share_cpu_arena(self.options)
-        if threads:
-            self.options.intra_op_num_threads = threads
-            self.options.inter_op_num_threads = 1
+        weight_sharing = weight_sharing or default_weight_sharing(providers)
+        check_weight_sharing(weight_sharing, providers)
+        self.threads = threads
+        self.providers = providers
+        self.profile_dir = profile_dir
+        self.weight_sharing = weight_sharing
+        self.shared = SharedWeights() if weight_sharing == "shared" else None
+        self.options = self._options()  # how a graph as exported is loaded (per-session, and the optimizing pass)
+        self.sessions: dict[str, ort.InferenceSession] = {}  # graph name -> its session, for the op profiler
+
+    def _options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        _share_cpu_arena(options)
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
         # A bundle is several sessions, each with its own intra-op pool, whose idle threads spin by default and
         # take the cores from the next graph and from preprocessing. python -m benchmarks.resolution, DRNet on
         # ResNet-50 at 2 threads, each run timing static and dynamic through Session.run: with spinning, dynamic
         # 0.82x the static model's speed (kept 0.77 of its subgraphs' speedup); without, 1.22x (kept 0.98).
-        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.options.enable_profiling = profile_dir is not None
-        self.threads = threads
-        self.providers = providers
-        self.profile_dir = profile_dir
-        self.sessions: dict[str, ort.InferenceSession] = {}  # graph name -> its session, for the op profiler
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_profiling = self.profile_dir is not None
+        return options
 
     def load(self, bundle: Path, manifest: Manifest, graph: Graph):
         path = bundle / graph.artifact
         where = f"{path} (graph {graph.name!r})"
-        if self.profile_dir is not None:
-            # A file per graph: onnxruntime names a profile by its prefix and the second the session ends,
-            # so sessions sharing a prefix and ending within one second would write into one file.
-            self.options.profile_file_prefix = str(self.profile_dir / graph.name)
         try:
-            session = ort.InferenceSession(str(path), self.options, providers=list(self.providers))
+            session = self._shared_session(path, graph) if self.shared else self._session(str(path), self.options, graph)
         except Exception as error:  # onnxruntime raises its own exception types, one per status code
             raise BundleError(f"{where}: onnxruntime cannot load it: {error}") from error
         # onnxruntime falls back to the CPU silently when a provider cannot take the model; refuse instead.
@@ -87,10 +170,36 @@ class OnnxRuntimeBackend:
 
         return run
 
+    def _session(self, model: str | bytes, options: ort.SessionOptions, graph: Graph) -> ort.InferenceSession:
+        if self.profile_dir is not None:
+            # A file per graph: onnxruntime names a profile by its prefix and the second the session ends,
+            # so sessions sharing a prefix and ending within one second would write into one file.
+            options.profile_file_prefix = str(self.profile_dir / graph.name)
+        return ort.InferenceSession(model, options, providers=list(self.providers))
+
+    def _shared_session(self, path: Path, graph: Graph) -> ort.InferenceSession:
+        """`graph` optimized here once (BN folded, filters in this CPU's layout), then loaded as that copy with
+        the bundle's shared buffers for its initializers, and not optimized again."""
+        with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
+            optimized = Path(scratch) / f"{graph.name}.ort"
+            options = self._options()
+            options.enable_profiling = False
+            options.optimized_model_filepath = str(optimized)
+            options.add_session_config_entry("session.save_model_format", "ORT")
+            # Its one warning says the copy holds this CPU's layout, which is the point: the copy never leaves here.
+            options.log_severity_level = 3
+            ort.InferenceSession(str(path), options, providers=list(self.providers))
+            model = optimized.read_bytes()
+        options = self._options()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.shared.share(graph.name, model, options)
+        return self._session(model, options, graph)
+
     def describe(self) -> str:
-        return f"onnxruntime {ort.__version__} {'+'.join(self.providers)}, threads={self.threads or 'default'}"
+        return (f"onnxruntime {ort.__version__} {'+'.join(self.providers)}, threads={self.threads or 'default'}, "
+                f"weights {self.weight_sharing}")
 
 
 def create(*, threads: int | None = None, device: Device | None = None) -> OnnxRuntimeBackend:
-    providers = (device.providers if device else None) or DEFAULT_PROVIDERS
-    return OnnxRuntimeBackend(threads, tuple(providers))
+    providers = tuple((device.providers if device else None) or DEFAULT_PROVIDERS)
+    return OnnxRuntimeBackend(threads, providers, weight_sharing=device.weight_sharing if device else None)

@@ -20,7 +20,10 @@ import yaml
 
 from runtime.format.manifest import COMPUTE_UNITS, PRECISIONS
 
-__all__ = ["Device", "DEFAULT_DEVICES_FILE", "ONNXRUNTIME_PROVIDERS", "load_devices", "get_device"]
+__all__ = [
+    "Device", "DEFAULT_DEVICES_FILE", "ONNXRUNTIME_PROVIDERS", "WEIGHT_SHARING", "load_devices", "get_device",
+    "default_weight_sharing", "check_weight_sharing",
+]
 
 # Package data next to this module (declared in pyproject.toml). A plain path, not an
 # importlib.resources handle: the runtime is always installed unpacked, and callers
@@ -37,8 +40,14 @@ ONNXRUNTIME_PROVIDERS = (
     "QNNExecutionProvider",
 )
 
+# How onnxruntime holds a bundle's weights (runtime/backends/onnxruntime.py): one buffer per distinct optimized
+# tensor shared by every graph's session, or a copy per session. Memory and latency of each:
+# benchmarks/results/memory.md.
+WEIGHT_SHARING = ("shared", "per-session")
+
 _FIELDS = {
-    "description", "backends", "threads", "precision", "compute_units", "workspace_mb", "batch", "providers", "budgets",
+    "description", "backends", "threads", "precision", "compute_units", "workspace_mb", "batch", "providers",
+    "weight_sharing", "budgets",
 }
 
 
@@ -47,7 +56,8 @@ class Device:
     """One devices.yaml entry. Graphs are exported with a dynamic batch from 1 to
     `max_batch`; TensorRT optimization profiles are tuned for `opt_batch`.
     `providers` are onnxruntime execution providers, preferred first (None:
-    onnxruntime's default)."""
+    onnxruntime's default); `weight_sharing` is one of WEIGHT_SHARING (None:
+    `default_weight_sharing` of the providers)."""
 
     name: str
     description: str
@@ -61,6 +71,21 @@ class Device:
     opt_batch: int = 1
     max_batch: int = 32
     providers: tuple[str, ...] | None = None
+    weight_sharing: str | None = None
+
+
+def default_weight_sharing(providers: tuple[str, ...] | None) -> str:
+    """Shared on the CPU alone; per session where another provider copies each session's weights to its device."""
+    return "shared" if providers in (None, ("CPUExecutionProvider",)) else "per-session"
+
+
+def check_weight_sharing(value: object, providers: tuple[str, ...] | None) -> None:
+    """ValueError unless `value` is one of WEIGHT_SHARING and, if shared, the providers are the CPU's alone."""
+    if value not in WEIGHT_SHARING:
+        raise ValueError(f"weight_sharing {value!r} is not one of {list(WEIGHT_SHARING)}")
+    if value == "shared" and providers not in (None, ("CPUExecutionProvider",)):
+        raise ValueError(f"weight_sharing 'shared' shares CPU buffers, but providers {list(providers)} copy the "
+                         "weights to their device for each session: use 'per-session'")
 
 
 def _is_positive_int(value: object) -> bool:
@@ -119,6 +144,14 @@ def _device(name: str, entry: object, source: Path) -> Device:
         if "onnxruntime" not in backends:
             raise fail(f"providers are set but backends {backends!r} do not include onnxruntime")
         providers = tuple(providers)
+    sharing = entry.get("weight_sharing")
+    if sharing is not None:
+        if "onnxruntime" not in backends:
+            raise fail(f"weight_sharing is set but backends {backends!r} do not include onnxruntime")
+        try:
+            check_weight_sharing(sharing, providers)
+        except ValueError as error:
+            raise fail(str(error)) from None
     return Device(
         name=name,
         description=str(entry["description"]),
@@ -132,6 +165,7 @@ def _device(name: str, entry: object, source: Path) -> Device:
         opt_batch=batch["opt"],
         max_batch=batch["max"],
         providers=providers,
+        weight_sharing=sharing,
     )
 
 
