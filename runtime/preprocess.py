@@ -135,9 +135,7 @@ def _table(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
 def _normalize(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """uint8 NHWC at the bundle's resolution to normalized float32 NCHW, by table lookup."""
     table, offsets = _table(pre)
-    count, height, width, channels = images.shape
-    indices = np.empty((count, channels, height, width), np.intp)
-    np.copyto(indices, images.transpose(0, 3, 1, 2))
+    indices = images.transpose(0, 3, 1, 2).astype(np.intp, order="C")
     indices += offsets
     return table.take(indices)
 
