@@ -70,13 +70,15 @@ def test_the_policy_runs_the_dearest_level_that_leaves_room_for_the_requests_beh
     assert [level.point for level in policy.levels] == ["small", "medium", "full"]  # "odd" is beaten by "small"
     assert policy.choose(8.0).point == "full" and policy.choose(7.9).point == "medium"
     assert policy.choose(1.9) is None
+    assert policy.choose(20.0, pace_ms=3.0).point == "small"  # arrivals every 3 ms leave no room for medium's 4
     scheduler = Scheduler(policy, objective_ms=10.0)
     head = scheduler.admit("a", 0.0)
-    scheduler.admit("b", 0.0, deadline_ms=8.0)
-    # By hand: the head has 10 ms; b, due at 8 ms, needs the cheapest 2 ms after it, so the head may take 6 ms
-    taken, level, reason = scheduler.take(0.0)
+    scheduler.admit("b", 0.005, deadline_ms=7.0)
+    # By hand, at 5 ms: the head has 5 ms left; b, due at 12 ms, needs the cheapest 2 ms after it, so the head may
+    # take 5 ms: medium (4 ms), which also keeps pace with arrivals 5 ms apart (90%: 4.5 ms)
+    taken, level, reason = scheduler.take(0.005)
     assert taken is head and level.point == "medium" and reason == ""
-    assert scheduler.busy_until == pytest.approx(0.004)
+    assert scheduler.busy_until == pytest.approx(0.009)
 
 
 def test_a_request_that_cannot_finish_in_time_is_refused_at_once_with_its_reason_or_served_late_if_asked():

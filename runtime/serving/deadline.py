@@ -110,11 +110,12 @@ class DeadlinePolicy:
         """How long a run at `level` will take here, now, at worst: expected and tail."""
         return level.budget_ms * self.slowdown * self.headroom
 
-    def choose(self, slack_ms: float) -> Level | None:
-        """The dearest (most accurate) level predicted to finish within `slack_ms`; None if not even the cheapest."""
+    def choose(self, slack_ms: float, pace_ms: float = float("inf")) -> Level | None:
+        """The dearest (most accurate) level predicted to finish within `slack_ms` and expected to take no more than
+        `pace_ms` (the time between arrivals that the load leaves each request); None if not even the cheapest."""
         chosen = None
         for level, ms in zip(self.levels, self.scaled):
-            if ms > slack_ms:
+            if ms > slack_ms or (chosen is not None and ms / self.headroom > pace_ms):
                 break
             chosen = level
         if chosen is None:

@@ -6,7 +6,10 @@ before it ran at the cheapest point is refused at once (Clockwork's
 admission), unless its caller asked for it to be served late. When the
 worker takes a request, it runs the dearest level that fits both its own
 slack and the requests queued behind it (each still able to finish at the
-cheapest point): runtime/serving/deadline.py. A request whose slack has gone
+cheapest point), and whose expected time keeps pace with the arrivals (90%
+of the mean time between them, an exponential average): a level dearer
+than the load allows would be paid for by refusals later.
+runtime/serving/deadline.py chooses. A request whose slack has gone
 by then is refused, or served late at the cheapest point. Nothing is
 dropped: every request gets one Outcome; answers come in submission order,
 and a refusal comes no later than the next answer.
@@ -39,6 +42,8 @@ from runtime.session import RunResult, Session
 __all__ = ["ANSWERED", "REFUSED", "Outcome", "Scheduler", "Server", "replay"]
 
 ANSWERED, REFUSED = "answered", "refused"
+GAP_SMOOTHING = 0.05  # weight of each new time between arrivals in their mean: about the last 20 arrivals
+UTILISATION = 0.9  # the share of the time between arrivals a request's level may expect to take
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Scheduler:
         self.pending: deque[Pending] = deque()
         self.busy_until = 0.0  # when the request being served is predicted to finish
         self.submitted = 0
+        self.last_arrival: float | None = None
+        self.gap_s = float("inf")  # mean time between arrivals, averaged with weight GAP_SMOOTHING
 
     def admit(
         self, image: np.ndarray, now: float, *, deadline_ms: float | None = None, late: bool | None = None,
@@ -101,6 +108,10 @@ class Scheduler:
             raise ValueError(f"deadline_ms must be a positive number of milliseconds, got {deadline_ms!r}")
         request = self.submitted
         self.submitted += 1
+        if self.last_arrival is not None:
+            gap = now - self.last_arrival
+            self.gap_s = gap if self.gap_s == float("inf") else self.gap_s + GAP_SMOOTHING * (gap - self.gap_s)
+        self.last_arrival = now
         deadline = now + (self.objective_ms if deadline_ms is None else deadline_ms) / 1e3
         late = self.late if late is None else late
         cheapest, tail = self.policy.cheapest_ms / 1e3, self.policy.tail_ms / 1e3
@@ -126,7 +137,7 @@ class Scheduler:
             if not other.late:
                 behind += 1
                 limit = min(limit, other.deadline - now - behind * cheapest)
-        level, reason = self.policy.choose(limit * 1e3), ""
+        level, reason = self.policy.choose(limit * 1e3, UTILISATION * self.gap_s * 1e3), ""
         if level is None:
             if cheapest + tail > slack:
                 reason = (f"deadline: {max(slack, 0) * 1e3:.3f} ms left when its turn came, the cheapest point "
