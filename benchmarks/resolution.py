@@ -349,7 +349,9 @@ def report_md(command: str, info: dict, rows: list[dict], comparison: list[dict]
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {info['machine']}; {info['cpus']} CPUs, shared with other jobs. Versions: {info['versions']}.",
+        f"Machine: {info['machine']}; {info['cpus']} CPUs, shared with other jobs"
+        + (f" (1-minute load average {info['load'][0]:.1f} at the start, {info['load'][1]:.1f} at the end)"
+           if "load" in info else "") + f". Versions: {info['versions']}.",
         "",
         *([f"Not rerun: {info['carried']}, with that run's rounds, images and versions.", ""] if info["carried"] else []),
         *method_lines(info, rigs),
@@ -624,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "benchmarks.resolution", *(argv if argv is not None else sys.argv[1:])])
     work = args.work or Path(tempfile.mkdtemp(prefix="resolution-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, load = time.perf_counter(), [os.getloadavg()[0]]
     models = {model_key(backbone, args.images): functools.partial(build_rigged, backbone) for backbone in args.backbones}
     bundles = RiggedBundles(work, stream(args.images), models)  # calibrated on the timed images: the rig splits them
     print(f"work directory {work}", flush=True)
@@ -657,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                 if backbone in VARIANT_BACKBONES:
                     comparison += compare_variants(rows[-1], args.images, models, export, progress, work, args.rounds)
     info = {**machine(), "rounds": args.rounds, "images": args.images, "reused": bundles.reused,
-            "wall_s": round(time.perf_counter() - started), "carried": carried["note"]}
+            "wall_s": round(time.perf_counter() - started), "carried": carried["note"], "load": [*load, os.getloadavg()[0]]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, **info, "goal_kept": GOAL_KEPT, "rigs": rigs, "parity": parity,
                "rows": [{**r, "figures": figures(r)} for r in rows],
