@@ -17,12 +17,14 @@ same target writer. Each option is measured twice:
   `Session.run(x, static=True)`, interleaved rounds (runtime.profile.timing),
   medians; each option against today's setting in the same run. Goal: within 3%.
 
-Writes benchmarks/results/memory.{md,json}; --backend alone writes memory_smoke.
+Writes benchmarks/results/memory.{md,json}; with --backend, memory_<backend>.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shlex
 import subprocess
@@ -70,6 +72,8 @@ OPTIONS = (
     Option("shared", "onnxruntime", "blockdrop-top16",
            "each graph optimized once into an ORT-format copy; each distinct optimized tensor one OrtValue, given to "
            "every session through SessionOptions.add_initializer; sessions load the copy unoptimized"),
+    Option("shared, prepacking off", "onnxruntime", "blockdrop-top16",
+           "shared, and session.disable_prepacking = 1: no session packs a MatMul/Gemm weight of its own"),
     Option("per-session, prepacking off", "onnxruntime", "blockdrop-top16", "session.disable_prepacking = 1"),
     Option("per-session, no NCHWc", "onnxruntime", "blockdrop-top16",
            "optimization.disable_specified_optimizers = NchwcTransformer"),
@@ -92,11 +96,13 @@ def make_backend(option: Option, bundle: Path):
     if option.backend == "onnxruntime":
         from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        shared = option.name == "shared"
+        shared = option.name.startswith("shared")
         backend = OnnxRuntimeBackend(THREADS, ("CPUExecutionProvider",),
                                      weight_sharing="shared" if shared else "per-session")
         if "prepacking off" in option.name:
-            backend.options.add_session_config_entry("session.disable_prepacking", "1")
+            options = backend._options
+            backend._options = lambda: _prepacking_off(options())  # shared sessions get new options per graph
+            backend.options = backend._options()
         if "no NCHWc" in option.name:
             backend.options.add_session_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
         return backend
@@ -106,6 +112,11 @@ def make_backend(option: Option, bundle: Path):
         data = bundle / PTD_FILE
         backend.runtime.load_program = lambda path, **kw: load_program(path, data_path=data, **kw)
     return backend
+
+
+def _prepacking_off(options):
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return options
 
 
 # ---------------------------------------------------------------- the .ptd export (ExecuTorch)
@@ -197,7 +208,18 @@ def memory_row(option: Option, bundle: Path, static_dir: Path) -> dict:
 # ---------------------------------------------------------------- latency: one process per backend
 
 
-def latency(options: list[Option], bundles: dict[str, Path], rounds: int) -> dict[str, dict]:
+@contextlib.contextmanager
+def _held(lock: Path | None):
+    """An exclusive flock on `lock` while timing: on a shared machine one timing runs at a time, memory probes need none."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        yield
+
+
+def latency(options: list[Option], bundles: dict[str, Path], rounds: int, lock: Path | None) -> dict[str, dict]:
     """µs per image of `Session.run` for every option and of the static model, interleaved; load seconds."""
     stream = np.random.default_rng(1).integers(0, 256, (STREAM, 1, 32, 32, 3), dtype=np.uint8)
     sessions, load_s = {}, {}
@@ -212,7 +234,8 @@ def latency(options: list[Option], bundles: dict[str, Path], rounds: int) -> dic
         for name, session in sessions.items():
             fns[(name, i)] = lambda s=session, x=x: s.run(x)
         fns[("static", i)] = lambda s=sessions[baseline], x=x: s.run(x, static=True)
-    times = measure(fns, runs=rounds, warmup=1)
+    with _held(lock):
+        times = measure(fns, runs=rounds, warmup=1)
     us = {name: sum(times[(name, i)].median_ms for i in range(STREAM)) * 1e3 / STREAM for name in [*sessions, "static"]}
     return {name: {"us": us[name], "load_s": load_s[name], "vs_baseline": us[name] / us[baseline],
                    "vs_static": us[name] / us["static"], "static_us": us["static"]} for name in sessions}
@@ -227,8 +250,8 @@ def report_md(command: str, info: dict, rows: list[dict], rig: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {info['machine']}; {info['cpus']} CPUs, shared with other jobs (contended; timings run under "
-        f"flock /tmp/bench.lock); one thread per backend. Versions: {info['versions']}.",
+        f"Machine: {info['machine']}; {info['cpus']} CPUs, shared with other jobs (contended; the latency "
+        f"measurement held --timing-lock, the memory probes ran beside other jobs); one thread per backend. Versions: {info['versions']}.",
         "",
         f"Model: {rig}. Exported with all 16 paths cached (53 graphs) unless the option says otherwise; the static "
         "model is the split's `full` graph alone, written by the same target writer (benchmarks/rigs.py "
@@ -268,7 +291,8 @@ def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds; medians are reported")
     parser.add_argument("--work", type=Path, help="keep checkpoints and bundles here and reuse them")
-    parser.add_argument("--backend", choices=sorted({o.backend for o in OPTIONS}), help="one backend only (smoke)")
+    parser.add_argument("--backend", choices=sorted({o.backend for o in OPTIONS}), help="one backend only")
+    parser.add_argument("--timing-lock", type=Path, help="hold an flock on this file while timing (a shared machine)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
@@ -282,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
         option = next(o for o in OPTIONS if o.name == args.probe)
         print(json.dumps(probe(option, args.mode, args.bundle, args.static_dir)))
         return 0
-    from benchmarks.evidence import results_name
     from trainer.checkpoint import load_checkpoint
 
     command = shlex.join(["python", "-m", "benchmarks.memory", *(argv if argv is not None else sys.argv[1:])])
@@ -301,16 +324,17 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_checkpoint(work / "checkpoints" / MODEL)
         reference = open_bundle(paths[chosen[0].name])
         static_dir = write_static_model(model, "blockdrop", target, work / f"static-{target}", reference.max_batch)
-        print(f"{backend}: latency of {len(chosen)} options", flush=True)
-        timed = latency(chosen, paths, args.rounds)
+        memory = {}
         for o in chosen:
-            print(f"  RSS probes: {o.name}", flush=True)
-            rows.append({"backend": backend, "option": o.name, "change": o.change, "bundle": str(paths[o.name]),
-                         "memory": memory_row(o, paths[o.name], static_dir), "latency": timed[o.name]})
-            print(f"  {json.dumps(rows[-1], default=float)}", flush=True)
+            memory[o.name] = memory_row(o, paths[o.name], static_dir)
+            print(f"  RSS, {o.name}: {json.dumps(memory[o.name])}", flush=True)
+        print(f"{backend}: latency of {len(chosen)} options", flush=True)
+        timed = latency(chosen, paths, args.rounds, args.timing_lock)
+        rows += [{"backend": backend, "option": o.name, "change": o.change, "bundle": str(paths[o.name]),
+                  "memory": memory[o.name], "latency": timed[o.name]} for o in chosen]
     info = {**machine(), "rounds": args.rounds}
     rig = bundles.checkpoint(MODEL)[1]
-    name = results_name("memory", reduced=args.backend is not None)
+    name = f"memory_{args.backend}" if args.backend else "memory"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"command": command, **info, "goals": GOALS, "rig": rig,
                                                       "rows": rows}, indent=2, default=float) + "\n")

@@ -5,11 +5,11 @@ convolutions of its blocks). onnxruntime rewrites weights while it loads a
 graph: it folds BN's affine into the conv and, on x86, reorders filters for
 its NCHWc kernels; each session keeps its own rewritten copy, and Python has
 no prepacked-weights container to share them. With `weight_sharing="shared"` each
-graph is optimized once into an in-memory ORT-format copy, whose initializers
-are matched by content across the bundle's graphs: every distinct tensor, as
-this CPU runs it, becomes one buffer (`SharedWeights`) handed to every session
-that uses it through `SessionOptions.add_initializer`, and the session loads
-that copy without optimizing again. onnxruntime keeps a CPU OrtValue given
+graph is optimized once into a temporary ONNX copy with its weights in external
+data, whose initializers are matched by content across the bundle's graphs:
+every distinct tensor, as this CPU runs it, becomes one buffer (`SharedWeights`)
+handed to every session that uses it through `SessionOptions.add_initializer`,
+and the session loads that copy without optimizing again. onnxruntime keeps a CPU OrtValue given
 this way instead of copying it. Peak RSS and latency of either setting:
 benchmarks/results/memory.md.
 """
@@ -17,9 +17,6 @@ benchmarks/results/memory.md.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,22 +47,44 @@ def _share_cpu_arena(options: ort.SessionOptions) -> None:
     options.add_session_config_entry("session.use_env_allocators", "1")
 
 
-def _ort_format_schema():
-    """onnxruntime's flatbuffers schema of ORT-format models, as its wheel ships it (tools/ort_format_model), read
-    with the `flatbuffers` package onnxruntime depends on.
+def _onnx_initializers():
+    """A reader of the ONNX fields naming a model's initializers and where their external data lies: ModelProto.graph,
+    GraphProto.initializer, and TensorProto's dims, data_type, name, external_data and data_location, by the field
+    numbers of onnx.proto, declared to protobuf (a dependency of onnxruntime); every other field is skipped.
 
-    Loaded as the top-level package its modules import themselves by, without
-    running onnxruntime.tools' __init__, which imports torch wherever torch is installed.
+    The onnx package would read them too, but it is no device dependency and adds about 30 MB to the process.
     """
-    name = "ort_flatbuffers_py"
-    if name not in sys.modules:
-        location = Path(ort.__file__).parent / "tools" / "ort_format_model" / name
-        spec = importlib.util.spec_from_file_location(name, location / "__init__.py",
-                                                      submodule_search_locations=[str(location)])
-        package = importlib.util.module_from_spec(spec)
-        sys.modules[name] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"{name}.fbs.InferenceSession").InferenceSession
+    if not _schema:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        field = descriptor_pb2.FieldDescriptorProto
+        schema = descriptor_pb2.FileDescriptorProto(name="onnx_initializers.proto", package="onnx_initializers")
+        messages = {
+            "StringStringEntryProto": [("key", 1, field.TYPE_STRING, None), ("value", 2, field.TYPE_STRING, None)],
+            "TensorProto": [("dims", 1, field.TYPE_INT64, None), ("data_type", 2, field.TYPE_INT32, None),
+                            ("name", 8, field.TYPE_STRING, None),
+                            ("external_data", 13, field.TYPE_MESSAGE, "StringStringEntryProto"),
+                            ("data_location", 14, field.TYPE_INT32, None)],
+            "GraphProto": [("initializer", 5, field.TYPE_MESSAGE, "TensorProto")],
+            "ModelProto": [("graph", 7, field.TYPE_MESSAGE, "GraphProto")],
+        }
+        repeated = {"dims", "external_data", "initializer"}
+        for message, fields in messages.items():
+            declared = schema.message_type.add(name=message)
+            for name, number, kind, type_name in fields:
+                declared.field.add(
+                    name=name, number=number, type=kind,
+                    label=field.LABEL_REPEATED if name in repeated else field.LABEL_OPTIONAL,
+                    type_name=f".onnx_initializers.{type_name}" if type_name else None,
+                )
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(schema)
+        _schema.append(message_factory.GetMessageClass(pool.FindMessageTypeByName("onnx_initializers.ModelProto")))
+    return _schema[0]
+
+
+_schema: list = []  # the reader's message class, declared once per process
+EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
 class SharedWeights:
@@ -79,25 +98,26 @@ class SharedWeights:
         self.values: dict[bytes, ort.OrtValue] = {}  # by content: sha256 of (ONNX type, shape, bytes)
         self.registered: dict[str, dict[str, ort.OrtValue]] = {}
 
-    def share(self, graph: str, model: bytes, options: ort.SessionOptions) -> None:
-        """Give `options` this process's buffer for every initializer of `model` (ORT format) of SHARED_MIN_BYTES or more."""
-        parsed = _ort_format_schema().GetRootAs(model, 0).Model().Graph()
+    def share(self, graph: str, model: Path, options: ort.SessionOptions) -> None:
+        """Give `options` this process's buffer for every initializer that `model` (ONNX) keeps in external data."""
+        parsed = _onnx_initializers()()
+        parsed.ParseFromString(model.read_bytes())
         registered = self.registered.setdefault(graph, {})
-        for index in range(parsed.InitializersLength()):
-            tensor = parsed.Initializers(index)
-            if tensor.RawDataLength() < SHARED_MIN_BYTES:
+        for tensor in parsed.graph.initializer:
+            if tensor.data_location != EXTERNAL:
                 continue
-            raw, dims = tensor.RawDataAsNumpy(), tuple(int(d) for d in tensor.DimsAsNumpy())
-            key = hashlib.sha256(repr((tensor.DataType(), dims)).encode() + raw.tobytes()).digest()
+            where = {entry.key: entry.value for entry in tensor.external_data}
+            offset, length = int(where.get("offset", 0)), int(where["length"])
+            raw = np.fromfile(model.parent / where["location"], dtype=np.uint8, count=length, offset=offset)
+            dims = tuple(tensor.dims)
+            key = hashlib.sha256(repr((tensor.data_type, dims)).encode() + raw.tobytes()).digest()
             if key not in self.values:
-                # A copy: `raw` views the model's bytes, which are dropped once the session is created. The OrtValue
-                # holds the array, and onnxruntime reads the bytes as the tensor's ONNX type.
+                # The OrtValue holds the array; onnxruntime reads its bytes as the tensor's ONNX type.
                 self.values[key] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-                    raw.copy().view(_unsigned(raw.nbytes, dims)).reshape(dims), tensor.DataType()
+                    raw.view(_unsigned(length, dims)).reshape(dims), tensor.data_type
                 )
-            registered[tensor.Name().decode()] = self.values[key]
-            options.add_initializer(tensor.Name().decode(), self.values[key])
-
+            registered[tensor.name] = self.values[key]
+            options.add_initializer(tensor.name, self.values[key])
 
 
 def _unsigned(nbytes: int, dims: tuple[int, ...]) -> np.dtype:
@@ -178,22 +198,27 @@ class OnnxRuntimeBackend:
         return ort.InferenceSession(model, options, providers=list(self.providers))
 
     def _shared_session(self, path: Path, graph: Graph) -> ort.InferenceSession:
-        """`graph` optimized here once (BN folded, filters in this CPU's layout), then loaded as that copy with
-        the bundle's shared buffers for its initializers, and not optimized again."""
+        """`graph` optimized here once (BN folded, filters in this CPU's layout) into an ONNX copy whose weights lie in
+        external data, then loaded as that copy with the bundle's shared buffers for them, and not optimized again.
+
+        ONNX, not ORT format: a session keeps the initializers its model file holds, even those it was given
+        buffers for; a model whose weights are external holds only their names and offsets.
+        """
         with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
-            optimized = Path(scratch) / f"{graph.name}.ort"
+            optimized = Path(scratch) / f"{graph.name}.onnx"
             options = self._options()
             options.enable_profiling = False
             options.optimized_model_filepath = str(optimized)
-            options.add_session_config_entry("session.save_model_format", "ORT")
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{graph.name}.bin")
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                             str(SHARED_MIN_BYTES))
             # Its one warning says the copy holds this CPU's layout, which is the point: the copy never leaves here.
             options.log_severity_level = 3
             ort.InferenceSession(str(path), options, providers=list(self.providers))
-            model = optimized.read_bytes()
-        options = self._options()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.shared.share(graph.name, model, options)
-        return self._session(model, options, graph)
+            options = self._options()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self.shared.share(graph.name, optimized, options)
+            return self._session(str(optimized), options, graph)
 
     def describe(self) -> str:
         return (f"onnxruntime {ort.__version__} {'+'.join(self.providers)}, threads={self.threads or 'default'}, "
