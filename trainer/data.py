@@ -167,11 +167,20 @@ def random_crop_and_flip(images: Tensor, padding: int) -> Tensor:
 
 @functools.cache
 def _decoded_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """CIFAR-10 from an ImageFolder tree (root/{train,test}/<class>/) or torchvision's batches, as uint8 NHWC.
+    """CIFAR-10 from an ImageFolder tree (root/{train,test}/<class>/), torchvision's batches, or arrays
+    (root/{train,test}.npz: `images` uint8 NHWC, `labels`, `classes`; scripts/gpu_check.py writes synthetic ones),
+    as uint8 NHWC.
 
     Read-only: it is cached for the process, and callers index copies out of it.
     """
-    if (root / split).is_dir():
+    if (root / f"{split}.npz").is_file():
+        with np.load(root / f"{split}.npz", allow_pickle=False) as arrays:
+            images, labels = arrays["images"], arrays["labels"].astype(np.int64)
+            classes = [str(name) for name in arrays["classes"]]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+            raise ValueError(f"{root / f'{split}.npz'}: images must be uint8 (N, H, W, 3) with one label each, "
+                             f"got {images.dtype} {images.shape} and {len(labels)} labels")
+    elif (root / split).is_dir():
         folder = datasets.ImageFolder(str(root / split))
         images = np.stack([np.asarray(folder.loader(path).convert("RGB")) for path, _ in folder.samples])
         labels, classes = np.asarray(folder.targets, dtype=np.int64), folder.classes
@@ -180,8 +189,8 @@ def _decoded_cifar10(split: str, root: Path) -> tuple[np.ndarray, np.ndarray, tu
         images, labels, classes = batches.data, np.asarray(batches.targets, dtype=np.int64), batches.classes
     else:
         raise FileNotFoundError(
-            f"no CIFAR-10 under {root}: expected {root / split}/<class>/*.jpg (ImageFolder) "
-            f"or {root / 'cifar-10-batches-py'} (torchvision batches)"
+            f"no CIFAR-10 under {root}: expected {root / split}/<class>/*.jpg (ImageFolder), "
+            f"{root / 'cifar-10-batches-py'} (torchvision batches) or {root / split}.npz (arrays)"
         )
     images.setflags(write=False)
     labels.setflags(write=False)
