@@ -600,6 +600,11 @@ def variant_lines(derived: list[tuple[dict, dict]]) -> list[str]:
             f"at {fb['realized_speedup']:.2f}x realized (noise ±{noise(best, rows):.2f}). Its candidates save {saved:.0f} µs per image on average "
             f"against the {max(best['candidates'])} px subgraph ({us[top]:.0f} µs); its predictor costs "
             f"{us['predictor']:.0f} µs and dispatch {us['dynamic'] - best['ideal_us']:.0f} µs.")
+        if len(first["device_chosen"]) == 1:
+            lines.append(f"  No smaller candidate keeps >= {SCALING_FLOOR} of its MACs cut here, so the device-chosen "
+                         "set is the full side alone: the device runs the static model (no DRNet variant to time).")
+        elif first["device_chosen"] == first["candidates"]:
+            lines.append("  The device keeps every candidate here: the device-chosen variants are the recipe's rows.")
     return lines
 
 
