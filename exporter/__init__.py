@@ -149,7 +149,7 @@ def export(
     say(f"splitting the {config['family']} model")
     split = split_model(
         model, config["family"], data["resolution"], calibration=calibration if plan else None,
-        checkpoint=Path(checkpoint), **split_options,
+        checkpoint=Path(checkpoint), target=target, precision=precision, **split_options,
     )
     verify_backend = spec.verify_backend if verify else None
     labelled = labelled_samples(config, accuracy_images) if accuracy_images else None

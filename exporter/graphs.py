@@ -29,6 +29,8 @@ class SplitOptions:
     calibration: Tensor | None = None  # normalized images driving the block families' plan
     checkpoint: Path | None = None  # where the model came from: its companions (a lookup table) lie beside it
     family: Any = None  # the family split's EXPORT_OPTIONS instance, or None where it takes none
+    target: str | None = None  # the target the graphs are written for, where a split's choice depends on it
+    precision: str | None = None  # the bundle's precision (fp32, fp16, int8), likewise
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ __all__ = ["Parity", "ParityError", "check_parity", "verification_samples"]
 # Logits may differ by this much times max(1, the largest |eager logit|): a plain 1e-4 for logits up to
 # 1, scaled for networks whose logits are larger (float32 rounding grows with the values summed).
 TOLERANCE = 1e-4
+SINGLE_IMAGES = 4  # also run alone, at every point: a dispatcher may take one image another way (URNet's conditional graph)
 
 
 class ParityError(RuntimeError):
@@ -69,6 +70,7 @@ def check_parity(
 
     With `path_reference`, every operating point's path is also forced and
     compared, so paths the dispatch never picks on these samples are checked too.
+    The first SINGLE_IMAGES samples also run one at a time, at every point.
     """
     session = runtime.load(bundle, backend)
     runs = [(reference(samples, scale), {"scale": scale}) for scale in scales]
@@ -76,15 +78,20 @@ def check_parity(
         manifest = session.manifest
         runs += [(path_reference(samples, point.name), point.options)
                  for point in manifest.dispatch.operating_points(manifest.graphs)]
+    runs = [(expected, options, slice(None)) for expected, options in runs] + [
+        (DynamicOutput(expected.logits[i : i + 1], expected.paths[i : i + 1], expected.macs[i : i + 1]), options,
+         slice(i, i + 1))
+        for expected, options in runs for i in range(min(SINGLE_IMAGES, len(samples)))
+    ]
     mismatches, max_diff, checked = 0, 0.0, 0
-    scale = max([1.0, *(float(expected.logits.abs().max()) for expected, _ in runs)])
-    for expected, options in runs:
-        result = session.run(samples.numpy().astype(np.float32), **options)
+    scale = max([1.0, *(float(expected.logits.abs().max()) for expected, _, _ in runs)])
+    for expected, options, images in runs:
+        result = session.run(samples[images].numpy().astype(np.float32), **options)
         same = np.array([a == b for a, b in zip(expected.paths, result.paths)])
         diffs = np.abs(expected.logits.numpy() - result.logits)[same]
         mismatches += int((~same).sum())
         max_diff = max(max_diff, float(diffs.max()) if diffs.size else 0.0)
-        checked += len(samples)
+        checked += len(result.paths)
         wrong_macs = same & (result.macs != expected.macs.numpy())
         if wrong_macs.any():
             i = int(np.argmax(wrong_macs))

@@ -100,9 +100,10 @@ def add_family_arguments(parser: argparse.ArgumentParser) -> None:
 
 def split_model(
     model: nn.Module, family: str, resolution: int, *, calibration: Tensor | None = None,
-    checkpoint: Path | None = None, **options: Any,
+    checkpoint: Path | None = None, target: str | None = None, precision: str | None = None, **options: Any,
 ) -> Split:
-    """Static graphs and their dispatch for `model`; `options` are the family split's own (EXPORT_OPTIONS)."""
+    """Static graphs and their dispatch for `model`, written for `target` at `precision` where given; `options`
+    are the family split's own (EXPORT_OPTIONS)."""
     module = split_module(family)
     entry = FAMILIES[family]
     if not isinstance(model, entry.model_type):
@@ -110,5 +111,5 @@ def split_model(
             f"family {family!r} expects a {entry.model_type.__name__}, got {type(model).__name__}; "
             "the checkpoint config and weights disagree"
         )
-    split_options = SplitOptions(resolution, calibration, checkpoint, family_options(family, options))
+    split_options = SplitOptions(resolution, calibration, checkpoint, family_options(family, options), target, precision)
     return module.split(model.eval(), split_options)

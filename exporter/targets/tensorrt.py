@@ -39,7 +39,7 @@ from exporter.graphs import ExportGraph
 from exporter.quantize.onnx_qdq import quantize_qdq
 from exporter.targets import Int8Inputs, Written
 from exporter.targets.batch import batched_example, check_max_batch
-from exporter.targets.onnx import export_onnx
+from exporter.targets.onnx import compose_if_chain, export_onnx, if_chain
 from runtime.format.devices import Device
 from runtime.format.manifest import BuildPlan, EngineProfile
 
@@ -108,11 +108,16 @@ def write(
         raise ValueError("an int8 TensorRT plan needs at least one graph to quantize; name them in int8=")
     workspace = device.workspace_mb if device and device.workspace_mb else DEFAULT_WORKSPACE_MB
     opt_batch = _opt_batch(device, max_batch)
-    models = {}
+    exported = {}
     for graph in tqdm(graphs, desc="tensorrt graphs", leave=False, disable=None):
-        inputs, _ = batched_example(graph, max_batch)
-        model = _qdq(graph, int8[graph.name], max_batch) if graph.name in int8 else export_onnx(graph, max_batch=max_batch)
-        models[graph.name] = prepare(graph.name, model, inputs)
+        if if_chain(graph) is None:
+            exported[graph.name] = (_qdq(graph, int8[graph.name], max_batch) if graph.name in int8
+                                    else export_onnx(graph, max_batch=max_batch))
+    for graph in graphs:  # a conditional graph, composed of the others' ONNX: its Ifs become IIfConditional
+        if (chain := if_chain(graph)) is not None:
+            exported[graph.name] = compose_if_chain(chain, exported)
+    models = {graph.name: prepare(graph.name, exported[graph.name], batched_example(graph, max_batch)[0])
+              for graph in graphs}
     placement = {}
     for group in shape_variants(models):
         file = f"{'+'.join(group)}.onnx"

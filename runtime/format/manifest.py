@@ -193,7 +193,9 @@ class Manifest:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["dispatch"] = {"rule": self.dispatch.rule, **data["dispatch"]}
+        omitted = getattr(self.dispatch, "omitted_when", {})  # a rule's newer fields, written only where used
+        data["dispatch"] = {"rule": self.dispatch.rule,
+                            **{k: v for k, v in data["dispatch"].items() if k not in omitted or v != omitted[k]}}
         for optional in ("build", "accuracy", "quantization"):
             if data[optional] is None:
                 del data[optional]

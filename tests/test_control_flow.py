@@ -1,0 +1,160 @@
+"""URNet's conditional graph (--control-flow graph): one call per image that equals the per-block dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import runtime
+from exporter.__main__ import main as exporter_main
+from runtime.format.devices import Device, load_devices
+from runtime.format.fields import BundleError
+from runtime.rules.gated import SCALES
+
+SINGLE_IMAGES = 6
+
+
+def per_session() -> Device:
+    """host-cpu with a session's own weights: onnxruntime names the weights it reorders inside each `If` branch
+    alike ("reorder"), and weight sharing matches them by name, which mixes them up (runtime/backends/onnxruntime.py)."""
+    return dataclasses.replace(load_devices()["host-cpu"], weight_sharing="per-session")
+
+
+@pytest.fixture(scope="module")
+def flows(block_checkpoints, calibration, tmp_path_factory):
+    """The tiny digits URNet (6 blocks) for onnx, once with a conditional graph and once with a call per block;
+    compared with each other and with eager here (the export's own parity check loads with shared weights)."""
+    import exporter
+
+    bundles = {}
+    for flow in ("graph", "calls"):
+        out = tmp_path_factory.mktemp("control-flow") / flow
+        exporter.export(block_checkpoints["urnet"], "onnx", out, calibration=calibration, verify=False,
+                        accuracy_images=0, control_flow=flow)
+        bundles[flow] = runtime.load(out, device=per_session())
+    return bundles
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_single_images_follow_eager(flows, block_checkpoints, digits_test, scale):
+    from trainer.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(block_checkpoints["urnet"])
+    expected = model.infer(digits_test[2][:SINGLE_IMAGES], scale)
+    for i in range(SINGLE_IMAGES):
+        result = flows["graph"].run(digits_test[0][i : i + 1], scale=scale)
+        assert result.paths == expected.paths[i : i + 1]
+        assert result.macs[0] == int(expected.macs[i])
+        np.testing.assert_allclose(result.logits[0], expected.logits[i].numpy(), atol=1e-4)
+
+
+def test_the_manifest_records_the_choice(flows):
+    graph, calls = flows["graph"].manifest, flows["calls"].manifest
+    assert (graph.dispatch.control_flow, graph.dispatch.conditional) == ("graph", "conditional")
+    assert (calls.dispatch.control_flow, calls.dispatch.conditional) == ("calls", None)
+    written = json.loads((flows["calls"].bundle / "manifest.json").read_text())["dispatch"]
+    assert "control_flow" not in written  # a per-block section reads as before version 7
+
+
+def test_one_image_is_one_call(flows, digits_test):
+    result = flows["graph"].run(digits_test[0][:1], scale=1.0)
+    assert set(result.timings) == {"preprocess", "conditional"}
+
+
+def test_every_path_equals_per_block_dispatch(flows, digits_test):
+    """Each of the 64 paths forced, image by image, against the per-block graphs: same logits, path and MACs."""
+    graph, calls = flows["graph"], flows["calls"]
+    count = len(graph.manifest.dispatch.blocks)
+    images = digits_test[0][:2]
+    for code in range(2**count):
+        path = format(code, f"0{count}b")
+        expected = calls.run(images, path=path)
+        for i in range(len(images)):
+            got = graph.run(images[i : i + 1], path=path)
+            assert got.paths == [path] == expected.paths[i : i + 1]
+            assert got.macs[0] == expected.macs[i]
+            np.testing.assert_allclose(got.logits[0], expected.logits[i], atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_scale_equals_per_block_dispatch(flows, digits_test, scale):
+    graph, calls = flows["graph"], flows["calls"]
+    images = digits_test[0][:SINGLE_IMAGES]
+    expected = calls.run(images, scale=scale)
+    singles = [graph.run(images[i : i + 1], scale=scale) for i in range(len(images))]
+    assert [r.paths[0] for r in singles] == expected.paths
+    assert [int(r.macs[0]) for r in singles] == expected.macs.tolist()
+    np.testing.assert_allclose(np.concatenate([r.logits for r in singles]), expected.logits, atol=1e-4)
+
+
+def test_the_graph_takes_batches_with_mixed_decisions(flows, digits_test):
+    """Called on a whole batch whose samples disagree on blocks, the conditional graph still gives each sample its
+    own path (the mixed branch), as the per-block dispatch does."""
+    graph, calls = flows["graph"], flows["calls"]
+    count = len(graph.manifest.dispatch.blocks)
+    batch = graph.run(digits_test[0][:32], scale=0.6)  # several images: per-block calls
+    assert len(set(batch.paths)) > 1, "no mixed decisions at S=0.6: the test would not reach the mixed branch"
+    from runtime.preprocess import prepare
+
+    prepared = prepare(digits_test[0][:32], graph.manifest.preprocessing)
+    scale = np.full(32, 0.6, dtype=np.float32)
+    for force, expected in ((np.full((32, count), -1.0, np.float32), batch),
+                            (np.tile(np.float32([1, 0, 1, 0, 0, 1]), (32, 1)), calls.run(digits_test[0][:32], path="101001"))):
+        logits, gates = graph.graphs["conditional"]([prepared, scale, force])
+        assert ["".join("1" if g > 0.5 else "0" for g in row) for row in gates] == expected.paths
+        np.testing.assert_allclose(logits, expected.logits, atol=1e-4)
+
+
+def test_graph_on_executorch_is_refused_by_name(block_checkpoints, tmp_path, capsys):
+    code = exporter_main(["--checkpoint", str(block_checkpoints["urnet"]), "--target", "executorch",
+                          "--out", str(tmp_path / "refused"), "--control-flow", "graph", "--no-verify"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "--control-flow graph on executorch" in error and "XNNPACK" in error
+    assert not (tmp_path / "refused").exists()
+
+
+def test_an_unknown_control_flow_is_refused(block_checkpoints, tmp_path, capsys):
+    code = exporter_main(["--checkpoint", str(block_checkpoints["urnet"]), "--target", "onnx",
+                          "--out", str(tmp_path / "refused"), "--control-flow", "sometimes"])
+    assert code == 2
+    assert "control_flow (--control-flow): one of ['auto', 'graph', 'calls']" in capsys.readouterr().err
+
+
+def _rewrite_manifest(bundle, tmp_path, change):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    change(data)
+    (copy / "manifest.json").write_text(json.dumps(data))
+    return copy
+
+
+def test_a_version_6_per_block_bundle_runs_unchanged(flows, digits_test, tmp_path):
+    """A bundle written before control flow existed: version 6, no control_flow field."""
+    def version_6(data):
+        data.update(format_version=6)
+        data["preprocessing"]["resize"] = "bilinear"  # version 6's only resize; these images need none
+
+    old = _rewrite_manifest(flows["calls"].bundle, tmp_path, version_6)
+    session = runtime.load(old, device=per_session())
+    assert session.manifest.dispatch.control_flow == "calls"
+    expected = flows["calls"].run(digits_test[0][:8], scale=0.6)
+    result = session.run(digits_test[0][:8], scale=0.6)
+    assert result.paths == expected.paths and np.array_equal(result.macs, expected.macs)
+    np.testing.assert_allclose(result.logits, expected.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["dispatch"].update(control_flow="graph"), "dispatch.conditional"),
+    (lambda d: d["dispatch"].update(control_flow="maybe"), "dispatch.control_flow"),
+    (lambda d: d["dispatch"].update(conditional="full"), "dispatch.conditional"),
+])
+def test_a_wrong_control_flow_section_is_refused_by_field(flows, tmp_path, change, field):
+    with pytest.raises(BundleError, match=field.replace(".", r"\.")):
+        runtime.load(_rewrite_manifest(flows["calls"].bundle, tmp_path, change), device=per_session())
