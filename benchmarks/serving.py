@@ -98,13 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "machine": machine(), "device": DEVICE, "objective_x_static": OBJECTIVE,
               "rates": RATES, "requests": args.requests, "goals": GOALS, "rows": rows, "soak": soaked,
               "remeasured": REMEASURED}
-    text, payload = format_report(report), json.dumps(report, indent=2) + "\n"
+    text, payload = format_report(report), json.dumps(report, indent=2, default=_plain) + "\n"
     atomic_write(RESULTS / "serving.json", lambda path: path.write_text(payload))
     atomic_write(RESULTS / "serving.md", lambda path: path.write_text(text))
     shutil.rmtree(RESULTS / "serving", ignore_errors=True)
     shutil.copytree(figures, RESULTS / "serving")
     print(text)
     return 0
+
+
+def _plain(value: object) -> object:
+    """numpy's scalars as JSON's."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def arguments() -> argparse.ArgumentParser:
