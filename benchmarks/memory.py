@@ -51,7 +51,6 @@ MODEL = "blockdrop-resnet110"
 PLANS = {  # bundle name -> how it is exported (runtime_costs.py's benches of the same names)
     "blockdrop-top16": Bench("blockdrop-top16", MODEL, {"cache_paths": 16}, calibrate=True),
     "blockdrop-top8": Bench("blockdrop-top8", MODEL, {"cache_paths": 8}, calibrate=True),
-    "blockdrop-naive": Bench("blockdrop-naive", MODEL, {"cache_paths": 0}),
 }
 
 
@@ -70,8 +69,8 @@ OPTIONS = (
     Option("per-session (today)", "onnxruntime", "blockdrop-top16", "each session optimizes and keeps its weights",
            baseline=True),
     Option("shared", "onnxruntime", "blockdrop-top16",
-           "each graph optimized once into an ORT-format copy; each distinct optimized tensor one OrtValue, given to "
-           "every session through SessionOptions.add_initializer; sessions load the copy unoptimized"),
+           "each graph optimized once into an ONNX copy with external weights; each distinct optimized tensor one "
+           "OrtValue, given to every session through SessionOptions.add_initializer; sessions load the copy unoptimized"),
     Option("shared, prepacking off", "onnxruntime", "blockdrop-top16",
            "shared, and session.disable_prepacking = 1: no session packs a MatMul/Gemm weight of its own"),
     Option("per-session, prepacking off", "onnxruntime", "blockdrop-top16", "session.disable_prepacking = 1"),
@@ -79,18 +78,15 @@ OPTIONS = (
            "optimization.disable_specified_optimizers = NchwcTransformer"),
     Option("top-16 (today)", "executorch", "blockdrop-top16", "each method's XNNPACK delegate packs its weights",
            baseline=True),
-    Option("top-16, weights in a .ptd", "executorch", "blockdrop-top16",
-           "delegate weights tagged external at export, written once to model.ptd, loaded with data_path"),
     Option("top-8 (fewer methods)", "executorch", "blockdrop-top8", "8 cached paths instead of 16; the rest by segments"),
-    Option("naive (no cached paths)", "executorch", "blockdrop-naive", "one method per block: each weight packed once"),
 )
 
 
 # ---------------------------------------------------------------- backends of each option
 
 
-def make_backend(option: Option, bundle: Path):
-    """The backend `option` loads with; `bundle` is where a .ptd option finds its data file."""
+def make_backend(option: Option):
+    """The backend `option` loads with."""
     from runtime.backends import create_backend
 
     if option.backend == "onnxruntime":
@@ -106,67 +102,12 @@ def make_backend(option: Option, bundle: Path):
         if "no NCHWc" in option.name:
             backend.options.add_session_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
         return backend
-    backend = create_backend("executorch", "executorch", threads=THREADS)
-    if ".ptd" in option.name:
-        load_program = backend.runtime.load_program
-        data = bundle / PTD_FILE
-        backend.runtime.load_program = lambda path, **kw: load_program(path, data_path=data, **kw)
-    return backend
+    return create_backend("executorch", "executorch", threads=THREADS)
 
 
 def _prepacking_off(options):
     options.add_session_config_entry("session.disable_prepacking", "1")
     return options
-
-
-# ---------------------------------------------------------------- the .ptd export (ExecuTorch)
-
-PTD_FILE = "model.ptd"
-
-
-def export_ptd(bundles: RiggedBundles, source: Path) -> Path:
-    """The top-16 ExecuTorch bundle again, every XNNPACK delegate weight tagged external: model.pte plus model.ptd,
-    each distinct weight stored once in the .ptd (ExecuTorch's NamedDataStore deduplicates by content)."""
-    import dataclasses
-    import shutil
-
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
-
-    from exporter.batchnorm import batchnorm_to_affine
-    from runtime.format.bundle import artifact_table, write_manifest
-    from exporter.splits import split_model
-    from exporter.targets.batch import batched_example
-    from trainer.checkpoint import load_checkpoint
-
-    out = source.parent / f"{source.name}-ptd"
-    if (out / PTD_FILE).exists():
-        return out
-    manifest = open_bundle(source)
-    model, _ = load_checkpoint(bundles.work / "checkpoints" / MODEL)
-    from benchmarks.rigs import normalized
-
-    split = split_model(model, "blockdrop", 32, cache_paths=16, calibration=normalized(bundles.calibration))
-    programs = {}
-    for graph in split.graphs:
-        if graph.name not in manifest.graphs:
-            continue
-        inputs, dynamic = batched_example(graph, manifest.max_batch)
-        exported = torch.export.export(batchnorm_to_affine(graph.module), inputs, dynamic_shapes=dynamic)
-        module = exported.module()
-        delegate_external_constants_pass_unlifted(module, lambda node: "model")
-        programs[graph.name] = torch.export.export(module, inputs, dynamic_shapes=dynamic)
-    program = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
-    work = out.with_suffix(".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(source, work)
-    (work / "model.pte").write_bytes(program.buffer)
-    program.write_tensor_data_to_file(str(work))
-    write_manifest(work, dataclasses.replace(manifest, artifacts=artifact_table(work)))  # model.ptd pinned too
-    work.rename(out)
-    return out
 
 
 # ---------------------------------------------------------------- memory: fresh subprocesses
@@ -176,7 +117,7 @@ def probe(option: Option, mode: str, bundle: Path, static_dir: Path) -> dict:
     """Run in a fresh subprocess: create the backend, load what `mode` says, run one batch; VmHWM and RSS in KiB."""
     manifest = open_bundle(bundle)
     images = np.random.default_rng(7).integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)
-    backend = make_backend(option, bundle)
+    backend = make_backend(option)
     if mode == "static":
         from runtime.preprocess import prepare
 
@@ -226,7 +167,7 @@ def latency(options: list[Option], bundles: dict[str, Path], rounds: int, lock: 
     for option in options:
         started = time.perf_counter()
         bundle = bundles[option.name]
-        sessions[option.name] = Session(bundle, open_bundle(bundle), make_backend(option, bundle))
+        sessions[option.name] = Session(bundle, open_bundle(bundle), make_backend(option))
         load_s[option.name] = time.perf_counter() - started
     baseline = next(o for o in options if o.baseline).name
     fns: dict[tuple[str, int], Callable[[], object]] = {}
@@ -318,9 +259,6 @@ def main(argv: list[str] | None = None) -> int:
         target = "onnx" if backend == "onnxruntime" else "executorch"
         chosen = [o for o in options if o.backend == backend]
         paths = {o.name: bundles.bundle(PLANS[o.plan], target)[0] for o in chosen}
-        for o in chosen:
-            if ".ptd" in o.name:
-                paths[o.name] = export_ptd(bundles, paths[o.name])
         model, _ = load_checkpoint(work / "checkpoints" / MODEL)
         reference = open_bundle(paths[chosen[0].name])
         static_dir = write_static_model(model, "blockdrop", target, work / f"static-{target}", reference.max_batch)

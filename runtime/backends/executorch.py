@@ -4,8 +4,12 @@ Each program is loaded once and its methods kept. Its Python bindings
 exchange torch tensors, so this backend alone imports torch.
 
 XNNPACK packs each method's weights for itself when the method loads: the
-.pte stores shared weights once, but executorch 1.5.1 gives Python no switch
-for XNNPACK's weight cache, so a loaded method holds its own packed copy.
+.pte stores shared weights once, but the executorch 1.5.1 wheel is built
+without XNNPACK's weight cache (EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE, off in
+ExecuTorch's default and pybind presets) and its Python API passes no backend
+options, so a loaded method holds its own packed copy. Android's and iOS's
+builds have the cache on (docs/bundle.md, "Weights in memory on the device");
+the pip runtime's figures per option: benchmarks/results/memory_executorch.md.
 
 With `etdump=True` each method records ExecuTorch's event trace (ETDump):
 every XNNPACK op and portable kernel, timed per call. A trace is kept per
