@@ -9,7 +9,7 @@ without XNNPACK's weight cache (EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE, off in
 ExecuTorch's default and pybind presets) and its Python API passes no backend
 options, so a loaded method holds its own packed copy. Android's and iOS's
 builds have the cache on (docs/bundle.md, "Weights in memory on the device");
-the pip runtime's figures per option: benchmarks/results/memory_executorch.md.
+the pip runtime's figure: benchmarks/results/runtime.md, section 5.
 
 With `etdump=True` each method records ExecuTorch's event trace (ETDump):
 every XNNPACK op and portable kernel, timed per call. A trace is kept per

@@ -11,7 +11,7 @@ every distinct tensor, as this CPU runs it, becomes one buffer (`SharedWeights`)
 handed to every session that uses it through `SessionOptions.add_initializer`,
 and the session loads that copy without optimizing again. onnxruntime keeps a CPU OrtValue given
 this way instead of copying it. Peak RSS and latency of either setting:
-benchmarks/results/memory.md.
+benchmarks/results/memory_onnxruntime.md.
 """
 
 from __future__ import annotations

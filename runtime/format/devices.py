@@ -42,7 +42,7 @@ ONNXRUNTIME_PROVIDERS = (
 
 # How onnxruntime holds a bundle's weights (runtime/backends/onnxruntime.py): one buffer per distinct optimized
 # tensor shared by every graph's session, or a copy per session. Memory and latency of each:
-# benchmarks/results/memory.md.
+# benchmarks/results/memory_onnxruntime.md.
 WEIGHT_SHARING = ("shared", "per-session")
 
 _FIELDS = {
