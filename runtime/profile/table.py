@@ -150,7 +150,10 @@ def measure_table(
         for name, graph in manifest.graphs.items()
     }
     preprocess, static = measured[("preprocess",)], measured[("static",)]
-    overhead = static.median_ms - preprocess.median_ms - graphs[manifest.dispatch.reference].batches[1].median_ms
+    # A difference of medians: on a busy machine it can come out below zero, which the runtime cannot cost, and a
+    # negative prediction would make a table its own reader refuses.
+    reference = graphs[manifest.dispatch.reference].batches[1]
+    overhead = max(0.0, static.median_ms - preprocess.median_ms - reference.median_ms)
     per_call = _dispatch_ms_per_call(session, singles[0], points, runs=runs, warmup=warmup)
     rows = []
     for point in points:
