@@ -285,10 +285,10 @@ def _verdict(row: Comparison) -> str:
 
 
 def format_report(payload: dict, rows: list[Comparison]) -> str:
-    arm_versions = "; ".join(f"{m['backend']}: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-                             for m in payload["runs"]["arm"])
-    x86_versions = "; ".join(f"{m['backend']}: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-                             for m in payload["runs"]["x86"])
+    arm_versions, x86_versions = (
+        "; ".join(dict.fromkeys(f"{m['backend']}: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+                                for m in payload["runs"][side]))
+        for side in ("arm", "x86"))
     g = GOALS
     lines = [
         "# The device runtime on ARM (emulated aarch64) against x86: decisions, logits, top-1",
