@@ -95,12 +95,12 @@ def test_the_graph_takes_batches_with_mixed_decisions(flows, digits_test):
     own path (the mixed branch), as the per-block dispatch does."""
     graph, calls = flows["graph"], flows["calls"]
     count = len(graph.manifest.dispatch.blocks)
-    batch = graph.run(digits_test[0][:32], scale=0.6)  # several images: per-block calls
-    assert len(set(batch.paths)) > 1, "no mixed decisions at S=0.6: the test would not reach the mixed branch"
+    scale = np.where(np.arange(32) % 2, 0.2, 1.0).astype(np.float32)  # one S per image: the gates disagree
+    batch = graph.run(digits_test[0][:32], scale=scale)  # several images: per-block calls
+    assert len(set(batch.paths)) > 1, "no mixed decisions: the test would not reach the mixed branch"
     from runtime.preprocess import prepare
 
     prepared = prepare(digits_test[0][:32], graph.manifest.preprocessing)
-    scale = np.full(32, 0.6, dtype=np.float32)
     for force, expected in ((np.full((32, count), -1.0, np.float32), batch),
                             (np.tile(np.float32([1, 0, 1, 0, 0, 1]), (32, 1)), calls.run(digits_test[0][:32], path="101001"))):
         logits, gates = graph.graphs["conditional"]([prepared, scale, force])
