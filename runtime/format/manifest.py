@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,10 @@ class Manifest:
 
     def to_json(self) -> str:
         data = asdict(self)
-        omitted = getattr(self.dispatch, "omitted_when", {})  # a rule's newer fields, written only where used
-        data["dispatch"] = {"rule": self.dispatch.rule,
-                            **{k: v for k, v in data["dispatch"].items() if k not in omitted or v != omitted[k]}}
+        # A section's fields marked "newer" in their metadata are written only where they differ from their default.
+        section = data["dispatch"]
+        unset = {f.name for f in fields(self.dispatch) if f.metadata.get("newer") and section[f.name] == f.default}
+        data["dispatch"] = {"rule": self.dispatch.rule, **{k: v for k, v in section.items() if k not in unset}}
         for optional in ("build", "accuracy", "quantization"):
             if data[optional] is None:
                 del data[optional]

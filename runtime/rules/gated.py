@@ -21,7 +21,7 @@ calls (benchmarks/results/control_flow.md measures both).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -44,10 +44,10 @@ class GatedDispatch:
     stem: str  # (image, scale) to (features, first gate logit)
     blocks: tuple[BlockStep, ...]
     reference: str
-    control_flow: str = "calls"  # one of CONTROL_FLOWS (version 7; absent before: "calls")
-    conditional: str | None = None  # "graph": (image, scale, force) to (logits, gates taken), one call per image
-    # Fields written only when they differ from these: a "calls" section reads as it did before version 7.
-    omitted_when: ClassVar[dict[str, object]] = {"control_flow": "calls", "conditional": None}
+    # Version 7, written only where not the default ("newer"): a "calls" section reads as it did before.
+    control_flow: str = field(default="calls", metadata={"newer": True})  # one of CONTROL_FLOWS
+    # "graph": (image, scale, force) to (logits, gates taken), one call per image
+    conditional: str | None = field(default=None, metadata={"newer": True})
 
     def graph_roles(self) -> dict[str, str]:
         conditional = {self.conditional: "path"} if self.conditional else {}
