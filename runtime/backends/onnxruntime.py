@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph
 
 from runtime.backends import check_signature
 from runtime.format.devices import Device, check_weight_sharing, default_weight_sharing
@@ -147,6 +148,7 @@ class OnnxRuntimeBackend:
         self.profile_dir = profile_dir
         self.weight_sharing = weight_sharing
         self.shared = SharedWeights() if weight_sharing == "shared" else None
+        self.unshared: dict[str, str] = {}  # graph -> why it keeps its own weights under "shared"
         self.options = self._options()  # how a graph as exported is loaded (per-session, and the optimizing pass)
         self.sessions: dict[str, ort.InferenceSession] = {}  # graph name -> its session, for the op profiler
 
@@ -218,11 +220,20 @@ class OnnxRuntimeBackend:
             options = self._options()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self.shared.share(graph.name, optimized, options)
-            return self._session(str(optimized), options, graph)
+            try:
+                return self._session(str(optimized), options, graph)
+            except InvalidGraph as error:
+                # onnxruntime 1.32 writes the optimized copy of a graph with If subgraphs invalid (NCHWc reorder
+                # nodes named alike in both branches: "Graph must be in single static assignment (SSA) form").
+                # Such a graph keeps its own weights, as per-session would, and describe() names it.
+                del self.shared.registered[graph.name]
+                self.unshared[graph.name] = str(error).splitlines()[0][-160:]
+        return self._session(str(path), self.options, graph)
 
     def describe(self) -> str:
+        unshared = f" but for {sorted(self.unshared)}" if self.unshared else ""
         return (f"onnxruntime {ort.__version__} {'+'.join(self.providers)}, threads={self.threads or 'default'}, "
-                f"weights {self.weight_sharing}")
+                f"weights {self.weight_sharing}{unshared}")
 
 
 def create(*, threads: int | None = None, device: Device | None = None) -> OnnxRuntimeBackend:
