@@ -12,7 +12,7 @@ flock /tmp/bench.lock python -m benchmarks.preprocessing [--rounds 100] [--cifar
   committed checkpoint, exported for ONNX), its static full model.
   Goals: <= 1 ms and <= 5 us.
 - Agreement: the runtime's input against torchvision's evaluation transform
-  on PIL images (`evaluation_transform`), in normalized units, on scikit-learn's
+  on PIL images (`trainer.data.evaluation_transform`), in normalized units, on scikit-learn's
   two photos (ImageNet settings) and on CIFAR-10 test images upsampled to
   256 px with PIL (the bundle's own settings); and the bundle's top-1 on those
   upsampled images, prepared by the runtime and by torchvision, beside its
@@ -36,7 +36,7 @@ import numpy as np
 
 from runtime.format.manifest import Preprocessing
 
-__all__ = ["evaluation_transform", "training_preprocessed"]
+__all__ = ["training_preprocessed"]
 
 FRAME = (1080, 1920)
 IMAGENET = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop=224 / 256)
@@ -46,28 +46,15 @@ GOALS = {"frame_ms": 1.0, "small_us": 5.0, "mean_abs": 1e-2}
 TODAY = {"frame_ms": 9.2, "small_us": 26.0, "mean_abs": "0.07-0.15"}  # issue 32, benchmarks/results/runtime.md
 
 
-def evaluation_transform(pre: Preprocessing):
-    """The training evaluation transform for `pre`, as torchvision runs it on PIL images (trainer/data.py).
-
-    With a crop: Resize(round(resolution / crop)) then CenterCrop(resolution),
-    ImageNet's Resize(256) + CenterCrop(224); without: Resize to the square.
-    Then ToTensor and Normalize.
-    """
-    from torchvision import transforms
-
-    if pre.crop is None:
-        steps = [transforms.Resize((pre.resolution, pre.resolution))]
-    else:
-        steps = [transforms.Resize(round(pre.resolution / pre.crop)), transforms.CenterCrop(pre.resolution)]
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
-
-
 def training_preprocessed(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """uint8 NHWC images through `evaluation_transform`: float32 NCHW."""
+    """uint8 NHWC images through the trainer's evaluation transform (trainer.data.evaluation_transform): float32
+    NCHW."""
     import torch
     from PIL import Image
 
-    transform = evaluation_transform(pre)
+    from trainer.data import evaluation_transform
+
+    transform = evaluation_transform(pre.resolution, pre.crop, pre.mean, pre.std)
     return torch.stack([transform(Image.fromarray(image)) for image in images]).numpy()
 
 

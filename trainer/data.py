@@ -15,6 +15,7 @@ ImageFolder tree by data workers, with torchvision's standard transforms.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -202,14 +203,27 @@ def imagenet_folder(split: str, root: Path, *, augment: bool = False) -> tuple[D
     folder = root / IMAGENET_SPLITS[split]
     if not folder.is_dir():
         raise FileNotFoundError(f"no ImageNet {split} split under {root}: expected {folder}/<class>/<image>")
-    if augment:
-        steps = [transforms.RandomResizedCrop(IMAGENET_RESOLUTION), transforms.RandomHorizontalFlip()]
-    else:
-        steps = [transforms.Resize(IMAGENET_RESIZE), transforms.CenterCrop(IMAGENET_RESOLUTION)]
-    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    data = datasets.ImageFolder(str(folder), transform=transform)
     crop = IMAGENET_RESOLUTION / IMAGENET_RESIZE  # the runtime's equivalent of Resize(256) + CenterCrop(224)
+    if augment:
+        steps = [transforms.RandomResizedCrop(IMAGENET_RESOLUTION), transforms.RandomHorizontalFlip(),
+                 transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        transform = transforms.Compose(steps)
+    else:
+        transform = evaluation_transform(IMAGENET_RESOLUTION, crop, IMAGENET_MEAN, IMAGENET_STD)
+    data = datasets.ImageFolder(str(folder), transform=transform)
     return data, DataInfo("imagenet", tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD, IMAGENET_RESOLUTION, crop)
+
+
+def evaluation_transform(resolution: int, crop: float | None, mean: Sequence[float],
+                         std: Sequence[float]) -> transforms.Compose:
+    """How a PIL image is evaluated: Resize(round(resolution / crop)) + CenterCrop(resolution) (ImageNet's 256 and
+    224), or without a crop a resize to the square; then ToTensor and Normalize. The runtime's `pil-bilinear` resize
+    (runtime/preprocess.py) computes the same, so that a bundle sees on the device what the model saw in evaluation."""
+    if crop is None:
+        steps = [transforms.Resize((resolution, resolution))]
+    else:
+        steps = [transforms.Resize(round(resolution / crop)), transforms.CenterCrop(resolution)]
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def load_split(
