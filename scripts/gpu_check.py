@@ -53,7 +53,7 @@ PLAIN_DEPTHS = (20, 56)
 GOAL_RATIO = 0.8  # family images/s over the plain ResNet's
 CLASSES = 10
 TRAIN_IMAGES, TEST_IMAGES = 12_800, 500
-REDUCED_IMAGES = (512, 64)  # train, test: enough for a batch of 256 a step
+REDUCED_IMAGES = (1024, 64)  # train, test: 8 steps of 128 (the kill-and-resume run), or 4 of 256
 # What one process under torchrun does not check: trainer.distributed.start returns at WORLD_SIZE 1 without a group.
 SINGLE_PROCESS = "one process: the trainer forms no process group, so no NCCL/gloo collective ran"
 EPOCH_LINE = re.compile(r"^(?P<desc>.+?) (?P<epoch>\d+)/(?P<epochs>\d+): (?P<rate>[\d.]+) images/s, [\d.]+ s(?P<logs>.*)$")
@@ -193,8 +193,9 @@ def plan_runs(args, scale: Scale, data: Path, work: Path) -> list[tuple[str, lis
                                                                        plain.batch_size, False)[1:],
                       {"note": SINGLE_PROCESS}))
         resumed = work / "runs" / "torchrun-resume"
+        # Long enough (8 steps an epoch) that it is still training when its first save is seen and it is killed.
         command = launcher + trainer_command(plain.name, args.device, data, resumed, 2,
-                                             scale.steps_per_epoch * 2 * plain.batch_size, False)[1:]
+                                             max(scale.steps_per_epoch, 8) * plain.batch_size, False)[1:]
         plans.append(("torchrun: kill and resume", command + ["--checkpoint-every", "1"],
                       {"kill_at_save": resumed, "launcher": launcher}))
     return plans
@@ -255,7 +256,9 @@ def kill_and_resume(command: list[str], out: Path, launcher: list[str], cwd: Pat
         output = process.stdout.read()
         return "failed", output + "\nthe run ended before it was killed: nothing to resume"
     os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
+    output = process.communicate()[0]
+    if not (out / STATE_FILE).is_file():  # it finished (and cleared its state) before the kill landed
+        return "failed", output + "\nthe run ended before it was killed: nothing to resume"
     status, output = run_process(launcher + ["-m", "trainer", "--resume", str(out)], cwd,
                                  timeout - (time.monotonic() - started))
     if status == "ok" and "resum" not in output.lower():
