@@ -34,6 +34,9 @@ def as_version_2(manifest: dict) -> dict:
         dispatch["reference_path"] = next(p["name"] for p in dispatch["paths"] if p["graph"] == reference)
     if dispatch["rule"] == "gated":
         dispatch.update(selector=None, head=None, segments=[], cached_paths=[], calibration=None)
+        for field in ("control_flow", "conditional"):  # version 7: URNet's conditional graph
+            dispatch.pop(field, None)
+    manifest["preprocessing"]["resize"] = "bilinear"  # version 7 added "pil-bilinear"; these images need no resize
     manifest["macs_convention"] = "conv+linear multiply-accumulates per image, batch 1"
     manifest.setdefault("build", None)
     manifest.pop("accuracy", None)  # version 6

@@ -43,9 +43,9 @@ class Ranks:
 
 
 def start(device: str) -> Ranks:
-    """Join torchrun's process group, if launched by torchrun with more than one process; pick this rank's GPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    """Join torchrun's process group when launched by torchrun, one process included (a one-GPU run then takes
+    the NCCL path a cluster takes, scripts/gpu_check.py); pick this rank's GPU."""
+    if "LOCAL_RANK" not in os.environ:  # not launched by torchrun: one process, no group
         return Ranks()
     local_rank = int(os.environ["LOCAL_RANK"])
     if device == "cuda":
