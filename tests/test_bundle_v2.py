@@ -50,7 +50,9 @@ def bundles(checkpoint_dir, block_checkpoints, calibration, tmp_path_factory):
     made = {}
     for family, target in BUNDLES:
         v3 = tmp_path_factory.mktemp("batch1") / f"{family}-{target}"
-        options = {"calibration": calibration, "cache_paths": 4} if family == "blockdrop" else {}
+        # Version 2 bundles ran URNet's gated blocks one call each: the twin keeps them so.
+        options = {"blockdrop": {"calibration": calibration, "cache_paths": 4},
+                   "urnet": {"control_flow": "calls"}}.get(family, {})
         exporter.export(checkpoints[family], target, v3, max_batch=1, **options)
         v2 = tmp_path_factory.mktemp("v2") / f"{family}-{target}"
         v2.mkdir()

@@ -152,9 +152,9 @@ def test_a_table_records_the_recipe_its_bundle_was_exported_from_and_a_version_3
 
 
 def test_the_dispatch_cost_per_call_is_what_urnets_calls_add_outside_the_graphs(block_bundles):
-    """URNet makes a call per block: replayed, each costs the session some microseconds, and the table's
-    predictions add them for every call beyond the first."""
-    session = runtime.load(block_bundles["urnet", "onnx"], device=get_device("host-cpu"))
+    """URNet on ExecuTorch makes a call per block (onnxruntime runs one image in its conditional graph): replayed,
+    each costs the session some microseconds, and the table's predictions add them for every call beyond the first."""
+    session = runtime.load(block_bundles["urnet", "executorch"], device=get_device("host-cpu"))
     graphs = dict(session.graphs)
     table = measure_table(session, get_device("host-cpu"), runs=30, warmup=3)
     assert session.graphs == graphs, "the replayed calls are put back"

@@ -93,6 +93,8 @@ def as_version(manifest: dict, version: int) -> None:
     manifest["format_version"] = version
     if version < 6:
         manifest.pop("accuracy", None)
+    if version < 7:
+        manifest["preprocessing"]["resize"] = "bilinear"
 
 
 def refused(bundle, match: str) -> str:
