@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -78,3 +79,12 @@ def saved_step(directory: Path) -> tuple[int, int, int] | None:
         return None
     saved = torch.load(state, weights_only=True)
     return saved["phase"], saved["epoch"], saved["step"]
+
+
+def script_module(name: str):
+    """scripts/<name>.py imported as module `name`, so that tests can call its functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,22 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_without_torch
+from helpers import CIFAR10_ROOT, REPO_ROOT, run_without_torch, script_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SCRIPT = ROOT / "scripts" / "arm_compare.py"
-DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
+DATA_ROOT = CIFAR10_ROOT
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("arm_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-arm_compare = _module()
+arm_compare = script_module("arm_compare")
 
 
 def _run(paths, logits, margins):
