@@ -1,16 +1,16 @@
 """Evidence that training against a device's latency beats training against MACs, on that device.
 
-python -m benchmarks.latency_training [--families drnet urnet] [--subset N] [--epoch-scale F]
+python -m benchmarks.latency_training [--families blockdrop drnet urnet] [--subset N] [--epoch-scale F]
     [--images N] [--rounds N]
 
 For each family, two runs from the committed pretrained ResNet-20 that differ
 only in the cost term: the papers' MACs, and host-cpu's measured ms on
 onnxruntime (`python -m trainer --cost latency`, trainer/device_costs.py), at
-the same share (DRNet's alpha, URNet's S). The latency table is measured first
+the same share (DRNet's alpha, URNet's S, BlockDrop's usage penalty). The latency table is measured first
 on the recipe's untrained graphs (`python -m runtime.profile costs`). Both runs
 are exported for onnx on host-cpu and measured in one interleaved run through
-`Session.run`, one test image per call, beside the static full model of each
-bundle; top-1 on the same test images through the bundle.
+`Session.run`, one test image per call (a new one each call), beside the static
+full model of each bundle; top-1 on the same test images through the bundle.
 
 Goals (benchmarks/results/latency_training.md): on the frontier of top-1
 against measured latency, the latency-trained model is at least 10% faster at
@@ -20,7 +20,6 @@ latency-trained S = 0.5 runs within 10% of half the static model's latency.
 
 from __future__ import annotations
 
-import itertools
 import shlex
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
-from benchmarks.rigs import machine
+from benchmarks.rigs import CALLS_PER_ROUND, image_stream, machine
 from runtime.format.devices import get_device
 from runtime.profile.timing import measure
 from runtime.session import load
@@ -42,20 +41,26 @@ SAME_TOP1, FASTER, BETTER = 0.003, 0.10, 0.005  # the goals: within 0.3 pp, 10% 
 URNET_SCALE, URNET_TOLERANCE = 0.5, 0.10
 SCALES = (0.2, 0.35, 0.5, 0.7, 1.0)
 LATENCY = "cost: host-cpu/onnxruntime milliseconds from its latency table (paper: MACs)"
-DRNET_SETTING = ("multi-resolution pretraining 2 epochs at 0.01 from the pretrained {backbone}, finetuning 6 epochs "
+DRNET_SETTING = ("multi-resolution pretraining 2 epochs at 0.01 from the pretrained {backbone}, finetuning 4 epochs "
                  "(paper: 70 and 100 epochs from scratch)", "alpha 0.6 of the full resolution's cost")
-URNET_SETTING = ("gates 4 epochs, joint 4 epochs from the pretrained {backbone} (paper: 100 and 100)",)
+URNET_SETTING = ("gates 4 epochs, joint 3 epochs from the pretrained {backbone} (paper: 100 and 400)",)
+BLOCKDROP_SETTING = ("curriculum 3 epochs, finetuning 3 epochs at Adam 1e-3 from the pretrained {backbone} "
+                     "(paper: 5000 and 2000 at 1e-4, then 1e-5)",
+                     "Table 1's baselines are reported on the pretrained ResNet, not fine-tuned (paper: fine-tuned)")
+
+
+def arms(name: str, recipe: str, epochs: dict, setting: tuple[str, ...], **run) -> tuple[str, tuple[Run, Run]]:
+    """A family's two runs: the same recipe, epochs and options, the papers' MACs cost and the device's ms."""
+    return recipe, (Run(f"{name}-macs", recipe, epochs, deviations=setting, **run),
+                    Run(f"{name}-latency", recipe, epochs, deviations=(*setting, LATENCY), **run))
+
+
 FAMILIES = {
-    "drnet": ("drnet-cifar10", (
-        Run("drnet-macs", "drnet-cifar10", {"pretrain": 2, "finetune": 6}, lr={"pretrain": 0.01},
-            options={"macs_target": 0.6}, deviations=DRNET_SETTING),
-        Run("drnet-latency", "drnet-cifar10", {"pretrain": 2, "finetune": 6}, lr={"pretrain": 0.01},
-            options={"macs_target": 0.6}, deviations=(*DRNET_SETTING, LATENCY)),
-    )),
-    "urnet": ("urnet-cifar10-resnet20", (
-        Run("urnet-macs", "urnet-cifar10-resnet20", {"gates": 4, "joint": 4}, deviations=URNET_SETTING),
-        Run("urnet-latency", "urnet-cifar10-resnet20", {"gates": 4, "joint": 4}, deviations=(*URNET_SETTING, LATENCY)),
-    )),
+    "blockdrop": arms("blockdrop", "blockdrop-cifar10-resnet20", {"curriculum": 3, "finetune": 3}, BLOCKDROP_SETTING,
+                      lr={"finetune": 1e-3}, options={"baseline_finetune_epochs": 0}),
+    "drnet": arms("drnet", "drnet-cifar10", {"pretrain": 2, "finetune": 4}, DRNET_SETTING, lr={"pretrain": 0.01},
+                  options={"macs_target": 0.6}),
+    "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 4, "joint": 3}, URNET_SETTING),
 }
 
 
@@ -79,10 +84,10 @@ def bundle_of(checkpoint: Path) -> Path:
 
 def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
     """Each bundle's operating points (its one dynamic point, or URNet's S sweep) and its static model: top-1 on
-    `images`, and latency per image, one image per call, all timed in one interleaved measurement."""
+    `images`, and the mean latency per image over a stream of single-image calls (`image_stream`), every point
+    timed in one interleaved measurement."""
     device = get_device(DEVICE)
     sessions = {name: load(bundle, "onnxruntime", device=device) for name, bundle in bundles.items()}
-    singles = [images[i : i + 1] for i in range(len(images))]
     calls, top1 = {}, {}
     for name, session in sessions.items():
         options = {"dynamic": {}} if session.manifest.family != "urnet" else {f"S={s}": {"scale": s} for s in SCALES}
@@ -90,10 +95,10 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
         for point, extra in options.items():
             result = session.run(images, **extra)
             top1[name, point] = float((result.logits.argmax(1) == labels).mean())
-            calls[name, point] = lambda s=session, e=extra, image=itertools.cycle(singles).__next__: s.run(image(), **e)
+            calls[name, point] = image_stream(session, images, **extra)
     timed = measure(calls, runs=rounds, warmup=3)
-    return {name: {point: {"top1": top1[name, point], "ms": timed[name, point].median_ms,
-                           "mad_ms": timed[name, point].mad_ms}
+    return {name: {point: {"top1": top1[name, point], "ms": timed[name, point].median_ms / CALLS_PER_ROUND,
+                           "mad_ms": timed[name, point].mad_ms / CALLS_PER_ROUND}
                    for (n, point) in calls if n == name} for name in sessions}
 
 
@@ -158,8 +163,9 @@ def report(command: str, results: dict, points: dict, claims: list[dict], figure
         f"Command: `{command}`. Host: {host['machine']}, {host['cpus']} CPUs; {host['versions']}.",
         "",
         "Both runs of a family start from the same pretrained ResNet-20, with the same seed, epochs and share; they "
-        "differ only in the cost term. Latency: the median of interleaved rounds through `Session.run`, one test "
-        "image per call, each bundle's static full model timed in the same run.",
+        "differ only in the cost term. Latency: the mean per image, as the median over interleaved rounds of "
+        f"{CALLS_PER_ROUND} `Session.run` calls, one new test image per call; each bundle's static full model timed "
+        "in the same run.",
         "",
         "| run | point | top-1 | ms per image | static ms | speedup vs static |",
         "|---|---|---|---|---|---|",
@@ -183,7 +189,8 @@ def main() -> int:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
     parser.add_argument("--images", type=int, default=1000, help="test images for top-1 and latency")
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
+    parser.add_argument("--rounds", type=int, default=100,
+                        help=f"interleaved timing rounds, {CALLS_PER_ROUND} images each (default: %(default)s)")
     args = parser.parse_args()
     if not (args.data_root / "train").is_dir():
         parser.error(f"no CIFAR-10 at {args.data_root}")

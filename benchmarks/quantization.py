@@ -38,7 +38,7 @@ import numpy as np
 
 import runtime
 from benchmarks.evidence import TRAINED, results_name
-from benchmarks.rigs import HOST_TARGETS, machine
+from benchmarks.rigs import CALLS_PER_ROUND, HOST_TARGETS, image_stream, machine
 from exporter import export
 from exporter.calibration import load_calibration
 from runtime.format.devices import get_device
@@ -53,7 +53,6 @@ DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"
 GOAL_KEPT = 0.85
 GOAL_TOP1_DROP = 0.01
 CALIBRATION = 512
-CALLS_PER_ROUND = 20
 DEVICE = "host-cpu"
 
 
@@ -113,13 +112,9 @@ def _measure(sessions: dict, images: np.ndarray, labels: np.ndarray, args) -> di
     results = {name: session.run(images, **extra) for name, (session, extra) in runs.items()}
     top1 = {name: float(np.mean(r.logits.argmax(1) == labels)) for name, r in results.items()}
     same_path = float(np.mean([a == b for a, b in zip(results["dynamic fp32"].paths, results["dynamic int8"].paths)]))
-    pool = [images[i : i + 1] for i in range(min(len(images), 256))]
-
-    def timed(session, extra):
-        picks = iter(np.random.default_rng(0).permutation(np.resize(np.arange(len(pool)), 10**6)))
-        return lambda: [session.run(pool[next(picks)], **extra) for _ in range(CALLS_PER_ROUND)]
-
-    times = measure({name: timed(*run) for name, run in runs.items()}, runs=args.rounds, warmup=2)
+    pool = images[:256]
+    times = measure({name: image_stream(session, pool, **extra) for name, (session, extra) in runs.items()},
+                    runs=args.rounds, warmup=2)
     latency = {name: t.median_ms / CALLS_PER_ROUND for name, t in times.items()}
     static_macs = float(results["static fp32"].macs.mean())
     macs_saving = static_macs / float(results["dynamic fp32"].macs.mean())

@@ -29,7 +29,8 @@ from runtime.format.targets import TARGETS
 from runtime.preprocess import prepare
 
 __all__ = [
-    "HOST_TARGETS", "MEAN", "STD", "DEPTH", "BLOCKS", "UNDECIDED", "SCALE", "UNDECIDED_GATES", "machine", "normalized",
+    "HOST_TARGETS", "MEAN", "STD", "DEPTH", "BLOCKS", "UNDECIDED", "SCALE", "UNDECIDED_GATES", "CALLS_PER_ROUND",
+    "machine", "image_stream", "normalized",
     "sane_bn", "sane_drnet_bn", "checkpoint_config", "rigged_blockdrop", "RiggedModel", "build_drnet",
     "build_blockdrop", "build_urnet", "MODELS", "Bench", "RiggedBundles", "write_static_model",
 ]
@@ -55,6 +56,24 @@ def machine() -> dict:
             pass
     return {"machine": f"{platform.machine()} {platform.system()} {platform.release()}", "cpus": os.cpu_count(),
             "versions": ", ".join(versions)}
+
+
+CALLS_PER_ROUND = 20  # single-image calls in one timed sample of a dynamic model
+
+
+def image_stream(session, images: np.ndarray, seed: int = 0, **options) -> Callable[[], object]:
+    """One timed sample of a dynamic model: CALLS_PER_ROUND calls of `session.run`, each on a new image drawn from
+    `images` in a seeded random order.
+
+    A dynamic model's latency is its mean over the images it serves (paths of
+    different cost), so a sample spans many images and the benchmark reports
+    the median of samples over CALLS_PER_ROUND: the mean per image, robust to
+    the noisy rounds a single call's median would need to be robust to, and
+    not the cost of whichever path the median image happens to take.
+    """
+    singles = [images[i : i + 1] for i in range(len(images))]
+    picks = iter(np.random.default_rng(seed).permutation(np.resize(np.arange(len(singles)), 10**6)))
+    return lambda: [session.run(singles[next(picks)], **options) for _ in range(CALLS_PER_ROUND)]
 
 
 # ---------------------------------------------------------------- rigging

@@ -15,6 +15,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
+def slow_except(values, *kept) -> list:
+    """Parameters where only `kept` run by default: the others repeat their coverage at a cost the default suite
+    cannot pay, and run with -m slow."""
+    import pytest
+
+    return [pytest.param(v, marks=() if v in kept else pytest.mark.slow) for v in values]
+
+
 def copy_tree(source: Path, destination: Path) -> Path:
     """A private copy of a bundle or checkpoint directory that a test may modify."""
     shutil.copytree(source, destination)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import CIFAR10_ROOT, REPO_ROOT
+from helpers import CIFAR10_ROOT, REPO_ROOT, slow_except
 from torch.utils.data import DataLoader
 
 from trainer.backbone import backbone_from_config, cifar_resnet
@@ -134,7 +134,8 @@ def test_committed_weights_load_by_sha256_into_every_family(weights):
 
 
 @pytest.mark.skipif(not CIFAR10_ROOT.is_dir(), reason=f"real CIFAR-10 not found at {CIFAR10_ROOT}")
-@pytest.mark.parametrize("weights", COMMITTED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("weights", slow_except(COMMITTED, WEIGHTS / "resnet-cifar10-20.safetensors"),
+                         ids=lambda p: p.stem)
 def test_committed_weights_score_their_recorded_accuracy(weights):
     state, record = load_backbone(weights)
     backbone = backbone_from_config(record.architecture)
