@@ -23,6 +23,7 @@ that overruns is stopped, and the report names both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -249,16 +250,28 @@ def kill_and_resume(command: list[str], out: Path, launcher: list[str], cwd: Pat
         time.sleep(0.05)
     if process.poll() is not None:
         output = process.stdout.read()
-        return "failed", output + "\nthe run ended before it was killed: nothing to resume"
-    os.killpg(process.pid, signal.SIGKILL)
+        return "failed", output + "\nthe run ended before its first save was seen: nothing to kill"
+    kill_with_ranks(process)
     output = process.communicate()[0]
     if not (out / STATE_FILE).is_file():  # it finished (and cleared its state) before the kill landed
-        return "failed", output + "\nthe run ended before it was killed: nothing to resume"
+        return "failed", output + "\nthe run ended before the kill landed: nothing to resume"
     status, output = run_process(launcher + ["-m", "trainer", "--resume", str(out)], cwd,
                                  timeout - (time.monotonic() - started))
     if status == "ok" and "resum" not in output.lower():
         return "failed", output + "\nthe second run did not say that it resumed"
     return status, output
+
+
+def kill_with_ranks(process: subprocess.Popen) -> None:
+    """SIGKILL a torchrun launch and its ranks with their own children (data loader workers): torchrun starts each
+    rank in a session of its own, which killing the launch's process group leaves training (this check once saw
+    such ranks finish, not die)."""
+    ranks = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    process.kill()
+    for pid in ranks:
+        with contextlib.suppress(ProcessLookupError):  # not a rank's session leader, or gone already
+            os.killpg(int(pid), signal.SIGKILL)
+    process.wait()
 
 
 def loss_of_longest_phase(epochs: list[dict]) -> tuple[float, float] | None:

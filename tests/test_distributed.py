@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import saved_step, slow_except
+from helpers import saved_step, script_module, slow_except
 from torch.utils.data import DistributedSampler
 
 from trainer.backbone import cifar_resnet
@@ -270,15 +269,6 @@ def test_every_family_trains_under_torchrun_and_only_the_main_rank_writes(recipe
     assert not (tmp_path / STATE_FILE).exists()
 
 
-def kill_with_workers(process: subprocess.Popen) -> None:
-    """SIGKILL torchrun and its ranks, which it starts in sessions of their own."""
-    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-    process.kill()
-    for pid in workers:
-        os.kill(int(pid), signal.SIGKILL)
-    process.wait()
-
-
 def test_a_distributed_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path):
     """BlockDrop: each rank samples its own policies, so the save must hold every rank's RNG state."""
     args = ["--recipe", "blockdrop-digits", "--epochs", "3", "--subset", str(SUBSET), "--checkpoint-every", "3"]
@@ -291,7 +281,7 @@ def test_a_distributed_run_killed_mid_epoch_resumes_to_identical_weights(tmp_pat
         assert process.poll() is None, f"the run ended before a mid-epoch save in phase 1 (last seen: {saved})"
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    kill_with_workers(process)
+    script_module("gpu_check").kill_with_ranks(process)
     assert torch.load(killed / STATE_FILE, weights_only=True)["world_size"] == WORLD
 
     single = subprocess.run([sys.executable, "-m", "trainer", "--resume", str(killed)], capture_output=True, text=True)
