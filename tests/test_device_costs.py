@@ -227,6 +227,21 @@ def test_the_candidate_report_says_which_points_do_not_pay_on_the_device():
     assert lines[3].endswith("keeps 0.86 of the saving")
 
 
+def test_the_candidate_report_says_which_blocks_do_not_pay_when_left_out():
+    from runtime.profile.cli import format_candidates
+
+    costs = costs_of({"full": 10.0, "block0": 3.0, "block1": 0.5, "skip1": 0.3})
+    macs = {"full": 3000, "block0": 1000, "block1": 1000, "skip1": 100}
+    graphs = {name: dataclasses.replace(row, macs=macs[name]) for name, row in costs.table.graphs.items()}
+    table = dataclasses.replace(costs.table, graphs=graphs)
+    assert table.kept_block_saving(0) == pytest.approx((3.0 + 0.05) / 10 / (1000 / 3000)), "its call is saved too"
+    assert table.kept_block_saving(1) == pytest.approx((0.5 - 0.3) / 10 / (900 / 3000)), "its skip graph still runs"
+    assert table.kept_block_saving(2) is None
+    lines = format_candidates(table).splitlines()
+    assert lines[-2].endswith("block0           keeps 0.92 of its saving")
+    assert lines[-1].endswith("block1           keeps 0.07 of its saving (does not pay here)")
+
+
 def test_drnet_trains_only_the_resolutions_that_pay_on_the_device():
     paying = drnet.DRNetOptions(candidates="paying")
     costs = candidate_table({"res32": 11.0, "res24": 9.5, "res16": 4.0})

@@ -169,6 +169,20 @@ class LatencyTable:
         saving as latency, and those that save no MACs (the full model's cost)."""
         return [p.name for p in self.points if (kept := self.kept_saving(p)) is None or kept >= PAYS]
 
+    def kept_block_saving(self, block: int) -> float | None:
+        """Like `kept_saving`, for leaving one block of a block walk out (BlockDrop, URNet: the exporter's graphs
+        "block{k}" and, where a dropped block still runs something, "skip{k}"): the latency it saves against the
+        static model over the MACs it saves against the full model. Without a skip graph the block's call is saved
+        too. None where the table has no such block, or its skip saves no MACs."""
+        run, skip = self.graphs.get(f"block{block}"), self.graphs.get(f"skip{block}")
+        if run is None:
+            return None
+        skipped_ms, skipped_macs = (skip.batches[1].median_ms, skip.macs) if skip else (-self.dispatch_ms_per_call, 0)
+        saved_macs = (run.macs - skipped_macs) / self.graphs[self.reference].macs
+        if saved_macs <= 0:
+            return None
+        return (run.batches[1].median_ms - skipped_ms) / self.static.median_ms / saved_macs
+
     @property
     def within_tolerance(self) -> float:
         """The share of operating points predicted within PREDICTION_TOLERANCE."""

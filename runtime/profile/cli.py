@@ -192,6 +192,11 @@ def format_candidates(table: LatencyTable) -> str:
             continue
         lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms for {point.macs / full:.0%} of the MACs: "
                      f"keeps {kept:.2f} of the saving{'' if kept >= PAYS else ' (does not pay here)'}")
+    blocks = {k: kept for k in range(len(table.graphs)) if (kept := table.kept_block_saving(k)) is not None}
+    if blocks:
+        lines.append("  each block left out, alone (its graph and call, or its skip graph where it has one):")
+        lines += [f"  block{k:<11} keeps {kept:.2f} of its saving{'' if kept >= PAYS else ' (does not pay here)'}"
+                  for k, kept in blocks.items()]
     return "\n".join(lines)
 
 
