@@ -25,7 +25,7 @@ from exporter.splits import plans_on_calibration, split_model
 from exporter.targets import Int8Inputs, default_device, graph_precision, write_artifacts
 from exporter.verify import TOLERANCE, Parity, ParityError, check_parity, verification_samples
 from runtime.format.bundle import artifact_table, write_bundle, write_manifest
-from runtime.format.devices import Device, load_devices
+from runtime.format.devices import DEFAULT_DEVICES_FILE, Device, load_devices
 from runtime.format.fields import Graph
 from runtime.format.manifest import FORMAT_VERSION, Manifest, Preprocessing
 from runtime.format.targets import get_target
@@ -83,6 +83,7 @@ def export(
     tolerance: float = TOLERANCE,
     calibration: torch.Tensor | None = None,
     device: str | None = None,
+    devices: str | Path = DEFAULT_DEVICES_FILE,
     max_batch: int | None = None,
     accuracy_images: int = ACCURACY_IMAGES,
     precision: str | None = None,
@@ -105,9 +106,9 @@ def export(
     one the target writes; an int8 bundle that loses more than
     `max_top1_drop` top-1 against fp32, or moves logits beyond the int8
     tolerance, is refused (exporter/quantize).
-    `device` names a devices.yaml entry whose precision, compute units and
-    batch sizes the target uses (default: the first device that runs the
-    target). Every graph takes batches of 1 to `max_batch` (default: the
+    `device` names an entry of the `devices` file whose precision, compute
+    units and batch sizes the target uses (default: the first device that
+    runs the target). Every graph takes batches of 1 to `max_batch` (default: the
     device's, else 32).
     `split_options` are the options of the checkpoint's family's own split
     (its EXPORT_OPTIONS, exporter/splits); one it does not take is refused.
@@ -123,10 +124,10 @@ def export(
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
-    devices = load_devices()
-    if device is not None and device not in devices:
-        raise ValueError(f"unknown device {device!r}; devices.yaml lists {sorted(devices)}")
-    chosen = devices[device] if device else default_device(target, devices)
+    known = load_devices(devices)
+    if device is not None and device not in known:
+        raise ValueError(f"unknown device {device!r}; {devices} lists {sorted(known)}")
+    chosen = known[device] if device else default_device(target, known)
     max_batch = max_batch or (chosen.max_batch if chosen else DEFAULT_MAX_BATCH)
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")

@@ -16,6 +16,7 @@ from exporter.quantize.check import MAX_TOP1_DROP, TOLERANCES
 from exporter.calibration import load_calibration
 from exporter.splits import add_family_arguments, every_candidate_options, family_option_names
 from exporter.verify import TOLERANCE
+from runtime.format.devices import DEFAULT_DEVICES_FILE
 from runtime.format.manifest import PRECISIONS
 from runtime.format.targets import TARGETS
 from trainer.checkpoint import read_config
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help="parity: logits may differ by this x max(1, the largest |logit|) (default %(default)g)")
     parser.add_argument("--device", help="a devices.yaml entry for precision, compute units and batch sizes (default: per target)")
+    parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE,
+                        help="the devices file --device names an entry of (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
     parser.add_argument(
         "--calibration", metavar="DATA",
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             report = export(
                 checkpoint, args.target, args.out, force=args.force, verify=args.verify, samples=args.samples,
                 tolerance=args.tolerance,
-                calibration=calibration, device=args.device, max_batch=args.max_batch,
+                calibration=calibration, device=args.device, devices=args.devices, max_batch=args.max_batch,
                 accuracy_images=accuracy_images, precision=args.precision, calibration_source=args.calibration,
                 max_top1_drop=args.max_top1_drop, progress=say, plan=plan, **split_options,
             )

@@ -188,6 +188,20 @@ def test_wrote_line_names_device_and_precision(checkpoint_dir, tmp_path, capsys)
     assert wrote.endswith(" KiB")  # no TensorRT engines to speak of
 
 
+def test_a_device_from_another_devices_file_reaches_the_export(checkpoint_dir, tmp_path, capsys):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("lab-board:\n  description: a board of ours\n  backends: [onnxruntime]\n  batch: {opt: 1, max: 4}\n"
+                       "  budgets: {macs: 1000000000, latency_ms: 10}\n")
+    out = tmp_path / "bundle"
+    common = ["--checkpoint", str(checkpoint_dir), "--target", "onnx", "--device", "lab-board", "--no-verify",
+              "--accuracy-images", "0"]
+    assert exporter_main([*common, "--out", str(out)]) == 2
+    assert "unknown device 'lab-board'" in capsys.readouterr().err
+    assert exporter_main([*common, "--devices", str(devices), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: drnet for onnx on lab-board (--device), fp32 (--precision), "
+                                              "4 graphs, batches of 1 to 4, ")
+
+
 @pytest.fixture(scope="module")
 def tensorrt_export(checkpoint_dir, tmp_path_factory):
     """(bundle, stdout) of `python -m exporter` for TensorRT, its default device; the engines are not built here."""

@@ -229,7 +229,7 @@ def costs_main(argv: list[str]) -> int:
         if args.recipe:
             args.bundle = Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "bundle"
             export = [sys.executable, "-m", "exporter", "--recipe", args.recipe, "--target", args.target,
-                      "--device", args.device, "--out", str(args.bundle)]
+                      "--device", args.device, "--devices", str(args.devices), "--out", str(args.bundle)]
             for flag, value in (("--init", args.init), ("--data-root", args.data_root)):
                 export += [flag, str(value)] if value else []
             if subprocess.run(export).returncode != 0:
