@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=64, help="images for the parity check (default 64)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help="parity: logits may differ by this x max(1, the largest |logit|) (default %(default)g)")
-    parser.add_argument("--device", help="a devices.yaml entry for precision, compute units and batch sizes (default: per target)")
+    parser.add_argument("--device", help="a device of the devices file (--devices) for precision, compute units and batch "
+                        "sizes (default: per target)")
     parser.add_argument("--devices", type=Path, default=DEFAULT_DEVICES_FILE,
                         help="the devices file --device names an entry of (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, metavar="N", help="largest batch every graph takes (default: the device's)")
