@@ -156,9 +156,10 @@ in_arm /opt/venv-ort/bin/python -c 'import importlib.util as u, sys; sys.exit(u.
 # ---------------------------------------------------------------- 5. bundles, runs, the report
 source "$ROOT/scripts/venv.sh"  # the x86 side: the project's .venv (export extra)
 cd "$ROOT"
-nice_run python scripts/arm_compare.py prepare "$ROOTFS$WORK" --data-root "$DATA_ROOT" --images "$IMAGES"
-backends=(onnxruntime)
-[ "$WITH_ET" = 1 ] && backends+=(executorch)
+backends=(onnxruntime) targets=(onnx)
+[ "$WITH_ET" = 1 ] && backends+=(executorch) targets+=(executorch)
+nice_run python scripts/arm_compare.py prepare "$ROOTFS$WORK" --data-root "$DATA_ROOT" --images "$IMAGES" \
+    --targets "${targets[@]}"
 x86=() arm=()
 for backend in "${backends[@]}"; do
     venv=$([ "$backend" = onnxruntime ] && echo venv-ort || echo venv-et)

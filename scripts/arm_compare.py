@@ -92,6 +92,7 @@ def arguments() -> argparse.ArgumentParser:
     prepare_step.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
     prepare_step.add_argument("--images", type=int, default=IMAGES)
     prepare_step.add_argument("--families", nargs="+", choices=sorted(CHECKPOINTS), default=sorted(CHECKPOINTS))
+    prepare_step.add_argument("--targets", nargs="+", choices=EXPORT_TARGETS, default=EXPORT_TARGETS)
     prepare_step.set_defaults(step=prepare)
     run_step = steps.add_parser("run", help="run every bundle of one backend on the images")
     run_step.add_argument("work", type=Path)
@@ -129,7 +130,7 @@ def prepare(args: argparse.Namespace) -> None:
         checkpoint = CHECKPOINTS[family]
         config = read_config(ROOT / checkpoint) | {"data_root": str(args.data_root)}
         calibration = load_calibration(CALIBRATION, config)
-        for target in EXPORT_TARGETS:
+        for target in args.targets:
             for precision in PRECISIONS:
                 out = bundles / f"{family}-{target}-{precision}"
                 if (out / "manifest.json").is_file():
