@@ -12,14 +12,16 @@ are exported for onnx on host-cpu and measured in one interleaved run through
 `Session.run`, one test image per call (a new one each call), beside the static
 full model of each bundle; top-1 on the same test images through the bundle.
 
-Goals (benchmarks/results/latency_training.md): on the frontier of top-1
-against measured latency, the latency-trained model is at least 10% faster at
-equal top-1 (within 0.3 pp) or at least 0.5 pp better at equal latency; URNet's
-latency-trained S = 0.5 runs within 10% of half the static model's latency.
+Goals (benchmarks/results/latency_training.md): against what the MACs-trained
+model reaches (its operating points, its static model, and mixes of two), the
+latency-trained model is at least 10% faster at equal top-1 (within 0.3 pp) or
+at least 0.5 pp better at equal latency; URNet's latency-trained S = 0.5 runs
+within 10% of half the static model's latency.
 """
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import subprocess
 import sys
@@ -102,23 +104,34 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
                    for (n, point) in calls if n == name} for name in sessions}
 
 
+def mixes(points: list[dict]) -> list[tuple[float, float]]:
+    """What a deployment can reach from `points` (top-1, ms): each point, and each mix of two, sending a share of
+    the images to one and the rest to the other (linear in both)."""
+    reach = [(p["top1"], p["ms"]) for p in points]
+    for a, b in itertools.combinations(points, 2):
+        reach += [(a["top1"] + w * (b["top1"] - a["top1"]), a["ms"] + w * (b["ms"] - a["ms"]))
+                  for w in np.linspace(0, 1, 101)[1:-1]]
+    return reach
+
+
 def frontier_goal(macs: dict, latency: dict) -> tuple[bool, str]:
-    """Whether a latency-trained point beats the MACs-trained frontier on the top-1/latency plane: it is >= 10%
-    faster than the fastest MACs-trained point of no lower top-1 (within 0.3 pp), or >= 0.5 pp better than the best
-    MACs-trained point of no more latency. Against the frontier, not one point: noise cannot make a model beat
-    itself."""
-    macs = {k: v for k, v in macs.items() if k != "static"}
+    """Whether a latency-trained point beats what the MACs-trained model reaches (its operating points, its static
+    model, and mixes of two): >= 10% faster than the fastest of them at its top-1 (less 0.3 pp), or >= 0.5 pp
+    better than the best of them at its latency. A point that is only faster at a lower top-1, or more accurate
+    at a higher latency, beats nothing: the MACs-trained model may reach it too, by a mix with its static model."""
+    reach = mixes(list(macs.values()))
     findings = []
     for name, point in ((k, v) for k, v in latency.items() if k != "static"):
-        as_good = [m for m in macs.values() if m["top1"] >= point["top1"] - SAME_TOP1]
-        as_fast = [m for m in macs.values() if m["ms"] <= point["ms"]]
-        faster = min(m["ms"] for m in as_good) / point["ms"] - 1 if as_good else None
-        better = point["top1"] - max(m["top1"] for m in as_fast) if as_fast else None
+        as_good = [ms for top1, ms in reach if top1 >= point["top1"] - SAME_TOP1]
+        as_fast = [top1 for top1, ms in reach if ms <= point["ms"]]
+        faster = min(as_good) / point["ms"] - 1 if as_good else None
+        better = point["top1"] - max(as_fast) if as_fast else None
         holds = (faster is not None and faster >= FASTER) or (better is not None and better >= BETTER)
-        findings.append((holds, faster or 0.0, f"latency-trained {name}: {point['top1']:.2%} at {point['ms']:.3f} ms, "
-                         + (f"{faster:+.0%} speed against the MACs frontier at equal top-1" if faster is not None
-                            else "no MACs-trained point as accurate")
-                         + (f", {100 * better:+.1f} pp at equal latency" if better is not None else "")))
+        findings.append((holds, faster or 0.0, f"latency-trained {name}: {point['top1']:.2%} at {point['ms']:.3f} ms; "
+                         + (f"the MACs-trained model at that top-1: {min(as_good):.3f} ms ({faster:+.0%})"
+                            if faster is not None else "no MACs-trained point or mix as accurate")
+                         + (f"; at that latency: {max(as_fast):.2%} ({100 * better:+.1f} pp)" if better is not None
+                            else "; no MACs-trained point or mix as fast")))
     if not findings:
         return False, "no points"
     holds, _, text = max(findings, key=lambda f: (f[0], f[1]))

@@ -146,3 +146,17 @@ def test_a_published_model_scores_its_recorded_top1(directory):
     model, config = load_checkpoint(directory)
     metrics = evaluate_model(model, config, data_root=CIFAR10_ROOT)
     assert metrics["model"]["accuracy"] == pytest.approx(config["metrics"]["model"]["accuracy"], abs=2e-4)
+
+
+def test_a_latency_trained_point_beats_the_macs_trained_model_only_at_equal_top1_or_latency():
+    """Faster at a lower top-1 is no win: the MACs-trained model reaches that point too, by a mix of its operating
+    point and its static model (benchmarks/latency_training.py)."""
+    from benchmarks.latency_training import frontier_goal
+
+    macs = {"dynamic": {"top1": 0.85, "ms": 1.0}, "static": {"top1": 0.87, "ms": 2.0}}
+    point = lambda top1, ms: {"dynamic": {"top1": top1, "ms": ms}}  # noqa: E731
+    assert not frontier_goal(macs, point(0.80, 0.95))[0], "5% faster at 5 pp less"
+    assert frontier_goal(macs, point(0.848, 0.85))[0], "18% faster within 0.3 pp"
+    assert not frontier_goal(macs, point(0.848, 0.95))[0], "5% faster within 0.3 pp"
+    assert frontier_goal(macs, point(0.866, 1.5))[0], "at 1.5 ms a mix reaches 86.0%: 0.6 pp better"
+    assert not frontier_goal(macs, point(0.862, 1.5))[0], "0.2 pp better than that mix"
