@@ -41,7 +41,7 @@ DATA_ROOT=${DATA_ROOT:-$ROOT/../shared/data/cifar10}
 OUT=${OUT:-$ROOT/benchmarks/results/arm}
 IMAGES=${IMAGES:-1000}
 ARM_IMAGES=${ARM_IMAGES:-$IMAGES}  # fewer on a busy machine: the first ARM_IMAGES of them run emulated
-COMMAND="scripts/arm_check.sh $*"
+COMMAND="$([ "$WITH_ET" = 1 ] || echo "WITH_ET=$WITH_ET ")scripts/arm_check.sh $*"
 STARTED=$(date +%s)
 
 log() { echo "[arm_check $(date +%H:%M:%S)] $*" >&2; }
