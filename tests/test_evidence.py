@@ -160,3 +160,16 @@ def test_a_latency_trained_point_beats_the_macs_trained_model_only_at_equal_top1
     assert not frontier_goal(macs, point(0.848, 0.95))[0], "5% faster within 0.3 pp"
     assert frontier_goal(macs, point(0.866, 1.5))[0], "at 1.5 ms a mix reaches 86.0%: 0.6 pp better"
     assert not frontier_goal(macs, point(0.862, 1.5))[0], "0.2 pp better than that mix"
+
+
+def test_a_selector_that_sends_every_image_down_one_path_wins_nothing():
+    """The MACs-trained bundle can be made to take each of its paths: a latency-trained DRNet that routes every image
+    to res16 only matches the MACs-trained model's own res16, and forced paths are not the latency arm's choices."""
+    from benchmarks.latency_training import frontier_goal
+
+    macs = {"dynamic": {"top1": 0.78, "ms": 0.65}, "path=res16": {"top1": 0.767, "ms": 0.55},
+            "static": {"top1": 0.86, "ms": 1.2}}
+    assert not frontier_goal(macs, {"dynamic": {"top1": 0.768, "ms": 0.543}})[0]
+    assert not frontier_goal(macs, {"path=res16": {"top1": 0.768, "ms": 0.4}})[0], "forced paths are no candidates"
+    unforced = {k: v for k, v in macs.items() if k != "path=res16"}
+    assert frontier_goal(unforced, {"dynamic": {"top1": 0.768, "ms": 0.543}})[0], "without res16 the MACs side is slower"
