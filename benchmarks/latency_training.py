@@ -87,17 +87,18 @@ def bundle_of(checkpoint: Path) -> Path:
 
 def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
     """Each bundle's operating points (its one dynamic point, or URNet's S sweep), its forced paths and its static
-    model: top-1 on
-    `images`, and the mean latency per image over a stream of single-image calls (`image_stream`), every point
-    timed in one interleaved measurement."""
+    model: top-1 on `images`, and the mean latency per image over a stream of single-image calls (`image_stream`),
+    every point timed in one interleaved measurement."""
     device = get_device(DEVICE)
     sessions = {name: load(bundle, "onnxruntime", device=device) for name, bundle in bundles.items()}
     calls, top1 = {}, {}
     for name, session in sessions.items():
-        options = {"dynamic": {}} if session.manifest.family != "urnet" else {f"S={s}": {"scale": s} for s in SCALES}
-        # Each path the bundle can be made to take (DRNet's resolutions), its selector still run: points the
-        # MACs-trained model reaches too, so that a selector that sends every image one way wins nothing.
-        options |= {f"{FORCED}{p.name}": {"path": p.name} for p in getattr(session.manifest.dispatch, "paths", ())}
+        offered = session.manifest.dispatch.operating_points(session.manifest.graphs)
+        steered = any(p.kind == "scale" for p in offered)
+        options = {f"S={s}": {"scale": s} for s in SCALES} if steered else {"dynamic": {}}
+        # Each path the bundle offers (DRNet's resolutions, BlockDrop's cached paths), its selector still run:
+        # points the MACs-trained model reaches too, so that a selector that sends every image one way wins nothing.
+        options |= {f"{FORCED}{p.name}": p.options for p in offered if p.kind == "path"}
         options["static"] = {"static": True}
         for point, extra in options.items():
             result = session.run(images, **extra)

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from helpers import REPO_ROOT
-from runtime.format.latency_table import GraphRow, Latency, LatencyTable, read_latency_table, write_latency_table
-from trainer.device_costs import DeviceCosts, read_device_costs
+from runtime.format.latency_table import (
+    GraphRow, Latency, LatencyTable, PointRow, read_latency_table, walk_paths, write_latency_table,
+)
+from trainer.device_costs import BlockLatency, DeviceCosts, read_device_costs
 from trainer.families import blockdrop, drnet, resizable, urnet
 from trainer.families.blockdrop import BlockDropOptions, reward
 from trainer.families.resizable import configuration_name, learner_targets
@@ -124,6 +126,27 @@ def test_urnet_scale_means_a_share_of_the_devices_latency():
     assert cheaper_skip.item() < loss.item(), "the closed block's skip graph is on the path"
 
 
+def test_a_block_walk_timed_on_its_forced_paths_replaces_the_graph_rows():
+    """URNet's conditional graph runs one image in one call: its block walk is what `Session.run` measured on the
+    walk's forced paths, not a sum of per-block graphs and calls."""
+    model = urnet.build({**BACKBONE, "options": dataclasses.asdict(URNetOptions())})
+    graphs = {k: v for k, v in _block_graphs(skips=range(3)).items() if k not in ("policy", "head")}
+    costs = costs_of(graphs)
+    measured = dict(zip(walk_paths(3), (4.0, 5.5, 4.0, 6.0)))  # block 1 within the noise: no dearer than none
+    points = [PointRow(path, "path", None, 0.0, {"conditional": 1.0}, latency(ms), 0.0) for path, ms in measured.items()]
+    walked = dataclasses.replace(costs, table=dataclasses.replace(costs.table, points=points))
+    assert walked.blocks(3, fixed=("stem",)) == BlockLatency(4.0, (1.5, 0.0, 2.0), costs.static_ms, measured=True)
+    usage = urnet.usage_of(model, walked)
+    assert usage(torch.tensor([[1.0, 1.0, 0.0]])).item() == pytest.approx((4.0 + 1.5) / costs.static_ms)
+    macs = {"full": 3000, "block2": 1000, "skip2": 100}
+    rows = {name: dataclasses.replace(row, macs=macs.get(name, row.macs)) for name, row in walked.table.graphs.items()}
+    saving = dataclasses.replace(walked.table, graphs=rows).kept_block_saving(2)
+    assert saving == pytest.approx(2.0 / costs.static_ms / (900 / 3000)), "the measured 2 ms, not block2 less skip2"
+    partial = dataclasses.replace(costs, table=dataclasses.replace(costs.table, points=points[:-1]))
+    assert partial.blocks(3, fixed=("stem",)) == costs.blocks(3, fixed=("stem",)), "a walk with a path missing is not used"
+    assert not costs.blocks(3, fixed=("stem",)).measured
+
+
 # --- Resizable: each configuration's graph ----------------------------------------------------------
 
 
@@ -187,8 +210,12 @@ def test_the_cost_command_measures_a_recipes_untrained_graphs(tmp_path, target):
     recipe = get_recipe("urnet-digits")
     model = urnet.build({"depth": recipe.depth, "width": recipe.width, "num_classes": 10,
                          "options": dataclasses.asdict(recipe.options)})
-    full = urnet.usage_of(model, read_device_costs(out, "urnet-digits"))(torch.ones(1, model.num_blocks)).item()
-    assert 0.5 < full < 5, "every block run block by block: about the static model's latency, plus its calls"
+    costs = read_device_costs(out, "urnet-digits")
+    walk = costs.blocks(model.num_blocks, fixed=("stem",))
+    assert walk.measured, "the walk's forced paths are measured through Session.run"
+    assert {p.name for p in table.points} >= set(walk_paths(model.num_blocks))
+    full = urnet.usage_of(model, costs)(torch.ones(1, model.num_blocks)).item()
+    assert 0.5 < full < 5, "every block run: about the static model's latency, plus what dispatch adds"
 
 
 def test_a_latency_trained_model_exports_only_for_its_device(checkpoint_dir, tmp_path):
@@ -208,7 +235,6 @@ def test_a_latency_trained_model_exports_only_for_its_device(checkpoint_dir, tmp
 
 def candidate_table(ms: dict[str, float]) -> DeviceCosts:
     """res32/res24/res16 points at 100%, 56% and 25% of the MACs, each costing `ms` through Session.run."""
-    from runtime.format.latency_table import PointRow
 
     costs = costs_of({"res32": 6.0, "predictor": 0.5, "res24": 4.0, "res16": 2.0})
     graphs = {name: dataclasses.replace(row, macs=macs)

@@ -14,12 +14,16 @@ shapes training will export (`python -m runtime.profile costs`): latency
 depends on shapes, not weights. Each family reads it here, in its own terms:
 
 - DRNet: each resolution's path, the predictor included;
-- BlockDrop and URNet: a path run block by block is linear in the blocks it
-  runs (`BlockLatency`): a run block costs its graph and its call, a dropped one
-  its skip graph where it has one (a downsampling shortcut; URNet's skip graphs
-  also carry the next gate). Paths the exporter later caches whole or fuses
-  only run faster than this, so the cost is an upper bound the policy lowers by
-  dropping blocks whose calls cost most;
+- BlockDrop and URNet: a path's latency is linear in the blocks it runs
+  (`BlockLatency`). Where the table holds the block walk's forced paths (every
+  block dropped, each block alone: `costs` measures them through `Session.run`),
+  they give it as the runtime runs one image, a graph call per block or URNet's
+  one conditional graph alike. Otherwise it is predicted from the graph rows: a
+  run block costs its graph and its call, a dropped one its skip graph where it
+  has one (a downsampling shortcut; URNet's skip graphs also carry the next
+  gate). Paths the exporter later caches whole or fuses only run faster than
+  this, so the cost is an upper bound the policy lowers by dropping blocks whose
+  calls cost most;
 - Resizable: each configuration's graph, the ResizeLearner included.
 
 Graph names are the exporter's (exporter/splits): a table without a graph a
@@ -48,11 +52,13 @@ COSTS = {
 @dataclass(frozen=True)
 class BlockLatency:
     """A block walk's latency, linear in the blocks it runs: `base_ms` with every block dropped, plus
-    `block_ms[k]` for running block k; `full_ms` is the static full model through `Session.run`."""
+    `block_ms[k]` for running block k; `full_ms` is the static full model through `Session.run`. `measured`:
+    read from the walk's forced paths, as `Session.run` ran them, rather than predicted from the graph rows."""
 
     base_ms: float
     block_ms: tuple[float, ...]
     full_ms: float
+    measured: bool = False
 
     def share(self, executed: Tensor) -> Tensor:
         """Each sample's path latency over the static model's, (N, K) executed blocks (0/1 or gate values)."""
@@ -84,8 +90,12 @@ class DeviceCosts:
         return [self.run_ms(calls) for calls in paths]
 
     def blocks(self, count: int, *, fixed: Sequence[str]) -> BlockLatency:
-        """A block walk over `count` blocks: the `fixed` graphs every path calls (selector, stem, head), then
-        "block{k}", or for a dropped block "skip{k}" where the split has one (the table's graphs say)."""
+        """A block walk over `count` blocks, from its forced paths where the table measured them
+        (`LatencyTable.walk_ms`); else predicted: the `fixed` graphs every path calls (selector,
+        stem, head), then "block{k}", or for a dropped block "skip{k}" where the split has one."""
+        walk = self.table.walk_ms(count)
+        if walk is not None:
+            return BlockLatency(*walk, self.static_ms, measured=True)
         dropped = {name: 1.0 for name in fixed}
         dropped |= {f"skip{k}": 1.0 for k in range(count) if f"skip{k}" in self.table.graphs}
         base = self.run_ms(dropped)

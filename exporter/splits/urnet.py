@@ -7,7 +7,9 @@ Every graph takes the user's scale S as a second input.
 block under an `If`, so that an image costs one call instead of one per block;
 `auto` (the default) adds it where the target runs conditionals and it beat the
 per-block calls when timed on the export host (runtime/rules/gated.py says
-which calls take it).
+which calls take it). Every block keeps its own graphs either way, so a
+device cost table (`python -m runtime.profile costs`) exports with the same
+choice the trained model will get, and times its block walk as it will run.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class URNetExport:
 
 
 EXPORT_OPTIONS = URNetExport
-EVERY_CANDIDATE = {"control_flow": "calls"}  # a cost table times each block's own graph
 
 
 class ConditionalNetwork(nn.Module):

@@ -22,6 +22,7 @@ Two checks travel with the measurements:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,7 +36,8 @@ from runtime.format.fields import FieldReader, FormatError
 
 __all__ = [
     "LATENCY_TABLE_FORMAT", "LATENCY_TABLE_VERSION", "LatencyTableError", "Latency", "GraphRow", "PointRow", "Fit",
-    "Pipeline", "LatencyTable", "fit_latency", "predicted_ms", "read_latency_table", "write_latency_table",
+    "Pipeline", "LatencyTable", "fit_latency", "predicted_ms", "walk_paths", "read_latency_table",
+    "write_latency_table",
 ]
 
 LATENCY_TABLE_FORMAT = "adaptive-edge-latency-table"
@@ -49,6 +51,12 @@ PAYS = 0.5  # a candidate pays on a device when it keeps at least this share of 
 
 class LatencyTableError(FormatError):
     """A latency table that does not follow docs/latency_table.md."""
+
+
+def walk_paths(count: int) -> tuple[str, ...]:
+    """The forced paths that give a walk over `count` blocks its latency, linear in the blocks it runs: every
+    block dropped, then each block alone (`python -m runtime.profile costs` measures them as points)."""
+    return ("0" * count, *("0" * k + "1" + "0" * (count - k - 1) for k in range(count)))
 
 
 @dataclass(frozen=True)
@@ -169,11 +177,29 @@ class LatencyTable:
         saving as latency, and those that save no MACs (the full model's cost)."""
         return [p.name for p in self.points if (kept := self.kept_saving(p)) is None or kept >= PAYS]
 
+    @property
+    def block_count(self) -> int:
+        """The blocks of a block walk (BlockDrop, URNet): the exporter's graphs "block0", "block1", ...; 0 for
+        rules without blocks."""
+        return next(k for k in itertools.count() if f"block{k}" not in self.graphs)
+
+    def walk_ms(self, count: int) -> tuple[float, tuple[float, ...]] | None:
+        """A walk over `count` blocks from its measured forced paths (`walk_paths`): the latency with every block
+        dropped, and what running each block adds to it. None where the table lacks any of them."""
+        measured = {p.name: p.latency.median_ms for p in self.points if p.kind == "path"}
+        paths = walk_paths(count)
+        if any(path not in measured for path in paths):
+            return None
+        base = measured[paths[0]]
+        # A block cheaper than the noise can measure below the base: it saves nothing, and costs nothing.
+        return base, tuple(max(0.0, measured[path] - base) for path in paths[1:])
+
     def kept_block_saving(self, block: int) -> float | None:
         """Like `kept_saving`, for leaving one block of a block walk out (BlockDrop, URNet: the exporter's graphs
         "block{k}" and, where a dropped block still runs something, "skip{k}"): the latency it saves against the
-        static model over the MACs it saves against the full model. Without a skip graph the block's call is saved
-        too. None where the table has no such block, or its skip saves no MACs."""
+        static model over the MACs it saves against the full model. The latency is read from the walk's forced
+        paths where the table measured them (`walk_ms`), else from the graph rows: without a skip graph the
+        block's call is saved too. None where the table has no such block, or its skip saves no MACs."""
         run, skip = self.graphs.get(f"block{block}"), self.graphs.get(f"skip{block}")
         if run is None:
             return None
@@ -181,7 +207,9 @@ class LatencyTable:
         saved_macs = (run.macs - skipped_macs) / self.graphs[self.reference].macs
         if saved_macs <= 0:
             return None
-        return (run.batches[1].median_ms - skipped_ms) / self.static.median_ms / saved_macs
+        walk = self.walk_ms(self.block_count)
+        saved_ms = walk[1][block] if walk else run.batches[1].median_ms - skipped_ms
+        return saved_ms / self.static.median_ms / saved_macs
 
     @property
     def within_tolerance(self) -> float:

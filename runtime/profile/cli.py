@@ -34,7 +34,7 @@ import numpy as np
 from runtime.format.devices import DEFAULT_DEVICES_FILE, Device, get_device
 from runtime.format.fields import FormatError
 from runtime.format.files import atomic_write
-from runtime.format.latency_table import PAYS, LatencyTable, write_latency_table
+from runtime.format.latency_table import PAYS, LatencyTable, walk_paths, write_latency_table
 from runtime.profile.compare import compare_table, read_measurement
 from runtime.profile.ops import PROFILERS, op_breakdown
 from runtime.profile.report import format_report, report_of
@@ -185,16 +185,19 @@ def format_candidates(table: LatencyTable) -> str:
     full = table.graphs[table.reference].macs
     lines = [f"candidates on {table.device}/{table.backend}: the share of each one's MACs saving it keeps as latency "
              f"(below {PAYS:g}: it does not pay here)"]
-    for point in table.points:
+    walk = set(walk_paths(table.block_count)) if table.block_count else set()
+    for point in (p for p in table.points if p.name not in walk):  # the walk's forced paths are no candidates
         kept = table.kept_saving(point)
         if kept is None:
             lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms, no MACs saved: the full model's cost")
             continue
         lines.append(f"  {point.name:16} {point.latency.median_ms:8.3f} ms for {point.macs / full:.0%} of the MACs: "
                      f"keeps {kept:.2f} of the saving{'' if kept >= PAYS else ' (does not pay here)'}")
-    blocks = {k: kept for k in range(len(table.graphs)) if (kept := table.kept_block_saving(k)) is not None}
+    blocks = {k: kept for k in range(table.block_count) if (kept := table.kept_block_saving(k)) is not None}
     if blocks:
-        lines.append("  each block left out, alone (its graph and call, or its skip graph where it has one):")
+        how = ("measured on the forced paths every block dropped and each block alone"
+               if table.walk_ms(table.block_count) else "its graph and call, or its skip graph where it has one")
+        lines.append(f"  each block left out, alone ({how}):")
         lines += [f"  block{k:<11} keeps {kept:.2f} of its saving{'' if kept >= PAYS else ' (does not pay here)'}"
                   for k, kept in blocks.items()]
     return "\n".join(lines)
@@ -236,7 +239,7 @@ def costs_main(argv: list[str]) -> int:
                 print(f"runtime.profile costs: error: exporting {args.recipe} failed (above)", file=sys.stderr)
                 return 2
         try:
-            _, _, table = _measure(args, command)
+            _, _, table = _measure(args, command, walk=True)
         except ERRORS as error:
             print(f"runtime.profile costs: error: {error}", file=sys.stderr)
             return 2

@@ -22,7 +22,7 @@ import numpy as np
 from runtime.format.devices import Device
 from runtime.format.files import sha256_of
 from runtime.format.latency_table import (
-    GraphRow, Latency, LatencyTable, Pipeline, PointRow, fit_latency, predicted_ms,
+    GraphRow, Latency, LatencyTable, Pipeline, PointRow, fit_latency, predicted_ms, walk_paths,
 )
 from runtime.format.manifest import MANIFEST_FILE, Manifest
 from runtime.preprocess import prepare
@@ -30,7 +30,9 @@ from runtime.profile.timing import Timing, measure
 from runtime.rules import OperatingPoint, graphs_in_role
 from runtime.session import Session, check_finite
 
-__all__ = ["POOL", "REMEASURES", "points_to_measure", "graph_inputs", "measure_table", "predict_run", "recording"]
+__all__ = [
+    "POOL", "REMEASURES", "points_to_measure", "walk_points", "graph_inputs", "measure_table", "predict_run", "recording",
+]
 
 POOL = 16  # distinct inputs per callable, cycled, so that no call replays the one before
 REMEASURES = 2  # how many times a noisy row is measured again before it is flagged
@@ -45,6 +47,15 @@ def points_to_measure(manifest: Manifest, scales: Sequence[float] | None = None)
     if not scales or any(not 0 <= s <= 1 for s in scales):
         raise ValueError(f"scales must be values of S in [0, 1], got {list(scales)}")
     return tuple(OperatingPoint(f"S={s:g}", "scale", float(s)) for s in scales)
+
+
+def walk_points(manifest: Manifest) -> tuple[OperatingPoint, ...]:
+    """For a rule with blocks, the forced paths a block walk's latency is read from (`walk_paths`; the trainer's
+    latency cost). Timed through `Session.run`, they cost what the runtime runs for one image, whether a graph
+    call per block or one conditional graph (URNet's `If`), which no sum of graph rows predicts; none for rules
+    without blocks."""
+    walk = manifest.dispatch.block_walk()
+    return () if walk is None else tuple(OperatingPoint(path, "path") for path in walk_paths(len(walk.starts)))
 
 
 @contextlib.contextmanager
@@ -101,15 +112,16 @@ def _check_threads(session: Session, device: Device) -> str:
 def measure_table(
     session: Session, device: Device, *, runs: int = 100, warmup: int = 10, batches: Sequence[int] = (1,),
     images: np.ndarray | None = None, scales: Sequence[float] | None = None, noise_threshold: float = 0.1,
-    command: str = "", progress: Callable[[], object] | None = None,
+    command: str = "", progress: Callable[[], object] | None = None, walk: bool = False,
 ) -> LatencyTable:
     """The latency table of `session`'s bundle on `device`: the one measurement the profiler's report is a view of.
 
     `images`, uint8 NHWC, feed the operating points and the pipeline (its
     real selector decisions); without them, random uint8 images at the
     bundle's resolution feed the points, and there is no pipeline row.
-    `scales` replaces URNet's S sweep. `progress` is called after every
-    round of interleaved calls (runtime.profile.timing.measure).
+    `scales` replaces URNet's S sweep. `walk` adds the block walk's forced
+    paths (`walk_points`), what training against the table reads. `progress`
+    is called after every round of interleaved calls (runtime.profile.timing.measure).
     """
     manifest, rng = session.manifest, np.random.default_rng(0)
     detail = _check_threads(session, device)
@@ -127,6 +139,9 @@ def measure_table(
     singles = [pool[i : i + 1] for i in range(len(pool))]
     next_single = itertools.cycle(singles).__next__
     points = points_to_measure(manifest, scales)
+    if walk:
+        offered = {point.name for point in points}
+        points += tuple(point for point in walk_points(manifest) if point.name not in offered)
 
     def graph_call(name: str, batch: int) -> Callable[[], object]:
         """The graph alone, with the check every Session.run call makes of its outputs."""
