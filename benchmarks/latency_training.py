@@ -46,7 +46,7 @@ FORCED = "path="  # a point that forces one path: reached by the model, not chos
 LATENCY = "cost: host-cpu/onnxruntime milliseconds from its latency table (paper: MACs)"
 DRNET_SETTING = ("multi-resolution pretraining 2 epochs at 0.01 from the pretrained {backbone}, finetuning 4 epochs "
                  "(paper: 70 and 100 epochs from scratch)", "alpha 0.6 of the full resolution's cost")
-URNET_SETTING = ("gates 4 epochs, joint 3 epochs from the pretrained {backbone} (paper: 100 and 400)",)
+URNET_SETTING = ("gates 100 epochs, joint 3 epochs from the pretrained {backbone} (paper: 100 and 400)",)
 BLOCKDROP_SETTING = ("curriculum 3 epochs, finetuning 3 epochs at Adam 1e-3 from the pretrained {backbone} "
                      "(paper: 5000 and 2000 at 1e-4, then 1e-5)",
                      "Table 1's baselines are reported on the pretrained ResNet, not fine-tuned (paper: fine-tuned)")
@@ -63,7 +63,7 @@ FAMILIES = {
                       lr={"finetune": 1e-3}, options={"baseline_finetune_epochs": 0}),
     "drnet": arms("drnet", "drnet-cifar10", {"pretrain": 2, "finetune": 4}, DRNET_SETTING, lr={"pretrain": 0.01},
                   options={"macs_target": 0.6}),
-    "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 4, "joint": 3}, URNET_SETTING),
+    "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 100, "joint": 3}, URNET_SETTING),
 }
 
 
