@@ -26,6 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,22 @@ BLOCKDROP_SETTING = ("curriculum 3 epochs, finetuning 3 epochs at Adam 1e-3 from
                      "Table 1's baselines are reported on the pretrained ResNet, not fine-tuned (paper: fine-tuned)")
 
 
-def arms(name: str, recipe: str, epochs: dict, setting: tuple[str, ...], **run) -> tuple[str, tuple[Run, Run]]:
-    """A family's two runs: the same recipe, epochs and options, the papers' MACs cost and the device's ms."""
-    return recipe, (Run(f"{name}-macs", recipe, epochs, deviations=setting, **run),
-                    Run(f"{name}-latency", recipe, epochs, deviations=(*setting, LATENCY), **run))
+@dataclass(frozen=True)
+class Arms:
+    """A family's two runs: the same recipe, epochs and options, the papers' MACs cost and the device's ms.
+    `export`: the exporter flags both are measured with; `also`: other exports of both, measured beside them."""
+
+    recipe: str
+    runs: tuple[Run, Run]
+    export: tuple[str, ...] = ()
+    also: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def arms(name: str, recipe: str, epochs: dict, setting: tuple[str, ...], *, export: tuple[str, ...] = (),
+         also: dict[str, tuple[str, ...]] | None = None, **run) -> Arms:
+    runs = (Run(f"{name}-macs", recipe, epochs, deviations=setting, **run),
+            Run(f"{name}-latency", recipe, epochs, deviations=(*setting, LATENCY), **run))
+    return Arms(recipe, runs, export, also or {})
 
 
 FAMILIES = {
@@ -63,7 +76,10 @@ FAMILIES = {
                       lr={"finetune": 1e-3}, options={"baseline_finetune_epochs": 0}),
     "drnet": arms("drnet", "drnet-cifar10", {"pretrain": 2, "finetune": 4}, DRNET_SETTING, lr={"pretrain": 0.01},
                   options={"macs_target": 0.6}),
-    "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 100, "joint": 3}, URNET_SETTING),
+    # The cost table's export chose a graph call per block on this host (`--control-flow auto`; its manifest says
+    # so), and a latency-trained model is measured as it was costed; the conditional graph is measured beside it.
+    "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 100, "joint": 3}, URNET_SETTING,
+                  export=("--control-flow", "calls"), also={"graph": ("--control-flow", "graph")}),
 }
 
 
@@ -77,11 +93,12 @@ def cost_table(recipe: str, evidence: Evidence, data_root: Path) -> Path:
     return path
 
 
-def bundle_of(checkpoint: Path) -> Path:
-    bundle = checkpoint.parent / f"{checkpoint.name}-{TARGET}"
+def bundle_of(checkpoint: Path, flags: tuple[str, ...] = (), variant: str = "") -> Path:
+    bundle = checkpoint.parent / f"{checkpoint.name}-{TARGET}{'-' + variant if variant else ''}"
     if not (bundle / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "exporter", "--checkpoint", str(checkpoint), "--target", TARGET,
-                        "--device", DEVICE, "--out", str(bundle), "--force", "--accuracy-images", "0"], check=True)
+                        "--device", DEVICE, "--out", str(bundle), "--force", "--accuracy-images", "0", *flags],
+                       check=True)
     return bundle
 
 
@@ -220,14 +237,16 @@ def main() -> int:
     started = time.perf_counter()
     results, bundles = {}, {}
     for family in args.families:
-        recipe_name, runs = FAMILIES[family]
-        table = cost_table(recipe_name, evidence, args.data_root)
-        for run in runs:
-            costs = read_device_costs(table, recipe_name) if run.name.endswith("-latency") else None
+        family_arms = FAMILIES[family]
+        table = cost_table(family_arms.recipe, evidence, args.data_root)
+        for run in family_arms.runs:
+            costs = read_device_costs(table, family_arms.recipe) if run.name.endswith("-latency") else None
             recipe = run.recipe_for(evidence.depth, args.epoch_scale)
             config, how = evidence.trained(recipe, run, data_root=args.data_root, subset=args.subset, costs=costs)
             results[run.name] = summary(run, config, how, command)
-            bundles[run.name] = bundle_of(evidence.runs / run.name)
+            bundles[run.name] = bundle_of(evidence.runs / run.name, family_arms.export)
+            for variant, flags in family_arms.also.items():
+                bundles[f"{run.name}, {variant}"] = bundle_of(evidence.runs / run.name, flags, variant)
     images, labels = raw_images("cifar10", "test", data_root=args.data_root, limit=args.images)
     points = measured_points(bundles, images, np.asarray(labels), args.rounds)
     claims = []
@@ -248,7 +267,7 @@ def main() -> int:
         figure = plot(points, RESULTS / f"{stem}.png")
     except ImportError:
         pass
-    results["measured"] = {"points": points, "table": {f: str(cost_table(FAMILIES[f][0], evidence, args.data_root))
+    results["measured"] = {"points": points, "table": {f: str(cost_table(FAMILIES[f].recipe, evidence, args.data_root))
                                                        for f in args.families},
                            "wall_time_s": time.perf_counter() - started}
     write_results(stem, command, results, claims, report(command, {k: v for k, v in results.items() if k != "measured"},
