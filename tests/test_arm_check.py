@@ -14,8 +14,7 @@ import pytest
 
 from helpers import CIFAR10_ROOT, REPO_ROOT, run_without_torch, script_module
 
-ROOT = REPO_ROOT
-SCRIPT = ROOT / "scripts" / "arm_compare.py"
+SCRIPT = REPO_ROOT / "scripts" / "arm_compare.py"
 DATA_ROOT = CIFAR10_ROOT
 
 arm_compare = script_module("arm_compare")
@@ -76,7 +75,7 @@ def test_run_needs_only_numpy_and_the_runtime_and_the_report_holds_a_bundle_to_i
     out = tmp_path / "arm"
     done = subprocess.run(
         ["python", str(SCRIPT), "report", str(work), "--x86", str(work / "x86.npz"), "--arm", str(work / "arm.npz"),
-         "--out", str(out), "--note", "a note"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+         "--out", str(out), "--note", "a note"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
@@ -102,7 +101,7 @@ def test_arm_check_runs_the_bundles_on_emulated_aarch64_and_reports_every_one(tm
     """The whole check (from scratch: ~40 min and 6 GB; ARM_ENV_DIR reuses an environment)."""
     env_dir = os.environ.get("ARM_ENV_DIR", "/var/tmp/adaptive-edge-arm")
     out = tmp_path / "arm"
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "arm_check.sh"), env_dir], cwd=ROOT,
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "arm_check.sh"), env_dir], cwd=REPO_ROOT,
                           env=os.environ | {"OUT": str(out)}, capture_output=True, text=True, timeout=4 * 3600)
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(out.with_suffix(".json").read_text())

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT, script_module
 
-ROOT = REPO_ROOT
-SCRIPT = ROOT / "scripts" / "gpu_check.py"
+SCRIPT = REPO_ROOT / "scripts" / "gpu_check.py"
 
 gpu_check = script_module("gpu_check")
 
@@ -19,7 +18,7 @@ gpu_check = script_module("gpu_check")
 def _check(tmp_path: Path, *options: str, timeout: int) -> dict:
     out = tmp_path / "gpu.md"
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--reduced", "--work", str(tmp_path / "w"),
-                           "--out", str(out), *options], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                           "--out", str(out), *options], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert out.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
     return {"returncode": done.returncode, "text": out.read_text(), "results": {r["name"]: r for r in report["results"]},

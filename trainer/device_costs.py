@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from runtime.format.block_names import block_graph, skip_graph
 from runtime.format.latency_table import LatencyTable, read_latency_table
 
 __all__ = ["COSTS", "DeviceCosts", "BlockLatency", "read_device_costs"]
@@ -97,11 +98,11 @@ class DeviceCosts:
         if walk is not None:
             return BlockLatency(*walk, self.static_ms, measured=True)
         dropped = {name: 1.0 for name in fixed}
-        dropped |= {f"skip{k}": 1.0 for k in range(count) if f"skip{k}" in self.table.graphs}
+        dropped |= {skip_graph(k): 1.0 for k in range(count) if skip_graph(k) in self.table.graphs}
         base = self.run_ms(dropped)
         block_ms = []
         for k in range(count):
-            calls = {name: n for name, n in dropped.items() if name != f"skip{k}"} | {f"block{k}": 1.0}
+            calls = {name: n for name, n in dropped.items() if name != skip_graph(k)} | {block_graph(k): 1.0}
             block_ms.append(self.run_ms(calls) - base)
         return BlockLatency(base, tuple(block_ms), self.static_ms)
 

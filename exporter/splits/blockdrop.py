@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from exporter.graphs import ExportGraph, Split, SplitOptions
 from exporter.splits.block_graphs import BlockChain, BlockPlan, block_inputs, plan_blocks
+from runtime.format.block_names import block_graph, skip_graph
 from runtime.rules.block_steps import BlockStep
 from runtime.rules.policy import CachedPath, PlanCalibration, PolicyDispatch, Segment
 from trainer.dynamic import resize
@@ -68,10 +69,10 @@ def split(model: BlockDrop, options: SplitOptions) -> Split:
     for k, block in enumerate(backbone.blocks):
         run = skip = None
         if k not in left_out:
-            run = f"block{k}"
+            run = block_graph(k)
             graphs.append(_graph(run, BlockChain(backbone, full, k, k, stem=False, head=False), features[k], "features", "next_features"))
         if block.downsample is not None:
-            skip = f"skip{k}"
+            skip = skip_graph(k)
             graphs.append(_graph(skip, BlockChain(backbone, "0" * count, k, k, stem=False, head=False), features[k], "features", "next_features"))
         steps.append(BlockStep(run, skip))
 

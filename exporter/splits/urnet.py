@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from exporter.graphs import ExportGraph, Split, SplitOptions
 from exporter.splits.block_graphs import BlockChain, block_inputs
 from exporter.targets.onnx import IfChain, time_on_host
+from runtime.format.block_names import block_graph, skip_graph
 from runtime.rules.block_steps import BlockStep
 from runtime.rules.gated import SCALES, GatedDispatch
 from trainer.backbone import CifarResNet
@@ -131,10 +132,10 @@ def split(model: URNet, options: SplitOptions) -> Split:
     for k in range(count):
         last = k == count - 1
         gate = None if last else gates[k + 1]
-        for keep, prefix in (("1", "block"), ("0", "skip")):
+        for keep, name in (("1", block_graph(k)), ("0", skip_graph(k))):
             chain = BlockChain(backbone, keep * count, k, k, stem=False, head=last)
-            graphs.append(gated(f"{prefix}{k}", chain, gate, features[k], "features"))
-        steps.append(BlockStep(f"block{k}", f"skip{k}"))
+            graphs.append(gated(name, chain, gate, features[k], "features"))
+        steps.append(BlockStep(block_graph(k), skip_graph(k)))
     reference = BlockChain(backbone, full, 0, count - 1, stem=True, head=True).eval()
     graphs.append(ExportGraph("full", reference, (image,), ("image",), ("logits",), count_macs(reference, image)))
 

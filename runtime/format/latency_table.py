@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.format.block_names import block_graph, skip_graph
 from runtime.format.files import atomic_write
 from runtime.format.fields import FieldReader, FormatError
 
@@ -181,7 +182,7 @@ class LatencyTable:
     def block_count(self) -> int:
         """The blocks of a block walk (BlockDrop, URNet): the exporter's graphs "block0", "block1", ...; 0 for
         rules without blocks."""
-        return next(k for k in itertools.count() if f"block{k}" not in self.graphs)
+        return next(k for k in itertools.count() if block_graph(k) not in self.graphs)
 
     def walk_ms(self, count: int) -> tuple[float, tuple[float, ...]] | None:
         """A walk over `count` blocks from its measured forced paths (`walk_paths`): the latency with every block
@@ -200,7 +201,7 @@ class LatencyTable:
         static model over the MACs it saves against the full model. The latency is read from the walk's forced
         paths where the table measured them (`walk_ms`), else from the graph rows: without a skip graph the
         block's call is saved too. None where the table has no such block, or its skip saves no MACs."""
-        run, skip = self.graphs.get(f"block{block}"), self.graphs.get(f"skip{block}")
+        run, skip = self.graphs.get(block_graph(block)), self.graphs.get(skip_graph(block))
         if run is None:
             return None
         skipped_ms, skipped_macs = (skip.batches[1].median_ms, skip.macs) if skip else (-self.dispatch_ms_per_call, 0)
