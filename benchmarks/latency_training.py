@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
 from benchmarks.rigs import CALLS_PER_ROUND, image_stream, machine
 from runtime.format.devices import get_device
+from runtime.format.latency_table import walk_paths
 from runtime.profile.timing import measure
 from runtime.session import load
 from trainer.data import raw_images
@@ -116,6 +117,10 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
         # Each path the bundle offers (DRNet's resolutions, BlockDrop's cached paths), its selector still run:
         # points the MACs-trained model reaches too, so that a selector that sends every image one way wins nothing.
         options |= {f"{FORCED}{p.name}": p.options for p in offered if p.kind == "path"}
+        walk = session.manifest.dispatch.block_walk()
+        if walk is not None:  # the floor of a block rule's latency: every block dropped, what no share goes below
+            floor = walk_paths(len(walk.starts))[0]
+            options[f"{FORCED}{floor}"] = {"path": floor}
         options["static"] = {"static": True}
         for point, extra in options.items():
             result = session.run(images, **extra)

@@ -128,12 +128,13 @@ done
     || { log "the emulated python is not aarch64"; exit 1; }
 
 # ---------------------------------------------------------------- 4. the device installs
+source "$ROOT/scripts/venv.sh"  # the x86 side: the project's .venv (export extra), for the wheel and the bundles
 # A copy of the sources, never a build in the checkout (pip would leave build/ and *.egg-info there).
 rm -rf "$ROOTFS/opt/src.new" && mkdir -p "$ROOTFS/opt/src.new" "$ROOTFS/opt/check"
 (cd "$ROOT" && cp -r pyproject.toml README.md devices.yaml runtime trainer exporter "$ROOTFS/opt/src.new/")
 find "$ROOTFS/opt/src.new" -name __pycache__ -prune -exec rm -rf {} +
 stamp=$(cd "$ROOTFS/opt/src.new" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-rm -rf "$ROOTFS/opt/src" && mv "$ROOTFS/opt/src.new" "$ROOTFS/opt/src"
+rm -rf "$ROOTFS/opt/src" "$ROOTFS/opt/wheel" "$ROOTFS/opt/wheel.new" && mv "$ROOTFS/opt/src.new" "$ROOTFS/opt/src"
 cp "$ROOT/scripts/arm_compare.py" "$ROOTFS/opt/check/"
 venvs=("venv-ort:device-onnxruntime:onnxruntime")
 [ "$WITH_ET" = 1 ] && venvs+=("venv-et:device-executorch:executorch")
@@ -144,8 +145,18 @@ for entry in "${venvs[@]}"; do
         log "pip install \".[$extra]\" in /opt/$venv (emulated; the ExecuTorch one takes ~20 min)"
         in_arm "/opt/$venv/bin/pip" install -q "/opt/src[$extra]"
     elif [ "$(cat "$ROOTFS/opt/$venv/.project" 2>/dev/null)" != "$stamp" ]; then
-        log "the project's sources changed: reinstalling adaptive-edge alone in /opt/$venv"
-        in_arm "/opt/$venv/bin/pip" install -q --no-deps --force-reinstall /opt/src
+        # The project is pure Python: its wheel is built here, and installed there without the network. Built
+        # there, pip fetches setuptools for an isolated build, whose emulated TLS a busy host can slow until
+        # PyPI resets the connection.
+        log "the project's sources changed: reinstalling adaptive-edge alone in /opt/$venv, from a wheel built here"
+        if [ ! -d "$ROOTFS/opt/wheel" ]; then
+            mkdir -p "$ROOTFS/opt/wheel.new"
+            nice_run "$ROOT/.venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation \
+                -w "$ROOTFS/opt/wheel.new" "$ROOTFS/opt/src"
+            mv "$ROOTFS/opt/wheel.new" "$ROOTFS/opt/wheel"
+        fi
+        wheel=$(basename "$ROOTFS"/opt/wheel/*.whl)  # the glob is the host's; the path is the emulated system's
+        in_arm "/opt/$venv/bin/pip" install -q --no-deps --force-reinstall --no-index "/opt/wheel/$wheel"
     fi
     echo "$stamp" > "$ROOTFS/opt/$venv/.project"
 done
@@ -154,7 +165,6 @@ in_arm /opt/venv-ort/bin/python -c 'import importlib.util as u, sys; sys.exit(u.
     || { log "torch is installed in the device-onnxruntime venv"; exit 1; }
 
 # ---------------------------------------------------------------- 5. bundles, runs, the report
-source "$ROOT/scripts/venv.sh"  # the x86 side: the project's .venv (export extra)
 cd "$ROOT"
 backends=(onnxruntime) targets=(onnx)
 [ "$WITH_ET" = 1 ] && backends+=(executorch) targets+=(executorch)
