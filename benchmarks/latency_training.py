@@ -77,8 +77,8 @@ FAMILIES = {
                       lr={"finetune": 1e-3}, options={"baseline_finetune_epochs": 0}),
     "drnet": arms("drnet", "drnet-cifar10", {"pretrain": 2, "finetune": 4}, DRNET_SETTING, lr={"pretrain": 0.01},
                   options={"macs_target": 0.6}),
-    # The cost table's export chose a graph call per block on this host (`--control-flow auto`; its manifest says
-    # so), and a latency-trained model is measured as it was costed; the conditional graph is measured beside it.
+    # The cost table's export chose a graph call per block on this host (`--control-flow auto`: its points call
+    # every block's graph), and a latency-trained model is measured as it was costed; the conditional graph beside.
     "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 100, "joint": 3}, URNET_SETTING,
                   export=("--control-flow", "calls"), also={"graph": ("--control-flow", "graph")}),
 }

@@ -180,8 +180,8 @@ class LatencyTable:
 
     @property
     def block_count(self) -> int:
-        """The blocks of a block walk (BlockDrop, URNet): the exporter's graphs "block0", "block1", ...; 0 for
-        rules without blocks."""
+        """The blocks of a block walk (BlockDrop, URNet): the exporter's graphs "block0", "block1", ... up to the
+        first missing one (a cost table has every block; a BlockDrop plan may leave one out); 0 without blocks."""
         return next(k for k in itertools.count() if block_graph(k) not in self.graphs)
 
     def walk_ms(self, count: int) -> tuple[float, tuple[float, ...]] | None:
