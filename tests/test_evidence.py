@@ -173,3 +173,15 @@ def test_a_selector_that_sends_every_image_down_one_path_wins_nothing():
     assert not frontier_goal(macs, {"path=res16": {"top1": 0.768, "ms": 0.4}})[0], "forced paths are no candidates"
     unforced = {k: v for k, v in macs.items() if k != "path=res16"}
     assert frontier_goal(unforced, {"dynamic": {"top1": 0.768, "ms": 0.543}})[0], "without res16 the MACs side is slower"
+
+
+def test_a_block_rules_floor_is_reported_but_reaches_nothing():
+    """Every block dropped (10% top-1) mixed with the static model would reach any latency in between, and make a
+    latency-trained policy "better at equal latency" than a deployment nobody would choose."""
+    from benchmarks.latency_training import frontier_goal
+
+    macs = {"dynamic": {"top1": 0.863, "ms": 2.0}, "static": {"top1": 0.87, "ms": 1.43}}
+    latency = {"dynamic": {"top1": 0.814, "ms": 1.335}, "floor": {"top1": 0.11, "ms": 0.88}}
+    assert not frontier_goal(macs, latency)[0], "7% faster than the static model, 5 pp below it"
+    assert frontier_goal(macs | {"path=000000000": {"top1": 0.13, "ms": 0.88}}, latency)[0], "as a reach, it would"
+    assert not frontier_goal(macs | {"floor": {"top1": 0.13, "ms": 0.88}}, latency)[0]
