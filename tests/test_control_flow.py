@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,23 +9,17 @@ import pytest
 
 import runtime
 from exporter.__main__ import main as exporter_main
-from runtime.format.devices import Device, load_devices
+from runtime.format.devices import get_device
 from runtime.format.fields import BundleError
 from runtime.rules.gated import SCALES
 
 SINGLE_IMAGES = 6
 
 
-def per_session() -> Device:
-    """host-cpu with a session's own weights: onnxruntime names the weights it reorders inside each `If` branch
-    alike ("reorder"), and weight sharing matches them by name, which mixes them up (runtime/backends/onnxruntime.py)."""
-    return dataclasses.replace(load_devices()["host-cpu"], weight_sharing="per-session")
-
-
 @pytest.fixture(scope="module")
 def flows(block_checkpoints, calibration, tmp_path_factory):
-    """The tiny digits URNet (6 blocks) for onnx, once with a conditional graph and once with a call per block;
-    compared with each other and with eager here (the export's own parity check loads with shared weights)."""
+    """The tiny digits URNet (6 blocks) for onnx, once with a conditional graph and once with a call per block,
+    loaded as host-cpu serves them (weights shared); compared with each other and with eager here."""
     import exporter
 
     bundles = {}
@@ -34,7 +27,7 @@ def flows(block_checkpoints, calibration, tmp_path_factory):
         out = tmp_path_factory.mktemp("control-flow") / flow
         exporter.export(block_checkpoints["urnet"], "onnx", out, calibration=calibration, verify=False,
                         accuracy_images=0, control_flow=flow)
-        bundles[flow] = runtime.load(out, device=per_session())
+        bundles[flow] = runtime.load(out, device=get_device("host-cpu"))
     return bundles
 
 
@@ -142,7 +135,7 @@ def test_a_version_6_per_block_bundle_runs_unchanged(flows, digits_test, tmp_pat
         data["preprocessing"]["resize"] = "bilinear"  # version 6's only resize; these images need none
 
     old = _rewrite_manifest(flows["calls"].bundle, tmp_path, version_6)
-    session = runtime.load(old, device=per_session())
+    session = runtime.load(old, device=get_device("host-cpu"))
     assert session.manifest.dispatch.control_flow == "calls"
     expected = flows["calls"].run(digits_test[0][:8], scale=0.6)
     result = session.run(digits_test[0][:8], scale=0.6)
@@ -157,4 +150,4 @@ def test_a_version_6_per_block_bundle_runs_unchanged(flows, digits_test, tmp_pat
 ])
 def test_a_wrong_control_flow_section_is_refused_by_field(flows, tmp_path, change, field):
     with pytest.raises(BundleError, match=field.replace(".", r"\.")):
-        runtime.load(_rewrite_manifest(flows["calls"].bundle, tmp_path, change), device=per_session())
+        runtime.load(_rewrite_manifest(flows["calls"].bundle, tmp_path, change), device=get_device("host-cpu"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import runtime
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.format.devices import default_weight_sharing, get_device, load_devices
+from runtime.format.fields import Graph, TensorSpec
 from runtime.session import Session
 from helpers import copy_tree
 
@@ -128,3 +130,53 @@ def test_a_bad_weight_sharing_setting_is_refused_by_name(tmp_path, backends, ext
 def test_the_backend_refuses_a_bad_setting_too():
     with pytest.raises(ValueError, match="weight_sharing 'packed' is not one of"):
         OnnxRuntimeBackend(1, CPU, weight_sharing="packed")
+
+
+
+def _conditional_model(directory: Path) -> Graph:
+    """A MatMul, then an `If` whose branches are one MatMul each, every weight named "weight" and stored in external
+    data: as onnxruntime's optimized copy of URNet's conditional graph names the filters it reorders ("reorder" in
+    the main graph and in each branch). MatMuls, because onnxruntime leaves their weights and names as they are."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def matmul(source: str, out: str, shape: tuple[int, int]) -> tuple[onnx.NodeProto, onnx.TensorProto]:
+        weight = numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), "weight")
+        return helper.make_node("MatMul", [source, "weight"], [out]), weight
+
+    stem, stem_weight = matmul("image", "features", (16, 32))
+    branches = []
+    for name in ("run", "skip"):
+        node, weight = matmul("features", f"{name}_out", (32, 64))
+        output = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["batch", 64])
+        branches.append(helper.make_graph([node], name, [], [output], [weight]))
+    condition = [helper.make_node("ReduceMin", ["open"], ["all_open"], keepdims=0),
+                 helper.make_node("Cast", ["all_open"], ["condition"], to=TensorProto.BOOL)]
+    taken = helper.make_node("If", ["condition"], ["out"], then_branch=branches[0], else_branch=branches[1])
+    graph = helper.make_graph(
+        [stem, *condition, taken], "conditional",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 16]),
+         helper.make_tensor_value_info("open", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])], [stem_weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, directory / "conditional.onnx", save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    return Graph("conditional", "conditional.onnx", None, (TensorSpec("image", (16,)), TensorSpec("open", ())),
+                 (TensorSpec("out", (64,)),), macs=0)
+
+
+def test_a_weight_named_alike_in_several_scopes_stays_with_its_scope(tmp_path):
+    """Sharing gives a buffer by name to every scope of a session: a name the main graph and `If` branches each hold
+    keeps each scope's own weight (ResNet-50's URNet conditional graph ran a branch on the stem's 3-channel filter),
+    and the answers equal those of a session with weights of its own."""
+    graph = _conditional_model(tmp_path)
+    manifest = SimpleNamespace(max_batch=4)
+    image = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
+    shared, separate = (OnnxRuntimeBackend(1, CPU, weight_sharing=s) for s in ("shared", "per-session"))
+    run_shared, run_separate = (backend.load(tmp_path, manifest, graph) for backend in (shared, separate))
+    for open_ in (1.0, 0.0):
+        inputs = [image, np.full(2, open_, np.float32)]
+        np.testing.assert_allclose(run_shared(inputs)[0], run_separate(inputs)[0], rtol=1e-6)
+    assert shared.shared.kept["conditional"] == {"weight"}

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,10 @@ def _share_cpu_arena(options: ort.SessionOptions) -> None:
 
 
 def _onnx_initializers():
-    """A reader of the ONNX fields naming a model's initializers and where their external data lies: ModelProto.graph,
-    GraphProto.initializer, and TensorProto's dims, data_type, name, external_data and data_location, by the field
-    numbers of onnx.proto, declared to protobuf (a dependency of onnxruntime); every other field is skipped.
+    """A reader of the ONNX fields naming a model's initializers and where their external data lies, in the main graph
+    and in the subgraphs of its nodes: ModelProto.graph, GraphProto's initializer and node, NodeProto.attribute,
+    AttributeProto's g and graphs, and TensorProto's dims, data_type, name, external_data and data_location, by the
+    field numbers of onnx.proto, declared to protobuf (a dependency of onnxruntime); every other field is skipped.
 
     The onnx package would read them too, but it is no device dependency and adds about 30 MB to the process.
     """
@@ -66,10 +68,12 @@ def _onnx_initializers():
                             ("name", 8, field.TYPE_STRING, None),
                             ("external_data", 13, field.TYPE_MESSAGE, "StringStringEntryProto"),
                             ("data_location", 14, field.TYPE_INT32, None)],
-            "GraphProto": [("initializer", 5, field.TYPE_MESSAGE, "TensorProto")],
+            "AttributeProto": [("g", 6, field.TYPE_MESSAGE, "GraphProto"), ("graphs", 11, field.TYPE_MESSAGE, "GraphProto")],
+            "NodeProto": [("attribute", 5, field.TYPE_MESSAGE, "AttributeProto")],
+            "GraphProto": [("node", 1, field.TYPE_MESSAGE, "NodeProto"), ("initializer", 5, field.TYPE_MESSAGE, "TensorProto")],
             "ModelProto": [("graph", 7, field.TYPE_MESSAGE, "GraphProto")],
         }
-        repeated = {"dims", "external_data", "initializer"}
+        repeated = {"dims", "external_data", "initializer", "node", "attribute", "graphs"}
         for message, fields in messages.items():
             declared = schema.message_type.add(name=message)
             for name, number, kind, type_name in fields:
@@ -88,24 +92,45 @@ _schema: list = []  # the reader's message class, declared once per process
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
+def _every_initializer(graph) -> Iterator:
+    """The initializers of a parsed GraphProto and of every subgraph under its nodes (an `If`'s branches)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _every_initializer(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _every_initializer(subgraph)
+
+
 class SharedWeights:
     """The distinct initializers of a bundle's optimized graphs, each one OrtValue, matched by type, shape and bytes.
 
     `registered[graph]` maps each initializer name of that graph's session to
     the OrtValue it was given, so a caller can see which sessions share a buffer.
+    `SessionOptions.add_initializer` gives a buffer by name to every scope of a
+    session, and onnxruntime names the weights it writes inside `If` branches
+    alike ("reorder" in each branch and in the main graph): a name held by more
+    than one scope stays in that session's own memory (`kept[graph]` names them),
+    or a branch would run on another scope's filter.
     """
 
     def __init__(self) -> None:
         self.values: dict[bytes, ort.OrtValue] = {}  # by content: sha256 of (ONNX type, shape, bytes)
         self.registered: dict[str, dict[str, ort.OrtValue]] = {}
+        self.kept: dict[str, set[str]] = {}
 
     def share(self, graph: str, model: Path, options: ort.SessionOptions) -> None:
-        """Give `options` this process's buffer for every initializer that `model` (ONNX) keeps in external data."""
+        """Give `options` this process's buffer for every initializer that `model` (ONNX) keeps in external data
+        under a name no other of its scopes holds."""
         parsed = _onnx_initializers()()
         parsed.ParseFromString(model.read_bytes())
+        tensors = list(_every_initializer(parsed.graph))
+        scopes = Counter(tensor.name for tensor in tensors)
+        self.kept[graph] = {name for name, count in scopes.items() if count > 1}
         registered = self.registered.setdefault(graph, {})
-        for tensor in parsed.graph.initializer:
-            if tensor.data_location != EXTERNAL:
+        for tensor in tensors:
+            if tensor.data_location != EXTERNAL or tensor.name in self.kept[graph]:
                 continue
             where = {entry.key: entry.value for entry in tensor.external_data}
             offset, length = int(where.get("offset", 0)), int(where["length"])
@@ -226,7 +251,7 @@ class OnnxRuntimeBackend:
                 # onnxruntime 1.32 writes the optimized copy of a graph with If subgraphs invalid (NCHWc reorder
                 # nodes named alike in both branches: "Graph must be in single static assignment (SSA) form").
                 # Such a graph keeps its own weights, as per-session would, and describe() names it.
-                del self.shared.registered[graph.name]
+                del self.shared.registered[graph.name], self.shared.kept[graph.name]
                 self.unshared[graph.name] = str(error).splitlines()[0][-160:]
         return self._session(str(path), self.options, graph)
 
