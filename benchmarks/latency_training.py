@@ -26,7 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,8 @@ import numpy as np
 from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
 from benchmarks.rigs import CALLS_PER_ROUND, image_stream, machine
 from runtime.format.devices import get_device
-from runtime.format.latency_table import walk_paths
+from runtime.format.block_names import CONDITIONAL_GRAPH
+from runtime.format.latency_table import read_latency_table, walk_paths
 from runtime.profile.timing import measure
 from runtime.session import load
 from trainer.data import raw_images
@@ -58,19 +59,25 @@ BLOCKDROP_SETTING = ("curriculum 3 epochs, finetuning 3 epochs at Adam 1e-3 from
 @dataclass(frozen=True)
 class Arms:
     """A family's two runs: the same recipe, epochs and options, the papers' MACs cost and the device's ms.
-    `export`: the exporter flags both are measured with; `also`: other exports of both, measured beside them."""
+    `control_flows`: a gated family's ways of running its blocks (`--control-flow`), each exported and measured;
+    the arms' own rows are the form their cost table timed, the others are measured beside them."""
 
     recipe: str
     runs: tuple[Run, Run]
-    export: tuple[str, ...] = ()
-    also: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    control_flows: tuple[str, ...] = ()
 
 
-def arms(name: str, recipe: str, epochs: dict, setting: tuple[str, ...], *, export: tuple[str, ...] = (),
-         also: dict[str, tuple[str, ...]] | None = None, **run) -> Arms:
+def arms(name: str, recipe: str, epochs: dict, setting: tuple[str, ...], *, control_flows: tuple[str, ...] = (),
+         **run) -> Arms:
     runs = (Run(f"{name}-macs", recipe, epochs, deviations=setting, **run),
             Run(f"{name}-latency", recipe, epochs, deviations=(*setting, LATENCY), **run))
-    return Arms(recipe, runs, export, also or {})
+    return Arms(recipe, runs, control_flows)
+
+
+def costed_control_flow(table: Path) -> str:
+    """The control flow of the bundle `table` timed (`costs` exports with `auto`): a latency-trained model is
+    measured as it was costed."""
+    return "graph" if CONDITIONAL_GRAPH in read_latency_table(table).graphs else "calls"
 
 
 FAMILIES = {
@@ -78,10 +85,8 @@ FAMILIES = {
                       lr={"finetune": 1e-3}, options={"baseline_finetune_epochs": 0}),
     "drnet": arms("drnet", "drnet-cifar10", {"pretrain": 2, "finetune": 4}, DRNET_SETTING, lr={"pretrain": 0.01},
                   options={"macs_target": 0.6}),
-    # The cost table's export chose a graph call per block on this host (`--control-flow auto`: its points call
-    # every block's graph), and a latency-trained model is measured as it was costed; the conditional graph beside.
     "urnet": arms("urnet", "urnet-cifar10-resnet20", {"gates": 100, "joint": 3}, URNET_SETTING,
-                  export=("--control-flow", "calls"), also={"graph": ("--control-flow", "graph")}),
+                  control_flows=("calls", "graph")),
 }
 
 
@@ -197,7 +202,8 @@ def plot(points: dict, path: Path) -> Path:
     return path
 
 
-def report(command: str, results: dict, points: dict, claims: list[dict], figure: Path | None) -> str:
+def report(command: str, results: dict, points: dict, claims: list[dict], figure: Path | None,
+           costed: dict[str, str]) -> str:
     host = machine()
     lines = [
         "# Training for the device: latency-trained against MACs-trained",
@@ -208,6 +214,8 @@ def report(command: str, results: dict, points: dict, claims: list[dict], figure
         "differ only in the cost term. Latency: the mean per image, as the median over interleaved rounds of "
         f"{CALLS_PER_ROUND} `Session.run` calls, one new test image per call; a family's bundles and their static full "
         "models timed in one run of their own.",
+        *(f"{family}'s arms are measured in the form their cost table timed, `--control-flow {flow}`; the rows "
+          f"named '{family}-..., <form>' are its other forms, measured beside them." for family, flow in costed.items()),
         "",
         "| run | point | top-1 | ms per image | static ms | speedup vs static |",
         "|---|---|---|---|---|---|",
@@ -240,7 +248,7 @@ def main() -> int:
     evidence = Evidence.from_arguments(args, "latency_training")
     evidence.runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results, bundles = {}, {}
+    results, bundles, costed = {}, {}, {}
     for family in args.families:
         family_arms = FAMILIES[family]
         table = cost_table(family_arms.recipe, evidence, args.data_root)
@@ -249,9 +257,13 @@ def main() -> int:
             recipe = run.recipe_for(evidence.depth, args.epoch_scale)
             config, how = evidence.trained(recipe, run, data_root=args.data_root, subset=args.subset, costs=costs)
             results[run.name] = summary(run, config, how, command)
-            bundles[run.name] = bundle_of(evidence.runs / run.name, family_arms.export)
-            for variant, flags in family_arms.also.items():
-                bundles[f"{run.name}, {variant}"] = bundle_of(evidence.runs / run.name, flags, variant)
+            if not family_arms.control_flows:
+                bundles[run.name] = bundle_of(evidence.runs / run.name)
+            if family_arms.control_flows:
+                costed[family] = costed_control_flow(table)
+            for flow in family_arms.control_flows:
+                name = run.name if flow == costed[family] else f"{run.name}, {flow}"
+                bundles[name] = bundle_of(evidence.runs / run.name, ("--control-flow", flow), flow)
     images, labels = raw_images("cifar10", "test", data_root=args.data_root, limit=args.images)
     # A family at a time: interleaved with many other bundles, a path of many small graph calls pays cache misses
     # that a device serving one bundle does not (URNet's floor: 0.64 of static alone, 0.82 among 8 bundles).
@@ -277,11 +289,11 @@ def main() -> int:
         figure = plot(points, RESULTS / f"{stem}.png")
     except ImportError:
         pass
-    results["measured"] = {"points": points, "table": {f: str(cost_table(FAMILIES[f].recipe, evidence, args.data_root))
+    results["measured"] = {"points": points, "costed_control_flow": costed, "table": {f: str(cost_table(FAMILIES[f].recipe, evidence, args.data_root))
                                                        for f in args.families},
                            "wall_time_s": time.perf_counter() - started}
     write_results(stem, command, results, claims, report(command, {k: v for k, v in results.items() if k != "measured"},
-                                                          points, claims, figure))
+                                                          points, claims, figure, costed))
     return 0
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from exporter.graphs import ExportGraph, Split, SplitOptions
 from exporter.splits.block_graphs import BlockChain, block_inputs
 from exporter.targets.onnx import IfChain, time_on_host
-from runtime.format.block_names import block_graph, skip_graph
+from runtime.format.block_names import CONDITIONAL_GRAPH, block_graph, skip_graph
 from runtime.rules.block_steps import BlockStep
 from runtime.rules.gated import SCALES, GatedDispatch
 from trainer.backbone import CifarResNet
@@ -142,7 +142,7 @@ def split(model: URNet, options: SplitOptions) -> Split:
     per_block = [graphs[0], *(graphs[1 + 2 * k] for k in range(count))]  # the stem and every block's run graph
     network = ConditionalNetwork(backbone, gates, IfChain("stem", tuple((s.run, s.skip) for s in steps))).eval()
     conditional = ExportGraph(  # its MACs: every block run, gates included, as the all-open path's calls
-        "conditional", network, (image, scale, torch.ones(1, count)), ("image", "scale", "force"), ("logits", "gates"),
+        CONDITIONAL_GRAPH, network, (image, scale, torch.ones(1, count)), ("image", "scale", "force"), ("logits", "gates"),
         sum(g.macs for g in per_block),
     )
     control_flow = choose_control_flow(options, conditional, graphs[:-1], [g.name for g in per_block])

@@ -1,9 +1,11 @@
-"""The names of a block walk's per-block graphs, written by the exporter's block splits (BlockDrop, URNet) and
-looked up by position where a latency table is read (`LatencyTable.kept_block_saving`, the trainer's costs)."""
+"""The names of a block walk's graphs, written by the exporter's block splits (BlockDrop, URNet) and looked up
+where a latency table is read (`LatencyTable.kept_block_saving`, the trainer's costs, the evidence benchmarks)."""
 
 from __future__ import annotations
 
-__all__ = ["block_graph", "skip_graph"]
+__all__ = ["CONDITIONAL_GRAPH", "block_graph", "skip_graph"]
+
+CONDITIONAL_GRAPH = "conditional"  # the whole walk in one graph, each block under a conditional, where exported
 
 
 def block_graph(k: int) -> str:
