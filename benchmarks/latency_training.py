@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.evidence import RESULTS, Evidence, Run, arguments, claim, run_section, summary, write_results
-from benchmarks.rigs import CALLS_PER_ROUND, image_stream, machine
+from benchmarks.rigs import CALLS_PER_ROUND, FLOOR, FORCED, image_stream, machine, timed_points
 from runtime.format.devices import get_device
 from runtime.format.block_names import CONDITIONAL_GRAPH
-from runtime.format.latency_table import read_latency_table, walk_paths
+from runtime.format.latency_table import read_latency_table
 from runtime.profile.timing import measure
 from runtime.session import load
 from trainer.data import raw_images
@@ -44,9 +44,7 @@ from trainer.device_costs import read_device_costs
 TARGET, DEVICE = "onnx", "host-cpu"
 SAME_TOP1, FASTER, BETTER = 0.003, 0.10, 0.005  # the goals: within 0.3 pp, 10% faster; or 0.5 pp better
 URNET_SCALE, URNET_TOLERANCE = 0.5, 0.10
-SCALES = (0.2, 0.35, 0.5, 0.7, 1.0)
-FORCED = "path="  # a point that forces one path: reached by the model, not chosen by its selector
-FLOOR = "floor"  # a block rule's every block dropped: reported, but no operating point, so no part of any reach
+SCALES = (0.2, 0.35, 0.5, 0.7, 1.0)  # a steered bundle's S, URNET_SCALE among them
 LATENCY = "cost: host-cpu/onnxruntime milliseconds from its latency table (paper: MACs)"
 DRNET_SETTING = ("multi-resolution pretraining 2 epochs at 0.01 from the pretrained {backbone}, finetuning 4 epochs "
                  "(paper: 70 and 100 epochs from scratch)", "alpha 0.6 of the full resolution's cost")
@@ -117,17 +115,9 @@ def measured_points(bundles: dict[str, Path], images: np.ndarray, labels: np.nda
     sessions = {name: load(bundle, "onnxruntime", device=device) for name, bundle in bundles.items()}
     calls, top1 = {}, {}
     for name, session in sessions.items():
-        offered = session.manifest.dispatch.operating_points(session.manifest.graphs)
-        steered = any(p.kind == "scale" for p in offered)
-        options = {f"S={s}": {"scale": s} for s in SCALES} if steered else {"dynamic": {}}
-        # Each path the bundle offers (DRNet's resolutions, BlockDrop's cached paths), its selector still run:
-        # points the MACs-trained model reaches too, so that a selector that sends every image one way wins nothing.
-        options |= {f"{FORCED}{p.name}": p.options for p in offered if p.kind == "path"}
-        walk = session.manifest.dispatch.block_walk()
-        if walk is not None:  # the floor of a block rule's latency: every block dropped, what no share goes below
-            options[FLOOR] = {"path": walk_paths(len(walk.starts))[0]}
-        options["static"] = {"static": True}
-        for point, extra in options.items():
+        # The forced paths are points the MACs-trained model reaches too, so that a selector that sends every image
+        # one way wins nothing; the floor is reported, but no part of any reach.
+        for point, extra in timed_points(session, SCALES).items():
             result = session.run(images, **extra)
             top1[name, point] = float((result.logits.argmax(1) == labels).mean())
             calls[name, point] = image_stream(session, images, **extra)

@@ -30,7 +30,7 @@ from runtime.preprocess import prepare
 
 __all__ = [
     "HOST_TARGETS", "MEAN", "STD", "DEPTH", "BLOCKS", "UNDECIDED", "SCALE", "UNDECIDED_GATES", "CALLS_PER_ROUND",
-    "machine", "image_stream", "normalized",
+    "FORCED", "FLOOR", "machine", "image_stream", "timed_points", "normalized",
     "sane_bn", "sane_drnet_bn", "checkpoint_config", "rigged_blockdrop", "RiggedModel", "build_drnet",
     "build_blockdrop", "build_urnet", "MODELS", "Bench", "RiggedBundles", "write_static_model",
 ]
@@ -74,6 +74,27 @@ def image_stream(session, images: np.ndarray, seed: int = 0, **options) -> Calla
     singles = [images[i : i + 1] for i in range(len(images))]
     picks = iter(np.random.default_rng(seed).permutation(np.resize(np.arange(len(singles)), 10**6)))
     return lambda: [session.run(singles[next(picks)], **options) for _ in range(CALLS_PER_ROUND)]
+
+
+FORCED = "path="  # a point that forces one path: reached by the model, not chosen by its selector
+FLOOR = "floor"  # a block rule's every block dropped: its latency floor, what no user deploys
+
+
+def timed_points(session, scales: tuple[float, ...] | None = None) -> dict[str, dict]:
+    """The `Session.run` options a benchmark times a bundle at, by point name: its one dynamic point, or where it is
+    steered (URNet) each S of `scales` (default: the S points it offers); each path it can be forced to (DRNet's
+    resolutions, BlockDrop's cached paths); its floor where it walks blocks; and its static full model."""
+    from runtime.format.latency_table import walk_paths
+
+    dispatch = session.manifest.dispatch
+    offered = dispatch.operating_points(session.manifest.graphs)
+    steered = [p.value for p in offered if p.kind == "scale"]
+    points = {f"S={s}": {"scale": s} for s in scales or steered} if steered else {"dynamic": {}}
+    points |= {f"{FORCED}{p.name}": p.options for p in offered if p.kind == "path"}
+    walk = dispatch.block_walk()
+    if walk is not None:
+        points[FLOOR] = {"path": walk_paths(len(walk.starts))[0]}
+    return points | {"static": {"static": True}}
 
 
 # ---------------------------------------------------------------- rigging
