@@ -6,14 +6,13 @@ Exports the trained CIFAR-10 URNet (benchmarks/weights/blocks_cifar10/urnet-pape
 `--control-flow graph`; the per-block view is the same bundle with its manifest's section set back to "calls",
 so both run the very same per-block graphs. Every call is `Session.run` on one new image (CIFAR-10 test images),
 timed with runtime.profile.timing.measure in interleaved rounds: static, then each variant at each S and on the
-forced all-open path. Sessions keep their own weights (weight_sharing per-session) for every variant alike.
+forced all-open path. Sessions hold their weights as host-cpu serves them (devices.yaml: weight_sharing shared).
 Writes benchmarks/results/control_flow.md and .json.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -21,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.evidence import ROOT
 from benchmarks.rigs import machine
 from runtime.format.devices import load_devices
 from runtime.profile.timing import measure
 from runtime.rules.gated import SCALES
 
-DATA_ROOT = Path("/work/shared/data/cifar10")  # CIFAR-10 as an ImageFolder tree
+DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"  # CIFAR-10 as an ImageFolder tree
 CHECKPOINT = Path("benchmarks/weights/blocks_cifar10/urnet-paper-gates-100")
 RESULTS = Path("benchmarks/results")
 GOAL_ALL_OPEN = 1.05  # the all-open path against static (issue 32)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     del manifest["dispatch"]["control_flow"], manifest["dispatch"]["conditional"]
     (calls_bundle / "manifest.json").write_text(json.dumps(manifest))
 
-    device = dataclasses.replace(load_devices()["host-cpu"], weight_sharing="per-session")
+    device = load_devices()["host-cpu"]
     sessions = {flow: runtime.load(bundle, device=device, threads=args.threads)
                 for flow, bundle in (("graph", graph_bundle), ("calls", calls_bundle))}
     dataset, _ = load_split("cifar10", "test", data_root=DATA_ROOT)
@@ -107,7 +107,7 @@ def write(args, static: float, rows: list[dict], batch_static: float, batches: d
         "# URNet: one conditional graph per image against a call per block (onnxruntime)", "",
         f"Command: `{command}`  ",
         f"Machine: {host['machine']}, {host['cpus']} CPUs, **shared with other jobs** (2 cores, several workers); "
-        f"{host['versions']}; onnxruntime at {args.threads} thread(s), weights per session for every variant.", "",
+        f"{host['versions']}; onnxruntime at {args.threads} thread(s), weights as host-cpu shares them.", "",
         f"The trained CIFAR-10 URNet ({CHECKPOINT}, ResNet-20, 9 blocks), exported once with `--control-flow graph`; "
         "the per-block rows run the same bundle's per-block graphs. Each figure: `Session.run` on one new CIFAR-10 "
         f"test image per call, the mean over {args.images} images of each image's median over {args.rounds} "
