@@ -42,7 +42,8 @@ def streams(bundles: list[Path], images) -> dict[tuple[str, str], object]:
 
 
 def per_image_ms(timings, bundle: Path) -> dict[str, float]:
-    return {point: timing.median_ms / CALLS_PER_ROUND for (name, point), timing in timings.items() if name == str(bundle)}
+    return {point: timing.median_ms / CALLS_PER_ROUND
+            for (name, point), timing in timings.items() if name == str(bundle)}
 
 
 def report(command: str, bundle: Path, beside: list[Path], alone: dict, among: dict) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.format.latency_table import walk_paths
 from runtime.format.manifest import Preprocessing
 from runtime.format.targets import TARGETS
 from runtime.preprocess import prepare
@@ -84,8 +85,6 @@ def timed_points(session, scales: tuple[float, ...] | None = None) -> dict[str, 
     """The `Session.run` options a benchmark times a bundle at, by point name: its one dynamic point, or where it is
     steered (URNet) each S of `scales` (default: the S points it offers); each path it can be forced to (DRNet's
     resolutions, BlockDrop's cached paths); its floor where it walks blocks; and its static full model."""
-    from runtime.format.latency_table import walk_paths
-
     dispatch = session.manifest.dispatch
     offered = dispatch.operating_points(session.manifest.graphs)
     steered = [p.value for p in offered if p.kind == "scale"]

@@ -68,9 +68,11 @@ def _onnx_initializers():
                             ("name", 8, field.TYPE_STRING, None),
                             ("external_data", 13, field.TYPE_MESSAGE, "StringStringEntryProto"),
                             ("data_location", 14, field.TYPE_INT32, None)],
-            "AttributeProto": [("g", 6, field.TYPE_MESSAGE, "GraphProto"), ("graphs", 11, field.TYPE_MESSAGE, "GraphProto")],
+            "AttributeProto": [("g", 6, field.TYPE_MESSAGE, "GraphProto"),
+                               ("graphs", 11, field.TYPE_MESSAGE, "GraphProto")],
             "NodeProto": [("attribute", 5, field.TYPE_MESSAGE, "AttributeProto")],
-            "GraphProto": [("node", 1, field.TYPE_MESSAGE, "NodeProto"), ("initializer", 5, field.TYPE_MESSAGE, "TensorProto")],
+            "GraphProto": [("node", 1, field.TYPE_MESSAGE, "NodeProto"),
+                           ("initializer", 5, field.TYPE_MESSAGE, "TensorProto")],
             "ModelProto": [("graph", 7, field.TYPE_MESSAGE, "GraphProto")],
         }
         repeated = {"dims", "external_data", "initializer", "node", "attribute", "graphs"}
