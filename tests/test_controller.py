@@ -1,13 +1,13 @@
 """The load-adaptive controller holds a p95 objective while the request rate steps from 0.5x to 2x and back.
 
 The control test serves a stand-in session whose three operating points take
-2, 4 and 8 ms of real time (sleeping), so its outcome depends on the control
-logic and not on this machine's load; a second test runs a real bundle.
+2, 4 and 8 ms on a clock of its own, which the controller reads as its timer:
+the outcome depends on the control logic alone, not on this machine's load
+(a sleeping stand-in read 31 ms against 30 on a loaded host). A second test
+runs a real bundle.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -29,13 +29,15 @@ def latency(ms: float) -> Latency:
     return Latency(ms, ms, ms, 0.0, 10)
 
 
-class SleepingSession:
-    """What the controller needs of a Session: a latency table, and run(image, budget_ms=) taking real time."""
+class StandIn:
+    """What the controller needs of a Session: a latency table, and run(image, budget_ms=) spending its point's time
+    on a clock of its own (`elapsed`, seconds), which the controller's timer reads."""
 
     def __init__(self) -> None:
+        self.elapsed = 0.0
         self.table = LatencyTable(
             bundle="stand-in", manifest_sha256="0" * 64, family="drnet", device="host-cpu", backend="none",
-            backend_detail="sleep", threads=1, created="", command="", warmup=0, runs=10, noise_threshold=0.1,
+            backend_detail="stand-in", threads=1, created="", command="", warmup=0, runs=10, noise_threshold=0.1,
             preprocess=latency(0.0), reference="full", static=latency(8.0), session_overhead_ms=0.0,
             dispatch_ms_per_call=0.0,
             graphs={"full": GraphRow("full", 8, {1: latency(8.0)})},
@@ -45,7 +47,7 @@ class SleepingSession:
 
     def run(self, image, *, budget_ms: float) -> RunResult:
         name = max((n for n, (ms, _) in POINTS.items() if ms <= budget_ms), key=lambda n: POINTS[n][0], default="small")
-        time.sleep(POINTS[name][0] / 1e3)
+        self.elapsed += POINTS[name][0] / 1e3
         return RunResult(np.zeros((1, 10), np.float32), [name], np.array([1]))
 
 
@@ -57,7 +59,8 @@ def stream(full_rate: float, phases: list[tuple[float, int]], seed: int = 0) -> 
 
 
 def test_p95_returns_under_the_objective_after_each_rate_step_and_nothing_is_lost(tmp_path):
-    controller = AdaptiveController(SleepingSession(), OBJECTIVE_MS)
+    session = StandIn()
+    controller = AdaptiveController(session, OBJECTIVE_MS, timer=lambda: session.elapsed)
     phases = [(0.5, 150), (2.0, 300), (0.5, 200)]
     arrivals = stream(1e3 / POINTS["full"][0], phases)
     served = replay(controller, [None] * len(arrivals), list(arrivals))
@@ -118,4 +121,4 @@ def test_a_short_soak_keeps_memory_flat(onnx_bundle, digits_test, tmp_path):
 
 def test_a_soak_needs_a_warmup_shorter_than_the_stream():
     with pytest.raises(ValueError, match="warmup must lie between 0 and the stream's 10 requests"):
-        soak(AdaptiveController(SleepingSession(), OBJECTIVE_MS), [None] * 10, list(range(10)), warmup=10)
+        soak(AdaptiveController(StandIn(), OBJECTIVE_MS), [None] * 10, list(range(10)), warmup=10)
