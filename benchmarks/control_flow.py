@@ -1,13 +1,18 @@
-"""URNet with one conditional graph per image against a graph call per block, and the static model, on onnxruntime.
+"""URNet with one conditional graph per image against a graph call per block, and the static model.
 
-    flock /tmp/bench.lock python -m benchmarks.control_flow [--rounds 15] [--images 16] [--work DIR]
+    python -m benchmarks.control_flow [--rounds 15] [--images 16] [--work DIR]
 
-Exports the trained CIFAR-10 URNet (benchmarks/weights/blocks_cifar10/urnet-paper-gates-100) once with
-`--control-flow graph`; the per-block view is the same bundle with its manifest's section set back to "calls",
-so both run the very same per-block graphs. Every call is `Session.run` on one new image (CIFAR-10 test images),
-timed with runtime.profile.timing.measure in interleaved rounds: static, then each variant at each S and on the
-forced all-open path. Sessions hold their weights as host-cpu serves them (devices.yaml: weight_sharing shared).
-Writes benchmarks/results/control_flow.md and .json.
+Two models, each exported once for onnxruntime with `--control-flow graph`:
+the trained CIFAR-10 URNet (PUBLISHED/blocks_cifar10/urnet-paper-gates-100,
+ResNet-20), and a ResNet-110 URNet with random weights whose gates are rigged
+at S = 0.5 (benchmarks/rigs.py: build_urnet). The per-block view is the same
+bundle with its manifest's section set back to "calls", so both run the very
+same per-block graphs. ExecuTorch runs per-block calls only (its XNNPACK
+partitioner does not delegate inside a cond branch), so its rows are the trained
+model exported for it as `auto` chooses. Every call is `Session.run` on one new
+image, timed with runtime.profile.timing.measure in interleaved rounds: static,
+then each form at each point. Sessions hold their weights as host-cpu serves them
+(devices.yaml). Writes benchmarks/results/control_flow.md and .json.
 """
 
 from __future__ import annotations
@@ -16,119 +21,200 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.evidence import ROOT
-from benchmarks.rigs import machine
+from benchmarks.evidence import PUBLISHED, RESULTS, ROOT
+from benchmarks.rigs import SCALE, RiggedBundles, machine
 from runtime.format.devices import load_devices
 from runtime.profile.timing import measure
 from runtime.rules.gated import SCALES
 
 DATA_ROOT = ROOT.parent / "shared" / "data" / "cifar10"  # CIFAR-10 as an ImageFolder tree
-CHECKPOINT = Path("benchmarks/weights/blocks_cifar10/urnet-paper-gates-100")
-RESULTS = Path("benchmarks/results")
+TRAINED = PUBLISHED / "blocks_cifar10" / "urnet-paper-gates-100"
+RIGGED = "urnet-resnet110"  # benchmarks/rigs.py's model name
+CALIBRATION = 256  # random images the rigged model's BN statistics and gates are set on
 GOAL_ALL_OPEN = 1.05  # the all-open path against static (issue 32)
+TODAY_S02 = 1.18  # the trained model's per-block calls at S = 0.2 before the conditional graph (operating_points.md)
 BATCH = 32
-TODAY_S02 = 1.18  # the per-block calls' ratio at S = 0.2 before this change (operating_points.md)
+BATCH_SCALES = (0.2, 0.6, 1.0)
+ALL_OPEN = "all open"
+
+
+@dataclass
+class Model:
+    """One URNet as this benchmark times it: its bundles by form, the images it is timed on, and its points."""
+
+    label: str
+    about: str
+    bundles: dict[str, Path]  # form ("graph", "calls", "executorch calls") -> bundle
+    images: list[np.ndarray]  # one per timed call, in turn
+    scales: tuple[float, ...]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.control_flow", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--images", type=int, default=16, help="distinct test images, each its own timed call")
+    parser.add_argument("--images", type=int, default=16, help="distinct test images per model, each its own timed call")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/control_flow_work"))
     args = parser.parse_args(argv)
 
-    import exporter
     import runtime
     from trainer.data import load_split
 
-    graph_bundle = args.work / "graph"
-    if not graph_bundle.exists():
-        exporter.export(CHECKPOINT, "onnx", graph_bundle, verify=False, accuracy_images=0, control_flow="graph")
-    calls_bundle = args.work / "calls"
-    shutil.rmtree(calls_bundle, ignore_errors=True)
-    shutil.copytree(graph_bundle, calls_bundle)
-    manifest = json.loads((calls_bundle / "manifest.json").read_text())
-    del manifest["dispatch"]["control_flow"], manifest["dispatch"]["conditional"]
-    (calls_bundle / "manifest.json").write_text(json.dumps(manifest))
-
-    device = load_devices()["host-cpu"]
-    sessions = {flow: runtime.load(bundle, device=device, threads=args.threads)
-                for flow, bundle in (("graph", graph_bundle), ("calls", calls_bundle))}
     dataset, _ = load_split("cifar10", "test", data_root=DATA_ROOT)
-    images = [dataset[i][0].numpy()[None] for i in range(args.images)]
-    full = sessions["graph"].manifest.dispatch.full_path()
-    points = {f"S={s:g}": {"scale": s} for s in SCALES} | {"all open": {"path": full}}
+    test_images = [dataset[i][0].numpy()[None] for i in range(max(args.images, BATCH))]
+    random_images = np.random.default_rng(1).integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
+    rigged, rig = rigged_bundles(args.work)
+    models = [
+        Model("trained CIFAR-10 URNet", f"{TRAINED.relative_to(ROOT)}, ResNet-20, 9 blocks; CIFAR-10 test images",
+              trained_bundles(args.work), test_images[: args.images], SCALES),
+        Model("ResNet-110 URNet, rigged gates", f"random weights, 54 blocks; random images; {rig}",
+              rigged, [random_images[i : i + 1] for i in range(args.images)], (SCALE,)),
+    ]
+    host = load_devices()["host-cpu"]
     fns = {}
-    for i, image in enumerate(images):
-        fns["static", "static", i] = lambda image=image: sessions["calls"].run(image, static=True)
-        for flow, session in sessions.items():
-            for point, options in points.items():
-                fns[flow, point, i] = lambda image=image, session=session, options=options: session.run(image, **options)
-    # Batches: the per-block dispatch grouped by gate (Session.run) against the conditional graph on the whole batch
-    # (its runner, on the same prepared batch: an If's one condition runs a block for all when any sample keeps it).
-    batch = np.concatenate([dataset[i][0].numpy()[None] for i in range(BATCH)])
-    count = len(sessions["graph"].manifest.dispatch.blocks)
-    conditional = sessions["graph"].graphs["conditional"]
-    for s in (0.2, 0.6, 1.0):
-        scale = np.full(BATCH, s, dtype=np.float32)
-        fns["batch grouped", s] = lambda scale=scale: sessions["calls"].run(batch, scale=scale)
-        fns["batch conditional", s] = lambda scale=scale: conditional([batch, scale, np.full((BATCH, count), -1, np.float32)])
-    fns["batch static"] = lambda: sessions["calls"].run(batch, static=True)
+    for model in models:
+        sessions = {form: runtime.load(bundle, device=host, threads=args.threads) for form, bundle in model.bundles.items()}
+        full = sessions["graph"].manifest.dispatch.full_path()
+        points = {f"S={s:g}": {"scale": s} for s in model.scales} | {ALL_OPEN: {"path": full}}
+        for i, image in enumerate(model.images):
+            for form, session in sessions.items():
+                for point, options in points.items():
+                    fns[model.label, form, point, i] = lambda image=image, s=session, o=options: s.run(image, **o)
+            for static, form in STATICS.items():  # each backend's static model, once
+                if form in sessions:
+                    fns[model.label, static, i] = lambda image=image, s=sessions[form]: s.run(image, static=True)
+        if model is models[0]:
+            batch = np.concatenate(test_images[:BATCH])
+            fns |= batch_calls(sessions["graph"], sessions["calls"], batch)
     timings = measure(fns, runs=args.rounds, warmup=2)
-    batches = {s: {"grouped_ms": timings["batch grouped", s].median_ms,
-                   "conditional_ms": timings["batch conditional", s].median_ms} for s in (0.2, 0.6, 1.0)}
+
+    results = []
+    for model in models:
+        def ms(*key: str) -> float:  # the mean over images of each image's median
+            return float(np.mean([timings[(model.label, *key, i)].median_ms for i in range(len(model.images))]))
+
+        statics = {static: ms(static) for static, form in STATICS.items() if form in model.bundles}
+        rows = []
+        for point in [f"S={s:g}" for s in model.scales] + [ALL_OPEN]:
+            row = {"point": point}
+            for form in model.bundles:
+                static = statics[STATIC_OF[form]]
+                row[form] = {"ms": ms(form, point), "x_static": ms(form, point) / static}
+            rows.append(row)
+        results.append({"model": model.label, "about": model.about, "static_ms": statics, "rows": rows})
     batch_static = timings["batch static"].median_ms
-
-    def ms(flow: str, point: str) -> float:  # the sum over images of each image's median, per image
-        return sum(timings[flow, point, i].median_ms for i in range(len(images))) / len(images)
-
-    static = ms("static", "static")
-    rows = [{"point": point, "calls_ms": ms("calls", point), "graph_ms": ms("graph", point)} for point in points]
-    for row in rows:
-        row["calls_ratio"], row["graph_ratio"] = row["calls_ms"] / static, row["graph_ms"] / static
-    write(args, static, rows, batch_static, batches, machine())
+    batches = {str(s): {"grouped_ms": timings["batch grouped", s].median_ms,
+                        "conditional_ms": timings["batch conditional", s].median_ms} for s in BATCH_SCALES}
+    write(args, results, batch_static, batches, machine())
     return 0
 
 
-def write(args, static: float, rows: list[dict], batch_static: float, batches: dict, host: dict) -> None:
-    by_point = {row["point"]: row for row in rows}
-    goals = [
-        ("all-open path ≤ 1.05x static (graph)", by_point["all open"]["graph_ratio"] <= GOAL_ALL_OPEN),
-        ("faster than static at S ≥ 0.6 (graph)", all(by_point[f"S={s:g}"]["graph_ratio"] < 1 for s in SCALES if s >= 0.6)),
-        (f"S = 0.2 faster than today's {TODAY_S02}x (graph)", by_point["S=0.2"]["graph_ratio"] < TODAY_S02),
+def trained_bundles(work: Path) -> dict[str, Path]:
+    """The trained URNet for onnxruntime with its conditional graph, the same bundle read per block, and ExecuTorch."""
+    import exporter
+
+    graph = work / "trained-graph"
+    if not graph.exists():
+        exporter.export(TRAINED, "onnx", graph, verify=False, accuracy_images=0, control_flow="graph")
+    executorch = work / "trained-executorch"
+    if not executorch.exists():
+        exporter.export(TRAINED, "executorch", executorch, verify=False, accuracy_images=0)
+    return {"graph": graph, "calls": per_block_view(graph), "executorch calls": executorch}
+
+
+def rigged_bundles(work: Path) -> tuple[dict[str, Path], str]:
+    """The rigged ResNet-110 URNet for onnxruntime with its conditional graph, the same bundle read per block, and
+    its rig in words."""
+    calibration = np.random.default_rng(0).integers(0, 256, (CALIBRATION, 32, 32, 3), dtype=np.uint8)
+    graph, rig = RiggedBundles(work, calibration).export(RIGGED, "onnx", f"{RIGGED}-graph", control_flow="graph")
+    return {"graph": graph, "calls": per_block_view(graph)}, rig
+
+
+def per_block_view(graph_bundle: Path) -> Path:
+    """A copy of `graph_bundle` whose manifest says "calls": the very same per-block graphs, without the conditional."""
+    calls = graph_bundle.with_name(graph_bundle.name + "-as-calls")
+    shutil.rmtree(calls, ignore_errors=True)
+    shutil.copytree(graph_bundle, calls)
+    manifest = json.loads((calls / "manifest.json").read_text())
+    del manifest["dispatch"]["control_flow"], manifest["dispatch"]["conditional"]
+    (calls / "manifest.json").write_text(json.dumps(manifest))
+    return calls
+
+
+def batch_calls(graph_session, calls_session, batch: np.ndarray) -> dict:
+    """A batch: the per-block dispatch grouped by gate (Session.run) against the conditional graph on the whole batch
+    (its runner, on the same prepared batch: an If's one condition runs a block for all when any sample keeps it)."""
+    dispatch = graph_session.manifest.dispatch
+    conditional = graph_session.graphs[dispatch.conditional]
+    unforced = np.full((len(batch), len(dispatch.blocks)), -1, np.float32)
+    fns = {"batch static": lambda: calls_session.run(batch, static=True)}
+    for s in BATCH_SCALES:
+        scale = np.full(len(batch), s, dtype=np.float32)
+        fns["batch grouped", s] = lambda scale=scale: calls_session.run(batch, scale=scale)
+        fns["batch conditional", s] = lambda scale=scale: conditional([batch, scale, unforced])
+    return fns
+
+
+FORM_NAMES = {"calls": "onnxruntime, per-block calls", "graph": "onnxruntime, conditional graph",
+              "executorch calls": "ExecuTorch, per-block calls"}
+STATICS = {"onnxruntime static": "calls", "executorch static": "executorch calls"}  # static model: the form run on
+STATIC_OF = {"calls": "onnxruntime static", "graph": "onnxruntime static", "executorch calls": "executorch static"}
+
+
+def goals(results: list[dict]) -> list[tuple[str, bool]]:
+    trained, rigged = ({row["point"]: row for row in r["rows"]} for r in results)
+    return [
+        (f"trained: all-open path ≤ {GOAL_ALL_OPEN}x static (conditional graph)",
+         trained[ALL_OPEN]["graph"]["x_static"] <= GOAL_ALL_OPEN),
+        ("trained: faster than static at S ≥ 0.6 (conditional graph)",
+         all(trained[f"S={s:g}"]["graph"]["x_static"] < 1 for s in SCALES if s >= 0.6)),
+        (f"trained: S = 0.2 faster than today's {TODAY_S02}x (conditional graph)",
+         trained["S=0.2"]["graph"]["x_static"] < TODAY_S02),
+        (f"ResNet-110: all-open path ≤ {GOAL_ALL_OPEN}x static (conditional graph)",
+         rigged[ALL_OPEN]["graph"]["x_static"] <= GOAL_ALL_OPEN),
+        (f"trained, ExecuTorch: all-open path ≤ {GOAL_ALL_OPEN}x static (per-block calls; no conditional in XNNPACK)",
+         trained[ALL_OPEN]["executorch calls"]["x_static"] <= GOAL_ALL_OPEN),
     ]
-    command = "flock /tmp/bench.lock python -m benchmarks.control_flow " + " ".join(sys.argv[1:])
+
+
+def write(args, results: list[dict], batch_static: float, batches: dict, host: dict) -> None:
+    command = "python -m benchmarks.control_flow " + " ".join(sys.argv[1:])
+    held = goals(results)
     lines = [
-        "# URNet: one conditional graph per image against a call per block (onnxruntime)", "",
+        "# URNet: one conditional graph per image against a call per block", "",
         f"Command: `{command}`  ",
-        f"Machine: {host['machine']}, {host['cpus']} CPUs, **shared with other jobs** (2 cores, several workers); "
-        f"{host['versions']}; onnxruntime at {args.threads} thread(s), weights as host-cpu shares them.", "",
-        f"The trained CIFAR-10 URNet ({CHECKPOINT}, ResNet-20, 9 blocks), exported once with `--control-flow graph`; "
-        "the per-block rows run the same bundle's per-block graphs. Each figure: `Session.run` on one new CIFAR-10 "
-        f"test image per call, the mean over {args.images} images of each image's median over {args.rounds} "
-        "interleaved rounds; ratios against the static model (`static=True`) timed in the same rounds.", "",
-        f"Static model: {static:.3f} ms per image.", "",
-        "| point | per-block calls ms | x static | conditional graph ms | x static |",
-        "|---|---|---|---|---|",
-        *(f"| {r['point']} | {r['calls_ms']:.3f} | {r['calls_ratio']:.2f} | {r['graph_ms']:.3f} | {r['graph_ratio']:.2f} |"
-          for r in rows),
-        "", f"Batches of {BATCH} (one call of each, median ms; static {batch_static:.2f} ms):", "",
-        "| S | per-block, grouped by gate (Session.run) | conditional graph on the whole batch (its runner) |",
-        "|---|---|---|",
-        *(f"| {s:g} | {b['grouped_ms']:.2f} ({b['grouped_ms'] / batch_static:.2f}x) | "
-          f"{b['conditional_ms']:.2f} ({b['conditional_ms'] / batch_static:.2f}x) |" for s, b in batches.items()),
-        "", "Goals (issue 32):", "",
-        *(f"- {goal}: {'held' if held else '**MISS**'}" for goal, held in goals),
+        f"Machine: {host['machine']}, {host['cpus']} CPUs; {host['versions']}; {args.threads} thread(s), "
+        "weights as host-cpu holds them (devices.yaml).", "",
+        "Each model is exported once for onnxruntime with `--control-flow graph`; its per-block rows run the same "
+        "bundle's per-block graphs (its manifest read as `calls`). ExecuTorch has per-block calls only: its XNNPACK "
+        "partitioner does not delegate inside a `torch.cond` branch. Each figure: `Session.run` on one new image per "
+        f"call, the mean over {args.images} images of each image's median over {args.rounds} interleaved rounds; "
+        "ratios against the static full model of the same backend (`static=True`), timed in the same rounds.",
     ]
+    for result in results:
+        forms = [f for f in FORM_NAMES if f in result["rows"][0]]  # the table's column order
+        statics = ", ".join(f"{name} {ms:.3f} ms" for name, ms in result["static_ms"].items())
+        lines += ["", f"## {result['model']}", "", f"{result['about']}.", "", f"Static models: {statics}.", "",
+                  "| point | " + " | ".join(f"{FORM_NAMES[f]} ms | x static" for f in forms) + " |",
+                  "|---|" + "---|---|" * len(forms),
+                  *("| " + row["point"] + " | " + " | ".join(f"{row[f]['ms']:.3f} | {row[f]['x_static']:.2f}"
+                                                             for f in forms) + " |" for row in result["rows"])]
+    lines += ["", f"Trained model, batches of {BATCH} (one call of each, median ms; static {batch_static:.2f} ms):", "",
+              "| S | per-block, grouped by gate (Session.run) | conditional graph on the whole batch (its runner) |",
+              "|---|---|---|",
+              *(f"| {s} | {b['grouped_ms']:.2f} ({b['grouped_ms'] / batch_static:.2f}x) | "
+                f"{b['conditional_ms']:.2f} ({b['conditional_ms'] / batch_static:.2f}x) |" for s, b in batches.items()),
+              "", "Goals (issue 32):", "",
+              *(f"- {goal}: {'held' if ok else '**MISS**'}" for goal, ok in held)]
     (RESULTS / "control_flow.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "control_flow.json").write_text(json.dumps(
-        {"command": command, **host, "static_ms": static, "rows": rows, "batch_static_ms": batch_static,
-         "batches": {str(s): b for s, b in batches.items()}, "goals": dict(goals)}, indent=2) + "\n")
+        {"command": command, **host, "models": results, "batch_static_ms": batch_static, "batches": batches,
+         "goals": dict(held)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
