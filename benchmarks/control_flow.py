@@ -21,6 +21,8 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from benchmarks.evidence import PUBLISHED, RESULTS, ROOT
 from benchmarks.rigs import SCALE, RiggedBundles, machine
+from runtime.format.bundle import open_bundle
 from runtime.format.devices import load_devices
 from runtime.profile.timing import measure
 from runtime.rules.gated import SCALES
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 static = statics[STATIC_OF[form]]
                 row[form] = {"ms": ms(form, point), "x_static": ms(form, point) / static}
             rows.append(row)
-        results.append({"model": model.label, "about": model.about, "static_ms": statics, "rows": rows})
+        results.append({"model": model.label, "about": model.about, "static_ms": statics, "rows": rows,
+                        "executed_nodes": profile(model.bundles["graph"])})
     batch_static = timings["batch static"].median_ms
     batches = {str(s): {"grouped_ms": timings["batch grouped", s].median_ms,
                         "conditional_ms": timings["batch conditional", s].median_ms} for s in BATCH_SCALES}
@@ -133,6 +137,49 @@ def rigged_bundles(work: Path) -> tuple[dict[str, Path], str]:
     calibration = np.random.default_rng(0).integers(0, 256, (CALIBRATION, 32, 32, 3), dtype=np.uint8)
     graph, rig = RiggedBundles(work, calibration).export(RIGGED, "onnx", f"{RIGGED}-graph", control_flow="graph")
     return {"graph": graph, "calls": per_block_view(graph)}, rig
+
+
+def profile(bundle: Path) -> dict[str, dict[str, float]]:
+    """The nodes run per call by the static model, and by the conditional graph with every block forced open or
+    closed (forced, so that the count does not depend on the input)."""
+    manifest = open_bundle(bundle)
+    image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    scale = np.full(1, SCALE, np.float32)
+    count = len(manifest.dispatch.blocks)
+    return {
+        "static": executed_nodes(bundle, manifest.dispatch.reference, {"image": image}),
+        **{f"conditional, {name}": executed_nodes(bundle, manifest.dispatch.conditional, {
+            "image": image, "scale": scale, "force": np.full((1, count), forced, np.float32)})
+           for name, forced in ((ALL_OPEN, 1.0), ("all closed", 0.0))},
+    }
+
+
+def executed_nodes(bundle: Path, graph: str, feed: dict[str, np.ndarray], runs: int = 20) -> dict[str, float]:
+    """The nodes onnxruntime runs per call of `graph` on `feed` (its profile, after optimization), by kind: where a
+    conditional graph's time goes beyond the static model's convolutions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
+    session = ort.InferenceSession(str(bundle / open_bundle(bundle).graphs[graph].artifact), options,
+                                   providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kinds = Counter(NODE_KINDS.get(e["args"]["op_name"], "other") for e in events
+                    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+    return {kind: kinds[kind] / runs for kind in KINDS}
+
+
+NODE_KINDS = {"Conv": "Conv", "ReorderInput": "layout reorder", "ReorderOutput": "layout reorder", "If": "If"}
+KINDS = (*dict.fromkeys(NODE_KINDS.values()), "other")
+NODE_KINDS_NOTE = (
+    "Nodes onnxruntime runs per call (its profile of the optimized graph, batch 1), by kind. *Other*: everything "
+    "else: in the static model the few nodes its NCHWc convolutions did not absorb; in the conditional graph also "
+    "each block's gate, the decision bookkeeping, the branches' output renames, and the residual Add and Relu, which "
+    "each branch, optimized alone, runs outside its convolutions on the NCHW tensors it hands back.")
 
 
 def per_block_view(graph_bundle: Path) -> Path:
@@ -203,7 +250,10 @@ def write(args, results: list[dict], batch_static: float, batches: dict, host: d
                   "| point | " + " | ".join(f"{FORM_NAMES[f]} ms | x static" for f in forms) + " |",
                   "|---|" + "---|---|" * len(forms),
                   *("| " + row["point"] + " | " + " | ".join(f"{row[f]['ms']:.3f} | {row[f]['x_static']:.2f}"
-                                                             for f in forms) + " |" for row in result["rows"])]
+                                                             for f in forms) + " |" for row in result["rows"]),
+                  "", NODE_KINDS_NOTE, "", "| graph | " + " | ".join(KINDS) + " | all |", "|---|" + "---:|" * (len(KINDS) + 1),
+                  *(f"| {name} | " + " | ".join(f"{nodes[k]:g}" for k in KINDS) + f" | {sum(nodes.values()):g} |"
+                    for name, nodes in result["executed_nodes"].items())]
     lines += ["", f"Trained model, batches of {BATCH} (one call of each, median ms; static {batch_static:.2f} ms):", "",
               "| S | per-block, grouped by gate (Session.run) | conditional graph on the whole batch (its runner) |",
               "|---|---|---|",
