@@ -44,6 +44,17 @@ TODAY_S02 = 1.18  # the trained model's per-block calls at S = 0.2 before the co
 BATCH = 32
 BATCH_SCALES = (0.2, 0.6, 1.0)
 ALL_OPEN = "all open"
+FORM_NAMES = {"calls": "onnxruntime, per-block calls", "graph": "onnxruntime, conditional graph",
+              "executorch calls": "ExecuTorch, per-block calls"}
+STATICS = {"onnxruntime static": "calls", "executorch static": "executorch calls"}  # static model: the form run on
+STATIC_OF = {"calls": "onnxruntime static", "graph": "onnxruntime static", "executorch calls": "executorch static"}
+NODE_KINDS = {"Conv": "Conv", "ReorderInput": "layout reorder", "ReorderOutput": "layout reorder", "If": "If"}
+KINDS = (*dict.fromkeys(NODE_KINDS.values()), "other")
+NODE_KINDS_NOTE = (
+    "Nodes onnxruntime runs per call (its profile of the optimized graph, batch 1), by kind. *Other*: everything "
+    "else: in the static model the few nodes its NCHWc convolutions did not absorb; in the conditional graph also "
+    "each block's gate, the decision bookkeeping, the branches' output renames, and the residual Add and Relu, which "
+    "each branch, optimized alone, runs outside its convolutions on the NCHW tensors it hands back.")
 
 
 @dataclass
@@ -162,24 +173,16 @@ def executed_nodes(bundle: Path, graph: str, feed: dict[str, np.ndarray], runs: 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    session = ort.InferenceSession(str(bundle / open_bundle(bundle).graphs[graph].artifact), options,
-                                   providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        session.run(None, feed)
-    events = json.loads(Path(session.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory() as scratch:
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(bundle / open_bundle(bundle).graphs[graph].artifact), options,
+                                       providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
     kinds = Counter(NODE_KINDS.get(e["args"]["op_name"], "other") for e in events
                     if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
     return {kind: kinds[kind] / runs for kind in KINDS}
-
-
-NODE_KINDS = {"Conv": "Conv", "ReorderInput": "layout reorder", "ReorderOutput": "layout reorder", "If": "If"}
-KINDS = (*dict.fromkeys(NODE_KINDS.values()), "other")
-NODE_KINDS_NOTE = (
-    "Nodes onnxruntime runs per call (its profile of the optimized graph, batch 1), by kind. *Other*: everything "
-    "else: in the static model the few nodes its NCHWc convolutions did not absorb; in the conditional graph also "
-    "each block's gate, the decision bookkeeping, the branches' output renames, and the residual Add and Relu, which "
-    "each branch, optimized alone, runs outside its convolutions on the NCHW tensors it hands back.")
 
 
 def per_block_view(graph_bundle: Path) -> Path:
@@ -205,12 +208,6 @@ def batch_calls(graph_session, calls_session, batch: np.ndarray) -> dict:
         fns["batch grouped", s] = lambda scale=scale: calls_session.run(batch, scale=scale)
         fns["batch conditional", s] = lambda scale=scale: conditional([batch, scale, unforced])
     return fns
-
-
-FORM_NAMES = {"calls": "onnxruntime, per-block calls", "graph": "onnxruntime, conditional graph",
-              "executorch calls": "ExecuTorch, per-block calls"}
-STATICS = {"onnxruntime static": "calls", "executorch static": "executorch calls"}  # static model: the form run on
-STATIC_OF = {"calls": "onnxruntime static", "graph": "onnxruntime static", "executorch calls": "executorch static"}
 
 
 def goals(results: list[dict]) -> list[tuple[str, bool]]:
