@@ -53,7 +53,8 @@ def bundles(checkpoint_dir, block_checkpoints, calibration, tmp_path_factory):
         # Version 2 bundles ran URNet's gated blocks one call each: the twin keeps them so.
         options = {"blockdrop": {"calibration": calibration, "cache_paths": 4},
                    "urnet": {"control_flow": "calls"}}.get(family, {})
-        exporter.export(checkpoints[family], target, v3, max_batch=1, **options)
+        # No accuracy measurement: a version-2 manifest has no accuracy section.
+        exporter.export(checkpoints[family], target, v3, max_batch=1, accuracy_images=0, **options)
         v2 = tmp_path_factory.mktemp("v2") / f"{family}-{target}"
         v2.mkdir()
         for file in v3.iterdir():
