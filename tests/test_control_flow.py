@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import runtime
 from exporter.__main__ import main as exporter_main
 from runtime.format.devices import get_device
 from runtime.format.fields import BundleError
+from runtime.profile.ops import self_times
 from runtime.rules.gated import SCALES
 
 SINGLE_IMAGES = 6
@@ -99,6 +101,26 @@ def test_the_graph_takes_batches_with_mixed_decisions(flows, digits_test):
         logits, gates = graph.graphs["conditional"]([prepared, scale, force])
         assert ["".join("1" if g > 0.5 else "0" for g in row) for row in gates] == expected.paths
         np.testing.assert_allclose(logits, expected.logits, atol=1e-4)
+
+
+def test_the_op_view_times_each_node_once_under_its_ifs(flows, digits_test, tmp_path):
+    """onnxruntime times an If whole, its branch nodes included, and each branch node too: summed naively, the
+    kernels of the conditional graph took longer than the runs they ran in."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.enable_profiling = 1, True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    bundle = flows["graph"]
+    graph = bundle.manifest.graphs[bundle.manifest.dispatch.conditional]
+    session = ort.InferenceSession(str(bundle.bundle / graph.artifact), options, providers=["CPUExecutionProvider"])
+    force = np.ones((1, len(bundle.manifest.dispatch.blocks)), np.float32)  # every block runs, inside its If
+    for image in digits_test[2][:8].numpy():  # normalized, as the graph takes them
+        session.run(None, {"image": image[None], "scale": np.ones(1, np.float32), "force": force})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sum(e["dur"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    assert sum(us for _, us in self_times(events)) <= runs
+    assert {e["args"]["op_name"] for e, _ in self_times(events)} >= {"If", "Conv"}
 
 
 def test_graph_on_executorch_is_refused_by_name(block_checkpoints, tmp_path, capsys):

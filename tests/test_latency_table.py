@@ -15,6 +15,7 @@ from runtime.format.devices import get_device
 from runtime.format.latency_table import (
     GraphRow, Latency, LatencyTableError, PointRow, fit_latency, read_latency_table, write_latency_table,
 )
+from runtime.profile.ops import self_times
 from runtime.profile.table import REMEASURES, _measure_quietly, measure_table
 from runtime.rules.gated import SCALES
 from runtime.profile.cli import main as profile_main
@@ -208,6 +209,20 @@ def test_the_op_breakdown_names_each_points_top_ops_and_providers(onnx_bundle, t
         assert sum(o["share"] for o in row["top_ops"]) <= 1 + 1e-9
         assert row["providers"] == pytest.approx({"CPUExecutionProvider": 1.0})
     assert "Conv" in capsys.readouterr().out
+
+
+def node(op: str, ts: float, dur: float) -> dict:
+    return {"cat": "Node", "name": f"{op}_kernel_time", "ts": ts, "dur": dur,
+            "args": {"op_name": op, "provider": "CPUExecutionProvider"}}
+
+
+def test_a_control_flow_node_counts_its_own_time_and_its_branch_nodes_theirs():
+    # A Relu, then an If (100 µs) whose branch runs a Conv (60) and a nested If (30) around an Add (25); then a Relu
+    # that starts as the outer If ends.
+    events = [node("Relu", 0, 5), node("If", 10, 100), node("Conv", 12, 60), node("If", 75, 30),
+              node("Add", 77, 25), node("Relu", 110, 5), {"cat": "Session", "name": "model_run", "ts": 0, "dur": 120}]
+    own = [(e["args"]["op_name"], us) for e, us in self_times(events)]
+    assert own == [("Relu", 5), ("If", 10), ("Conv", 60), ("If", 5), ("Add", 25), ("Relu", 5)]
 
 
 def test_a_profiling_onnxruntime_backend_writes_one_profile_per_graph(onnx_bundle, tmp_path):

@@ -6,7 +6,9 @@ in sessions of its own, and sums the profiler's per-op kernel times by op
 type: the top ops per path, and the share of kernel time on each provider (a
 check, op by op, that the provider asked for really ran).
 
-- onnxruntime: its profiling JSON, per node, with the execution provider.
+- onnxruntime: its profiling JSON, per node, with the execution provider. A
+  control-flow node (URNet's `If`) is timed whole, branch nodes included, and
+  each branch node is timed too: it counts its own time only (`self_times`).
 - ExecuTorch: ETDump, read with the ExecuTorch Inspector: each XNNPACK op of
   a delegate (provider "XNNPACK"), and each kernel that ran outside a delegate
   (provider "portable").
@@ -36,7 +38,7 @@ from runtime.format.manifest import Manifest
 from runtime.session import Session
 from runtime.format.targets import TARGETS
 
-__all__ = ["PROFILERS", "op_breakdown", "tensorrt_op_type"]
+__all__ = ["PROFILERS", "op_breakdown", "self_times", "tensorrt_op_type"]
 
 # Kernel milliseconds by op type, and by provider, over every call a profiling backend made.
 KernelTimes = tuple[Counter, Counter]
@@ -52,13 +54,29 @@ def _onnxruntime(device: Device, scratch: Path, bundle: Path, manifest: Manifest
     def kernel_times() -> KernelTimes:
         kernels, providers = Counter(), Counter()
         for graph_session in backend.sessions.values():
-            for event in json.loads(Path(graph_session.end_profiling()).read_text()):
-                if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                    kernels[event["args"]["op_name"]] += event["dur"] / 1e3
-                    providers[event["args"]["provider"]] += event["dur"] / 1e3
+            events = json.loads(Path(graph_session.end_profiling()).read_text())
+            for event, self_us in self_times(events):
+                kernels[event["args"]["op_name"]] += self_us / 1e3
+                providers[event["args"]["provider"]] += self_us / 1e3
         return kernels, providers
 
     return backend, kernel_times
+
+
+def self_times(events: list[dict]) -> list[tuple[dict, float]]:
+    """Each node kernel event of an onnxruntime profile with its own time in µs: its duration less that of the node
+    events nested inside it (an `If` runs its branch's nodes within its own kernel time)."""
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                   key=lambda e: (e["ts"], -e["dur"]))
+    own = [float(e["dur"]) for e in nodes]
+    open_nodes: list[int] = []  # indices of the nodes whose interval contains the current one, outermost first
+    for i, event in enumerate(nodes):
+        while open_nodes and nodes[open_nodes[-1]]["ts"] + nodes[open_nodes[-1]]["dur"] <= event["ts"]:
+            open_nodes.pop()
+        if open_nodes:
+            own[open_nodes[-1]] -= event["dur"]
+        open_nodes.append(i)
+    return [(event, max(0.0, us)) for event, us in zip(nodes, own)]
 
 
 # ETDump events that time a whole call, a load, or the dispatch around a kernel, not one op.
