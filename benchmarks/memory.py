@@ -122,7 +122,8 @@ def probe(option: Option, mode: str, bundle: Path, static_dir: Path) -> dict:
         from runtime.preprocess import prepare
 
         run = backend.load(static_dir, manifest, manifest.graphs[manifest.dispatch.reference])
-        run([prepare(images, manifest.preprocessing)])
+        for start in range(0, BATCH, manifest.max_batch):  # in the chunks Session.run makes of the batch
+            run([prepare(images[start : start + manifest.max_batch], manifest.preprocessing)])
     elif mode == "bundle":
         Session(bundle, manifest, backend).run(images)
     return {"maxrss_kb": _peak_rss_kb(), "rss_kb": _rss_now_kb()}
