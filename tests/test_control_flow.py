@@ -111,10 +111,11 @@ def test_the_op_view_times_each_node_once_under_its_ifs(flows, digits_test, tmp_
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.enable_profiling = 1, True
     options.profile_file_prefix = str(tmp_path / "profile")
-    bundle = flows["graph"]
-    graph = bundle.manifest.graphs[bundle.manifest.dispatch.conditional]
-    session = ort.InferenceSession(str(bundle.bundle / graph.artifact), options, providers=["CPUExecutionProvider"])
-    force = np.ones((1, len(bundle.manifest.dispatch.blocks)), np.float32)  # every block runs, inside its If
+    manifest = flows["graph"].manifest
+    graph = manifest.graphs[manifest.dispatch.conditional]
+    session = ort.InferenceSession(str(flows["graph"].bundle / graph.artifact), options,
+                                   providers=["CPUExecutionProvider"])
+    force = np.ones((1, len(manifest.dispatch.blocks)), np.float32)  # every block runs, inside its If
     for image in digits_test[2][:8].numpy():  # normalized, as the graph takes them
         session.run(None, {"image": image[None], "scale": np.ones(1, np.float32), "force": force})
     events = json.loads(Path(session.end_profiling()).read_text())
