@@ -192,8 +192,9 @@ def report_md(command: str, info: dict, rows: list[dict], rig: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {info['machine']}; {info['cpus']} CPUs, shared with other jobs (contended; the latency "
-        f"measurement held --timing-lock, the memory probes ran beside other jobs); one thread per backend. Versions: {info['versions']}.",
+        f"Machine: {info['machine']}; {info['cpus']} CPUs; one thread per backend"
+        f"{'; the latency measurement held --timing-lock against other timed jobs' if info['timing_lock'] else ''}. "
+        f"Versions: {info['versions']}.",
         "",
         f"Model: {rig}. Exported with all 16 paths cached (53 graphs) unless the option says otherwise; the static "
         "model is the split's `full` graph alone, written by the same target writer (benchmarks/rigs.py "
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         timed = latency(chosen, paths, args.rounds, args.timing_lock)
         rows += [{"backend": backend, "option": o.name, "change": o.change, "bundle": str(paths[o.name]),
                   "memory": memory[o.name], "latency": timed[o.name]} for o in chosen]
-    info = {**machine(), "rounds": args.rounds}
+    info = {**machine(), "rounds": args.rounds, "timing_lock": args.timing_lock is not None}
     rig = bundles.checkpoint(MODEL)[1]
     name = f"memory_{args.backend}" if args.backend else "memory"
     RESULTS.mkdir(parents=True, exist_ok=True)
