@@ -32,6 +32,7 @@ from benchmarks.evidence import PUBLISHED, RESULTS, ROOT
 from benchmarks.rigs import SCALE, RiggedBundles, machine
 from runtime.format.bundle import open_bundle
 from runtime.format.devices import load_devices
+from runtime.profile.ops import self_times
 from runtime.profile.timing import measure
 from runtime.rules.gated import SCALES
 
@@ -180,8 +181,7 @@ def executed_nodes(bundle: Path, graph: str, feed: dict[str, np.ndarray], runs: 
         for _ in range(runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    kinds = Counter(NODE_KINDS.get(e["args"]["op_name"], "other") for e in events
-                    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+    kinds = Counter(NODE_KINDS.get(e["args"]["op_name"], "other") for e, _ in self_times(events))
     return {kind: kinds[kind] / runs for kind in KINDS}
 
 
